@@ -1,0 +1,77 @@
+"""The skypanda exception tree, drawn once.
+
+    SkypandaError                 base; `retryable` says whether trying again may help
+    ├── InvalidInput              bad task file, bad body, bad argument (HTTP 400/422, exit 2)
+    ├── NotFound                  unknown task, job, pilot or queue id (HTTP 404)
+    ├── Unauthorized              missing or wrong bearer token (HTTP 401)
+    ├── Conflict                  a compare-and-set lost: the state was not what the writer expected
+    │   └── IllegalTransition     a state machine refused a transition (HTTP 409)
+    └── BackendUnavailable        a store, bus or blob backend failed (retryable; HTTP 503)
+
+Every error carries a message that names the problem; callers `raise ... from e`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SkypandaError(Exception):
+    """Root of every error skypanda raises on purpose."""
+
+    retryable: bool = False
+    http_status: int = 500
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": type(self).__name__, "message": self.message}
+        if self.context:
+            body["context"] = {k: v for k, v in self.context.items() if v is not None}
+        return body
+
+
+class InvalidInput(SkypandaError):
+    """Input failed validation; nothing was stored."""
+
+    http_status = 422
+
+
+class NotFound(SkypandaError):
+    """No object with that id."""
+
+    http_status = 404
+
+
+class Unauthorized(SkypandaError):
+    """The request did not carry a valid bearer token."""
+
+    http_status = 401
+
+
+class Conflict(SkypandaError):
+    """A compare-and-set write found another state than it expected."""
+
+    http_status = 409
+
+
+class IllegalTransition(Conflict):
+    """A state machine does not allow this transition."""
+
+    def __init__(self, machine: str, current: str, target: str) -> None:
+        super().__init__(
+            f"{machine}: cannot go from {current!r} to {target!r}",
+            machine=machine,
+            current=current,
+            target=target,
+        )
+
+
+class BackendUnavailable(SkypandaError):
+    """A backend (database, bus, blob store) failed; trying again may help."""
+
+    retryable = True
+    http_status = 503

@@ -1,0 +1,131 @@
+"""State machines: one enum and one transition table each, and one function that applies them.
+
+Names and meanings follow PanDA (jobs, JEDI tasks) and Harvester (workers = our pilots).
+Nothing outside this module compares status strings: callers ask `advance()` for a transition
+and use the sets below (`FINAL`, `LIVE`, ...) for questions about a state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import TypeVar
+
+from skypanda.domain.errors import IllegalTransition
+
+
+class JobStatus(StrEnum):
+    """A job's state (PanDA's job states)."""
+
+    DEFINED = "defined"  # waiting for its parents
+    ACTIVATED = "activated"  # ready to be dispatched to a pilot
+    SENT = "sent"  # handed to a pilot
+    STARTING = "starting"  # the pilot is staging in / setting up
+    RUNNING = "running"  # the payload runs
+    FINISHED = "finished"  # the payload succeeded
+    FAILED = "failed"  # failed for good (no attempt left, or not retryable)
+    CANCELLED = "cancelled"  # killed by a user or because its task was aborted
+    CLOSED = "closed"  # closed by the system without running (task ended around it)
+
+
+class TaskStatus(StrEnum):
+    """A task's state (JEDI's task states)."""
+
+    REGISTERED = "registered"  # stored, not yet split
+    READY = "ready"  # split into jobs, none dispatched yet
+    RUNNING = "running"  # some job was dispatched
+    DONE = "done"  # every job finished
+    FINISHED = "finished"  # ended with some jobs failed; the task allows partial success
+    FAILED = "failed"  # ended with failed jobs (or could not be split)
+    ABORTED = "aborted"  # killed by a user
+
+
+class PilotStatus(StrEnum):
+    """A pilot's state (Harvester's worker states)."""
+
+    SUBMITTED = "submitted"  # launched, not yet heard from
+    RUNNING = "running"  # registered and heartbeating
+    FINISHED = "finished"  # exited cleanly (idle timeout, drained)
+    FAILED = "failed"  # exited with an error
+    MISSED = "missed"  # went silent, or vanished from the launcher's view
+    CANCELLED = "cancelled"  # stopped by the scaler or by shutdown
+
+
+S = TypeVar("S", JobStatus, TaskStatus, PilotStatus)
+
+_J = JobStatus
+JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
+    _J.DEFINED: frozenset({_J.ACTIVATED, _J.CANCELLED, _J.CLOSED}),
+    _J.ACTIVATED: frozenset({_J.SENT, _J.CANCELLED, _J.CLOSED}),
+    # From a live state a job may go back to activated: a new attempt (retry, lost pilot).
+    _J.SENT: frozenset({_J.STARTING, _J.RUNNING, _J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}),
+    _J.STARTING: frozenset({_J.RUNNING, _J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}),
+    _J.RUNNING: frozenset({_J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}),
+    # A user's retry of a failed or cancelled job starts a new attempt.
+    _J.FAILED: frozenset({_J.ACTIVATED}),
+    _J.CANCELLED: frozenset({_J.ACTIVATED}),
+    _J.FINISHED: frozenset(),
+    _J.CLOSED: frozenset(),
+}
+
+_T = TaskStatus
+TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    _T.REGISTERED: frozenset({_T.READY, _T.FAILED, _T.ABORTED}),
+    _T.READY: frozenset({_T.RUNNING, _T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED}),
+    _T.RUNNING: frozenset({_T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED}),
+    _T.DONE: frozenset(),
+    _T.FINISHED: frozenset(),
+    _T.FAILED: frozenset(),
+    _T.ABORTED: frozenset(),
+}
+
+_P = PilotStatus
+PILOT_TRANSITIONS: Mapping[PilotStatus, frozenset[PilotStatus]] = {
+    _P.SUBMITTED: frozenset({_P.RUNNING, _P.FINISHED, _P.FAILED, _P.MISSED, _P.CANCELLED}),
+    _P.RUNNING: frozenset({_P.FINISHED, _P.FAILED, _P.MISSED, _P.CANCELLED}),
+    _P.FINISHED: frozenset(),
+    _P.FAILED: frozenset(),
+    _P.MISSED: frozenset(),
+    _P.CANCELLED: frozenset(),
+}
+
+_TABLES: dict[type[StrEnum], Mapping[object, frozenset[object]]] = {
+    JobStatus: JOB_TRANSITIONS,  # type: ignore[dict-item]
+    TaskStatus: TASK_TRANSITIONS,  # type: ignore[dict-item]
+    PilotStatus: PILOT_TRANSITIONS,  # type: ignore[dict-item]
+}
+
+
+def allowed(current: S, target: S) -> bool:
+    """Whether the state machine of `current` allows going to `target`."""
+    return target in _TABLES[type(current)][current]
+
+
+def advance(current: S, target: S) -> S:
+    """Apply a transition: return `target` if allowed.
+
+    Raises:
+        IllegalTransition: the machine has no edge from `current` to `target`.
+    """
+    if type(current) is not type(target) or not allowed(current, target):
+        raise IllegalTransition(type(current).__name__, str(current), str(target))
+    return target
+
+
+def sources(target: S) -> frozenset[S]:
+    """Every state from which `target` may be reached (what a compare-and-set expects)."""
+    table = _TABLES[type(target)]
+    return frozenset(s for s, nexts in table.items() if target in nexts)  # type: ignore[misc]
+
+
+JOB_FINAL: frozenset[JobStatus] = frozenset(s for s, n in JOB_TRANSITIONS.items() if not n) | {
+    _J.FAILED,
+    _J.CANCELLED,
+}
+"""Job states in which a job has ended (failed and cancelled can only be left by a user's retry)."""
+JOB_QUEUED: frozenset[JobStatus] = frozenset({_J.DEFINED, _J.ACTIVATED})
+JOB_LIVE: frozenset[JobStatus] = frozenset({_J.SENT, _J.STARTING, _J.RUNNING})
+"""Job states in which an attempt is held by a pilot."""
+TASK_FINAL: frozenset[TaskStatus] = frozenset(s for s, n in TASK_TRANSITIONS.items() if not n)
+PILOT_FINAL: frozenset[PilotStatus] = frozenset(s for s, n in PILOT_TRANSITIONS.items() if not n)
+PILOT_LIVE: frozenset[PilotStatus] = frozenset({_P.SUBMITTED, _P.RUNNING})
