@@ -175,7 +175,9 @@ class Queue(_Strict):
     @model_validator(mode="after")
     def _limits(self) -> Queue:
         if self.min_pilots > self.max_pilots:
-            raise ValueError(f"min_pilots ({self.min_pilots}) exceeds max_pilots ({self.max_pilots})")
+            raise ValueError(
+                f"min_pilots ({self.min_pilots}) exceeds max_pilots ({self.max_pilots})"
+            )
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s must be longer than heartbeat_interval_s")
         return self
@@ -212,7 +214,9 @@ class JobReport(_Strict):
     @classmethod
     def _reportable(cls, status: JobStatus) -> JobStatus:
         if status not in REPORTABLE:
-            raise ValueError(f"a pilot cannot report {status!s}; use one of {sorted(REPORTABLE)}")
+            raise ValueError(
+                f"a pilot cannot report {status!s}; use one of {', '.join(sorted(REPORTABLE))}"
+            )
         return status
 
 

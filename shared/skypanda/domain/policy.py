@@ -52,7 +52,8 @@ def rollup(counts: Mapping[JobStatus, int], *, allow_partial: bool) -> TaskStatu
     """The final state of a task from its job counts, or None while any job has not ended."""
     if any(n for status, n in counts.items() if status not in JOB_FINAL):
         return None
-    finished = counts.get(JobStatus.FINISHED, 0) + counts.get(JobStatus.CLOSED, 0)
+    # Closed jobs were deliberately not run: they are neither a success nor a failure.
+    finished = counts.get(JobStatus.FINISHED, 0)
     bad = counts.get(JobStatus.FAILED, 0) + counts.get(JobStatus.CANCELLED, 0)
     if bad == 0:
         return TaskStatus.DONE

@@ -27,10 +27,12 @@ def check_command(command: Sequence[str]) -> None:
     """
     for pos, word in enumerate(command):
         try:
-            fields = [f for _, f, spec, conv in string.Formatter().parse(word) if f is not None]
+            parts = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(word)]
         except ValueError as e:
             raise InvalidInput(f"command[{pos}] {word!r}: {e}", field=f"command.{pos}") from e
-        for field in fields:
+        for field, spec, conv in parts:
+            if field is None:
+                continue
             if field not in PLACEHOLDERS:
                 raise InvalidInput(
                     f"command[{pos}] {word!r}: unknown placeholder {{{field}}}; "
@@ -40,6 +42,12 @@ def check_command(command: Sequence[str]) -> None:
             if field == "inputs" and word != "{inputs}":
                 raise InvalidInput(
                     f"command[{pos}] {word!r}: {{inputs}} must stand alone as a word",
+                    field=f"command.{pos}",
+                )
+            if spec or conv:
+                raise InvalidInput(
+                    f"command[{pos}] {word!r}: placeholders take no format spec or conversion "
+                    f"(write {{{field}}})",
                     field=f"command.{pos}",
                 )
 
@@ -73,7 +81,9 @@ def split(spec: TaskSpec) -> Iterator[JobSpec]:
     check_command(spec.command)
     if spec.inputs is None:
         for index in range(count_jobs(spec)):
-            yield JobSpec(index=index, command=render(spec.command, task=spec.name, index=index, inputs=[]))
+            yield JobSpec(
+                index=index, command=render(spec.command, task=spec.name, index=index, inputs=[])
+            )
         return
     step = spec.files_per_job
     for index, start in enumerate(range(0, len(spec.inputs), step)):

@@ -58,7 +58,9 @@ JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     _J.DEFINED: frozenset({_J.ACTIVATED, _J.CANCELLED, _J.CLOSED}),
     _J.ACTIVATED: frozenset({_J.SENT, _J.CANCELLED, _J.CLOSED}),
     # From a live state a job may go back to activated: a new attempt (retry, lost pilot).
-    _J.SENT: frozenset({_J.STARTING, _J.RUNNING, _J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}),
+    _J.SENT: frozenset(
+        {_J.STARTING, _J.RUNNING, _J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}
+    ),
     _J.STARTING: frozenset({_J.RUNNING, _J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}),
     _J.RUNNING: frozenset({_J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}),
     # A user's retry of a failed or cancelled job starts a new attempt.
@@ -98,7 +100,7 @@ _TABLES: dict[type[StrEnum], Mapping[object, frozenset[object]]] = {
 
 def allowed(current: S, target: S) -> bool:
     """Whether the state machine of `current` allows going to `target`."""
-    return target in _TABLES[type(current)][current]
+    return type(current) is type(target) and target in _TABLES[type(current)][current]
 
 
 def advance(current: S, target: S) -> S:
@@ -107,7 +109,7 @@ def advance(current: S, target: S) -> S:
     Raises:
         IllegalTransition: the machine has no edge from `current` to `target`.
     """
-    if type(current) is not type(target) or not allowed(current, target):
+    if not allowed(current, target):
         raise IllegalTransition(type(current).__name__, str(current), str(target))
     return target
 

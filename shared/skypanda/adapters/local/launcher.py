@@ -1,0 +1,98 @@
+"""Local pilots: `skypanda pilot` subprocesses on this machine (the embedded launcher)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from skypanda.domain.models import Queue
+from skypanda.ports import LaunchedPilot
+
+log = logging.getLogger(__name__)
+
+
+class ProcessLauncher:
+    """Launcher port on local processes. Each pilot is `python -m skypanda pilot ...`.
+
+    Pilots get the server URL and token through their environment (never on the command line,
+    where `ps` would show the token) and write their stderr to `<home>/pilots/<id>.log`.
+    """
+
+    def __init__(
+        self, *, server_url: str, token: str, home: Path, extra_args: list[str] | None = None
+    ) -> None:
+        self.server_url = server_url
+        self._token = token
+        self._logs = home / "pilots"
+        self._logs.mkdir(parents=True, exist_ok=True)
+        self._work = home / "work"
+        self._extra = extra_args or []
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def launch(self, queue: Queue, pilot_id: str) -> str:
+        argv = [
+            sys.executable, "-m", "skypanda", "pilot",
+            "--queue", queue.name,
+            "--pilot-id", pilot_id,
+            "--memory-mb", str(queue.pilot_resources.memory_mb),
+            "--cores", str(queue.pilot_resources.cores),
+            "--workdir", str(self._work / pilot_id),
+            *self._extra,
+        ]  # fmt: skip
+        env = {**os.environ, "SKYPANDA_SERVER": self.server_url, "SKYPANDA_TOKEN": self._token}
+        with (self._logs / f"{pilot_id}.log").open("ab") as err:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        with self._lock:
+            self._procs[pilot_id] = proc
+        log.info("launched pilot %s on queue %s (pid %d)", pilot_id, queue.name, proc.pid)
+        return f"pid:{proc.pid}"
+
+    def list(self) -> list[LaunchedPilot]:
+        with self._lock:
+            procs = dict(self._procs)
+        out = []
+        for pilot_id, proc in procs.items():
+            code = proc.poll()
+            out.append(LaunchedPilot(pilot_id, f"pid:{proc.pid}", code is None, code))
+        return out
+
+    def forget(self, pilot_id: str) -> None:
+        with self._lock:
+            self._procs.pop(pilot_id, None)
+
+    def stop(self, pilot_id: str) -> None:
+        with self._lock:
+            proc = self._procs.get(pilot_id)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    def kill(self, pilot_id: str) -> None:
+        """SIGKILL a pilot (tests: a pilot that dies without a word)."""
+        with self._lock:
+            proc = self._procs.get(pilot_id)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+    def stop_all(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every pilot (they report their jobs as preempted), then SIGKILL stragglers."""
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                log.warning("pilot pid %d ignored SIGTERM; killing it", proc.pid)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

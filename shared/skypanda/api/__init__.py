@@ -1,0 +1,1 @@
+"""HTTP API: Flask app (`create_app`) served by waitress (`serve`)."""

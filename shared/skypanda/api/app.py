@@ -1,0 +1,229 @@
+"""The Flask app: submission and monitoring for users, the dispatch protocol for pilots.
+
+Every route requires `Authorization: Bearer <token>` (checked once, before any route). Bodies
+are decoded once into pydantic models; errors are mapped to JSON in `api.errors`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, TypeVar
+
+from flask import Flask, Response, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from skypanda import __version__
+from skypanda.api import errors
+from skypanda.domain.errors import InvalidInput, Unauthorized
+from skypanda.domain.jobflow import log_key
+from skypanda.domain.models import JobReport, Resources, TaskSpec, jsonable
+from skypanda.domain.states import JobStatus, PilotStatus
+from skypanda.handlers import dispatch
+from skypanda.handlers.dispatch import Reply
+from skypanda.handlers.services import Services
+from skypanda.handlers.submit import submit
+from skypanda.taskfile import parse_task
+
+B = TypeVar("B", bound=BaseModel)
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegisterBody(_Body):
+    pilot_id: str | None = None
+    queue: str
+    host: str = ""
+    pid: int | None = None
+    resources: Resources = Field(default_factory=Resources)
+    version: str = ""
+
+
+class AcquireBody(_Body):
+    n: int = 1
+
+
+class ReportBody(JobReport):
+    log: str | None = None
+
+
+class UpdateBody(_Body):
+    reports: list[ReportBody] = Field(max_length=5000)
+
+
+class HeartbeatBody(_Body):
+    jobs: list[str] = Field(default_factory=list)
+
+
+class EndBody(_Body):
+    status: PilotStatus
+    reason: str = ""
+
+
+def _body(model: type[B]) -> B:
+    data = request.get_json(silent=True)
+    if data is None:
+        raise InvalidInput("the request body must be a JSON object")
+    return model.model_validate(data)
+
+
+def _reply(reply: Reply, **extra: Any) -> Response:
+    return jsonify({**extra, "commands": reply.commands, "drain": reply.drain})
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise InvalidInput(f"query parameter {name} must be an integer, not {raw!r}") from e
+    if not low <= value <= high:
+        raise InvalidInput(f"query parameter {name} must be between {low} and {high}")
+    return value
+
+
+def create_app(svc: Services, token: str) -> Flask:
+    app = Flask("skypanda")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    errors.install(app)
+
+    @app.before_request
+    def _authenticate() -> None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("invalid bearer token")
+        g.owner = "local"
+
+    _user_routes(app, svc)
+    _monitor_routes(app, svc)
+    _pilot_routes(app, svc)
+    return app
+
+
+def _user_routes(app: Flask, svc: Services) -> None:
+    @app.get("/v1/health")
+    def health() -> Response:
+        return jsonify({"status": "ok", "version": __version__})
+
+    @app.post("/v1/tasks")
+    def create_task() -> tuple[Response, int]:
+        if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml"):
+            spec = parse_task(request.get_data(as_text=True), "request body")
+        else:
+            spec = TaskSpec.model_validate(_body(_AnyBody).model_dump())
+        task = submit(svc, spec, owner=g.owner)
+        return jsonify(jsonable(task)), 201
+
+    @app.get("/v1/tasks")
+    def list_tasks() -> Response:
+        tasks = svc.store.list_tasks(limit=_int_arg("limit", 50, 1, 1000))
+        return jsonify({"tasks": [jsonable(t) for t in tasks]})
+
+    @app.get("/v1/tasks/<task_id>")
+    def get_task(task_id: str) -> Response:
+        return jsonify(jsonable(svc.store.get_task(task_id)))
+
+    @app.get("/v1/tasks/<task_id>/jobs")
+    def list_jobs(task_id: str) -> Response:
+        svc.store.get_task(task_id)  # 404 for an unknown task
+        raw = request.args.get("status")
+        try:
+            status = JobStatus(raw) if raw else None
+        except ValueError as e:
+            raise InvalidInput(f"unknown job status {raw!r}") from e
+        jobs = svc.store.list_jobs(
+            task_id,
+            status=status,
+            limit=_int_arg("limit", 1000, 1, 100_000),
+            offset=_int_arg("offset", 0, 0, 10**9),
+        )
+        return jsonify({"jobs": [jsonable(j) for j in jobs]})
+
+    @app.post("/v1/tasks/<task_id>/kill")
+    def kill_task(task_id: str) -> Response:
+        task = svc.store.abort_task(task_id, reason="killed by user")
+        return jsonify(jsonable(task))
+
+
+def _monitor_routes(app: Flask, svc: Services) -> None:
+    @app.get("/v1/jobs/<job_id>")
+    def get_job(job_id: str) -> Response:
+        job = svc.store.get_job(job_id)
+        attempts = [jsonable(a) for a in svc.store.attempts(job_id)]
+        return jsonify({**jsonable(job), "attempts": attempts})
+
+    @app.get("/v1/jobs/<job_id>/log")
+    def get_log(job_id: str) -> Response:
+        job = svc.store.get_job(job_id)
+        attempt = _int_arg("attempt", job.attempt, 1, job.attempt)
+        data = svc.blobs.read(log_key(job_id, attempt))
+        return Response(data, mimetype="text/plain")
+
+    @app.get("/v1/queues")
+    def list_queues() -> Response:
+        out = []
+        for q in svc.store.list_queues():
+            live = svc.store.list_pilots(queue=q.name, live=True)
+            out.append(
+                {
+                    **jsonable(q),
+                    "activated": svc.store.count_activated(q.name),
+                    "live_pilots": len(live),
+                }
+            )
+        return jsonify({"queues": out})
+
+    @app.get("/v1/pilots")
+    def list_pilots() -> Response:
+        pilots = svc.store.list_pilots(queue=request.args.get("queue"))
+        return jsonify({"pilots": [jsonable(p) for p in pilots]})
+
+
+class _AnyBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+def _pilot_routes(app: Flask, svc: Services) -> None:
+    @app.post("/v1/pilots")
+    def register() -> tuple[Response, int]:
+        body = _body(RegisterBody)
+        pilot, queue = dispatch.register(
+            svc, pilot_id=body.pilot_id, queue=body.queue, host=body.host, pid=body.pid,
+            resources=body.resources, version=body.version,
+        )  # fmt: skip
+        return jsonify({"pilot": jsonable(pilot), "queue": jsonable(queue)}), 201
+
+    @app.post("/v1/pilots/<pilot_id>/acquire")
+    def acquire(pilot_id: str) -> Response:
+        jobs = dispatch.acquire(svc, pilot_id, _body(AcquireBody).n)
+        return jsonify({"jobs": [jsonable(j) for j in jobs]})
+
+    @app.post("/v1/pilots/<pilot_id>/update")
+    def update(pilot_id: str) -> Response:
+        body = _body(UpdateBody)
+        logs = {r.job_id: r.log for r in body.reports if r.log}
+        reports = [JobReport(**r.model_dump(exclude={"log"})) for r in body.reports]
+        results, reply = dispatch.update(svc, pilot_id, reports, logs)
+        return _reply(reply, results=results)
+
+    @app.post("/v1/pilots/<pilot_id>/heartbeat")
+    def heartbeat(pilot_id: str) -> Response:
+        return _reply(dispatch.heartbeat(svc, pilot_id, _body(HeartbeatBody).jobs))
+
+    @app.post("/v1/pilots/<pilot_id>/end")
+    def end(pilot_id: str) -> Response:
+        body = _body(EndBody)
+        return jsonify(jsonable(dispatch.end(svc, pilot_id, body.status, body.reason)))
+
+    @app.post("/v1/jobs/<job_id>/log")
+    def append_log(job_id: str) -> tuple[str, int]:
+        attempt = _int_arg("attempt", 0, 1, 10_000)
+        dispatch.append_log(svc, job_id, attempt, request.get_data())
+        return "", 204

@@ -1,0 +1,45 @@
+"""Error-to-HTTP mapping in one place: every error is JSON with a message that names the problem."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from skypanda.domain.errors import SkypandaError
+
+log = logging.getLogger(__name__)
+
+
+def _json(status: int, error: str, message: str, **extra: object) -> tuple[Response, int]:
+    return jsonify({"error": error, "message": message, **extra}), status
+
+
+def validation_message(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(body)"
+        parts.append(f"{field}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def install(app: Flask) -> None:
+    @app.errorhandler(SkypandaError)
+    def _skypanda(e: SkypandaError) -> tuple[Response, int]:
+        body = e.to_dict()
+        return _json(e.http_status, body.pop("error"), body.pop("message"), **body)
+
+    @app.errorhandler(ValidationError)
+    def _validation(e: ValidationError) -> tuple[Response, int]:
+        return _json(422, "InvalidInput", validation_message(e))
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException) -> tuple[Response, int]:
+        return _json(e.code or 500, type(e).__name__, e.description or str(e))
+
+    @app.errorhandler(Exception)
+    def _crash(e: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error")
+        return _json(500, "InternalError", f"internal error ({type(e).__name__}); see server log")

@@ -1,0 +1,44 @@
+"""Serve the app with waitress, a production WSGI server (pure Python, threads, no fork)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Any
+
+from waitress.server import create_server
+
+log = logging.getLogger(__name__)
+
+
+class ApiServer:
+    """A waitress server on a background thread; `port=0` picks a free port."""
+
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8
+    ) -> None:
+        server: Any = create_server(
+            app, host=host, port=port, threads=threads, ident="skypanda",
+            channel_timeout=60, connection_limit=200,
+        )  # fmt: skip
+        self._server = server
+        self.host = host
+        self.port: int = server.effective_port
+        self._thread = threading.Thread(target=self._run, name="skypanda-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError):  # the socket closes under the loop at shutdown
+            self._server.run()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.close()
+        self._server.task_dispatcher.shutdown(timeout=5)
+        self._thread.join(timeout=5)

@@ -1,0 +1,159 @@
+"""How jobs move: made by a split, claimed by a pilot, reported on, requeued, killed.
+
+Each function takes the job as read and returns a `JobChange`: the job as it should be written,
+the attempt record, and the events to emit. The store applies it compare-and-set against
+`before`, so a stale or duplicate report loses cleanly instead of corrupting the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from skypanda.domain import events as ev
+from skypanda.domain.codes import DESCRIPTIONS, ErrorCode
+from skypanda.domain.errors import Conflict
+from skypanda.domain.ids import job_id
+from skypanda.domain.models import Attempt, Job, JobReport, JobSpec, Task
+from skypanda.domain.policy import AttemptOutcome, after_failed_attempt, lost_attempt
+from skypanda.domain.states import JOB_FINAL, JOB_LIVE, JobStatus, advance
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """A compare-and-set write of one job: applied only if the stored job still has
+    `before.status` and `before.attempt`. `attempt` is the attempt record to upsert alongside;
+    `events` go to the outbox in the same transaction."""
+
+    before: Job
+    after: Job
+    attempt: Attempt | None = None
+    events: tuple[ev.Event, ...] = ()
+
+
+def log_key(job_id: str, attempt: int) -> str:
+    """The blob key of one attempt's log."""
+    return f"logs/{job_id}/{attempt}.log"
+
+
+def new_job(task: Task, spec: JobSpec, now: float) -> Job:
+    """A job cut from `task`: activated at once unless it waits for parents."""
+    return Job(
+        id=job_id(task.id, spec.index),
+        task_id=task.id,
+        index=spec.index,
+        status=JobStatus.DEFINED if spec.parents else JobStatus.ACTIVATED,
+        max_attempts=task.spec.max_attempts,
+        queue=task.spec.queue,
+        priority=task.spec.priority,
+        resources=task.spec.resources,
+        command=spec.command,
+        inputs=spec.inputs,
+        env=task.spec.env,
+        parents=spec.parents,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _attempt_record(job: Job, status: JobStatus, now: float, log_uri: str | None) -> Attempt:
+    return Attempt(
+        job_id=job.id,
+        attempt=job.attempt,
+        pilot_id=job.pilot_id,
+        status=status,
+        started_at=job.started_at,
+        ended_at=now if status in JOB_FINAL or status == JobStatus.ACTIVATED else None,
+        exit_code=job.exit_code,
+        error_code=job.error_code,
+        error_diag=job.error_diag,
+        log_uri=log_uri,
+    )
+
+
+def _end_attempt(job: Job, outcome: AttemptOutcome, now: float, log_uri: str | None) -> JobChange:
+    """Close the current attempt of `job` (whose result fields are already set) per `outcome`."""
+    record = _attempt_record(job, JobStatus.FAILED, now, log_uri)
+    if outcome.status == JobStatus.ACTIVATED:
+        after = job.model_copy(
+            update={
+                "status": advance(job.status, JobStatus.ACTIVATED),
+                "attempt": job.attempt + 1,
+                "failures": outcome.failures,
+                "pilot_id": None,
+                "updated_at": now,
+                "log_uri": log_uri,
+            }
+        )
+        return JobChange(job, after, record)
+    after = job.model_copy(
+        update={
+            "status": advance(job.status, outcome.status),
+            "failures": outcome.failures,
+            "updated_at": now,
+            "ended_at": now,
+            "log_uri": log_uri,
+        }
+    )
+    ended = ev.job_ended(job.id, job.attempt, job.task_id, str(outcome.status))
+    return JobChange(job, after, record, (ended,))
+
+
+def apply_report(job: Job, report: JobReport, pilot_id: str, now: float, log_uri: str) -> JobChange:
+    """What a pilot's report about its attempt does to the job.
+
+    Raises:
+        Conflict: the report is not about the live attempt this pilot holds (late, duplicate
+            after the job moved on, or from a pilot that lost the job).
+        IllegalTransition: the job cannot go to the reported state.
+    """
+    if report.attempt != job.attempt or job.pilot_id != pilot_id or job.status not in JOB_LIVE:
+        raise Conflict(
+            f"job {job.id} attempt {report.attempt} is not held by pilot {pilot_id} "
+            f"(job is {job.status}, attempt {job.attempt})",
+            job_id=job.id,
+        )
+    if report.status in (JobStatus.STARTING, JobStatus.RUNNING):
+        after = job.model_copy(
+            update={"status": advance(job.status, report.status), "updated_at": now}
+        )
+        return JobChange(job, after, _attempt_record(after, report.status, now, log_uri))
+    result = job.model_copy(
+        update={
+            "exit_code": report.exit_code,
+            "error_code": report.error_code,
+            "error_diag": report.error_diag,
+        }
+    )
+    if report.status == JobStatus.FINISHED:
+        after = result.model_copy(
+            update={
+                "status": advance(job.status, JobStatus.FINISHED),
+                "updated_at": now,
+                "ended_at": now,
+                "log_uri": log_uri,
+            }
+        )
+        ended = ev.job_ended(job.id, job.attempt, job.task_id, str(JobStatus.FINISHED))
+        return JobChange(
+            job, after, _attempt_record(after, JobStatus.FINISHED, now, log_uri), (ended,)
+        )
+    code = report.error_code if report.error_code is not None else ErrorCode.PAYLOAD_FAILED
+    outcome = after_failed_attempt(
+        failures=job.failures,
+        max_attempts=job.max_attempts,
+        error_code=code,
+        kill_requested=job.kill_requested,
+    )
+    return _end_attempt(result.model_copy(update={"error_code": code}), outcome, now, log_uri)
+
+
+def requeue_lost(
+    job: Job, now: float, log_uri: str | None, code: ErrorCode = ErrorCode.LOST_HEARTBEAT
+) -> JobChange:
+    """The pilot holding `job` is gone: end its attempt and start a new one (or give up)."""
+    lost = job.model_copy(update={"error_code": int(code), "error_diag": DESCRIPTIONS[code]})
+    if job.kill_requested:
+        outcome = AttemptOutcome(JobStatus.CANCELLED, job.failures)
+    else:
+        outcome = lost_attempt(failures=job.failures, max_attempts=job.max_attempts)
+    return _end_attempt(lost, outcome, now, log_uri)

@@ -1,0 +1,177 @@
+"""dispatch: the pilot's side of the protocol (register, acquire, update, heartbeat, log, end).
+
+Pilots call these through the HTTP API. Heartbeats write only the pilot record, never a job,
+so job-change triggers fire on real state changes only. Replies carry commands: jobs to kill
+(their task was killed, or the job is no longer this pilot's live attempt) and `drain`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from skypanda.domain.errors import Conflict, InvalidInput, NotFound
+from skypanda.domain.jobflow import JobChange, apply_report, log_key, requeue_lost
+from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources
+from skypanda.domain.states import PILOT_LIVE, PilotStatus, TaskStatus, advance
+from skypanda.handlers.services import Services, new_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the server tells a pilot after any call."""
+
+    commands: list[dict[str, str]] = field(default_factory=list)
+    drain: bool = False
+
+
+def register(
+    svc: Services, *, pilot_id: str | None, queue: str, host: str, pid: int | None,
+    resources: Resources, version: str,
+) -> tuple[Pilot, Queue]:  # fmt: skip
+    """A pilot announces itself: the record the launcher made goes submitted -> running.
+
+    Raises:
+        InvalidInput: the queue is unknown or offline.
+        Conflict: the pilot record has already ended (e.g. declared missed).
+    """
+    try:
+        q = svc.store.get_queue(queue)
+    except NotFound as e:
+        raise InvalidInput(f"unknown queue {queue!r}", field="queue") from e
+    if not q.online:
+        raise InvalidInput(f"queue {queue!r} is offline", field="queue")
+    now = svc.clock.now()
+    details = {"host": host, "pid": pid, "resources": resources, "version": version}
+    if pilot_id is None:
+        pilot = Pilot(id=new_id("p"), queue=queue, status=PilotStatus.RUNNING, created_at=now,
+                      heartbeat_at=now, **details)  # fmt: skip
+        svc.store.add_pilot(pilot)
+        return pilot, q
+    known = svc.store.get_pilot(pilot_id)
+    pilot = known.model_copy(
+        update={
+            **details,
+            "status": advance(known.status, PilotStatus.RUNNING),
+            "heartbeat_at": now,
+        }
+    )
+    if not svc.store.update_pilot(pilot, [known.status]):
+        raise Conflict(f"pilot {pilot_id} changed while registering", pilot_id=pilot_id)
+    svc.store.heartbeat(pilot_id, now)
+    return pilot, q
+
+
+def _live_pilot(svc: Services, pilot_id: str) -> Pilot:
+    pilot = svc.store.get_pilot(pilot_id)
+    if pilot.status not in PILOT_LIVE:
+        raise Conflict(f"pilot {pilot_id} has ended ({pilot.status}); start a new pilot",
+                       pilot_id=pilot_id, status=str(pilot.status))  # fmt: skip
+    return pilot
+
+
+def acquire(svc: Services, pilot_id: str, n: int) -> list[Job]:
+    """Hand up to `n` activated jobs that fit the pilot to it (priority, then age)."""
+    if not 1 <= n <= 1000:
+        raise InvalidInput(f"n must be between 1 and 1000, not {n}", field="n")
+    pilot = _live_pilot(svc, pilot_id)
+    now = svc.clock.now()
+    svc.store.heartbeat(pilot_id, now)
+    jobs = svc.store.claim_jobs(pilot.queue, pilot_id, n, pilot.resources, now)
+    for task_id in {j.task_id for j in jobs}:
+        svc.store.set_task_status(task_id, [TaskStatus.READY], TaskStatus.RUNNING)
+    if jobs:
+        log.debug("pilot %s acquired %d jobs", pilot_id, len(jobs))
+    return jobs
+
+
+def append_log(svc: Services, job_id: str, attempt: int, chunk: bytes) -> None:
+    """Append a chunk of a running job's output to its attempt's log."""
+    job = svc.store.get_job(job_id)
+    if not 1 <= attempt <= job.attempt:
+        raise InvalidInput(f"job {job_id} has no attempt {attempt}", field="attempt")
+    svc.blobs.append(log_key(job_id, attempt), chunk)
+
+
+def update(
+    svc: Services, pilot_id: str, reports: Sequence[JobReport], logs: dict[str, str]
+) -> tuple[list[dict[str, Any]], Reply]:
+    """Apply a pilot's bulk report. Each report is accepted or refused with a reason; a refused
+    one means the pilot no longer holds that attempt and must stop it."""
+    now = svc.clock.now()
+    svc.store.heartbeat(pilot_id, now)
+    jobs = svc.store.get_jobs([r.job_id for r in reports])
+    results: list[dict[str, Any]] = []
+    changes: list[JobChange] = []
+    for report in reports:
+        job = jobs.get(report.job_id)
+        key = log_key(report.job_id, report.attempt)
+        try:
+            if job is None:
+                raise NotFound(f"no job with id {report.job_id!r}")
+            if logs.get(report.job_id):
+                svc.blobs.append(key, logs[report.job_id].encode())
+            change = apply_report(job, report, pilot_id, now, svc.blobs.uri(key))
+        except (Conflict, NotFound, InvalidInput) as e:
+            results.append({"job_id": report.job_id, "accepted": False, "reason": e.message})
+            continue
+        jobs[job.id] = change.after  # a later report in the same batch sees this one's effect
+        changes.append(change)
+        results.append({"job_id": report.job_id, "accepted": True, "reason": ""})
+    _apply(svc, changes, results)
+    return results, heartbeat(svc, pilot_id, [], touch=False)
+
+
+def _apply(svc: Services, changes: list[JobChange], results: list[dict[str, Any]]) -> None:
+    """Write the changes, folding same-job chains (running then finished) into one CAS write."""
+    merged: dict[str, JobChange] = {}
+    for ch in changes:
+        first = merged.get(ch.after.id)
+        events = (first.events if first else ()) + ch.events
+        before = first.before if first else ch.before
+        merged[ch.after.id] = JobChange(before, ch.after, ch.attempt, events)
+    outcome = dict(zip(merged, svc.store.apply_job_changes(list(merged.values())), strict=True))
+    for r in results:
+        if r["accepted"] and not outcome.get(r["job_id"], True):
+            r.update(accepted=False, reason="the job changed concurrently; attempt is stale")
+
+
+def heartbeat(svc: Services, pilot_id: str, held: Sequence[str], *, touch: bool = True) -> Reply:
+    """Record that the pilot lives; reply with the jobs it must kill and whether to drain."""
+    if touch and not svc.store.heartbeat(pilot_id, svc.clock.now()):
+        svc.store.get_pilot(pilot_id)  # NotFound for an unknown pilot
+        return Reply([{"kill": j} for j in held], drain=True)
+    kill = set(svc.store.jobs_to_kill(pilot_id))
+    if held:
+        live = {j.id for j in svc.store.live_jobs_of_pilot(pilot_id)}
+        kill |= {j for j in held if j not in live}  # requeued elsewhere: never two live attempts
+    return Reply([{"kill": j} for j in sorted(kill)])
+
+
+def end(svc: Services, pilot_id: str, status: PilotStatus, reason: str) -> Pilot:
+    """A pilot exits. Jobs it still holds are requeued as new attempts."""
+    if status not in (PilotStatus.FINISHED, PilotStatus.FAILED):
+        raise InvalidInput("a pilot ends as finished or failed", field="status")
+    pilot = svc.store.get_pilot(pilot_id)
+    return retire(svc, pilot, status, reason)
+
+
+def retire(svc: Services, pilot: Pilot, status: PilotStatus, reason: str) -> Pilot:
+    """End a pilot record (if still live) and requeue the live jobs it held."""
+    now = svc.clock.now()
+    if pilot.status in PILOT_LIVE:
+        done = pilot.model_copy(
+            update={"status": advance(pilot.status, status), "ended_at": now, "reason": reason}
+        )
+        if svc.store.update_pilot(done, [pilot.status]):
+            pilot = done
+    held = svc.store.live_jobs_of_pilot(pilot.id)
+    if held:
+        changes = [requeue_lost(j, now, svc.blobs.uri(log_key(j.id, j.attempt))) for j in held]
+        svc.store.apply_job_changes(changes)
+        log.warning("pilot %s ended (%s): requeued %d jobs", pilot.id, reason, len(held))
+    return pilot

@@ -1,0 +1,41 @@
+"""split: on task.registered, cut the task into jobs and store them with the task's move to ready.
+
+Idempotent: the store moves the task registered -> ready in the same transaction as the jobs,
+so a second delivery finds the task ready and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from skypanda.domain import events as ev
+from skypanda.domain.errors import InvalidInput
+from skypanda.domain.jobflow import new_job
+from skypanda.domain.splitter import split as split_task
+from skypanda.domain.states import TaskStatus
+from skypanda.handlers.envelope import TaskRef, decode
+from skypanda.handlers.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def handle(svc: Services, cloud_event: Any) -> None:
+    ref = decode(cloud_event, TaskRef)
+    task = svc.store.get_task(ref.task_id)
+    if task.status is not TaskStatus.REGISTERED:
+        log.debug("task %s is %s: already split", task.id, task.status)
+        return
+    now = svc.clock.now()
+    try:
+        jobs = [new_job(task, spec, now) for spec in split_task(task.spec)]
+    except InvalidInput as e:
+        svc.store.set_task_status(
+            task.id, [TaskStatus.REGISTERED], TaskStatus.FAILED, reason=e.message
+        )
+        return
+    nudge = ev.jobs_activated(task.spec.queue, len(jobs), key=task.id)
+    if svc.store.add_jobs(
+        task.id, jobs, expect=TaskStatus.REGISTERED, to=TaskStatus.READY, events=[nudge]
+    ):
+        log.info("task %s split into %d jobs", task.id, len(jobs))

@@ -1,0 +1,48 @@
+"""submit: validate a task and register it. Splitting happens on the task.registered event."""
+
+from __future__ import annotations
+
+from skypanda.domain import events as ev
+from skypanda.domain.errors import InvalidInput, NotFound
+from skypanda.domain.models import Task, TaskSpec
+from skypanda.domain.splitter import check_command, count_jobs
+from skypanda.domain.states import TaskStatus
+from skypanda.handlers.services import Services, new_id
+
+MAX_JOBS_PER_TASK = 1_000_000
+
+
+def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
+    """Register a task. Nothing is stored if the task is invalid.
+
+    Raises:
+        InvalidInput: bad placeholders, too many jobs, unknown queue.
+    """
+    check_command(spec.command)
+    n = count_jobs(spec)
+    if n > MAX_JOBS_PER_TASK:
+        raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
+    try:
+        queue = svc.store.get_queue(spec.queue)
+    except NotFound as e:
+        known = ", ".join(q.name for q in svc.store.list_queues()) or "none"
+        raise InvalidInput(f"unknown queue {spec.queue!r} (known: {known})", field="queue") from e
+    if not spec.resources.fits(queue.pilot_resources):
+        raise InvalidInput(
+            f"resources {spec.resources.memory_mb} MB x {spec.resources.cores} cores do not fit "
+            f"queue {queue.name} ({queue.pilot_resources.memory_mb} MB x "
+            f"{queue.pilot_resources.cores} cores)",
+            field="resources",
+        )
+    now = svc.clock.now()
+    task = Task(
+        id=new_id("t"),
+        spec=spec,
+        owner=owner,
+        status=TaskStatus.REGISTERED,
+        n_jobs=n,
+        created_at=now,
+        updated_at=now,
+    )
+    svc.store.add_task(task, [ev.task_registered(task.id)])
+    return task

@@ -1,0 +1,26 @@
+"""sweep (on tick): pilots silent past their queue's heartbeat timeout are declared missed and
+their jobs requeued as new attempts. Idempotent: the pilot's move to missed is compare-and-set."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from skypanda.domain.states import PilotStatus
+from skypanda.handlers.dispatch import retire
+from skypanda.handlers.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def handle(svc: Services, cloud_event: Any = None) -> int:
+    """Returns how many pilots were declared missed."""
+    now = svc.clock.now()
+    missed = 0
+    for queue in svc.store.list_queues():
+        for pilot in svc.store.silent_pilots(queue.name, now - queue.heartbeat_timeout_s):
+            retire(
+                svc, pilot, PilotStatus.MISSED, f"no heartbeat for {queue.heartbeat_timeout_s:g} s"
+            )
+            missed += 1
+    return missed

@@ -1,0 +1,208 @@
+"""A small JSON-over-HTTP client for the skypanda API, on the standard library only.
+
+It is hand-written on `urllib.request` rather than built on requests or httpx because the pilot
+ships as a single-file zipapp into arbitrary payload images, where the only thing we may assume
+is a Python >= 3.9 interpreter. The CLI reuses it, so it stays general: any method, any path,
+JSON or raw bodies.
+
+Errors:
+
+    ApiError            every failure, with the HTTP status (0: the server could not be reached)
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+"""Statuses a proxy or load balancer returns while the server restarts or scales: worth a retry."""
+
+
+class ApiError(Exception):
+    """The server answered with a non-2xx status, or could not be reached at all.
+
+    Attributes:
+        status: the HTTP status, or 0 when no answer came back (after the retries).
+        message: the server's JSON "message" when it sent one, else a short description.
+        body: the decoded JSON error body when there was one.
+    """
+
+    def __init__(self, status: int, message: str, body: dict[str, Any] | None = None) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+        self.body = body
+
+    @property
+    def unreachable(self) -> bool:
+        """True when the server never answered: the caller cannot know whether it acted."""
+        return self.status == 0
+
+
+def backoff_delay(attempt: int, *, base_s: float, max_s: float) -> float:
+    """Seconds to wait before retry number `attempt` (1-based): doubling from base_s, capped."""
+    return float(min(max_s, base_s * (2 ** (attempt - 1))))
+
+
+class ApiClient:
+    """Calls the skypanda HTTP API with a bearer token, retrying transient failures.
+
+    Retries cover connection errors and 502/503/504, the failures a restarting or overloaded
+    server produces. They use exponential backoff and stop once the next wait would pass
+    `retry_budget_s` since the first try, so a dead server is reported within a bounded time.
+    A retried POST may reach the server twice when the first answer was lost; the server's
+    endpoints are written to tolerate that (compare-and-set writes).
+
+    Args:
+        server: base URL, e.g. "http://127.0.0.1:8080" (a trailing slash is ignored).
+        token: bearer token sent on every request, or None to send none.
+        timeout: seconds to wait for one answer.
+        retries: how many times to retry a transient failure (0: try once).
+        backoff_s: first wait between tries; it doubles up to `max_backoff_s`.
+        max_backoff_s: longest single wait between tries.
+        retry_budget_s: no retry starts later than this many seconds after the first try.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None,
+        timeout: float = 30.0,
+        *,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        retry_budget_s: float = 30.0,
+    ) -> None:
+        if not server.startswith(("http://", "https://")):
+            raise ValueError(f"server must be an http:// or https:// URL, got {server!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.server = server.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.retry_budget_s = retry_budget_s
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        params: dict[str, Any] | None = None,
+        raw: bytes | None = None,
+        content_type: str | None = None,
+    ) -> Any:
+        """Send one request and return the decoded answer.
+
+        Args:
+            method: HTTP method, e.g. "GET" or "POST".
+            path: path under the server, e.g. "/v1/pilots" (query parameters go in `params`).
+            body: JSON-serialisable body, or None for no JSON body.
+            params: query parameters; None values are left out.
+            raw: raw body bytes to send instead of JSON (e.g. a log chunk).
+            content_type: content type of `raw` (default application/octet-stream).
+
+        Returns:
+            The parsed JSON answer, the text of a text/plain answer, or None for 204 or an
+            empty body.
+
+        Raises:
+            ApiError: the server answered non-2xx (status set), or could not be reached after
+                the retries (status 0, the message names the URL).
+        """
+        request = self._request(method, path, body, params, raw, content_type)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return self._send(request)
+            except ApiError as e:
+                transient = e.status == 0 or e.status in RETRY_STATUSES
+                attempt += 1
+                delay = backoff_delay(attempt, base_s=self.backoff_s, max_s=self.max_backoff_s)
+                out_of_budget = time.monotonic() - started + delay > self.retry_budget_s
+                if not transient or attempt > self.retries or out_of_budget:
+                    raise
+                time.sleep(delay)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: object,
+        params: dict[str, Any] | None,
+        raw: bytes | None,
+        content_type: str | None,
+    ) -> urllib.request.Request:
+        url = self.server + "/" + path.lstrip("/")
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        if query:
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data: bytes | None = None
+        if raw is not None:
+            data = raw
+            headers["Content-Type"] = content_type or "application/octet-stream"
+        elif body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        return urllib.request.Request(url, data=data, headers=headers, method=method.upper())
+
+    def _send(self, request: urllib.request.Request) -> Any:
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return _decode(
+                    response.status, response.headers.get("Content-Type"), response.read()
+                )
+        except urllib.error.HTTPError as e:
+            raise _http_error(e) from e
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", None) or e
+            raise ApiError(0, f"cannot reach {request.full_url}: {reason}") from e
+
+
+def _decode(status: int, content_type: str | None, data: bytes) -> Any:
+    """Turn a 2xx answer into JSON, text, or None."""
+    if status == 204 or not data:
+        return None
+    kind = (content_type or "").split(";")[0].strip().lower()
+    text = data.decode("utf-8", errors="replace")
+    if kind.startswith("text/"):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _http_error(e: urllib.error.HTTPError) -> ApiError:
+    """Build an ApiError from a non-2xx answer, keeping the server's own message."""
+    try:
+        data = e.read()
+    except (OSError, http.client.HTTPException):
+        data = b""
+    body: dict[str, Any] | None = None
+    message = ""
+    try:
+        decoded = json.loads(data.decode("utf-8", errors="replace")) if data else None
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, dict):
+        body = decoded
+        message = str(decoded.get("message") or decoded.get("error") or "")
+    if not message:
+        text = data.decode("utf-8", errors="replace").strip()
+        message = text[:500] if text else str(e.reason or http.client.responses.get(e.code, ""))
+    return ApiError(e.code, message, body)

@@ -1,0 +1,318 @@
+"""Run one payload as a real subprocess: stream its output, enforce its walltime, kill on demand.
+
+The payload runs in its own session, so the pilot can kill everything it started (children,
+grandchildren) with one signal to the process group, and leftovers cannot outlive the job. On
+Linux the payload also gets PR_SET_PDEATHSIG=SIGKILL, so a pilot killed with SIGKILL (OOM killer,
+node shutdown) does not leave its payload running unattended.
+
+POSIX only (process groups, poll); standard library only (the pilot ships as a zipapp).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skypanda.domain.codes import ErrorCode
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE_S = 3.0
+"""Seconds between SIGTERM and SIGKILL: time for a payload to flush and clean up."""
+
+OUTPUT_LINGER_S = 1.0
+"""After the payload's group is gone, how long to keep reading a pipe someone else still holds
+open (a process that left the group with setsid) before giving up on the rest of the output."""
+
+_READ_SIZE = 65536
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class PayloadResult:
+    """How one payload run ended.
+
+    Attributes:
+        status: "finished" (exit 0) or "failed".
+        exit_code: the process exit code (negative: killed by that signal), None if not started.
+        error_code: why it failed (an ErrorCode value), None when finished.
+        error_diag: one line for humans; empty when finished.
+        started_at: epoch seconds when the pilot tried to start it.
+        ended_at: epoch seconds when it was over (output fully delivered).
+    """
+
+    status: str
+    exit_code: int | None
+    error_code: int | None
+    error_diag: str
+    started_at: float
+    ended_at: float
+
+
+def run_payload(
+    job: dict[str, Any],
+    workdir: Path,
+    *,
+    on_output: Callable[[bytes], None],
+    should_stop: Callable[[], int | None],
+    poll_s: float = 0.2,
+    kill_grace_s: float = KILL_GRACE_S,
+) -> PayloadResult:
+    """Run a job's command to its end, or until its walltime or `should_stop` ends it.
+
+    Args:
+        job: the job as the server sends it: id, attempt, command (argv list), env,
+            resources {memory_mb, cores, walltime_s}.
+        workdir: the payload's working directory; created if missing.
+        on_output: called from a reader thread with raw output bytes (stdout and stderr
+            merged) as they arrive; all calls have happened when this function returns.
+        should_stop: polled every `poll_s`; None to go on, or an error code (e.g.
+            ErrorCode.KILLED_BY_SERVER) to kill the payload and fail the job with it.
+        poll_s: how often to poll `should_stop`.
+        kill_grace_s: seconds between SIGTERM and SIGKILL when killing.
+
+    Returns:
+        The result. Failures of the payload are results, never exceptions.
+    """
+    started_at = time.time()
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [str(word) for word in job.get("command") or []]
+    try:
+        if not argv or not argv[0]:
+            raise FileNotFoundError("the job has an empty command")
+        proc = subprocess.Popen(
+            argv,
+            cwd=str(workdir),
+            env=payload_env(job, workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_death_signal_setter(),
+        )
+    except (OSError, ValueError) as e:
+        diag = f"cannot start {argv[0] if argv else '(empty command)'!r}: {e}"
+        return PayloadResult(
+            "failed", None, ErrorCode.PAYLOAD_NOT_STARTED, diag, started_at, time.time()
+        )
+    assert proc.stdout is not None  # stdout=PIPE
+    pump = _OutputPump(proc.stdout, on_output)
+    try:
+        killed = _supervise(proc, job, should_stop, poll_s, kill_grace_s)
+    finally:
+        # Whatever happened (also an exception in should_stop), nothing of the job survives.
+        leftovers = _kill_group(proc, kill_grace_s)
+        pump.finish(OUTPUT_LINGER_S)
+    if killed is not None:
+        pump.deliver(f"[skypanda-pilot] killed: {killed[1]}\n".encode())
+    elif leftovers:
+        pump.deliver(b"[skypanda-pilot] killed processes the payload left running\n")
+    return _result(proc.returncode, killed, started_at)
+
+
+def payload_env(job: dict[str, Any], workdir: Path) -> dict[str, str]:
+    """The payload's environment: the pilot's own, the job's, then skypanda's variables."""
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (job.get("env") or {}).items()})
+    env["SKYPANDA_JOB_ID"] = str(job.get("id", ""))
+    env["SKYPANDA_ATTEMPT"] = str(job.get("attempt", 1))
+    env["SKYPANDA_WORKDIR"] = str(workdir)
+    return env
+
+
+def _result(returncode: int, killed: tuple[int, str] | None, started_at: float) -> PayloadResult:
+    ended_at = time.time()
+    if killed is not None:
+        return PayloadResult("failed", returncode, killed[0], killed[1], started_at, ended_at)
+    if returncode == 0:
+        return PayloadResult("finished", 0, None, "", started_at, ended_at)
+    if returncode < 0:
+        diag = f"killed by signal {_signal_name(-returncode)} (exit code {returncode})"
+    else:
+        diag = f"exit code {returncode}"
+    return PayloadResult("failed", returncode, ErrorCode.PAYLOAD_FAILED, diag, started_at, ended_at)
+
+
+def _supervise(
+    proc: subprocess.Popen[bytes],
+    job: dict[str, Any],
+    should_stop: Callable[[], int | None],
+    poll_s: float,
+    kill_grace_s: float,
+) -> tuple[int, str] | None:
+    """Wait for the payload; on walltime or a stop request, kill it and say why."""
+    walltime = float((job.get("resources") or {}).get("walltime_s") or 0) or None
+    deadline = time.monotonic() + walltime if walltime else None
+    while True:
+        timeout = poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
+        try:
+            proc.wait(timeout=timeout)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        reason: tuple[int, str] | None = None
+        if deadline is not None and time.monotonic() >= deadline:
+            reason = (ErrorCode.MAX_TIME_EXCEEDED, f"walltime {walltime:g}s exceeded")
+        else:
+            code = should_stop()
+            if code is not None:
+                reason = (code, f"stopped by the pilot: {_code_name(code)}")
+        if reason is not None:
+            _kill_group(proc, kill_grace_s)
+            return reason
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace_s: float) -> bool:
+    """Kill the payload's process group (SIGTERM, then SIGKILL after `grace_s`); reap the leader.
+
+    Returns:
+        True if any process of the group was still there to be killed.
+    """
+    pgid = proc.pid  # start_new_session: the payload leads its own group
+    if proc.poll() is not None and not _group_alive(pgid):
+        return False
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not _group_alive(pgid):
+            return True
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of the group is still running (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Killed orphans stay zombies until init reaps them, which some container inits do
+    # only every few seconds; where /proc tells us, look past them.
+    return _live_member_in_proc(pgid) if os.path.isdir("/proc/self") else True
+
+
+def _live_member_in_proc(pgid: int) -> bool:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            state, pgrp = fields[0], int(fields[2])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile, or unreadable
+        if pgrp == pgid and state not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class _OutputPump:
+    """Reads the payload's pipe in a thread and hands chunks to `on_output` as they come.
+
+    It uses poll() and os.read(), never a line-buffered read, so output reaches the server
+    as it is produced and a reader can be told to stop while a stray process holds the pipe.
+    """
+
+    def __init__(self, stream: Any, on_output: Callable[[bytes], None]) -> None:
+        self._stream = stream
+        self._on_output = on_output
+        self._broken = False
+        self._deadline: float | None = None
+        self._thread = threading.Thread(target=self._run, name="payload-output", daemon=True)
+        self._thread.start()
+
+    def deliver(self, chunk: bytes) -> None:
+        """Pass a chunk on; a failing callback is logged once and then skipped."""
+        if self._broken:
+            return
+        try:
+            self._on_output(chunk)
+        except Exception:
+            self._broken = True
+            log.exception("output callback failed; the rest of this payload's output is dropped")
+
+    def finish(self, linger_s: float) -> None:
+        """Read what is left (up to `linger_s` of silence after the pipe empties), then close."""
+        self._deadline = time.monotonic() + linger_s
+        self._thread.join()
+        self._stream.close()
+
+    def _run(self) -> None:
+        fd = self._stream.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        while True:
+            if not poller.poll(100):
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    return
+                continue
+            try:
+                chunk = os.read(fd, _READ_SIZE)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.deliver(chunk)
+
+
+def _death_signal_setter() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGKILL the payload when the pilot dies, or None elsewhere.
+
+    The libc lookup happens here, in the parent, so the child runs as little Python as possible
+    between fork and exec. Failing to set the signal is ignored: it is a safety net only.
+    PR_SET_PDEATHSIG fires when the forking *thread* ends; pilot threads outlive their payloads.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    sigkill = int(signal.SIGKILL)
+
+    def set_death_signal() -> None:
+        try:
+            prctl(_PR_SET_PDEATHSIG, sigkill)
+            if os.getppid() != parent:  # the pilot died before prctl took effect
+                os.kill(os.getpid(), sigkill)
+        except Exception:  # a safety net only: the payload must still start
+            pass
+
+    return set_death_signal
+
+
+def _code_name(code: int) -> str:
+    try:
+        return f"{ErrorCode(code).name} ({int(code)})"
+    except ValueError:
+        return str(int(code))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

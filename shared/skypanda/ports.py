@@ -1,0 +1,197 @@
+"""Ports: what the handlers need from the world, as typing.Protocols.
+
+Ports are domain-shaped (DESIGN law 4): `claim_jobs(queue, pilot, n)`, not `query(sql)`. Each
+adapter uses its backend's best primitive. Every state change is compare-and-set (law 3): it
+names the state it expects and returns False (or leaves the object out) when it lost.
+One contract suite (tests/contract) runs against every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from skypanda.domain.events import Event
+from skypanda.domain.jobflow import JobChange
+from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task
+from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus
+
+__all__ = [
+    "Blobs",
+    "Bus",
+    "Clock",
+    "JobChange",
+    "LaunchedPilot",
+    "Launcher",
+    "Store",
+    "StoredEvent",
+]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An outbox entry: an event, and how many times delivery was tried."""
+
+    seq: int
+    event: Event
+    tries: int
+
+
+class Store(Protocol):
+    """Tasks, jobs, queues, pilots and the outbox of events."""
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def add_task(self, task: Task, events: Sequence[Event]) -> None:
+        """Store a new task (its id must be new) and its events in one transaction."""
+
+    def get_task(self, task_id: str) -> Task:
+        """The task with its `job_counts` filled. Raises NotFound."""
+
+    def list_tasks(self, *, limit: int = 100) -> list[Task]:
+        """Most recent first."""
+
+    def set_task_status(
+        self,
+        task_id: str,
+        expect: Iterable[TaskStatus],
+        to: TaskStatus,
+        *,
+        reason: str = "",
+        events: Sequence[Event] = (),
+    ) -> bool:
+        """Compare-and-set a task's status. False when the task was not in `expect`."""
+
+    def add_jobs(
+        self,
+        task_id: str,
+        jobs: Iterable[Job],
+        *,
+        expect: TaskStatus,
+        to: TaskStatus,
+        events: Sequence[Event] = (),
+    ) -> bool:
+        """Split: store a task's jobs and move the task from `expect` to `to`, atomically.
+
+        False (nothing written) when the task was no longer in `expect`. Job ids are derived
+        from (task, index), so a repeated split cannot create duplicates."""
+
+    def job_counts(self, task_id: str) -> dict[JobStatus, int]:
+        """Jobs of a task counted by status (an aggregation, not a stored counter)."""
+
+    def has_unended_jobs(self, task_id: str) -> bool:
+        """Whether any job of the task is not yet in a final state (cheap: stops at the first)."""
+
+    def abort_task(self, task_id: str, reason: str) -> Task:
+        """Kill a task: task -> aborted, its queued jobs -> cancelled, its live jobs flagged for
+        their pilots to kill. Raises NotFound; IllegalTransition if the task already ended."""
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job:
+        """Raises NotFound."""
+
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs that exist among `job_ids`."""
+
+    def list_jobs(
+        self, task_id: str, *, status: JobStatus | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[Job]:
+        """Jobs of a task in index order."""
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Every attempt of a job, oldest first."""
+
+    def claim_jobs(
+        self, queue: str, pilot_id: str, n: int, capacity: Resources, now: float
+    ) -> list[Job]:
+        """Move up to `n` activated jobs of `queue` that fit `capacity` to `sent` for the pilot:
+        highest priority first, then oldest. Each job is claimed by at most one pilot."""
+
+    def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
+        """Apply compare-and-set job writes in one transaction; one result per change."""
+
+    def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
+        """Jobs in a live state (sent, starting, running) held by the pilot."""
+
+    def jobs_to_kill(self, pilot_id: str) -> list[str]:
+        """Ids of the pilot's live jobs whose kill was requested."""
+
+    # -- queues --------------------------------------------------------------------------------
+    def put_queue(self, queue: Queue) -> None: ...
+
+    def get_queue(self, name: str) -> Queue:
+        """Raises NotFound."""
+
+    def list_queues(self) -> list[Queue]: ...
+
+    def count_activated(self, queue: str) -> int: ...
+
+    # -- pilots --------------------------------------------------------------------------------
+    def add_pilot(self, pilot: Pilot) -> None: ...
+
+    def get_pilot(self, pilot_id: str) -> Pilot:
+        """Raises NotFound."""
+
+    def update_pilot(self, pilot: Pilot, expect: Iterable[PilotStatus]) -> bool:
+        """Compare-and-set write of a pilot record; False when its status was not in `expect`."""
+
+    def heartbeat(self, pilot_id: str, now: float) -> bool:
+        """Record a heartbeat (only the pilot record is written). False if the pilot has ended."""
+
+    def list_pilots(self, *, queue: str | None = None, live: bool = False) -> list[Pilot]: ...
+
+    def silent_pilots(self, queue: str, heard_before: float) -> list[Pilot]:
+        """Live pilots of the queue not heard from (heartbeat or start) since `heard_before`."""
+
+    # -- outbox --------------------------------------------------------------------------------
+    def add_events(self, events: Sequence[Event]) -> None:
+        """Append events to the outbox (ignoring ones whose id is already there)."""
+
+    def pending_events(self, limit: int) -> list[StoredEvent]:
+        """Undelivered events, oldest first."""
+
+    def mark_delivered(self, seqs: Sequence[int], now: float) -> None: ...
+
+    def mark_failed(self, seq: int, error: str, *, dead: bool) -> None:
+        """Count a failed delivery; a dead event is parked (not redelivered) with its error."""
+
+
+class Bus(Protocol):
+    """Publishes events that are not tied to one stored state change (nudges, ticks)."""
+
+    def publish(self, events: Sequence[Event]) -> None: ...
+
+
+class Blobs(Protocol):
+    """Logs and outputs, by key (`logs/<job>/<attempt>.log`)."""
+
+    def append(self, key: str, data: bytes) -> None: ...
+
+    def read(self, key: str) -> bytes:
+        """Raises NotFound."""
+
+    def uri(self, key: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class LaunchedPilot:
+    pilot_id: str
+    ref: str  # the launcher's own reference (pid, execution name, pod name)
+    alive: bool
+    exit_code: int | None = None
+
+
+class Launcher(Protocol):
+    """Starts, lists and stops pilots (Harvester's submitter and monitor)."""
+
+    def launch(self, queue: Queue, pilot_id: str) -> str:
+        """Start a pilot for `queue` that will register as `pilot_id`; return the reference."""
+
+    def list(self) -> list[LaunchedPilot]: ...
+
+    def stop(self, pilot_id: str) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch."""

@@ -1,0 +1,75 @@
+"""Task files: YAML (or JSON) into a validated TaskSpec, with errors that name field and line.
+
+PyYAML's composed node tree keeps each value's position; a pydantic error's `loc` is walked down
+that tree to report the line of the offending value (or of its parent, for a missing field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from skypanda.domain.errors import InvalidInput
+from skypanda.domain.models import TaskSpec
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+def _node_at(root: yaml.Node | None, loc: Sequence[int | str]) -> yaml.Node | None:
+    node = root
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), node)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+    return node
+
+
+def _describe(errors: list[Any], root: yaml.Node | None, source: str) -> str:
+    lines = []
+    for err in errors:
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        node = _node_at(root, loc)
+        where = f"line {node.start_mark.line + 1}: " if node is not None else ""
+        lines.append(f"{source}: {where}{field}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_task(text: str, source: str = "<task>") -> TaskSpec:
+    """Parse and validate a task document.
+
+    Raises:
+        InvalidInput: not YAML, not a mapping, or not a valid task; the message names the field
+            and the line.
+    """
+    if len(text) > MAX_FILE_BYTES:
+        raise InvalidInput(f"{source}: task file is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InvalidInput(f"{source}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            f"{source}: a task file must be a mapping of fields (name, command, ...)"
+        )
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as e:
+        raise InvalidInput(_describe(e.errors(), root, source), errors=len(e.errors())) from e
+
+
+def load_task_file(path: Path) -> TaskSpec:
+    """Read and validate a task file. Raises InvalidInput (also for an unreadable file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"{path}: cannot read task file: {e}") from e
+    return parse_task(text, str(path))

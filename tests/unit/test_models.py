@@ -1,0 +1,324 @@
+"""Specification of the value objects: bad input fails at construction, naming the field."""
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from skypanda.domain.models import (
+    Job,
+    JobReport,
+    Queue,
+    Resources,
+    TaskSpec,
+    jsonable,
+    parse_duration,
+)
+from skypanda.domain.states import JobStatus
+
+VALID_TASK: dict[str, Any] = {"name": "reco", "command": ["run", "{input}"], "inputs": ["a"]}
+DROP = object()  # marks a field to remove from VALID_TASK
+
+
+def task_data(**overrides: Any) -> dict[str, Any]:
+    data = {**VALID_TASK, **overrides}
+    return {k: v for k, v in data.items() if v is not DROP}
+
+
+def rejected(model: type[BaseModel], data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The errors pydantic reports for `data` (which must be rejected)."""
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(data)
+    return info.value.errors()
+
+
+# --- TaskSpec ----------------------------------------------------------------------------------
+
+
+def test_a_minimal_task_spec_gets_the_documented_defaults() -> None:
+    spec = TaskSpec.model_validate(VALID_TASK)
+    assert spec.inputs == ["a"]
+    assert spec.n_jobs is None
+    assert spec.files_per_job == 1
+    assert spec.max_attempts == 3
+    assert spec.priority == 0
+    assert spec.queue == "local"
+    assert spec.env == {}
+    assert spec.allow_partial is False
+    assert spec.resources == Resources(memory_mb=2000, cores=1, walltime=3600.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loc", "says"),
+    [
+        pytest.param({"command": DROP}, ("command",), "Field required", id="missing-command"),
+        pytest.param({"command": []}, ("command",), "at least 1", id="empty-command"),
+        pytest.param({"command": [" ", "x"]}, ("command",), "first word", id="blank-program"),
+        pytest.param({"name": DROP}, ("name",), "Field required", id="missing-name"),
+        pytest.param({"name": "has space"}, ("name",), "pattern", id="bad-name"),
+        pytest.param({"name": "-leading"}, ("name",), "pattern", id="name-leading-dash"),
+        pytest.param({"inputs": []}, ("inputs",), "inputs is empty", id="empty-inputs"),
+        pytest.param({"n_jobs": 5}, (), "not both", id="inputs-and-n_jobs"),
+        pytest.param({"inputs": DROP}, (), "either inputs", id="neither-inputs-nor-n_jobs"),
+        pytest.param(
+            {"inputs": DROP, "n_jobs": 2, "files_per_job": 3},
+            (),
+            "files_per_job needs inputs",
+            id="files_per_job-with-n_jobs",
+        ),
+        pytest.param({"inputs": DROP, "n_jobs": 0}, ("n_jobs",), "greater than", id="n_jobs-0"),
+        pytest.param(
+            {"inputs": DROP, "n_jobs": 10_000_001}, ("n_jobs",), "less than", id="n_jobs-too-big"
+        ),
+        pytest.param({"files_per_job": 0}, ("files_per_job",), "greater", id="files_per_job-0"),
+        pytest.param({"max_attempts": 0}, ("max_attempts",), "greater", id="max_attempts-0"),
+        pytest.param({"max_attempts": 101}, ("max_attempts",), "less", id="max_attempts-101"),
+        pytest.param({"queue": "a/b"}, ("queue",), "pattern", id="bad-queue"),
+        pytest.param(
+            {"resources": {"memory_mb": -1}},
+            ("resources", "memory_mb"),
+            "greater than or equal to 1",
+            id="negative-memory",
+        ),
+        pytest.param(
+            {"resources": {"cores": 0}}, ("resources", "cores"), "greater", id="zero-cores"
+        ),
+        pytest.param(
+            {"resources": {"walltime": "10x"}},
+            ("resources", "walltime"),
+            "not a duration: '10x'",
+            id="walltime-10x",
+        ),
+        pytest.param(
+            {"resources": {"walltime": "0"}}, ("resources", "walltime"), "greater", id="walltime-0"
+        ),
+        pytest.param(
+            {"resources": {"walltime": -5}},
+            ("resources", "walltime"),
+            "greater",
+            id="walltime-negative",
+        ),
+        pytest.param(
+            {"resources": {"walltime": "-5m"}},
+            ("resources", "walltime"),
+            "not a duration",
+            id="walltime-negative-string",
+        ),
+        pytest.param({"bogus": 1}, ("bogus",), "Extra inputs", id="unknown-field"),
+        pytest.param(
+            {"resources": {"gpus": 1}}, ("resources", "gpus"), "Extra inputs", id="unknown-resource"
+        ),
+        pytest.param({"env": {"A": 1}}, ("env", "A"), "string", id="env-not-strings"),
+    ],
+)
+def test_task_spec_errors_name_the_field(
+    overrides: dict[str, Any], loc: tuple[str, ...], says: str
+) -> None:
+    # Given a task that is wrong in one way, When it is validated
+    errors = rejected(TaskSpec, task_data(**overrides))
+
+    # Then exactly one error is reported, located at the field, with a message that explains it
+    assert len(errors) == 1
+    (error,) = errors
+    assert error["loc"] == loc
+    assert says in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fields"),
+    [
+        ({"n_jobs": 5}, ("inputs", "n_jobs")),
+        ({"inputs": DROP}, ("inputs", "n_jobs")),
+        ({"inputs": DROP, "n_jobs": 2, "files_per_job": 3}, ("files_per_job", "n_jobs")),
+    ],
+)
+def test_cross_field_errors_name_both_fields_in_the_message(
+    overrides: dict[str, Any], fields: tuple[str, ...]
+) -> None:
+    # Whole-model checks have no single location, so their message names the fields
+    (error,) = rejected(TaskSpec, task_data(**overrides))
+    for field in fields:
+        assert field in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("walltime", "seconds"),
+    [
+        ("10m", 600.0),
+        ("90", 90.0),
+        ("30s", 30.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
+        ("1.5h", 5400.0),
+        (" 10 m ", 600.0),
+        (45, 45.0),
+        (0.5, 0.5),
+    ],
+)
+def test_walltime_accepts_seconds_or_a_duration_string(walltime: Any, seconds: float) -> None:
+    spec = TaskSpec.model_validate(task_data(resources={"walltime": walltime}))
+    assert spec.resources.walltime_s == seconds
+
+
+def test_walltime_may_also_be_given_by_its_field_name() -> None:
+    assert Resources(walltime_s="10m").walltime_s == 600.0
+
+
+@pytest.mark.parametrize("text", ["10x", "", "m", "1e3", "10 mins", "1h30m"])
+def test_parse_duration_rejects_anything_else(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_a_task_spec_is_frozen() -> None:
+    spec = TaskSpec.model_validate(VALID_TASK)
+    with pytest.raises(ValidationError, match="frozen"):
+        spec.name = "other"
+
+
+def test_a_task_spec_survives_a_json_round_trip() -> None:
+    # Given a spec with non-default values, When dumped to JSON values and read back,
+    # Then it is the same spec (what the store does)
+    spec = TaskSpec.model_validate(
+        task_data(
+            inputs=["a", "b", "c"],
+            files_per_job=2,
+            resources={"memory_mb": 500, "cores": 2, "walltime": "1h"},
+            env={"K": "v"},
+            allow_partial=True,
+        )
+    )
+    assert TaskSpec.model_validate(jsonable(spec)) == spec
+
+
+# --- Resources ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("need", "capacity", "fits"),
+    [
+        (Resources(memory_mb=2000, cores=1), Resources(memory_mb=4000, cores=1), True),
+        (Resources(memory_mb=4000, cores=2), Resources(memory_mb=4000, cores=2), True),
+        (Resources(memory_mb=4001, cores=1), Resources(memory_mb=4000, cores=8), False),
+        (Resources(memory_mb=100, cores=2), Resources(memory_mb=4000, cores=1), False),
+        # walltime is not a capacity: a pilot's walltime does not limit what it accepts
+        (Resources(walltime=7200), Resources(walltime=60), True),
+    ],
+)
+def test_resources_fit_by_memory_and_cores(
+    need: Resources, capacity: Resources, fits: bool
+) -> None:
+    assert need.fits(capacity) is fits
+
+
+# --- Queue -------------------------------------------------------------------------------------
+
+
+def test_a_queue_with_only_a_name_is_valid() -> None:
+    queue = Queue(name="local")
+    assert queue.min_pilots <= queue.max_pilots
+    assert queue.heartbeat_timeout_s > queue.heartbeat_interval_s
+
+
+def test_queue_rejects_min_pilots_above_max_pilots() -> None:
+    (error,) = rejected(Queue, {"name": "q", "min_pilots": 3, "max_pilots": 2})
+    assert "min_pilots (3) exceeds max_pilots (2)" in error["msg"]
+
+
+def test_queue_accepts_min_pilots_equal_to_max_pilots() -> None:
+    assert Queue(name="q", min_pilots=2, max_pilots=2).max_pilots == 2
+
+
+@pytest.mark.parametrize(("interval", "timeout"), [(5, 5), (10, 5), ("1m", "60s"), ("2m", 60)])
+def test_queue_rejects_a_heartbeat_timeout_not_longer_than_the_interval(
+    interval: Any, timeout: Any
+) -> None:
+    data = {"name": "q", "heartbeat_interval_s": interval, "heartbeat_timeout_s": timeout}
+    (error,) = rejected(Queue, data)
+    assert "heartbeat_timeout_s must be longer than heartbeat_interval_s" in error["msg"]
+
+
+def test_queue_durations_accept_duration_strings() -> None:
+    queue = Queue(name="q", heartbeat_interval_s="10s", heartbeat_timeout_s="2m")
+    assert (queue.heartbeat_interval_s, queue.heartbeat_timeout_s) == (10.0, 120.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loc"),
+    [
+        ({"mode": "poll"}, ("mode",)),
+        ({"min_pilots": -1}, ("min_pilots",)),
+        ({"max_pilots": 10_001}, ("max_pilots",)),
+        ({"jobs_per_acquire": 0}, ("jobs_per_acquire",)),
+        ({"idle_timeout_s": "soon"}, ("idle_timeout_s",)),
+        ({"name": ""}, ("name",)),
+        ({"extra": True}, ("extra",)),
+    ],
+)
+def test_queue_field_errors_name_the_field(overrides: dict[str, Any], loc: tuple[str, ...]) -> None:
+    (error,) = rejected(Queue, {"name": "q", **overrides})
+    assert error["loc"] == loc
+
+
+# --- JobReport ---------------------------------------------------------------------------------
+
+
+def report(**overrides: Any) -> dict[str, Any]:
+    return {"job_id": "j1", "attempt": 1, "status": "running", **overrides}
+
+
+@pytest.mark.parametrize("status", ["starting", "running", "finished", "failed"])
+def test_a_pilot_may_report_what_it_sees_a_job_do(status: str) -> None:
+    assert JobReport.model_validate(report(status=status)).status is JobStatus(status)
+
+
+@pytest.mark.parametrize("status", ["defined", "activated", "sent", "cancelled", "closed"])
+def test_a_pilot_may_not_report_server_side_states(status: str) -> None:
+    # Given a report of a state only the server sets, Then it is rejected, naming the status
+    (error,) = rejected(JobReport, report(status=status))
+    assert error["loc"] == ("status",)
+    assert f"a pilot cannot report {status}" in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loc"),
+    [
+        ({"status": "exploded"}, ("status",)),
+        ({"attempt": 0}, ("attempt",)),
+        ({"error_diag": "x" * 4001}, ("error_diag",)),
+        ({"job_id": None}, ("job_id",)),
+        ({"pilot": "p1"}, ("pilot",)),
+    ],
+)
+def test_job_report_field_errors_name_the_field(
+    overrides: dict[str, Any], loc: tuple[str, ...]
+) -> None:
+    (error,) = rejected(JobReport, report(**overrides))
+    assert error["loc"] == loc
+
+
+# --- stored objects ----------------------------------------------------------------------------
+
+
+def test_a_job_is_changed_only_by_copying() -> None:
+    # Given a stored job
+    job = Job(
+        id="j1",
+        task_id="t1",
+        index=0,
+        status=JobStatus.ACTIVATED,
+        queue="local",
+        command=["true"],
+        created_at=1.0,
+        updated_at=1.0,
+    )
+    # Then it cannot be mutated in place
+    with pytest.raises(ValidationError, match="frozen"):
+        job.status = JobStatus.SENT
+    # And a change is a new object, the original untouched
+    sent = job.model_copy(update={"status": JobStatus.SENT, "pilot_id": "p1"})
+    assert (sent.status, sent.pilot_id) == (JobStatus.SENT, "p1")
+    assert (job.status, job.pilot_id) == (JobStatus.ACTIVATED, None)
+    # And its JSON form carries statuses as plain strings
+    assert jsonable(sent)["status"] == "sent"
+    assert Job.model_validate(jsonable(sent)) == sent

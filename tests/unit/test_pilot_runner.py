@@ -1,0 +1,220 @@
+"""Specification of `skypanda.pilot.runner.run_payload` on real subprocesses.
+
+Each test runs a real payload (a shell tool or `python -c`) in a temporary workdir and checks the
+result, the output delivered to `on_output`, and that nothing the payload started survives a kill.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skypanda.domain.codes import ErrorCode
+from skypanda.pilot.runner import PayloadResult, run_payload
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the pilot is POSIX only")
+
+
+class Output:
+    """Collects on_output chunks, with the time each arrived."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[float, bytes]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, chunk: bytes) -> None:
+        with self._lock:
+            self.chunks.append((time.monotonic(), chunk))
+
+    @property
+    def data(self) -> bytes:
+        with self._lock:
+            return b"".join(chunk for _, chunk in self.chunks)
+
+
+def job(command: list[str], walltime_s: float = 60, **env: str) -> dict[str, Any]:
+    return {
+        "id": "job-1",
+        "attempt": 2,
+        "command": command,
+        "env": env,
+        "resources": {"memory_mb": 100, "cores": 1, "walltime_s": walltime_s},
+    }
+
+
+def run(
+    spec: dict[str, Any], workdir: Path, stop: Any = None, out: Output | None = None
+) -> tuple[PayloadResult, Output]:
+    out = out or Output()
+    result = run_payload(
+        spec,
+        workdir,
+        on_output=out,
+        should_stop=stop or (lambda: None),
+        poll_s=0.05,
+        kill_grace_s=1.0,
+    )
+    return result, out
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def gone(pid: int) -> bool:
+    """True if the process no longer runs (absent, or a zombie waiting for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def wait_gone(pid: int, within_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return True
+        time.sleep(0.05)
+    return gone(pid)
+
+
+def test_exit_zero_is_finished_with_output_env_and_workdir(tmp_path: Path) -> None:
+    # Given a payload printing to stdout and stderr, its env and its working directory
+    code = (
+        "import os, sys; print('out'); print('err', file=sys.stderr); "
+        "print(os.environ['GREETING'], os.environ['SKYPANDA_JOB_ID'], "
+        "os.environ['SKYPANDA_ATTEMPT'], os.environ['SKYPANDA_WORKDIR'] == os.getcwd())"
+    )
+    workdir = tmp_path / "job-1.2"
+    # When it runs
+    result, out = run(job(py(code), GREETING="hello"), workdir)
+    # Then it finished, in its own (created) workdir, with both streams captured
+    assert (result.status, result.exit_code, result.error_code) == ("finished", 0, None)
+    assert result.error_diag == ""
+    assert workdir.is_dir()
+    assert b"out\n" in out.data and b"err\n" in out.data
+    assert b"hello job-1 2 True" in out.data
+    assert result.started_at <= result.ended_at
+
+
+def test_nonzero_exit_is_payload_failed_with_exit_code(tmp_path: Path) -> None:
+    # Given a payload exiting 3
+    # When it runs
+    result, _ = run(job(["sh", "-c", "exit 3"]), tmp_path / "w")
+    # Then the job failed with PAYLOAD_FAILED and keeps the exit code
+    assert (result.status, result.exit_code) == ("failed", 3)
+    assert result.error_code == ErrorCode.PAYLOAD_FAILED
+    assert result.error_diag == "exit code 3"
+
+
+def test_missing_command_is_payload_not_started(tmp_path: Path) -> None:
+    # Given a command that does not exist
+    # When it runs
+    result, out = run(job(["/nonexistent/skypanda-no-such-program"]), tmp_path / "w")
+    # Then it never started: PAYLOAD_NOT_STARTED, no exit code, the OS error in the diag
+    assert (result.status, result.exit_code) == ("failed", None)
+    assert result.error_code == ErrorCode.PAYLOAD_NOT_STARTED
+    assert "No such file" in result.error_diag
+    assert out.data == b""
+
+
+def test_walltime_kills_the_payload_group(tmp_path: Path) -> None:
+    # Given a payload that starts a sleeping child and sleeps itself, with a 1 s walltime
+    spec = job(["sh", "-c", "sleep 30 & echo $!; sleep 30"], walltime_s=1)
+    # When it runs
+    began = time.monotonic()
+    result, out = run(spec, tmp_path / "w")
+    # Then it is killed soon after 1 s, as MAX_TIME_EXCEEDED naming the limit
+    assert time.monotonic() - began < 5
+    assert result.status == "failed"
+    assert result.error_code == ErrorCode.MAX_TIME_EXCEEDED
+    assert result.error_diag == "walltime 1s exceeded"
+    assert result.exit_code is not None and result.exit_code < 0
+    # And the pilot said so at the end of the output, and the child is gone too
+    assert out.data.endswith(b"[skypanda-pilot] killed: walltime 1s exceeded\n")
+    assert wait_gone(int(out.data.split(b"\n")[0]))
+
+
+def test_should_stop_kills_within_two_seconds(tmp_path: Path) -> None:
+    # Given a running payload and a server kill requested after 0.3 s
+    asked_at: list[float] = []
+
+    def stop() -> int | None:
+        if not asked_at and time.monotonic() - began > 0.3:
+            asked_at.append(time.monotonic())
+        return ErrorCode.KILLED_BY_SERVER if asked_at else None
+
+    # When it runs
+    began = time.monotonic()
+    result, out = run(job(["sleep", "30"]), tmp_path / "w", stop)
+    # Then it is killed within 2 s of the request and fails with that code
+    assert time.monotonic() - asked_at[0] < 2
+    assert result.status == "failed"
+    assert result.error_code == ErrorCode.KILLED_BY_SERVER
+    assert "KILLED_BY_SERVER" in result.error_diag
+    assert b"[skypanda-pilot] killed:" in out.data
+
+
+def test_output_streams_before_the_payload_ends(tmp_path: Path) -> None:
+    # Given a payload that prints, flushes, sleeps, then prints again
+    code = "import time; print('first', flush=True); time.sleep(1.0); print('second')"
+    # When it runs
+    began = time.monotonic()
+    result, out = run(job(py(code)), tmp_path / "w")
+    ended = time.monotonic()
+    # Then the first line reached on_output well before the process ended
+    assert result.status == "finished"
+    first_at = next(t for t, chunk in out.chunks if b"first" in chunk)
+    assert first_at - began < ended - began - 0.5
+    assert out.data == b"first\nsecond\n"
+
+
+def test_kill_takes_a_grandchild_that_ignores_sigterm(tmp_path: Path) -> None:
+    # Given a payload whose grandchild ignores SIGTERM and says so once it does
+    grandchild = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', os.getpid(), flush=True); time.sleep(30)"
+    )
+    code = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {grandchild!r}]); time.sleep(30)"
+    )
+    out = Output()
+
+    def stop() -> int | None:
+        return ErrorCode.SIGTERM if b"ready" in out.data else None
+
+    # When the pilot stops it
+    began = time.monotonic()
+    result, _ = run(job(py(code)), tmp_path / "w", stop, out)
+    # Then the job failed with SIGTERM, after the grace, and the grandchild died with the group
+    assert result.error_code == ErrorCode.SIGTERM
+    assert time.monotonic() - began < 5
+    assert wait_gone(int(out.data.split()[1]))
+
+
+def test_leftover_background_process_is_killed_after_a_normal_exit(tmp_path: Path) -> None:
+    # Given a payload that exits 0 but leaves a background process holding its output pipe
+    spec = job(["sh", "-c", "sleep 30 & echo $!"])
+    # When it runs
+    began = time.monotonic()
+    result, out = run(spec, tmp_path / "w")
+    # Then the job is finished promptly, and the leftover is gone
+    assert result.status == "finished"
+    assert time.monotonic() - began < 3
+    assert wait_gone(int(out.data.split(b"\n")[0]))
+    assert b"left running" in out.data
