@@ -117,8 +117,7 @@ class SqliteStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self.on_events: Callable[[], None] = lambda: None
-        with self._tx() as db:
-            db.executescript(_SCHEMA)
+        self._conn().executescript(_SCHEMA)
 
     # -- plumbing -------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -263,6 +262,12 @@ class SqliteStore:
     ) -> bool:
         advance(expect, to)
         with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
+                (str(to), self._clock(), task_id, str(expect)),
+            )
+            if cur.rowcount != 1:
+                return False  # lost the compare-and-set: nothing was written
             n = 0
             batch: list[tuple[Any, ...]] = []
             edges: list[tuple[str, str]] = []
@@ -273,15 +278,7 @@ class SqliteStore:
                     n += self._insert_jobs(db, batch, edges)
                     batch, edges = [], []
             n += self._insert_jobs(db, batch, edges)
-            cur = db.execute(
-                "UPDATE tasks SET status = ?, n_jobs = ?, updated_at = ? "
-                "WHERE id = ? AND status = ?",
-                (str(to), n, self._clock(), task_id, str(expect)),
-            )
-            if cur.rowcount != 1:
-                db.execute("ROLLBACK")
-                db.execute("BEGIN")  # let _tx's COMMIT close an empty transaction
-                return False
+            db.execute("UPDATE tasks SET n_jobs = ? WHERE id = ?", (n, task_id))
             emitted = self._emit(db, events)
         if emitted:
             self.on_events()

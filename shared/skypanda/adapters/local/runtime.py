@@ -1,0 +1,140 @@
+"""The embedded system in one process: SQLite store, router, HTTP server, scaler ticks, pilots.
+
+`skypanda up` runs one in the foreground; `skypanda run` and the tests start a private one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from skypanda.adapters.local.bus import OutboxBus
+from skypanda.adapters.local.files import FileBlobs, SystemClock
+from skypanda.adapters.local.launcher import ProcessLauncher
+from skypanda.adapters.local.router import Router, tick_event
+from skypanda.adapters.local.sqlite_store import SqliteStore
+from skypanda.api.app import create_app
+from skypanda.api.server import ApiServer
+from skypanda.domain.errors import NotFound
+from skypanda.domain.models import Queue
+from skypanda.handlers.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("SKYPANDA_HOME") or Path.home() / ".skypanda").expanduser()
+
+
+def ensure_token(home: Path) -> str:
+    """The API token in `<home>/token` (mode 0600), created on first use."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "token"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def default_queue(cores: int | None = None) -> Queue:
+    """The `local` queue: up to one pilot per core, none while idle."""
+    n = max(1, cores or os.cpu_count() or 1)
+    return Queue(name="local", min_pilots=0, max_pilots=n, idle_timeout_s=10.0)
+
+
+@dataclass
+class LocalOptions:
+    home: Path
+    port: int = 0
+    tick_s: float = 1.0
+    launch_pilots: bool = True
+    queue: Queue | None = None
+    write_server_file: bool = False
+
+
+class LocalSystem:
+    """Everything of the embedded backend, started and stopped together."""
+
+    def __init__(self, opts: LocalOptions) -> None:
+        self.opts = opts
+        home = opts.home
+        home.mkdir(parents=True, exist_ok=True)
+        self.token = ensure_token(home)
+        clock = SystemClock()
+        self.store = SqliteStore(home / "skypanda.db", clock=clock.now)
+        self.blobs = FileBlobs(home / "blobs")
+        self.svc = Services(
+            store=self.store, bus=OutboxBus(self.store), blobs=self.blobs, clock=clock
+        )
+        self.router = Router(self.svc, self.store)
+        self.store.on_events = self.router.nudge
+        self.server = ApiServer(create_app(self.svc, self.token), port=opts.port)
+        self.launcher: ProcessLauncher | None = None
+        if opts.launch_pilots:
+            self.launcher = ProcessLauncher(server_url=self.url, token=self.token, home=home)
+            self.svc.launcher = self.launcher
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="skypanda-ticker", daemon=True)
+        self._ensure_queue()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def _ensure_queue(self) -> None:
+        if self.opts.queue is not None:
+            self.store.put_queue(self.opts.queue)
+            return
+        try:
+            self.store.get_queue("local")
+        except NotFound:
+            self.store.put_queue(default_queue())
+
+    def tick(self) -> None:
+        self.router.deliver(tick_event(self.svc.clock.now()))
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.opts.tick_s):
+            try:
+                self.tick()
+            except Exception:  # keep ticking: one bad tick must not stop scaling and sweeping
+                log.exception("tick failed")
+
+    def start(self) -> LocalSystem:
+        self.server.start()
+        self.router.start()
+        self.router.nudge()  # deliver what a previous run left in the outbox
+        self._ticker.start()
+        if self.opts.write_server_file:
+            info = {"url": self.url, "pid": os.getpid()}
+            (self.opts.home / "server.json").write_text(json.dumps(info))
+        log.info("skypanda serving on %s (home %s)", self.url, self.opts.home)
+        return self
+
+    def stop(self) -> None:
+        """Stop pilots first (they report their jobs), then the server, router and store."""
+        self._stop.set()
+        if self._ticker.is_alive():
+            self._ticker.join(timeout=10)
+        if self.launcher is not None:
+            self.launcher.stop_all()
+        self.server.stop()
+        self.router.stop()
+        if self.opts.write_server_file:
+            (self.opts.home / "server.json").unlink(missing_ok=True)
+        self.store.close()
+
+    def __enter__(self) -> LocalSystem:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,239 @@
+"""The `skypanda` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skypanda import __version__
+from skypanda.adapters.local.runtime import LocalOptions, LocalSystem, default_home
+from skypanda.cli import bench
+from skypanda.cli.connect import FINAL_TASK_STATES, call, client
+from skypanda.cli.render import print_jobs, print_task
+from skypanda.domain.errors import InvalidInput
+from skypanda.domain.models import TaskSpec
+from skypanda.pilot.client import ApiClient
+from skypanda.taskfile import load_task_file
+
+server_opt = click.option(
+    "--server",
+    envvar="SKYPANDA_SERVER",
+    help="Server URL (default: the one `skypanda up` started).",
+)
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _load(path: str) -> TaskSpec:
+    try:
+        return load_task_file(Path(path))
+    except InvalidInput as e:
+        click.echo(f"error: {e.message}", err=True)
+        raise SystemExit(2) from e
+
+
+@click.group()
+@click.version_option(__version__)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """skypanda: tasks and workflows split into jobs, run by pilots, locally or on Google Cloud."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--port", default=8470, show_default=True, help="Port on 127.0.0.1 (0: any free).")
+def up(port: int) -> None:
+    """Run the embedded system in the foreground: server, router, scaler and local pilots."""
+    logging.getLogger("skypanda").setLevel(logging.INFO)
+    system = LocalSystem(LocalOptions(home=default_home(), port=port, write_server_file=True))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    system.start()
+    click.echo(
+        f"skypanda {__version__} serving on {system.url} (home {system.opts.home}); Ctrl-C stops"
+    )
+    stop.wait()
+    click.echo("stopping: pilots first, then the server", err=True)
+    system.stop()
+
+
+def wait_for(api: ApiClient, task_id: str, total: int, *, quiet: bool) -> dict[str, Any]:
+    """Poll the task until it ends, with a progress bar on stderr."""
+    ended_states = ("finished", "failed", "cancelled", "closed")
+    with click.progressbar(length=total, label="jobs", file=sys.stderr, show_pos=True) as bar:
+        seen = 0
+        while True:
+            task = call(api, "GET", f"/v1/tasks/{task_id}")
+            ended = sum(task["job_counts"].get(s, 0) for s in ended_states)
+            if not quiet and ended > seen:
+                bar.update(ended - seen)
+                seen = ended
+            if task["status"] in FINAL_TASK_STATES:
+                return dict(task)
+            time.sleep(0.25)
+
+
+def outcome(task: dict[str, Any], seconds: float) -> dict[str, Any]:
+    return {
+        "id": task["id"],
+        "name": task["spec"]["name"],
+        "status": task["status"],
+        "jobs": task["job_counts"],
+        "reason": task["reason"],
+        "seconds": round(seconds, 3),
+    }
+
+
+def _finish(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(result["jobs"].items()))
+        click.echo(
+            f"task {result['id']} ({result['name']}): {result['status']} "
+            f"in {result['seconds']} s: {counts}"
+        )
+    raise SystemExit(0 if result["status"] == "done" else 1)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--wait", is_flag=True, help="Wait until the task ends; exit 0 only if every job finished."
+)
+@json_opt
+@server_opt
+def submit(file: str, wait: bool, as_json: bool, server: str | None) -> None:
+    """Submit a task file to a running server."""
+    spec = _load(file)
+    api = client(server)
+    start = time.monotonic()
+    task = call(api, "POST", "/v1/tasks", spec.model_dump(mode="json", by_alias=True))
+    if not wait:
+        click.echo(json.dumps(task) if as_json else task["id"])
+        return
+    if not as_json:
+        click.echo(f"submitted task {task['id']} ({task['n_jobs']} jobs)", err=True)
+    _finish(
+        outcome(wait_for(api, task["id"], task["n_jobs"], quiet=False), time.monotonic() - start),
+        as_json,
+    )
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_opt
+@click.option(
+    "--home", type=click.Path(file_okay=False), help="Keep the private system's state here."
+)
+def run(file: str, as_json: bool, home: str | None) -> None:
+    """Start a private local system, run FILE to the end, print the outcome and shut down.
+
+    Exit 0 when every job finished, 1 when the task failed, 2 for bad input.
+    """
+    spec = _load(file)
+    run_home = Path(home) if home else default_home() / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    start = time.monotonic()
+    with LocalSystem(LocalOptions(home=run_home)) as system:
+        api = ApiClient(system.url, system.token)
+        task = call(api, "POST", "/v1/tasks", spec.model_dump(mode="json", by_alias=True))
+        result = outcome(
+            wait_for(api, task["id"], task["n_jobs"], quiet=as_json), time.monotonic() - start
+        )
+    if not as_json:
+        click.echo(f"state and logs kept in {run_home}", err=True)
+    _finish(result, as_json)
+
+
+@cli.command()
+@click.argument("task_id")
+@json_opt
+@server_opt
+def status(task_id: str, as_json: bool, server: str | None) -> None:
+    """Show a task: its state and its jobs counted by state."""
+    task = call(client(server), "GET", f"/v1/tasks/{task_id}")
+    click.echo(json.dumps(task, indent=2) if as_json else print_task(task))
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--status", "job_status", help="Only jobs in this state.")
+@json_opt
+@server_opt
+def jobs(task_id: str, job_status: str | None, as_json: bool, server: str | None) -> None:
+    """List a task's jobs: id, state, attempt, exit code, error, pilot."""
+    params = {"status": job_status} if job_status else None
+    body = call(client(server), "GET", f"/v1/tasks/{task_id}/jobs", params=params)
+    click.echo(json.dumps(body["jobs"], indent=2) if as_json else print_jobs(body["jobs"]))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--attempt", type=int, help="Which attempt (default: the latest).")
+@server_opt
+def logs(job_id: str, attempt: int | None, server: str | None) -> None:
+    """Print a job's log."""
+    params = {"attempt": attempt} if attempt else None
+    text = call(client(server), "GET", f"/v1/jobs/{job_id}/log", params=params)
+    click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("task_id")
+@server_opt
+def kill(task_id: str, server: str | None) -> None:
+    """Kill a task: queued jobs are cancelled, running ones killed by their pilots."""
+    task = call(client(server), "POST", f"/v1/tasks/{task_id}/kill")
+    click.echo(f"task {task['id']}: {task['status']}")
+
+
+@cli.command()
+@json_opt
+@server_opt
+def queues(as_json: bool, server: str | None) -> None:
+    """List queues with their activated jobs and live pilots."""
+    body = call(client(server), "GET", "/v1/queues")
+    if as_json:
+        click.echo(json.dumps(body["queues"], indent=2))
+        return
+    for q in body["queues"]:
+        state = "online" if q["online"] else "offline"
+        click.echo(
+            f"{q['name']:<16} {state:<8} activated={q['activated']} "
+            f"pilots={q['live_pilots']}/{q['max_pilots']}"
+        )
+
+
+@cli.command(
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    }
+)
+@click.pass_context
+def pilot(ctx: click.Context) -> None:
+    """Run a pilot: `skypanda pilot --server URL --queue Q` (see `skypanda pilot --help`)."""
+    from skypanda.pilot.agent import main as pilot_main
+
+    raise SystemExit(pilot_main(list(ctx.args)))
+
+
+cli.add_command(bench.bench)
+
+
+def main() -> int:
+    try:
+        cli.main(standalone_mode=True)
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    return 0

@@ -1,0 +1,40 @@
+"""Plain-text views of API objects for the terminal."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def print_task(task: dict[str, Any]) -> str:
+    spec = task["spec"]
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(task["job_counts"].items())) or "none yet"
+    lines = [
+        f"task     {task['id']}  {spec['name']}",
+        f"status   {task['status']}" + (f"  ({task['reason']})" if task["reason"] else ""),
+        f"queue    {spec['queue']}  priority {spec['priority']}  "
+        f"max_attempts {spec['max_attempts']}",
+        f"jobs     {task['n_jobs']}: {counts}",
+        f"created  {_when(task['created_at'])}  updated {_when(task['updated_at'])}",
+    ]
+    return "\n".join(lines)
+
+
+def print_jobs(jobs: list[dict[str, Any]]) -> str:
+    header = (
+        f"{'JOB':<28} {'INDEX':>5} {'STATUS':<10} {'ATT':>3} {'EXIT':>4} {'ERROR':>5}  "
+        f"{'PILOT':<14} DIAG"
+    )
+    rows = [header]
+    for j in jobs:
+        exit_code = "-" if j["exit_code"] is None else str(j["exit_code"])
+        error = "-" if j["error_code"] is None else str(j["error_code"])
+        rows.append(
+            f"{j['id']:<28} {j['index']:>5} {j['status']:<10} {j['attempt']:>3} {exit_code:>4} "
+            f"{error:>5}  {j['pilot_id'] or '-':<14} {j['error_diag'][:60]}"
+        )
+    return "\n".join(rows)
