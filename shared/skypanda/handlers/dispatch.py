@@ -113,8 +113,9 @@ def update(
         try:
             if job is None:
                 raise NotFound(f"no job with id {report.job_id!r}")
-            if logs.get(report.job_id):
-                svc.blobs.append(key, logs[report.job_id].encode())
+            text = logs.pop(report.job_id, None)  # once, even if the job has several reports
+            if text:
+                svc.blobs.append(key, text.encode())
             change = apply_report(job, report, pilot_id, now, svc.blobs.uri(key))
         except (Conflict, NotFound, InvalidInput) as e:
             results.append({"job_id": report.job_id, "accepted": False, "reason": e.message})

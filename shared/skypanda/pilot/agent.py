@@ -188,11 +188,12 @@ class _HeldJob:
 
 
 class _Registry:
-    """The jobs the pilot holds, shared by all threads."""
+    """The jobs the pilot holds, shared by all threads; `on_remove` wakes whoever waits."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_remove: Callable[[], None]) -> None:
         self._jobs: dict[str, _HeldJob] = {}
         self._lock = threading.Lock()
+        self._on_remove = on_remove
 
     def add(self, held: _HeldJob) -> None:
         with self._lock:
@@ -205,6 +206,7 @@ class _Registry:
     def remove(self, job_id: str) -> None:
         with self._lock:
             self._jobs.pop(job_id, None)
+        self._on_remove()
 
     def snapshot(self) -> list[_HeldJob]:
         with self._lock:
@@ -461,7 +463,8 @@ class _Pilot:
         self.cfg = cfg
         self.client = client
         self.slots = cfg.effective_slots
-        self.registry = _Registry()
+        self.wake = threading.Event()
+        self.registry = _Registry(on_remove=self.wake.set)
         # --slots above --cores means the user wants 1-core jobs to share cores.
         self.cores = _Cores(max(cfg.cores, self.slots))
         self.pilot_id = cfg.pilot_id or ""
@@ -474,7 +477,6 @@ class _Pilot:
         self.unreachable: ApiError | None = None
         self.refused: ApiError | None = None
         self.draining = False
-        self.wake = threading.Event()
         self._lock = threading.Lock()
         self._active = 0
         self._acquired = 0
@@ -867,8 +869,8 @@ def parse_args(argv: list[str]) -> PilotConfig:
             queue=args.queue,
             pilot_id=args.pilot_id or None,
             workdir=args.workdir,
-            memory_mb=args.memory_mb or _host_memory_mb(),
-            cores=args.cores or _host_cores(),
+            memory_mb=_host_memory_mb() if args.memory_mb is None else args.memory_mb,
+            cores=_host_cores() if args.cores is None else args.cores,
             slots=args.slots,
             idle_timeout_s=args.idle_timeout,
             heartbeat_interval_s=args.heartbeat_interval,

@@ -1,0 +1,54 @@
+"""The skypanda pilot: pulls jobs from a queue, runs their payloads, reports back.
+
+Standard library only (plus `skypanda.domain.codes`), so that it can ship as a single-file
+zipapp into any payload image with Python >= 3.9. Run it as `python -m skypanda.pilot.agent`.
+
+    ApiClient, ApiError    JSON over HTTP with retries (also used by the CLI)
+    run_payload            run one payload: output streaming, walltime, kill
+    run_pilot, main        the pull-mode pilot loop
+
+The agent's names are imported lazily, so that `python -m skypanda.pilot.agent` does not find
+the module already imported by this package (runpy warns about that).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from skypanda.pilot.client import ApiClient, ApiError
+from skypanda.pilot.runner import PayloadResult, run_payload
+
+if TYPE_CHECKING:
+    from skypanda.pilot.agent import (
+        PILOT_VERSION,
+        PilotConfig,
+        acquire_size,
+        main,
+        parse_args,
+        run_pilot,
+    )
+
+_AGENT_NAMES = frozenset(
+    {"PILOT_VERSION", "PilotConfig", "acquire_size", "main", "parse_args", "run_pilot"}
+)
+
+__all__ = [
+    "PILOT_VERSION",
+    "ApiClient",
+    "ApiError",
+    "PayloadResult",
+    "PilotConfig",
+    "acquire_size",
+    "main",
+    "parse_args",
+    "run_payload",
+    "run_pilot",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _AGENT_NAMES:
+        from skypanda.pilot import agent
+
+        return getattr(agent, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

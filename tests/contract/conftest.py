@@ -1,0 +1,144 @@
+"""Fixtures of the Store contract suite: one `store` per implementation, and a fake clock.
+
+Every test in this directory that takes `store` runs once per backend in `BACKENDS`. A backend
+is a small factory that can open a store on its data more than once, so the durability tests
+can close a store and open a new one on the same data (a restart).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from skypanda.adapters.local.sqlite_store import SqliteStore
+from skypanda.domain.jobflow import new_job
+from skypanda.domain.models import Job, Queue, Resources, Task, TaskSpec
+from skypanda.domain.splitter import split
+from skypanda.domain.states import TaskStatus
+from skypanda.ports import Store
+
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    """A clock that moves only when told to (`now()` is the Clock port)."""
+
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    def set(self, t: float) -> None:
+        self.t = t
+
+    def advance(self, seconds: float) -> float:
+        self.t += seconds
+        return self.t
+
+
+class Backend(Protocol):
+    """One Store implementation under test, with its data kept across `open()` calls."""
+
+    def open(self) -> Store:
+        """A new store on this backend's data (as a restarted process would open it)."""
+        ...
+
+    def close(self) -> None:
+        """Release everything `open()` made."""
+        ...
+
+
+class SqliteBackend:
+    def __init__(self, path: Path, clock: FakeClock) -> None:
+        self.path = path
+        self.clock = clock
+        self._opened: list[SqliteStore] = []
+
+    def open(self) -> SqliteStore:
+        store = SqliteStore(self.path, clock=self.clock.now)
+        self._opened.append(store)
+        return store
+
+    def close(self) -> None:
+        for store in self._opened:
+            store.close()
+
+
+# Each backend is built from (tmp_path, clock). To run the suite against Firestore, add a
+# FirestoreBackend here whose `open()` returns a FirestoreStore on the emulator (a fresh project
+# id or collection prefix per test, so tests do not see each other's data; `pytest.skip` when
+# FIRESTORE_EMULATOR_HOST is unset), and register it as one more entry, e.g.
+#     "firestore": lambda tmp_path, clock: FirestoreBackend(f"test-{uuid4().hex}", clock),
+BACKENDS: dict[str, Callable[[Path, FakeClock], Backend]] = {
+    "sqlite": lambda tmp_path, clock: SqliteBackend(tmp_path / "skypanda.db", clock),
+}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Backend]:
+    made = BACKENDS[request.param](tmp_path, clock)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.open()
+
+
+# --- builders ----------------------------------------------------------------------------------
+
+
+def make_task(
+    clock: FakeClock,
+    n_jobs: int = 3,
+    *,
+    task_id: str = "t1",
+    queue: str = "q",
+    status: TaskStatus = TaskStatus.REGISTERED,
+    **spec: Any,
+) -> Task:
+    """A task of `n_jobs` jobs on `queue`, created now."""
+    now = clock.now()
+    return Task(
+        id=task_id,
+        spec=TaskSpec(
+            name=f"task-{task_id}", command=["run", "{index}"], n_jobs=n_jobs, queue=queue, **spec
+        ),  # fmt: skip
+        status=status,
+        n_jobs=n_jobs,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def make_jobs(task: Task, now: float) -> list[Job]:
+    """The jobs of `task` as the split handler makes them (all activated: no parents)."""
+    return [new_job(task, spec, now) for spec in split(task.spec)]
+
+
+def make_queue(name: str = "q", **fields: Any) -> Queue:
+    return Queue(name=name, **fields)
+
+
+def add_split_task(store: Store, clock: FakeClock, n_jobs: int = 3, **kw: Any) -> list[Job]:
+    """Store a task and split it (registered -> ready); return its jobs in index order."""
+    task = make_task(clock, n_jobs, **kw)
+    store.add_task(task, [])
+    jobs = make_jobs(task, clock.now())
+    assert store.add_jobs(task.id, jobs, expect=TaskStatus.REGISTERED, to=TaskStatus.READY)
+    return jobs
+
+
+def fits_all() -> Resources:
+    """A capacity every default job fits."""
+    return Resources(memory_mb=100_000, cores=64)
