@@ -40,10 +40,16 @@ class FakeClock:
         return self.t
 
 
+class ClosableStore(Store, Protocol):
+    def close(self) -> None:
+        """Release connections; the data stays (a process exiting)."""
+        ...
+
+
 class Backend(Protocol):
     """One Store implementation under test, with its data kept across `open()` calls."""
 
-    def open(self) -> Store:
+    def open(self) -> ClosableStore:
         """A new store on this backend's data (as a restarted process would open it)."""
         ...
 
@@ -91,7 +97,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) ->
 
 
 @pytest.fixture
-def store(backend: Backend) -> Store:
+def store(backend: Backend) -> ClosableStore:
     return backend.open()
 
 

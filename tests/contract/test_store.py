@@ -22,6 +22,7 @@ from skypanda.ports import Store
 
 from .conftest import (
     Backend,
+    ClosableStore,
     FakeClock,
     add_split_task,
     fits_all,
@@ -911,7 +912,7 @@ def test_mark_failed_not_dead_keeps_the_event_pending_and_counts_the_try(store: 
     assert (stored.seq, stored.event, stored.tries) == (seq, event(1), 2)
 
 
-def test_the_outbox_survives_a_restart(backend: Backend, store: Store) -> None:
+def test_the_outbox_survives_a_restart(backend: Backend, store: ClosableStore) -> None:
     # Given three events: one delivered, one failed once, one untouched
     store.add_events([event(1), event(2), event(3)])
     one, two, _ = store.pending_events(10)
@@ -919,7 +920,7 @@ def test_the_outbox_survives_a_restart(backend: Backend, store: Store) -> None:
     store.mark_failed(two.seq, "busy", dead=False)
 
     # When the store is closed and a new one is opened on the same data
-    store.close()  # type: ignore[attr-defined]
+    store.close()
     reopened = backend.open()
 
     # Then the undelivered events are still pending, with their tries, and the delivered one
@@ -930,10 +931,12 @@ def test_the_outbox_survives_a_restart(backend: Backend, store: Store) -> None:
     ]
 
 
-def test_tasks_and_jobs_survive_a_restart(backend: Backend, store: Store, clock: FakeClock) -> None:
+def test_tasks_and_jobs_survive_a_restart(
+    backend: Backend, store: ClosableStore, clock: FakeClock
+) -> None:
     jobs = add_split_task(store, clock, 3)
     task = store.get_task("t1")
-    store.close()  # type: ignore[attr-defined]
+    store.close()
     reopened = backend.open()
     assert reopened.get_task("t1") == task
     assert reopened.list_jobs("t1") == jobs
