@@ -119,7 +119,7 @@ def make_task(
         id=task_id,
         spec=TaskSpec(
             name=f"task-{task_id}", command=["run", "{index}"], n_jobs=n_jobs, queue=queue, **spec
-        ),  # fmt: skip
+        ),
         status=status,
         n_jobs=n_jobs,
         created_at=now,

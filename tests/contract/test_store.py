@@ -52,7 +52,7 @@ def pending_ids(store: Store) -> list[str]:
 
 
 def pilot(pilot_id: str, clock: FakeClock, *, queue: str = "q", **fields: object) -> Pilot:
-    return Pilot(id=pilot_id, queue=queue, created_at=clock.now(), **fields)  # type: ignore[arg-type]
+    return Pilot(id=pilot_id, queue=queue, created_at=clock.now(), **fields)
 
 
 # --- tasks -------------------------------------------------------------------------------------
@@ -472,7 +472,7 @@ def test_each_claim_records_an_attempt(store: Store, clock: FakeClock) -> None:
         assert store.attempts(job.id) == [
             Attempt(
                 job_id=job.id, attempt=1, pilot_id="p7", status=JobStatus.SENT, started_at=clock.t
-            )  # fmt: skip
+            )
         ]
 
 

@@ -584,7 +584,6 @@ class _Pilot:
     def _end(self, status: str, reason: str) -> int:
         client = self.client
         if self.unreachable is not None:
-            log.error("server unreachable, giving up: %s", self.unreachable)
             status, reason = "failed", "server unreachable"
             client = ApiClient(self.cfg.server, self.cfg.token, timeout=5.0, retries=0)
         path = f"/v1/pilots/{urllib.parse.quote(self.pilot_id, safe='')}/end"
@@ -635,6 +634,7 @@ class _Pilot:
     def _ending(self) -> tuple[str, str] | None:
         """Why the loop should end now, as (status, reason) for /end, or None to go on."""
         if self.unreachable is not None:
+            log.error("%s: stopping, %d job(s) to kill", self.unreachable, self._active)
             self.request_stop(ErrorCode.LOST_HEARTBEAT, "server unreachable")
             return "failed", "server unreachable"
         if self.stop_code is not None:
@@ -751,7 +751,8 @@ class _Pilot:
         if held.abandoned:
             return
         before = held.buffered()
-        if before < LOG_CHUNK_BYTES <= held.add_output(chunk):
+        after = held.add_output(chunk)
+        if before < LOG_CHUNK_BYTES <= after:  # just filled a chunk: no need to wait for the timer
             assert self._reporter is not None
             self._reporter.nudge()
 

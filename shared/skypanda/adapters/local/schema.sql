@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS pilots (
     queue TEXT NOT NULL,
     status TEXT NOT NULL,
     record TEXT NOT NULL,
-    heard_at REAL NOT NULL
+    heard_at REAL NOT NULL,     -- last heartbeat, or creation: what the sweep compares
+    heartbeat_at REAL           -- last heartbeat only (NULL: never heard from)
 );
 CREATE INDEX IF NOT EXISTS pilots_by_queue ON pilots (queue, status);
 

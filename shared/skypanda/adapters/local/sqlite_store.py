@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from skypanda.domain.errors import BackendUnavailable, InvalidInput, NotFound
+from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task, TaskSpec
 from skypanda.domain.states import (
@@ -317,7 +317,7 @@ class SqliteStore:
                 (str(TaskStatus.ABORTED), reason, now, task_id, str(task.status)),
             )
             if cur.rowcount != 1:
-                raise NotFound(f"task {task_id} changed while being killed; try again")
+                raise Conflict(f"task {task_id} changed while being killed; try again")
             db.execute(
                 "UPDATE jobs SET status = ?, error_diag = ?, updated_at = ?, ended_at = ? "
                 "WHERE task_id = ? AND status IN (?, ?)",
@@ -478,16 +478,17 @@ class SqliteStore:
         with self._tx() as db:
             try:
                 db.execute(
-                    "INSERT INTO pilots (id, queue, status, record, heard_at) VALUES (?,?,?,?,?)",
+                    "INSERT INTO pilots (id, queue, status, record, heard_at, heartbeat_at) "
+                    "VALUES (?,?,?,?,?,?)",
                     (pilot.id, pilot.queue, str(pilot.status), pilot.model_dump_json(),
-                     pilot.heartbeat_at or pilot.created_at),
+                     pilot.heartbeat_at or pilot.created_at, pilot.heartbeat_at),
                 )  # fmt: skip
             except sqlite3.IntegrityError as e:
                 raise InvalidInput(f"pilot id {pilot.id} already exists", pilot_id=pilot.id) from e
 
     def _pilot(self, row: sqlite3.Row) -> Pilot:
         pilot = Pilot.model_validate_json(row["record"])
-        return pilot.model_copy(update={"heartbeat_at": row["heard_at"]})
+        return pilot.model_copy(update={"heartbeat_at": row["heartbeat_at"]})
 
     def get_pilot(self, pilot_id: str) -> Pilot:
         rows = self._read("SELECT * FROM pilots WHERE id = ?", (pilot_id,))
@@ -509,8 +510,9 @@ class SqliteStore:
         final = [str(s) for s in PILOT_FINAL]
         with self._tx() as db:
             cur = db.execute(
-                f"UPDATE pilots SET heard_at = ? WHERE id = ? AND status NOT IN ({_marks(final)})",
-                (now, pilot_id, *final),
+                f"UPDATE pilots SET heard_at = ?, heartbeat_at = ? "
+                f"WHERE id = ? AND status NOT IN ({_marks(final)})",
+                (now, now, pilot_id, *final),
             )
             return cur.rowcount == 1
 
