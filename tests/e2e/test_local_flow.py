@@ -112,24 +112,30 @@ def test_kill_stops_running_jobs_within_seconds(
 
 
 def test_sigkilled_pilot_loses_its_job_to_another_pilot(
-    make_system: Callable[..., LocalSystem],
+    make_system: Callable[..., LocalSystem], tmp_path: Path
 ) -> None:
-    # Given two pilots and one job that runs for a few seconds
+    # Given two pilots and one job that runs for a few seconds, noting its pid per attempt
     system = make_system(fast_queue(min_pilots=2, max_pilots=2))
     api = ApiClient(system.url, system.token)
-    spec = {"name": "victim", "command": ["sh", "-c", "sleep 3; echo survived"], "n_jobs": 1}
-    task = api.call("POST", "/v1/tasks", spec)
-    (job,) = wait_until(
-        lambda: api.call("GET", f"/v1/tasks/{task['id']}/jobs", params={"status": "running"})[
-            "jobs"
-        ],
-        30,
-        "running",
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = f"echo $$ > {pids}/$SKYPANDA_ATTEMPT; sleep 3; echo survived"
+    task = api.call(
+        "POST", "/v1/tasks", {"name": "victim", "command": ["sh", "-c", script], "n_jobs": 1}
     )
+
+    def running() -> list[dict[str, object]]:
+        jobs = api.call("GET", f"/v1/tasks/{task['id']}/jobs", params={"status": "running"})
+        return list(jobs["jobs"]) if (pids / "1").exists() else []
+
+    (job,) = wait_until(running, 30, "the job to run")
     # When the pilot running it is killed with SIGKILL
     assert system.launcher is not None
-    system.launcher.kill(job["pilot_id"])
-    # Then the job is requeued as a new attempt and finished by another pilot
+    system.launcher.kill(str(job["pilot_id"]))
+    # Then its orphaned payload is killed too
+    first_pid = int((pids / "1").read_text())
+    wait_until(lambda: not Path(f"/proc/{first_pid}").exists(), 10, "the orphaned payload to die")
+    # And the job is requeued as a new attempt and finished by another pilot
     wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 60, "done")
     detail = api.call("GET", f"/v1/jobs/{job['id']}")
     first, second = detail["attempts"]
@@ -137,6 +143,7 @@ def test_sigkilled_pilot_loses_its_job_to_another_pilot(
     assert second["pilot_id"] != job["pilot_id"] and second["status"] == "finished"
     # And no two attempts were ever live together: the first ended before the second started
     assert first["ended_at"] <= second["started_at"]
+    assert "survived" in cli(system, "logs", str(job["id"])).stdout
 
 
 def test_no_job_has_two_live_attempts(system: LocalSystem, api: ApiClient) -> None:

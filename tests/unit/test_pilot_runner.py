@@ -7,6 +7,7 @@ result, the output delivered to `on_output`, and that nothing the payload starte
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from skypanda.domain.codes import ErrorCode
-from skypanda.pilot.runner import PayloadResult, run_payload
+from skypanda.pilot.runner import PayloadResult, kill_recorded_groups, run_payload
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the pilot is POSIX only")
 
@@ -121,14 +122,20 @@ def test_nonzero_exit_is_payload_failed_with_exit_code(tmp_path: Path) -> None:
     assert result.error_diag == "exit code 3"
 
 
-def test_missing_command_is_payload_not_started(tmp_path: Path) -> None:
-    # Given a command that does not exist
+@pytest.mark.parametrize(
+    ("command", "diag"),
+    [(["/nonexistent/skypanda-no-such-program"], "No such file"), ([], "empty command")],
+)
+def test_missing_command_is_payload_not_started(
+    tmp_path: Path, command: list[str], diag: str
+) -> None:
+    # Given a command that does not exist, or none at all
     # When it runs
-    result, out = run(job(["/nonexistent/skypanda-no-such-program"]), tmp_path / "w")
+    result, out = run(job(command), tmp_path / "w")
     # Then it never started: PAYLOAD_NOT_STARTED, no exit code, the OS error in the diag
     assert (result.status, result.exit_code) == ("failed", None)
     assert result.error_code == ErrorCode.PAYLOAD_NOT_STARTED
-    assert "No such file" in result.error_diag
+    assert diag in result.error_diag
     assert out.data == b""
 
 
@@ -218,3 +225,32 @@ def test_leftover_background_process_is_killed_after_a_normal_exit(tmp_path: Pat
     assert time.monotonic() - began < 3
     assert wait_gone(int(out.data.split(b"\n")[0]))
     assert b"left running" in out.data
+
+
+def test_groups_recorded_by_a_sigkilled_pilot_can_be_killed(tmp_path: Path) -> None:
+    # Given a pilot process running a payload that prints its pid and sleeps, recording groups
+    groups = tmp_path / "groups"
+    pilot_code = (
+        "import sys; from pathlib import Path; from skypanda.pilot.runner import run_payload; "
+        "run_payload({'id': 'j', 'command': ['sh', '-c', 'echo $$; exec sleep 30']}, "
+        f"Path({str(tmp_path / 'w')!r}), "
+        "on_output=lambda c: (sys.stdout.buffer.write(c), sys.stdout.flush()), "
+        f"should_stop=lambda: None, groups=Path({str(groups)!r}))"
+    )
+    pilot = subprocess.Popen([sys.executable, "-c", pilot_code], stdout=subprocess.PIPE)
+    try:
+        assert pilot.stdout is not None
+        payload_pid = int(pilot.stdout.readline())
+        # When the pilot is killed with SIGKILL (no chance to clean up)
+        pilot.kill()
+        pilot.wait()
+        # Then its payload's group was recorded, and killing the recorded groups ends it
+        assert (groups / str(payload_pid)).exists()
+        assert kill_recorded_groups(groups) == 1
+        assert wait_gone(payload_pid)
+        assert list(groups.iterdir()) == []
+    finally:
+        pilot.kill()
+        pilot.wait()
+        if pilot.stdout is not None:
+            pilot.stdout.close()

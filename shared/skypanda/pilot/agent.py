@@ -12,7 +12,8 @@ second, so jobs are acquired in bulk, and "running" and final reports of many jo
 /update call (a job that ends before the flush is only reported once, as ended).
 
 Exit codes: 0 clean (idle, drained, max jobs reached, SIGTERM/SIGINT); 1 the server refused
-the pilot (e.g. a bad token or an unknown queue); 3 the server could not be reached.
+the pilot (e.g. a bad token or an unknown queue) or the pilot itself failed; 3 the server could
+not be reached (after the client's retries).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ log = logging.getLogger("skypanda.pilot")
 PILOT_VERSION = "0.1.0"
 """Sent at registration; keep in step with skypanda.__version__ (not imported: stdlib only)."""
 
-EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
+EXIT_OK, EXIT_ERROR, EXIT_UNREACHABLE = 0, 1, 3
 FINAL_STATUSES = frozenset({"finished", "failed"})
 REPORT_FLUSH_S = 0.15
 REPORT_BATCH = 200
@@ -53,6 +54,8 @@ LOG_CHUNK_BYTES = 64 * 1024
 LOG_BUFFER_MAX = 8 * 1024 * 1024
 """Output kept per job while the server is slow to take it; beyond this it is counted, dropped."""
 POLL_MIN_S, POLL_MAX_S = 0.1, 2.0
+PREFETCH_WINDOW_S = 0.5
+GROUPS_DIR = ".payload-groups"  # see runner.kill_recorded_groups
 PREFETCH_BELOW_S = 1.0
 """Hold a second round of jobs only while jobs take less than this (see acquire_size)."""
 STOP_CHECK_S = 0.25
@@ -130,13 +133,16 @@ def acquire_size(
 ) -> int:
     """How many jobs to ask the server for now.
 
-    The pilot holds up to `slots` jobs, or twice that while recent jobs were short: short jobs
-    finish faster than an acquire round trip, so a second round waiting locally keeps the slots
-    busy, while a job queued behind long ones would wait too long here instead of running on
-    another pilot.
+    The pilot holds up to `slots` jobs while jobs are long, so no job waits here behind long
+    ones while another pilot could run it. While recent jobs were short it holds about
+    PREFETCH_WINDOW_S of work per slot (at least two jobs, at most `per_acquire` per call):
+    short jobs finish faster than an acquire round trip, and one acquire of many jobs costs
+    the server little more than an acquire of one.
     """
-    short = mean_runtime_s is not None and mean_runtime_s < PREFETCH_BELOW_S
-    target = slots * 2 if short else slots
+    target = slots
+    if mean_runtime_s is not None and mean_runtime_s < PREFETCH_BELOW_S:
+        per_slot = max(2, int(PREFETCH_WINDOW_S / max(mean_runtime_s, 1e-3)))
+        target = slots * per_slot
     n = min(target - held, per_acquire)
     if remaining is not None:
         n = min(n, remaining)
@@ -498,17 +504,21 @@ class _Pilot:
             self._register()
         except ApiError as e:
             log.error("cannot register with %s: %s", self.cfg.server, e)
-            return EXIT_UNREACHABLE if e.unreachable else EXIT_REFUSED
-        self._prepare_workdir()
-        status, reason = "failed", "pilot error"
+            return EXIT_UNREACHABLE if e.unreachable else EXIT_ERROR
+        failure: Exception | None = None
         try:
+            self._prepare_workdir()
             self._start_threads()
             status, reason = self._loop()
+        except Exception as e:  # a pilot bug: still kill the payloads, report, end
+            log.exception("pilot error")
+            failure, status, reason = e, "failed", f"pilot error: {e}"
         finally:
-            if self.stop_code is None:  # an exception in the loop: end the payloads too
+            if self.stop_code is None and failure is not None:
                 self.request_stop(ErrorCode.SIGTERM, "pilot error")
             self._shutdown()
-        return self._end(status, reason)
+        code = self._end(status, reason)
+        return EXIT_ERROR if failure is not None else code
 
     def _register(self) -> None:
         body = {
@@ -594,7 +604,7 @@ class _Pilot:
         log.info("pilot %s ended: %s (%s)", self.pilot_id, status, reason)
         if self.unreachable is not None:
             return EXIT_UNREACHABLE
-        return EXIT_REFUSED if self.refused is not None else EXIT_OK
+        return EXIT_ERROR if self.refused is not None else EXIT_OK
 
     # -- the acquire loop -------------------------------------------------------------------
 
@@ -679,7 +689,12 @@ class _Pilot:
             return 0
         jobs = reply.get("jobs") if isinstance(reply, dict) else None
         for job in jobs or []:
-            self._dispatch(_HeldJob(job))
+            try:
+                held = _HeldJob(job)
+            except (KeyError, TypeError, ValueError) as e:  # a server bug; the sweep requeues it
+                log.error("skipping a malformed job %r: %s", job, e)
+                continue
+            self._dispatch(held)
         if jobs:
             log.info("acquired %d job(s)", len(jobs))
         return len(jobs or [])
@@ -740,6 +755,7 @@ class _Pilot:
                 self.base / f"{_safe(held.id)}.{held.attempt}",
                 on_output=lambda chunk: self._on_output(held, chunk),
                 should_stop=lambda: self._should_stop(held),
+                groups=self.base / GROUPS_DIR,
             )
         finally:
             self.cores.give(taken)

@@ -1,9 +1,9 @@
 """Run one payload as a real subprocess: stream its output, enforce its walltime, kill on demand.
 
 The payload runs in its own session, so the pilot can kill everything it started (children,
-grandchildren) with one signal to the process group, and leftovers cannot outlive the job. On
-Linux the payload also gets PR_SET_PDEATHSIG=SIGKILL, so a pilot killed with SIGKILL (OOM killer,
-node shutdown) does not leave its payload running unattended.
+grandchildren) with one signal to the process group, and leftovers cannot outlive the job. A
+pilot killed with SIGKILL cannot clean up: it records each live payload's group id in a
+directory, and whoever finds the pilot dead (the local launcher) kills those groups.
 
 POSIX only (process groups, poll); standard library only (the pilot ships as a zipapp).
 """
@@ -16,7 +16,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +35,6 @@ OUTPUT_LINGER_S = 1.0
 open (a process that left the group with setsid) before giving up on the rest of the output."""
 
 _READ_SIZE = 65536
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -68,6 +66,7 @@ def run_payload(
     should_stop: Callable[[], int | None],
     poll_s: float = 0.2,
     kill_grace_s: float = KILL_GRACE_S,
+    groups: Path | None = None,
 ) -> PayloadResult:
     """Run a job's command to its end, or until its walltime or `should_stop` ends it.
 
@@ -81,38 +80,32 @@ def run_payload(
             ErrorCode.KILLED_BY_SERVER) to kill the payload and fail the job with it.
         poll_s: how often to poll `should_stop`.
         kill_grace_s: seconds between SIGTERM and SIGKILL when killing.
+        groups: a directory where the payload's process group id is recorded (an empty file
+            named after it) while the group may be alive, so that whoever finds this pilot
+            dead (the local launcher) can kill what it left running; see `kill_recorded_groups`.
 
     Returns:
         The result. Failures of the payload are results, never exceptions.
     """
     started_at = time.time()
-    workdir.mkdir(parents=True, exist_ok=True)
     argv = [str(word) for word in job.get("command") or []]
     try:
-        if not argv or not argv[0]:
-            raise FileNotFoundError("the job has an empty command")
-        proc = subprocess.Popen(
-            argv,
-            cwd=str(workdir),
-            env=payload_env(job, workdir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_death_signal_setter(),
-        )
+        proc = _start(argv, job, workdir)
     except (OSError, ValueError) as e:
         diag = f"cannot start {argv[0] if argv else '(empty command)'!r}: {e}"
         return PayloadResult(
             "failed", None, ErrorCode.PAYLOAD_NOT_STARTED, diag, started_at, time.time()
         )
     assert proc.stdout is not None  # stdout=PIPE
+    record = _record_group(groups, proc.pid)
     pump = _OutputPump(proc.stdout, on_output)
     try:
         killed = _supervise(proc, job, should_stop, poll_s, kill_grace_s)
     finally:
         # Whatever happened (also an exception in should_stop), nothing of the job survives.
         leftovers = _kill_group(proc, kill_grace_s)
+        if record is not None:
+            record.unlink(missing_ok=True)
         pump.finish(OUTPUT_LINGER_S)
     if killed is not None:
         pump.deliver(f"[skypanda-pilot] killed: {killed[1]}\n".encode())
@@ -121,9 +114,34 @@ def run_payload(
     return _result(proc.returncode, killed, started_at)
 
 
+def _start(argv: list[str], job: dict[str, Any], workdir: Path) -> subprocess.Popen[bytes]:
+    """Start the payload in its own session, output merged into one pipe.
+
+    Raises:
+        OSError: the workdir cannot be made, or the command cannot be executed.
+        ValueError: the command is empty or holds a NUL byte.
+    """
+    if not argv or not argv[0]:
+        raise ValueError("the job has an empty command")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        argv,
+        cwd=str(workdir),
+        env=payload_env(job, workdir),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def payload_env(job: dict[str, Any], workdir: Path) -> dict[str, str]:
-    """The payload's environment: the pilot's own, the job's, then skypanda's variables."""
-    env = dict(os.environ)
+    """The payload's environment: the pilot's own, the job's, then skypanda's variables.
+
+    The pilot's SKYPANDA_TOKEN is left out: a payload must not act as the pilot. A job that
+    needs a token of its own sets it in its env.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "SKYPANDA_TOKEN"}
     env.update({str(k): str(v) for k, v in (job.get("env") or {}).items()})
     env["SKYPANDA_JOB_ID"] = str(job.get("id", ""))
     env["SKYPANDA_ATTEMPT"] = str(job.get("attempt", 1))
@@ -275,33 +293,37 @@ class _OutputPump:
             self.deliver(chunk)
 
 
-def _death_signal_setter() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGKILL the payload when the pilot dies, or None elsewhere.
+def _record_group(groups: Path | None, pgid: int) -> Path | None:
+    """Note a payload's process group in `groups` (best effort: a safety net only).
 
-    The libc lookup happens here, in the parent, so the child runs as little Python as possible
-    between fork and exec. Failing to set the signal is ignored: it is a safety net only.
-    PR_SET_PDEATHSIG fires when the forking *thread* ends; pilot threads outlive their payloads.
+    Why not PR_SET_PDEATHSIG: it needs a preexec_fn, which forces subprocess to fork the whole
+    pilot instead of using vfork, and tripled the cost of starting a short payload.
     """
-    if not sys.platform.startswith("linux"):
+    if groups is None:
         return None
+    path = groups / str(pgid)
     try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (ImportError, OSError, AttributeError):
+        groups.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError:
         return None
-    parent = os.getpid()
-    sigkill = int(signal.SIGKILL)
+    return path
 
-    def set_death_signal() -> None:
-        try:
-            prctl(_PR_SET_PDEATHSIG, sigkill)
-            if os.getppid() != parent:  # the pilot died before prctl took effect
-                os.kill(os.getpid(), sigkill)
-        except Exception:  # a safety net only: the payload must still start
-            pass
 
-    return set_death_signal
+def kill_recorded_groups(groups: Path) -> int:
+    """SIGKILL the process groups a dead pilot recorded in `groups`; returns how many lived."""
+    killed = 0
+    if not groups.is_dir():
+        return 0
+    for entry in groups.iterdir():
+        if entry.name.isdigit():
+            try:
+                os.killpg(int(entry.name), signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        entry.unlink(missing_ok=True)
+    return killed
 
 
 def _code_name(code: int) -> str:

@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 
 from skypanda.domain.models import Queue
+from skypanda.pilot.agent import GROUPS_DIR
+from skypanda.pilot.runner import kill_recorded_groups
 from skypanda.ports import LaunchedPilot
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,16 @@ class ProcessLauncher:
         out = []
         for pilot_id, proc in procs.items():
             code = proc.poll()
+            if code is not None:
+                self._reap(pilot_id)
             out.append(LaunchedPilot(pilot_id, f"pid:{proc.pid}", code is None, code))
         return out
+
+    def _reap(self, pilot_id: str) -> None:
+        """Kill payloads a dead pilot left running (it could not: e.g. it was SIGKILLed)."""
+        killed = kill_recorded_groups(self._work / pilot_id / GROUPS_DIR)
+        if killed:
+            log.warning("pilot %s died leaving %d payloads running: killed them", pilot_id, killed)
 
     def forget(self, pilot_id: str) -> None:
         with self._lock:
@@ -96,3 +106,5 @@ class ProcessLauncher:
                 log.warning("pilot pid %d ignored SIGTERM; killing it", proc.pid)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        for pilot_id in list(self._procs):
+            self._reap(pilot_id)
