@@ -68,7 +68,8 @@ def _raw(
 @pytest.mark.parametrize(
     ("method", "path"),
     [("GET", "/v1/health"), ("GET", "/v1/tasks"), ("POST", "/v1/tasks"), ("GET", "/v1/tasks/x"),
-     ("POST", "/v1/pilots"), ("POST", "/v1/pilots/p/acquire"), ("GET", "/v1/queues"), ("GET", "/nope")],
+     ("POST", "/v1/pilots"), ("POST", "/v1/pilots/p/acquire"), ("GET", "/v1/queues"),
+     ("GET", "/nope")],
 )  # fmt: skip
 def test_every_endpoint_requires_the_token(system: LocalSystem, method: str, path: str) -> None:
     status, body = _raw(system, method, path, b"{}" if method == "POST" else None, token=None)

@@ -86,7 +86,8 @@ def test_kill_stops_running_jobs_within_seconds(
     # Given a task whose jobs sleep for a minute, running on the pilots
     marker = tmp_path / "pids"
     marker.mkdir()
-    spec = {"name": "sleepy", "command": ["sh", "-c", f"echo $$ > {marker}/{{index}}; exec sleep 60"],
+    script = f"echo $$ > {marker}/{{index}}; exec sleep 60"
+    spec = {"name": "sleepy", "command": ["sh", "-c", script],
             "n_jobs": 6}  # fmt: skip
     task = api.call("POST", "/v1/tasks", spec)
     tid = task["id"]
