@@ -10,6 +10,8 @@ from typing import Any
 from waitress.server import create_server
 
 log = logging.getLogger(__name__)
+# waitress warns at every queued request; under pilot bursts that is noise, not news.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 class ApiServer:
