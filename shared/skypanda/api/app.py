@@ -86,7 +86,12 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def create_app(svc: Services, token: str) -> Flask:
+ALL_PARTS = ("user", "monitor", "pilot")
+
+
+def create_app(svc: Services, token: str, parts: tuple[str, ...] = ALL_PARTS) -> Flask:
+    """The API. `parts` picks route groups: a Cloud Function can serve users' routes (`user`,
+    `monitor`) and another the pilots' (`pilot`), each scaling on its own."""
     app = Flask("skypanda")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     errors.install(app)
@@ -101,9 +106,8 @@ def create_app(svc: Services, token: str) -> Flask:
             raise Unauthorized("invalid bearer token")
         g.owner = "local"
 
-    _user_routes(app, svc)
-    _monitor_routes(app, svc)
-    _pilot_routes(app, svc)
+    for part in parts:
+        {"user": _user_routes, "monitor": _monitor_routes, "pilot": _pilot_routes}[part](app, svc)
     return app
 
 

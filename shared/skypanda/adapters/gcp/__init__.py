@@ -1,0 +1,1 @@
+"""The Google Cloud backend: Firestore store, Pub/Sub bus, Cloud Storage blobs, emulators."""

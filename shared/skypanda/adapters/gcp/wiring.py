@@ -1,0 +1,57 @@
+"""Build the gcp backend's services from the environment (what a Cloud Function instance does).
+
+Environment:
+    GOOGLE_CLOUD_PROJECT   the project (set by Cloud Functions)
+    SKYPANDA_BUCKET        Cloud Storage bucket for logs and outputs
+    SKYPANDA_TOKEN         the API token (from Secret Manager)
+    SKYPANDA_PREFIX        optional prefix for collections and topics (several deployments
+                           in one project, or one test per prefix)
+The emulators are used when the usual `*_EMULATOR_HOST` variables are set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from skypanda.adapters.local.files import SystemClock
+from skypanda.domain.errors import InvalidInput
+from skypanda.handlers.services import Services
+
+
+def _need(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise InvalidInput(f"environment variable {name} is not set")
+    return value
+
+
+def storage_client(project: str) -> Any:
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project, credentials=AnonymousCredentials())
+    return storage.Client(project=project)
+
+
+def services_from_env() -> tuple[Services, str]:
+    """Services on Firestore, Pub/Sub and Cloud Storage, and the API token.
+
+    Raises:
+        InvalidInput: a required variable is missing (named in the message).
+    """
+    from google.cloud import firestore, pubsub_v1
+
+    from skypanda.adapters.gcp.firestore_store import FirestoreStore
+    from skypanda.adapters.gcp.gcs_blobs import GcsBlobs
+    from skypanda.adapters.gcp.pubsub_bus import PubSubBus
+
+    project = _need("GOOGLE_CLOUD_PROJECT")
+    prefix = os.environ.get("SKYPANDA_PREFIX", "")
+    store = FirestoreStore(firestore.Client(project=project), clock=time.time, prefix=prefix)
+    bus = PubSubBus(pubsub_v1.PublisherClient(), project, prefix=f"{prefix}skypanda")
+    blobs = GcsBlobs(storage_client(project), _need("SKYPANDA_BUCKET"))
+    return Services(store=store, bus=bus, blobs=blobs, clock=SystemClock()), _need("SKYPANDA_TOKEN")
