@@ -1,51 +1,11 @@
-"""Cloud Functions entry points: a few lines each, delegating to skypanda's handlers.
+"""Cloud Functions source: the entry points, defined in `skypanda.entrypoints`.
 
-Deploy each with `--entry-point NAME` (see infra/). Triggers:
-  submit, dispatch   HTTP (users' routes; pilots' routes)
-  split              Pub/Sub topic skypanda-task-registered
-  scale              Pub/Sub topics skypanda-jobs-activated and skypanda-tick
-  sweep              Pub/Sub topic skypanda-tick (Cloud Scheduler, every minute)
-  release            Firestore document.written on events/{eventId} (the outbox)
+    gcloud functions deploy NAME --gen2 --runtime python311 --source functions --entry-point NAME ...
+
+submit, dispatch (HTTP); split, scale, sweep (Pub/Sub); release (Firestore document.written on
+the outbox collection). See skypanda/entrypoints.py for each trigger.
 """
 
-from __future__ import annotations
+from skypanda.entrypoints import dispatch, release, scale, split, submit, sweep
 
-from typing import Any
-
-import functions_framework
-from flask import Request, Response
-
-from skypanda import cloudfn
-from skypanda.handlers import scale as scale_handler
-from skypanda.handlers import split as split_handler
-from skypanda.handlers import sweep as sweep_handler
-
-
-@functions_framework.http
-def submit(request: Request) -> Response:
-    return cloudfn.serve_http(request, ("user", "monitor"))
-
-
-@functions_framework.http
-def dispatch(request: Request) -> Response:
-    return cloudfn.serve_http(request, ("pilot",))
-
-
-@functions_framework.cloud_event
-def split(cloud_event: Any) -> None:
-    cloudfn.on_pubsub(cloud_event, split_handler.handle)
-
-
-@functions_framework.cloud_event
-def scale(cloud_event: Any) -> None:
-    cloudfn.on_pubsub(cloud_event, scale_handler.handle)
-
-
-@functions_framework.cloud_event
-def sweep(cloud_event: Any) -> None:
-    cloudfn.on_pubsub(cloud_event, sweep_handler.handle)
-
-
-@functions_framework.cloud_event
-def release(cloud_event: Any) -> None:
-    cloudfn.on_outbox_written(cloud_event)
+__all__ = ["dispatch", "release", "scale", "split", "submit", "sweep"]

@@ -29,7 +29,7 @@ from skypanda.handlers import dispatch
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
 
-MAIN = str(Path(__file__).resolve().parents[2] / "functions" / "main.py")
+MAIN = str(Path(__file__).resolve().parents[2] / "functions" / "main.py")  # as deployed
 TOKEN = "test-token"
 
 
