@@ -25,6 +25,7 @@ class ApiServer:
             channel_timeout=60, connection_limit=200,
         )  # fmt: skip
         self._server = server
+        self.wsgi = app
         self.host = host
         self.port: int = server.effective_port
         self._thread = threading.Thread(target=self._run, name="skypanda-http", daemon=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ from skypanda.adapters.local.runtime import LocalOptions, LocalSystem, default_h
 from skypanda.cli import bench
 from skypanda.cli.connect import FINAL_TASK_STATES, call, client
 from skypanda.cli.render import print_jobs, print_task
-from skypanda.domain.errors import InvalidInput
+from skypanda.domain.errors import InvalidInput, SkypandaError
 from skypanda.domain.models import TaskSpec
 from skypanda.pilot.client import ApiClient
 from skypanda.taskfile import load_task_file
@@ -48,22 +49,51 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+backend_opt = click.option(
+    "--backend",
+    type=click.Choice(["local", "emulators"]),
+    default="local",
+    show_default=True,
+    help="local: SQLite and processes. emulators: Firestore, Pub/Sub, Cloud Storage emulators "
+    "and Cloud Functions under functions-framework.",
+)
+
+
+def make_system(backend: str, home: Path, port: int = 0) -> Any:
+    """A LocalSystem or an EmulatedCloud (both: start/stop, url, token)."""
+    if backend == "emulators":
+        from skypanda.adapters.gcp.emulated import EmulatedCloud, EmulatedOptions
+
+        return EmulatedCloud(EmulatedOptions(home=home, port=port))
+    return LocalSystem(LocalOptions(home=home, port=port))
+
+
 @cli.command()
 @click.option("--port", default=8470, show_default=True, help="Port on 127.0.0.1 (0: any free).")
-def up(port: int) -> None:
-    """Run the embedded system in the foreground: server, router, scaler and local pilots."""
+@backend_opt
+def up(port: int, backend: str) -> None:
+    """Run skypanda in the foreground: server, router, scaler and local pilots."""
     logging.getLogger("skypanda").setLevel(logging.INFO)
-    system = LocalSystem(LocalOptions(home=default_home(), port=port, write_server_file=True))
+    home = default_home()
+    system = make_system(backend, home, port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    system.start()
+    try:
+        system.start()
+    except SkypandaError as e:
+        raise click.ClickException(e.message) from e
+    server_file = home / "server.json"
+    server_file.write_text(json.dumps({"url": system.url, "pid": os.getpid(), "backend": backend}))
     click.echo(
-        f"skypanda {__version__} serving on {system.url} (home {system.opts.home}); Ctrl-C stops"
+        f"skypanda {__version__} ({backend}) serving on {system.url} (home {home}); Ctrl-C stops"
     )
-    stop.wait()
-    click.echo("stopping: pilots first, then the server", err=True)
-    system.stop()
+    try:
+        stop.wait()
+        click.echo("stopping: pilots first, then the server", err=True)
+    finally:
+        system.stop()
+        server_file.unlink(missing_ok=True)
 
 
 def wait_for(api: ApiClient, task_id: str, total: int, *, quiet: bool) -> dict[str, Any]:
@@ -135,7 +165,8 @@ def submit(file: str, wait: bool, as_json: bool, server: str | None) -> None:
 @click.option(
     "--home", type=click.Path(file_okay=False), help="Keep the private system's state here."
 )
-def run(file: str, as_json: bool, home: str | None) -> None:
+@backend_opt
+def run(file: str, as_json: bool, home: str | None, backend: str) -> None:
     """Start a private local system, run FILE to the end, print the outcome and shut down.
 
     Exit 0 when every job finished, 1 when the task failed, 2 for bad input.
@@ -143,12 +174,18 @@ def run(file: str, as_json: bool, home: str | None) -> None:
     spec = _load(file)
     run_home = Path(home) if home else default_home() / "runs" / time.strftime("%Y%m%d-%H%M%S")
     start = time.monotonic()
-    with LocalSystem(LocalOptions(home=run_home)) as system:
+    system = make_system(backend, run_home)
+    try:
+        system.start()
         api = ApiClient(system.url, system.token)
         task = call(api, "POST", "/v1/tasks", spec.model_dump(mode="json", by_alias=True))
         result = outcome(
             wait_for(api, task["id"], task["n_jobs"], quiet=as_json), time.monotonic() - start
         )
+    except SkypandaError as e:
+        raise click.ClickException(e.message) from e
+    finally:
+        system.stop()
     if not as_json:
         click.echo(f"state and logs kept in {run_home}", err=True)
     _finish(result, as_json)

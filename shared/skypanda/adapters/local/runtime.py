@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -58,7 +57,6 @@ class LocalOptions:
     tick_s: float = 1.0
     launch_pilots: bool = True
     queue: Queue | None = None
-    write_server_file: bool = False
 
 
 class LocalSystem:
@@ -114,9 +112,6 @@ class LocalSystem:
         self.router.start()
         self.router.nudge()  # deliver what a previous run left in the outbox
         self._ticker.start()
-        if self.opts.write_server_file:
-            info = {"url": self.url, "pid": os.getpid()}
-            (self.opts.home / "server.json").write_text(json.dumps(info))
         log.info("skypanda serving on %s (home %s)", self.url, self.opts.home)
         return self
 
@@ -129,8 +124,6 @@ class LocalSystem:
             self.launcher.stop_all()
         self.server.stop()
         self.router.stop()
-        if self.opts.write_server_file:
-            (self.opts.home / "server.json").unlink(missing_ok=True)
         self.store.close()
 
     def __enter__(self) -> LocalSystem:

@@ -1,0 +1,173 @@
+"""skypanda on the emulators, wired as Google Cloud runs it.
+
+State in Firestore, events on Pub/Sub, logs in Cloud Storage (fake-gcs-server); every function
+is served by functions-framework (each on its own port, in this process); Pub/Sub push
+subscriptions deliver to split/scale/sweep; `OutboxBridge` plays Eventarc for `release`; a
+ticker publishes to the tick topic like Cloud Scheduler. Pilots are local processes talking to
+the gateway URL, as they would talk to the deployed HTTPS functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from functions_framework import create_app as create_function
+
+from skypanda import cloudfn, entrypoints
+from skypanda.adapters.gcp import emulators
+from skypanda.adapters.gcp.bridge import OutboxBridge, gateway
+from skypanda.adapters.gcp.emulators import Emulator
+from skypanda.adapters.gcp.gcs_blobs import GcsBlobs
+from skypanda.adapters.gcp.pubsub_bus import PubSubBus
+from skypanda.adapters.gcp.topology import ensure_topology, topic_name
+from skypanda.adapters.local.files import SystemClock
+from skypanda.adapters.local.launcher import ProcessLauncher
+from skypanda.adapters.local.runtime import default_queue, ensure_token
+from skypanda.api.server import ApiServer
+from skypanda.domain.errors import NotFound
+from skypanda.domain.events import EventType
+from skypanda.domain.models import Queue
+from skypanda.handlers.services import Services
+
+log = logging.getLogger(__name__)
+
+PUSHED = {"split": "split", "scale": "scale", "sweep": "sweep"}  # handler -> entry point
+BUCKET = "skypanda-logs"
+
+
+@dataclass
+class EmulatedOptions:
+    home: Path
+    port: int = 0
+    tick_s: float = 1.0
+    launch_pilots: bool = True
+    queue: Queue | None = None
+    prefix: str = ""
+
+
+class EmulatedCloud:
+    """Everything of the gcp backend on the emulators, started and stopped together."""
+
+    def __init__(self, opts: EmulatedOptions) -> None:
+        self.opts = opts
+        opts.home.mkdir(parents=True, exist_ok=True)
+        self.token = ensure_token(opts.home)
+        self.emulators: list[Emulator] = []
+        self._servers: dict[str, ApiServer] = {}
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(
+            target=self._tick_loop, name="skypanda-scheduler", daemon=True
+        )
+        self.launcher: ProcessLauncher | None = None
+        self.bridge: OutboxBridge | None = None
+        self.gateway: ApiServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None
+        return self.gateway.url
+
+    def _start_emulators(self) -> None:
+        for start in (emulators.firestore, emulators.pubsub, emulators.storage):
+            emu = start()
+            self.emulators.append(emu)
+            os.environ.update(emulators.env_for(emu))
+        self.project = os.environ["GOOGLE_CLOUD_PROJECT"]
+
+    def _services(self) -> Services:
+        from google.cloud import firestore, pubsub_v1
+
+        from skypanda.adapters.gcp.firestore_store import FirestoreStore
+        from skypanda.adapters.gcp.wiring import storage_client
+
+        clock = SystemClock()
+        self.firestore = firestore.Client(project=self.project)
+        self.publisher = pubsub_v1.PublisherClient()
+        self.subscriber = pubsub_v1.SubscriberClient()
+        self.store = FirestoreStore(self.firestore, clock=clock.now, prefix=self.opts.prefix)
+        self.bus = PubSubBus(self.publisher, self.project, prefix=self.topic_prefix)
+        blobs = GcsBlobs(storage_client(self.project), BUCKET, create=True)
+        return Services(store=self.store, bus=self.bus, blobs=blobs, clock=clock)
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"{self.opts.prefix}skypanda"
+
+    def _serve(self, name: str, signature: str) -> ApiServer:
+        server = ApiServer(create_function(name, entrypoints.__file__, signature), threads=4)
+        server.start()
+        self._servers[name] = server
+        return server
+
+    def start(self) -> EmulatedCloud:
+        self._start_emulators()
+        self.svc = self._services()
+        cloudfn.configure(self.svc, self.token)
+        users, pilots = (self._serve(n, "http") for n in ("submit", "dispatch"))
+        self.gateway = ApiServer(gateway(users.wsgi, pilots.wsgi), port=self.opts.port)
+        self.gateway.start()
+        if self.opts.launch_pilots:
+            self.launcher = ProcessLauncher(
+                server_url=self.url, token=self.token, home=self.opts.home
+            )
+            self.svc.launcher = self.launcher
+        pushed = {h: self._serve(fn, "cloudevent").url + "/" for h, fn in PUSHED.items()}
+        ensure_topology(
+            self.publisher,
+            self.subscriber,
+            self.project,
+            prefix=self.topic_prefix,
+            push_endpoints=pushed,
+        )
+        release = self._serve("release", "cloudevent")
+        self.bridge = OutboxBridge(
+            self.firestore, self.store.collection("events"), release.url + "/", self.project
+        )
+        self.bridge.start()
+        self._ensure_queue()
+        self._ticker.start()
+        log.info("skypanda (emulators) serving on %s", self.url)
+        return self
+
+    def _ensure_queue(self) -> None:
+        if self.opts.queue is not None:
+            self.store.put_queue(self.opts.queue)
+            return
+        try:
+            self.store.get_queue("local")
+        except NotFound:
+            self.store.put_queue(default_queue())
+
+    def _tick_loop(self) -> None:
+        topic = self.publisher.topic_path(
+            self.project, topic_name(EventType.TICK, self.topic_prefix)
+        )
+        while not self._stop.wait(self.opts.tick_s):
+            try:
+                self.publisher.publish(topic, b"").result(timeout=10)
+            except Exception:  # keep ticking, like Cloud Scheduler
+                log.exception("tick publish failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ticker.is_alive():
+            self._ticker.join(timeout=10)
+        if self.launcher is not None:
+            self.launcher.stop_all()
+        if self.bridge is not None:
+            self.bridge.stop()
+        for server in [*self._servers.values(), *([self.gateway] if self.gateway else [])]:
+            server.stop()
+        for emu in reversed(self.emulators):
+            emu.stop()
+
+    def __enter__(self) -> EmulatedCloud:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
