@@ -3,9 +3,10 @@
 Standard library only (plus `skypanda.domain.codes`), so that it can ship as a single-file
 zipapp into any payload image with Python >= 3.9. Run it as `python -m skypanda.pilot.agent`.
 
-    ApiClient, ApiError    JSON over HTTP with retries (also used by the CLI)
-    run_payload            run one payload: output streaming, walltime, kill
-    run_pilot, main        the pull-mode pilot loop
+    ApiClient, ApiError      JSON over HTTP with retries (also used by the CLI)
+    run_payload              run one payload: output streaming, walltime, kill
+    PilotConfig, parse_args  how a pilot runs, from the command line (config)
+    run_pilot, main          the pull-mode pilot loop (agent; its parts in held and reporting)
 
 The agent's names are imported lazily, so that `python -m skypanda.pilot.agent` does not find
 the module already imported by this package (runpy warns about that).

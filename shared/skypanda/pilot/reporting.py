@@ -1,0 +1,259 @@
+"""The pilot's background talk with the server: status reports, output, heartbeats.
+
+    Reporter    batches status reports into /update calls and sends running jobs' output
+    Heartbeat   tells the server which jobs the pilot holds; hands its replies (commands) back
+    job_report  one job's report for /update
+
+Standard library only (plus `skypanda.domain.codes`; the pilot ships as a zipapp).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from skypanda.domain.codes import ErrorCode
+from skypanda.pilot.client import ApiClient, ApiError
+from skypanda.pilot.held import HeldJob, Registry
+from skypanda.pilot.runner import PayloadResult
+
+log = logging.getLogger("skypanda.pilot")
+
+FINAL_STATUSES = frozenset({"finished", "failed"})
+REPORT_FLUSH_S = 0.15
+REPORT_BATCH = 200
+LOG_CHUNK_BYTES = 64 * 1024
+
+
+class Reporter:
+    """Sends status reports in batches and running jobs' output in chunks, from one thread.
+
+    One thread does both so that a job's output chunks always reach the server before its final
+    report, which carries the rest of the output: the server appends "log" and then applies the
+    status, and a chunk arriving after that would be out of order or refused.
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        pilot_id: str,
+        registry: Registry,
+        log_flush_s: float,
+        on_reply: Callable[[Any], None],
+        on_unreachable: Callable[[ApiError], None],
+    ) -> None:
+        self._client = client
+        self._quoted_id = urllib.parse.quote(pilot_id, safe="")
+        self._registry = registry
+        self._log_flush_s = log_flush_s
+        self._on_reply = on_reply
+        self._on_unreachable = on_unreachable
+        self._pending: dict[str, tuple[HeldJob, dict[str, Any]]] = {}
+        self._tries: dict[str, int] = {}
+        self._cond = threading.Condition()
+        self._closing = False
+        self._nudged = False
+        self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, held: HeldJob, report: dict[str, Any]) -> None:
+        """Queue a report; a later report of the same job replaces one not yet sent."""
+        with self._cond:
+            if held.abandoned:
+                if report["status"] in FINAL_STATUSES:
+                    self._registry.remove(held.id)
+                return
+            self._pending[held.id] = (held, report)
+            if len(self._pending) >= REPORT_BATCH:
+                self._cond.notify()
+
+    def nudge(self) -> None:
+        """Flush soon: a job has buffered a full log chunk."""
+        with self._cond:
+            self._nudged = True
+            self._cond.notify()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send everything still pending, then stop."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _due(self) -> bool:
+        return self._closing or self._nudged or len(self._pending) >= REPORT_BATCH
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(self._due, timeout=REPORT_FLUSH_S)
+                    self._nudged = False
+                    closing = self._closing
+                self._flush_logs()
+                while self._flush_reports():
+                    pass
+                with self._cond:
+                    if closing and not self._pending:
+                        return
+        except ApiError as e:  # only "unreachable" escapes the flushes
+            self._on_unreachable(e)
+
+    def _flush_logs(self) -> None:
+        now = time.monotonic()
+        for held in self._registry.snapshot():
+            if not held.started or held.ended or held.abandoned:
+                continue  # an ended job's remaining output travels with its final report
+            size = held.buffered()
+            if size >= LOG_CHUNK_BYTES or (size and now - held.flushed_at >= self._log_flush_s):
+                self._send_log(held, held.take_text(final=False))
+
+    def _send_log(self, held: HeldJob, text: str) -> None:
+        if not text:
+            return
+        path = f"/v1/jobs/{urllib.parse.quote(held.id, safe='')}/log"
+        try:
+            self._client.call(
+                "POST",
+                path,
+                params={"attempt": held.attempt},
+                raw=text.encode("utf-8"),
+                content_type="text/plain; charset=utf-8",
+            )
+        except ApiError as e:
+            if e.unreachable:
+                raise
+            log.warning("job %s: output chunk refused: %s", held.id, e)
+
+    def _take_batch(self) -> list[tuple[HeldJob, dict[str, Any]]]:
+        batch = []
+        with self._cond:
+            for job_id in list(self._pending)[:REPORT_BATCH]:
+                held, report = self._pending.pop(job_id)
+                if held.abandoned:  # refused while this report waited
+                    if report["status"] in FINAL_STATUSES:
+                        self._registry.remove(held.id)
+                    continue
+                batch.append((held, report))
+        for held, report in batch:
+            if report["status"] in FINAL_STATUSES and "log" not in report:
+                report["log"] = held.take_text(final=True) or None
+        return batch
+
+    def _flush_reports(self) -> bool:
+        """Send one batch; True if more reports wait and the last batch went through."""
+        batch = self._take_batch()
+        if not batch:
+            return False
+        body = {"reports": [dict(report, log=report.get("log")) for _, report in batch]}
+        try:
+            reply = self._client.call("POST", f"/v1/pilots/{self._quoted_id}/update", body)
+        except ApiError as e:
+            if e.unreachable:
+                raise
+            log.error("the server refused an update of %d report(s): %s", len(batch), e)
+            self._requeue(batch)
+            return False
+        self._apply_results(batch, reply)
+        self._on_reply(reply)
+        with self._cond:
+            return bool(self._pending)
+
+    def _requeue(self, batch: list[tuple[HeldJob, dict[str, Any]]]) -> None:
+        """Put a refused batch back (a newer report of a job wins); give up after 3 tries."""
+        with self._cond:
+            for held, report in batch:
+                tries = self._tries.get(held.id, 0) + 1
+                if tries >= 3:
+                    log.error("job %s: giving up on its %s report", held.id, report["status"])
+                    self._tries.pop(held.id, None)
+                    if report["status"] in FINAL_STATUSES:
+                        self._registry.remove(held.id)
+                    continue
+                self._tries[held.id] = tries
+                self._pending.setdefault(held.id, (held, report))
+
+    def _apply_results(self, batch: list[tuple[HeldJob, dict[str, Any]]], reply: Any) -> None:
+        results = reply.get("results") if isinstance(reply, dict) else None
+        by_id = {str(r.get("job_id")): r for r in results or [] if isinstance(r, dict)}
+        for held, report in batch:
+            self._tries.pop(held.id, None)
+            final = report["status"] in FINAL_STATUSES
+            result = by_id.get(held.id)
+            if result is not None and not result.get("accepted", True):
+                reason = result.get("reason", "")
+                log.warning("job %s: %s report refused: %s", held.id, report["status"], reason)
+                held.abandoned = True
+                if not held.ended:
+                    held.stop_code = ErrorCode.KILLED_BY_SERVER
+            if final:
+                self._registry.remove(held.id)
+
+
+class Heartbeat:
+    """Beats every `interval_s` with the jobs held; hands replies to `on_reply`."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        pilot_id: str,
+        interval_s: float,
+        registry: Registry,
+        on_reply: Callable[[Any], None],
+        on_unreachable: Callable[[ApiError], None],
+    ) -> None:
+        self._client = client
+        self._path = f"/v1/pilots/{urllib.parse.quote(pilot_id, safe='')}/heartbeat"
+        self._interval_s = interval_s
+        self._registry = registry
+        self._on_reply = on_reply
+        self._on_unreachable = on_unreachable
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stopped.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            jobs = [held.id for held in self._registry.snapshot()]
+            try:
+                reply = self._client.call("POST", self._path, {"jobs": jobs})
+            except ApiError as e:
+                if e.unreachable:
+                    self._on_unreachable(e)
+                    return
+                log.warning("heartbeat refused: %s", e)
+                continue
+            self._on_reply(reply)
+
+
+def job_report(held: HeldJob, result: PayloadResult | None) -> dict[str, Any]:
+    """A report for /update: "running" when result is None, else the final status."""
+    if result is None:
+        return {
+            "job_id": held.id,
+            "attempt": held.attempt,
+            "status": "running",
+            "exit_code": None,
+            "error_code": None,
+            "error_diag": "",
+        }
+    return {
+        "job_id": held.id,
+        "attempt": held.attempt,
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "error_code": None if result.error_code is None else int(result.error_code),
+        "error_diag": result.error_diag,
+    }
