@@ -112,7 +112,7 @@ class OutboxBridge:
             req = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=60) as resp:
-                    return 200 <= resp.status < 300
+                    return bool(200 <= resp.status < 300)
             except (urllib.error.URLError, OSError) as e:
                 log.warning("eventarc stand-in: delivery to %s failed (%s); retrying", self._url, e)
                 time.sleep(min(10.0, 0.5 * 2**attempt))

@@ -22,7 +22,7 @@ from skypanda import cloudfn, entrypoints
 from skypanda.adapters.gcp import emulators
 from skypanda.adapters.gcp.bridge import OutboxBridge, gateway
 from skypanda.adapters.gcp.emulators import Emulator
-from skypanda.adapters.gcp.gcs_blobs import GcsBlobs
+from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
 from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 from skypanda.adapters.gcp.topology import ensure_topology, topic_name
 from skypanda.adapters.local.files import SystemClock
@@ -80,10 +80,10 @@ class EmulatedCloud:
         self.project = os.environ["GOOGLE_CLOUD_PROJECT"]
 
     def _services(self) -> Services:
-        from google.cloud import firestore, pubsub_v1
+        import google.cloud.pubsub_v1 as pubsub_v1
+        from google.cloud import firestore
 
         from skypanda.adapters.gcp.firestore_store import FirestoreStore
-        from skypanda.adapters.gcp.wiring import storage_client
 
         clock = SystemClock()
         self.firestore = firestore.Client(project=self.project)
@@ -91,7 +91,7 @@ class EmulatedCloud:
         self.subscriber = pubsub_v1.SubscriberClient()
         self.store = FirestoreStore(self.firestore, clock=clock.now, prefix=self.opts.prefix)
         self.bus = PubSubBus(self.publisher, self.project, prefix=self.topic_prefix)
-        blobs = GcsBlobs(storage_client(self.project), BUCKET, create=True)
+        blobs = GcsBlobs(client_from_env(self.project), BUCKET, create=True)
         return Services(store=self.store, bus=self.bus, blobs=blobs, clock=clock)
 
     @property
@@ -99,7 +99,8 @@ class EmulatedCloud:
         return f"{self.opts.prefix}skypanda"
 
     def _serve(self, name: str, signature: str) -> ApiServer:
-        server = ApiServer(create_function(name, entrypoints.__file__, signature), threads=4)
+        app = create_function(name, entrypoints.__file__, signature)  # type: ignore[no-untyped-call]
+        server = ApiServer(app, threads=4)
         server.start()
         self._servers[name] = server
         return server

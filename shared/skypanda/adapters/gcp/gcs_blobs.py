@@ -47,9 +47,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import google.cloud.storage as storage
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
 from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 
@@ -71,7 +71,8 @@ def client_from_env(project: str | None = None) -> storage.Client:
     """A storage client for GOOGLE_CLOUD_PROJECT, anonymous when STORAGE_EMULATOR_HOST is set."""
     project = project or os.environ.get("GOOGLE_CLOUD_PROJECT")
     if os.environ.get("STORAGE_EMULATOR_HOST"):
-        return storage.Client(project=project, credentials=AnonymousCredentials())
+        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        return storage.Client(project=project, credentials=credentials)
     return storage.Client(project=project)
 
 

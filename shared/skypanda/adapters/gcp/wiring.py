@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from skypanda.adapters.local.files import SystemClock
 from skypanda.domain.errors import InvalidInput
@@ -27,31 +26,22 @@ def _need(name: str) -> str:
     return value
 
 
-def storage_client(project: str) -> Any:
-    from google.cloud import storage
-
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-
-        return storage.Client(project=project, credentials=AnonymousCredentials())
-    return storage.Client(project=project)
-
-
 def services_from_env() -> tuple[Services, str]:
     """Services on Firestore, Pub/Sub and Cloud Storage, and the API token.
 
     Raises:
         InvalidInput: a required variable is missing (named in the message).
     """
-    from google.cloud import firestore, pubsub_v1
+    import google.cloud.pubsub_v1 as pubsub_v1
+    from google.cloud import firestore
 
     from skypanda.adapters.gcp.firestore_store import FirestoreStore
-    from skypanda.adapters.gcp.gcs_blobs import GcsBlobs
+    from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
     from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 
     project = _need("GOOGLE_CLOUD_PROJECT")
     prefix = os.environ.get("SKYPANDA_PREFIX", "")
     store = FirestoreStore(firestore.Client(project=project), clock=time.time, prefix=prefix)
     bus = PubSubBus(pubsub_v1.PublisherClient(), project, prefix=f"{prefix}skypanda")
-    blobs = GcsBlobs(storage_client(project), _need("SKYPANDA_BUCKET"))
+    blobs = GcsBlobs(client_from_env(project), _need("SKYPANDA_BUCKET"))
     return Services(store=store, bus=bus, blobs=blobs, clock=SystemClock()), _need("SKYPANDA_TOKEN")
