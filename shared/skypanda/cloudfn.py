@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,9 @@ PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 FIRESTORE_WRITTEN = "google.cloud.firestore.document.v1.written"
 
 _state: dict[str, Any] = {}
+invocations: Counter[str] = Counter()
+"""Entry-point invocations in this process, by kind (`http`, `pubsub`, `firestore`): what
+Cloud Functions bills per call. Read by `skypanda bench cost`."""
 
 
 def configure(svc: Services, token: str, forward: Callable[[Event], None] | None = None) -> None:
@@ -73,6 +77,7 @@ def _app(parts: tuple[str, ...]) -> Flask:
 
 def serve_http(request: Request, parts: tuple[str, ...]) -> Response:
     """Answer one HTTP request with the API (auth, JSON errors and all)."""
+    invocations["http"] += 1
     app = _app(parts)
     # The body is read once here (functions-framework reads it again after we return), and the
     # inner app gets its own copy of the stream.
@@ -117,6 +122,7 @@ def _run(handlers: tuple[Handler, ...], event: Event) -> None:
 def on_pubsub(cloud_event: Any, handler: Handler) -> None:
     """A Pub/Sub-triggered entry point. Poison messages are logged and acknowledged (returning
     normally acks them; raising would make Pub/Sub redeliver until the dead-letter topic)."""
+    invocations["pubsub"] += 1
     try:
         event = event_from_pubsub(cloud_event)
     except InvalidInput as e:
@@ -162,6 +168,7 @@ def event_from_document(cloud_event: Any) -> Event | None:
 
 def on_outbox_written(cloud_event: Any) -> None:
     """Release a job's end right here; forward any other event to its Pub/Sub topic."""
+    invocations["firestore"] += 1
     event = event_from_document(cloud_event)
     if event is None:
         return

@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from google.cloud.firestore_v1.base_query import FieldFilter
 from google.events.cloud.firestore_v1.types import (
     ArrayValue,
     Document,
@@ -92,7 +93,8 @@ class OutboxBridge:
     def start(self) -> None:
         self._thread.start()
         # Only undelivered events: after a restart, what was delivered is not sent again.
-        self._watch = self._col.where("delivered", "==", False).on_snapshot(self._on_snapshot)
+        undelivered = FieldFilter("delivered", "==", False)
+        self._watch = self._col.where(filter=undelivered).on_snapshot(self._on_snapshot)
 
     def _on_snapshot(self, _docs: Any, changes: Any, _read_time: Any) -> None:
         for change in changes:
