@@ -7,12 +7,17 @@ can close a store and open a new one on the same data (a restart).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
+from uuid import uuid4
 
 import pytest
+from google.cloud import firestore
 
+from skypanda.adapters.gcp.emulators import PROJECT
+from skypanda.adapters.gcp.firestore_store import FirestoreStore
 from skypanda.adapters.local.sqlite_store import SqliteStore
 from skypanda.domain.jobflow import new_job
 from skypanda.domain.models import Job, Queue, Resources, Task, TaskSpec
@@ -74,14 +79,34 @@ class SqliteBackend:
             store.close()
 
 
-# Each backend is built from (tmp_path, clock). To run the suite against Firestore, add a
-# FirestoreBackend here whose `open()` returns a FirestoreStore on the emulator (a fresh project
-# id or collection prefix per test, so tests do not see each other's data; `pytest.skip` when
-# FIRESTORE_EMULATOR_HOST is unset), and register it as one more entry, e.g.
-#     "firestore": lambda tmp_path, clock: FirestoreBackend(f"test-{uuid4().hex}", clock),
+class FirestoreBackend:
+    """Firestore on the emulator: each test gets its own collection prefix, so tests do not see
+    each other's data and the emulator needs no reset between them."""
+
+    def __init__(self, prefix: str, clock: FakeClock) -> None:
+        self.prefix = prefix
+        self.clock = clock
+        self._opened: list[FirestoreStore] = []
+
+    def open(self) -> FirestoreStore:
+        client = firestore.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", PROJECT))
+        store = FirestoreStore(client, clock=self.clock.now, prefix=self.prefix)
+        self._opened.append(store)
+        return store
+
+    def close(self) -> None:
+        for store in self._opened:
+            store.close()
+
+
+# Each backend is built from (tmp_path, clock). A backend listed in NEEDS gets that session
+# fixture started first (the Firestore emulator: tests/conftest.py; it fails with a clear
+# message when the emulator is not installed).
 BACKENDS: dict[str, Callable[[Path, FakeClock], Backend]] = {
     "sqlite": lambda tmp_path, clock: SqliteBackend(tmp_path / "skypanda.db", clock),
+    "firestore": lambda tmp_path, clock: FirestoreBackend(f"t{uuid4().hex[:12]}-", clock),
 }
+NEEDS: dict[str, str] = {"firestore": "firestore_emulator"}
 
 
 @pytest.fixture
@@ -91,6 +116,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Backend]:
+    if request.param in NEEDS:
+        request.getfixturevalue(NEEDS[request.param])
     made = BACKENDS[request.param](tmp_path, clock)
     yield made
     made.close()

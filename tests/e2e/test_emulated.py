@@ -23,7 +23,8 @@ def cloud(
     storage_emulator: Emulator,
 ) -> Iterator[EmulatedCloud]:
     prefix = f"t{uuid.uuid4().hex[:8]}-"
-    opts = EmulatedOptions(home=tmp_path / "home", queue=fast_queue(), tick_s=0.5, prefix=prefix)
+    queue = fast_queue(heartbeat_interval_s=1.0, heartbeat_timeout_s=20.0)  # the emulator is slow
+    opts = EmulatedOptions(home=tmp_path / "home", queue=queue, tick_s=0.5, prefix=prefix)
     with EmulatedCloud(opts) as system:
         yield system
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,9 @@ class EmulatedCloud:
     def topic_prefix(self) -> str:
         return f"{self.opts.prefix}skypanda"
 
-    def _serve(self, name: str, signature: str) -> ApiServer:
+    def _serve(self, name: str, signature: str, threads: int = 4) -> ApiServer:
         app = create_function(name, entrypoints.__file__, signature)  # type: ignore[no-untyped-call]
-        server = ApiServer(app, threads=4)
+        server = ApiServer(app, threads=threads)
         server.start()
         self._servers[name] = server
         return server
@@ -117,7 +118,12 @@ class EmulatedCloud:
                 server_url=self.url, token=self.token, home=self.opts.home
             )
             self.svc.launcher = self.launcher
-        pushed = {h: self._serve(fn, "cloudevent").url + "/" for h, fn in PUSHED.items()}
+        # scale is deployed with --max-instances=1 --concurrency=1: one decision at a time per
+        # project, or two concurrent invocations would both launch the pilots a queue lacks.
+        pushed = {
+            h: self._serve(fn, "cloudevent", threads=1 if fn == "scale" else 4).url + "/"
+            for h, fn in PUSHED.items()
+        }
         ensure_topology(
             self.publisher,
             self.subscriber,
@@ -150,20 +156,24 @@ class EmulatedCloud:
         )
         while not self._stop.wait(self.opts.tick_s):
             try:
-                self.publisher.publish(topic, b"").result(timeout=10)
+                self.publisher.publish(topic, b"tick").result(timeout=10)
             except Exception:  # keep ticking, like Cloud Scheduler
                 log.exception("tick publish failed")
 
     def stop(self) -> None:
+        t = time.monotonic()
         self._stop.set()
         if self._ticker.is_alive():
             self._ticker.join(timeout=10)
         if self.launcher is not None:
             self.launcher.stop_all()
+        log.info("pilots stopped after %.1f s", time.monotonic() - t)
         if self.bridge is not None:
             self.bridge.stop()
+        log.info("bridge stopped after %.1f s", time.monotonic() - t)
         for server in [*self._servers.values(), *([self.gateway] if self.gateway else [])]:
             server.stop()
+        log.info("servers stopped after %.1f s", time.monotonic() - t)
         for emu in reversed(self.emulators):
             emu.stop()
 

@@ -1,0 +1,302 @@
+"""How skypanda's models are written as Firestore documents and read back, and the pure
+decisions of the Firestore store (commit sizes, which claim candidates to pick, outbox seqs).
+
+Plain dicts in and out, no I/O: the store decides where documents live and when they are
+written. Fields that queries filter or order on are top-level scalars (`status`, `queue`,
+`priority`, `memory_mb`, ...); free-form user data whose keys Firestore may refuse as field
+names (a task's spec, a job's env, an event's data) is stored as a JSON string.
+infra/FIRESTORE.md lists every field and which ones are indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from skypanda.domain.events import Event, EventType
+from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task, TaskSpec
+from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus
+from skypanda.ports import JobChange
+
+Doc = dict[str, Any]
+T = TypeVar("T")
+Snapshot = Any  # google.cloud.firestore.DocumentSnapshot
+
+MAX_WRITES = 500  # Firestore's cap on writes in one commit (batch or transaction)
+MAX_BYTES = 8 * 1024 * 1024  # stay well under the 10 MiB request limit
+IN_LIMIT = 30  # values in one `in` filter
+
+
+def fields(snap: Snapshot) -> Doc:
+    """The fields of a snapshot known to exist."""
+    d: Doc | None = snap.to_dict()
+    assert d is not None, f"document {snap.id} vanished"
+    return d
+
+
+def eq(field: str, value: Any) -> FieldFilter:
+    return FieldFilter(field, "==", value)
+
+
+def is_in(field: str, values: Iterable[Any]) -> FieldFilter:
+    return FieldFilter(field, "in", sorted(str(v) for v in values))
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# -- tasks -----------------------------------------------------------------------------------------
+def task_doc(task: Task) -> Doc:
+    return {
+        "name": task.spec.name,
+        "owner": task.owner,
+        "status": str(task.status),
+        "reason": task.reason,
+        "n_jobs": task.n_jobs,
+        "spec": task.spec.model_dump_json(by_alias=True),
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+    }
+
+
+def task_from(task_id: str, d: Mapping[str, Any], counts: dict[str, int]) -> Task:
+    return Task(
+        id=task_id,
+        spec=TaskSpec.model_validate_json(d["spec"]),
+        owner=d["owner"],
+        status=TaskStatus(d["status"]),
+        reason=d["reason"],
+        n_jobs=d["n_jobs"],
+        created_at=d["created_at"],
+        updated_at=d["updated_at"],
+        job_counts=counts,
+    )
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+def job_doc(job: Job) -> Doc:
+    r = job.resources
+    return {
+        "task_id": job.task_id,
+        "index": job.index,
+        "status": str(job.status),
+        "attempt": job.attempt,
+        "failures": job.failures,
+        "max_attempts": job.max_attempts,
+        "queue": job.queue,
+        "priority": job.priority,
+        "memory_mb": r.memory_mb,
+        "cores": r.cores,
+        "walltime_s": float(r.walltime_s),
+        "command": list(job.command),
+        "inputs": list(job.inputs),
+        "env": json.dumps(job.env),
+        "parents": list(job.parents),
+        "pilot_id": job.pilot_id,
+        "kill_requested": job.kill_requested,
+        "exit_code": job.exit_code,
+        "error_code": job.error_code,
+        "error_diag": job.error_diag,
+        "log_uri": job.log_uri,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+    }
+
+
+def job_from(job_id: str, d: Mapping[str, Any]) -> Job:
+    # model_construct: the document was validated when it was written (as SqliteStore does).
+    return Job.model_construct(
+        id=job_id,
+        task_id=d["task_id"],
+        index=d["index"],
+        status=JobStatus(d["status"]),
+        attempt=d["attempt"],
+        failures=d["failures"],
+        max_attempts=d["max_attempts"],
+        queue=d["queue"],
+        priority=d["priority"],
+        resources=Resources(
+            memory_mb=d["memory_mb"], cores=d["cores"], walltime_s=float(d["walltime_s"])
+        ),
+        command=list(d["command"]),
+        inputs=list(d["inputs"]),
+        env=json.loads(d["env"]),
+        parents=list(d["parents"]),
+        pilot_id=d["pilot_id"],
+        kill_requested=bool(d["kill_requested"]),
+        exit_code=d["exit_code"],
+        error_code=d["error_code"],
+        error_diag=d["error_diag"],
+        log_uri=d["log_uri"],
+        created_at=float(d["created_at"]),
+        updated_at=float(d["updated_at"]),
+        started_at=_float(d["started_at"]),
+        ended_at=_float(d["ended_at"]),
+    )
+
+
+def sent_fields(pilot_id: str, now: float) -> Doc:
+    """What a claim writes on a job: sent to the pilot now, results of any earlier attempt reset."""
+    return {
+        "status": str(JobStatus.SENT), "pilot_id": pilot_id, "updated_at": now,
+        "started_at": now, "exit_code": None, "error_code": None, "error_diag": "",
+        "log_uri": None, "ended_at": None,
+    }  # fmt: skip
+
+
+def cancelled_fields(reason: str, now: float) -> Doc:
+    """What killing a task writes on its queued jobs."""
+    return {"status": str(JobStatus.CANCELLED), "error_diag": reason, "updated_at": now,
+            "ended_at": now}  # fmt: skip
+
+
+def choose(window: Sequence[T], need: int, losses: int) -> list[T]:
+    """Which candidates of a claim's window to commit: the head of the window (dispatch order)
+    until a race was lost, then a random few, fewer after each loss, so that competing pilots
+    spread over the window instead of colliding on its head."""
+    if not losses:
+        return list(window[:need])
+    return random.sample(list(window), min(len(window), max(1, need >> losses)))
+
+
+def claim_window(n: int) -> int:
+    """How many candidates a claim of `n` jobs queries: enough to spread competing pilots,
+    bounded so that a large claim does not read far past what it takes."""
+    return n + min(max(2 * n, 8), 100)
+
+
+# -- attempts --------------------------------------------------------------------------------------
+def attempt_key(a: Attempt) -> str:
+    """The document id of an attempt record."""
+    return f"{a.job_id}:{a.attempt}"
+
+
+def sent_attempt(job: Job, now: float) -> Attempt:
+    """The attempt record of a job just claimed."""
+    return Attempt(
+        job_id=job.id, attempt=job.attempt, pilot_id=job.pilot_id, status=JobStatus.SENT,
+        started_at=now,
+    )  # fmt: skip
+
+
+def attempt_doc(a: Attempt) -> Doc:
+    return a.model_dump(mode="json")
+
+
+def attempt_from(d: Mapping[str, Any]) -> Attempt:
+    return Attempt.model_validate(d)
+
+
+# -- queues and pilots -----------------------------------------------------------------------------
+def queue_doc(q: Queue) -> Doc:
+    return {"name": q.name, "spec": q.model_dump_json(by_alias=True)}
+
+
+def queue_from(d: Mapping[str, Any]) -> Queue:
+    return Queue.model_validate_json(d["spec"])
+
+
+def pilot_doc(p: Pilot, *, heard: bool = True) -> Doc:
+    """A pilot as stored. `heard_at` (last heartbeat, else creation) is what the sweep compares.
+
+    Without `heard`, the fields only `heartbeat` (and creation) writes are left out: an update
+    of the record must not move them.
+    """
+    doc = {**p.model_dump(mode="json"), "heard_at": p.heartbeat_at or p.created_at}
+    if not heard:
+        del doc["heard_at"], doc["heartbeat_at"]
+    return doc
+
+
+def pilot_from(d: Mapping[str, Any]) -> Pilot:
+    fields = {k: v for k, v in d.items() if k != "heard_at"}
+    fields["status"] = PilotStatus(fields["status"])
+    return Pilot.model_validate(fields)
+
+
+# -- events ----------------------------------------------------------------------------------------
+def event_doc(e: Event, seq: int, now: float) -> Doc:
+    return {
+        "type": str(e.type),
+        "subject": e.subject,
+        "data": json.dumps(e.data),
+        "created_at": now,
+        "seq": seq,
+        "delivered": False,
+        "delivered_at": None,
+        "dead": False,
+        "tries": 0,
+        "error": None,
+    }
+
+
+def event_from(event_id: str, d: Mapping[str, Any]) -> Event:
+    return Event(
+        id=event_id, type=EventType(d["type"]), subject=d["subject"], data=json.loads(d["data"])
+    )
+
+
+class SeqSource:
+    """Outbox sequence numbers: ints that grow with time, strictly within this process.
+
+    Firestore has no autoincrement, and a shared counter document would be a hot document
+    (DESIGN law 5). A seq is the wall clock in microseconds times 1000 plus three random digits,
+    raised if needed to exceed the last one this process handed out: strictly increasing per
+    process, ordered by time across processes (up to clock skew), and colliding across processes
+    only within the same microsecond and with the same random digits.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        candidate = time.time_ns() // 1000 * 1000 + random.randrange(1000)
+        with self._lock:
+            self._last = max(self._last + 1, candidate)
+            return self._last
+
+
+SEQS = SeqSource()
+
+
+# -- chunking --------------------------------------------------------------------------------------
+def chunks(
+    docs: Iterable[tuple[str, Doc]], writes_per_doc: int = 1
+) -> Iterator[list[tuple[str, Doc]]]:
+    """(id, doc) pairs in runs that fit one commit: at most MAX_WRITES writes and ~MAX_BYTES."""
+    run: list[tuple[str, Doc]] = []
+    size = 0
+    for doc_id, doc in docs:
+        approx = len(doc_id) + len(json.dumps(doc, default=str)) + 64
+        if run and ((len(run) + 1) * writes_per_doc > MAX_WRITES or size + approx > MAX_BYTES):
+            yield run
+            run, size = [], 0
+        run.append((doc_id, doc))
+        size += approx
+    if run:
+        yield run
+
+
+def change_runs(changes: Sequence[JobChange]) -> Iterator[list[JobChange]]:
+    """Job changes in runs whose writes (job, attempt record, events) fit one commit."""
+    run: list[JobChange] = []
+    writes = 0
+    for ch in changes:
+        cost = 2 + len(ch.events)
+        if run and writes + cost > MAX_WRITES:
+            yield run
+            run, writes = [], 0
+        run.append(ch)
+        writes += cost
+    if run:
+        yield run

@@ -1,0 +1,606 @@
+"""The Store port on Firestore (native mode).
+
+Collections (`{prefix}tasks`, `jobs`, `attempts`, `queues`, `pilots`, `events`), fields and
+indexes are described in infra/FIRESTORE.md. How each promise of the port is kept:
+
+- Compare-and-set (DESIGN law 3) is a transaction that reads the document, checks its status
+  (and a job's attempt), and writes; a lost compare-and-set returns False.
+- Claims (law 4) query a small window of candidates in dispatch order, then commit the picks
+  atomically with a "not updated since read" precondition on each: a compare-and-set on the
+  document version that takes no locks. The first pick is the head of the window (exact
+  dispatch order for a lone pilot); after a lost race, a random few of the window.
+- No hot documents (law 5): job counts are aggregation queries, nothing is written per job but
+  the job's own documents, and outbox sequence numbers come from the clock, not a counter.
+- Events go to `{prefix}events` in the same commit as the change that caused them; an id that
+  is already there is skipped, so adding an event is idempotent.
+
+Every function given to `_transact` may run more than once (the client re-runs it when the
+commit aborts on contention): it only reads and writes through the transaction and returns a
+value; anything else (calling `on_events`, cleanup) happens after the commit.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from skypanda.adapters.gcp import firestore_codec as codec
+from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
+from skypanda.domain.events import Event
+from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task
+from skypanda.domain.states import (
+    JOB_FINAL,
+    JOB_LIVE,
+    JOB_QUEUED,
+    PILOT_FINAL,
+    PILOT_LIVE,
+    TASK_FINAL,
+    JobStatus,
+    PilotStatus,
+    TaskStatus,
+    advance,
+)
+from skypanda.ports import JobChange, StoredEvent
+
+T = TypeVar("T")
+Tx = Any  # google.cloud.firestore.Transaction
+Snapshot = codec.Snapshot
+
+CLAIM_ROUNDS = 16  # claim commits per call at most (a lost one costs a query and a commit)
+_ACTIVATED = str(JobStatus.ACTIVATED)
+_eq, _in, _fields = codec.eq, codec.is_in, codec.fields
+
+
+def _where(query: Any, *filters: FieldFilter | None) -> Any:
+    """`query` narrowed by each of `filters` (None: no filter)."""
+    for f in filters:
+        query = query if f is None else query.where(filter=f)
+    return query
+
+
+def _count(query: Any) -> int:
+    """Run a count() aggregation over `query` (billed per 1000 index entries counted)."""
+    result = query.count().get()
+    return int(result[0][0].value)
+
+
+class FirestoreStore:
+    """Store port on Firestore. `on_events` is called after a commit that wrote outbox events.
+
+    The store owns `client` from here on: `close()` closes it.
+    """
+
+    def __init__(
+        self, client: firestore.Client, *, clock: Callable[[], float], prefix: str = ""
+    ) -> None:
+        self._db = client
+        self._clock = clock
+        self.prefix = prefix
+        self._tasks = client.collection(f"{prefix}tasks")
+        self._jobs = client.collection(f"{prefix}jobs")
+        self._attempts = client.collection(f"{prefix}attempts")
+        self._queues = client.collection(f"{prefix}queues")
+        self._pilots = client.collection(f"{prefix}pilots")
+        self._events = client.collection(f"{prefix}events")
+        self._pool = ThreadPoolExecutor(max_workers=len(JobStatus), thread_name_prefix="fs-count")
+        self.on_events: Callable[[], None] = lambda: None
+
+    # -- plumbing -------------------------------------------------------------------------------
+    @contextmanager
+    def _backend(self, what: str) -> Iterator[None]:
+        """Map the client library's errors to BackendUnavailable (retryable)."""
+        try:
+            yield
+        except gexc.GoogleAPIError as e:
+            raise BackendUnavailable(f"Firestore {what} failed: {e}") from e
+
+    def _transact(self, what: str, fn: Callable[[Tx], T]) -> T:
+        """Run `fn(transaction)` in a transaction, committing after it returns.
+
+        `fn` may be run several times (see the module docstring). A fresh `_Transactional` is
+        made per call: it keeps per-call retry state, so one instance cannot serve two threads.
+
+        Raises:
+            BackendUnavailable: Firestore failed, or the commit kept aborting on contention.
+        """
+        with self._backend(what):
+            try:
+                run = firestore.transactional(fn)
+                return run(self._db.transaction())  # type: ignore[no-any-return]
+            except gexc.Aborted as e:
+                raise BackendUnavailable(f"Firestore {what}: contention, try again") from e
+            except ValueError as e:  # the client's "Failed to commit transaction in N attempts"
+                if isinstance(e.__cause__, gexc.Aborted):
+                    raise BackendUnavailable(f"Firestore {what}: contention, try again") from e
+                raise
+
+    def _cas(
+        self,
+        what: str,
+        ref: Any,
+        ok: Callable[[codec.Doc], bool],
+        change: codec.Doc,
+        events: Sequence[Event] = (),
+    ) -> bool:
+        """Compare-and-set one document: if it exists and `ok(its fields)`, apply `change` and
+        add `events`, in one transaction. Whether it won."""
+
+        def cas(tx: Tx) -> bool:
+            snap = ref.get(transaction=tx)
+            if not snap.exists or not ok(_fields(snap)):
+                return False
+            fresh = self._unstored(tx, events)
+            tx.update(ref, change)
+            self._put_events(tx, fresh)
+            return True
+
+        won = self._transact(what, cas)
+        if won and events:
+            self.on_events()
+        return won
+
+    def _of_task(self, task_id: str, *filters: FieldFilter | None) -> Any:
+        """The query of a task's jobs that pass `filters`."""
+        return _where(self._jobs, _eq("task_id", task_id), *filters)
+
+    def _read(self, what: str, ref: Any) -> codec.Doc | None:
+        with self._backend(what):
+            snap = ref.get()
+        return _fields(snap) if snap.exists else None
+
+    def _stream(self, what: str, query: Any) -> list[Snapshot]:
+        with self._backend(what):
+            return list(query.stream())
+
+    def _get_all(self, what: str, refs: Sequence[Any], tx: Tx | None = None) -> list[Snapshot]:
+        with self._backend(what):
+            return [s for s in self._db.get_all(list(refs), transaction=tx) if s.exists]
+
+    def _unstored(self, tx: Tx, events: Sequence[Event]) -> list[Event]:
+        """Transaction read: the events (deduplicated) whose id is not in the outbox yet."""
+        unique = list({e.id: e for e in events}.values())
+        if not unique:
+            return []
+        refs = [self._events.document(e.id) for e in unique]
+        stored = {s.id for s in self._db.get_all(refs, transaction=tx) if s.exists}
+        return [e for e in unique if e.id not in stored]
+
+    def _put_events(self, tx: Tx, events: Sequence[Event]) -> None:
+        """Transaction write of events `_unstored` returned (after every read of `tx`)."""
+        now = self._clock()
+        for e in events:
+            tx.create(self._events.document(e.id), codec.event_doc(e, codec.SEQS.next(), now))
+
+    def collection(self, name: str) -> str:
+        """The full name of one of the store's collections (`events` -> `{prefix}events`)."""
+        return f"{self.prefix}{name}"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._db.close()  # type: ignore[no-untyped-call]
+
+    # -- tasks ----------------------------------------------------------------------------------
+    def add_task(self, task: Task, events: Sequence[Event]) -> None:
+        ref = self._tasks.document(task.id)
+
+        def write(tx: Tx) -> None:
+            if ref.get(transaction=tx).exists:
+                raise InvalidInput(f"task id {task.id} already exists", task_id=task.id)
+            fresh = self._unstored(tx, events)
+            tx.create(ref, codec.task_doc(task))
+            self._put_events(tx, fresh)
+
+        self._transact("add_task", write)
+        if events:
+            self.on_events()
+
+    def get_task(self, task_id: str) -> Task:
+        doc = self._read("get_task", self._tasks.document(task_id))
+        if doc is None:
+            raise NotFound(f"no task with id {task_id!r}", task_id=task_id)
+        counts = {str(k): v for k, v in self.job_counts(task_id).items()}
+        return codec.task_from(task_id, doc, counts)
+
+    def list_tasks(self, *, limit: int = 100) -> list[Task]:
+        query = self._tasks.order_by("created_at", direction=firestore.Query.DESCENDING)
+        snaps = self._stream("list_tasks", query.limit(limit))
+        return [codec.task_from(s.id, _fields(s), {}) for s in snaps]
+
+    def set_task_status(
+        self,
+        task_id: str,
+        expect: Iterable[TaskStatus],
+        to: TaskStatus,
+        *,
+        reason: str = "",
+        events: Sequence[Event] = (),
+    ) -> bool:
+        expected = {str(s) for s in expect if advance(s, to)}
+        change = {"status": str(to), "reason": reason, "updated_at": self._clock()}
+        ref = self._tasks.document(task_id)
+        return self._cas("set_task_status", ref, lambda d: d["status"] in expected, change, events)
+
+    def add_jobs(
+        self,
+        task_id: str,
+        jobs: Iterable[Job],
+        *,
+        expect: TaskStatus,
+        to: TaskStatus,
+        events: Sequence[Event] = (),
+    ) -> bool:
+        """Split in three steps, each safe to repeat (a split may exceed one commit):
+
+        1. check the task is in `expect` (else write nothing, return False);
+        2. create the jobs, 500 per commit, never overwriting one: ids derive from (task,
+           index), so a re-run after a crash creates only the missing jobs and never resets a
+           job a pilot already claimed;
+        3. compare-and-set the task from `expect` to `to`, with `n_jobs` and the events.
+
+        The task stays in `expect` until its last job is stored: a redelivered task.registered
+        completes a split that crashed, and the rollup cannot end a task still being split. If
+        the task ended meanwhile (aborted), the jobs written are cancelled.
+        See infra/FIRESTORE.md.
+        """
+        advance(expect, to)
+        ref = self._tasks.document(task_id)
+
+        def in_expect(d: codec.Doc | None) -> bool:
+            return d is not None and d["status"] == str(expect)
+
+        if not in_expect(self._read("add_jobs", ref)):
+            return False
+        n = self._create_jobs(jobs)
+        change = {"status": str(to), "n_jobs": n, "updated_at": self._clock()}
+        if self._cas("add_jobs", ref, in_expect, change, events):
+            return True
+        now_status = (self._read("add_jobs", ref) or {}).get("status")
+        if now_status in {str(s) for s in TASK_FINAL}:
+            self._cancel_queued(task_id, f"task {now_status} during its split", self._clock())
+        return False
+
+    def _create_jobs(self, jobs: Iterable[Job]) -> int:
+        """Create jobs that do not exist yet, one commit per chunk; return how many were given."""
+        n = 0
+        for run in codec.chunks((job.id, codec.job_doc(job)) for job in jobs):
+            n += len(run)
+            self._create_absent(run)
+        return n
+
+    def _create_absent(self, run: list[tuple[str, codec.Doc]]) -> None:
+        """Create the documents of `run` in one commit, leaving any that exist untouched."""
+        todo = run
+        for _ in range(5):
+            batch = self._db.batch()
+            for job_id, doc in todo:
+                batch.create(self._jobs.document(job_id), doc)
+            with self._backend("add_jobs"):
+                try:
+                    batch.commit()
+                    return
+                except gexc.AlreadyExists:
+                    pass  # a resumed or concurrent split wrote some: create the others
+                refs = [self._jobs.document(job_id) for job_id, _ in todo]
+                there = {s.id for s in self._db.get_all(refs, field_paths=["status"]) if s.exists}
+            todo = [(job_id, doc) for job_id, doc in todo if job_id not in there]
+            if not todo:
+                return
+        raise BackendUnavailable("Firestore add_jobs: jobs kept appearing while being created")
+
+    def job_counts(self, task_id: str) -> dict[JobStatus, int]:
+        def count(status: JobStatus) -> int:
+            return _count(self._of_task(task_id, _eq("status", str(status))))
+
+        with self._backend("job_counts"):
+            counts = list(self._pool.map(count, JobStatus))
+        return {status: n for status, n in zip(JobStatus, counts, strict=True) if n}
+
+    def has_unended_jobs(self, task_id: str) -> bool:
+        query = self._of_task(task_id, _in("status", set(JobStatus) - JOB_FINAL))
+        return bool(self._stream("has_unended_jobs", query.select([]).limit(1)))
+
+    def abort_task(self, task_id: str, reason: str) -> Task:
+        task = self.get_task(task_id)
+        advance(task.status, TaskStatus.ABORTED)
+        now = self._clock()
+        change = {"status": str(TaskStatus.ABORTED), "reason": reason, "updated_at": now}
+        ref = self._tasks.document(task_id)
+        if not self._cas("abort_task", ref, lambda d: d["status"] == str(task.status), change):
+            raise Conflict(f"task {task_id} changed while being killed; try again")
+        self._cancel_queued(task_id, reason, now)
+        self._flag_live(task_id, now)
+        return self.get_task(task_id)
+
+    def _cancel_queued(self, task_id: str, reason: str, now: float) -> None:
+        """Cancel the task's defined and activated jobs, up to 500 per transaction."""
+        queued = {str(s) for s in JOB_QUEUED}
+        query = self._of_task(task_id, _in("status", queued))
+        change = codec.cancelled_fields(reason, now)
+        self._update_all("abort_task", query, lambda d: d["status"] in queued, change)
+
+    def _flag_live(self, task_id: str, now: float) -> None:
+        """Ask the pilots holding the task's live jobs to kill them (they end the jobs)."""
+        live = {str(s) for s in JOB_LIVE}
+        query = self._of_task(task_id, _eq("kill_requested", False), _in("status", live))
+        change = {"kill_requested": True, "updated_at": now}
+        self._update_all(
+            "abort_task", query, lambda d: d["status"] in live and not d["kill_requested"], change
+        )
+
+    def _update_all(
+        self, what: str, query: Any, still: Callable[[codec.Doc], bool], change: codec.Doc
+    ) -> None:
+        """Apply `change` to every job `query` finds, re-checking `still` in a transaction."""
+
+        def write(tx: Tx, refs: list[Any]) -> None:
+            hits = [s for s in self._get_all(what, refs, tx) if still(_fields(s))]
+            for s in hits:
+                tx.update(s.reference, change)
+
+        while page := self._stream(what, query.select([]).limit(codec.MAX_WRITES)):
+            refs = [s.reference for s in page]
+            self._transact(what, partial(write, refs=refs))
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job:
+        doc = self._read("get_job", self._jobs.document(job_id))
+        if doc is None:
+            raise NotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return codec.job_from(job_id, doc)
+
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        refs = [self._jobs.document(i) for i in dict.fromkeys(job_ids)]
+        out: dict[str, Job] = {}
+        for start in range(0, len(refs), codec.MAX_WRITES):
+            for s in self._get_all("get_jobs", refs[start : start + codec.MAX_WRITES]):
+                out[s.id] = codec.job_from(s.id, _fields(s))
+        return out
+
+    def list_jobs(
+        self, task_id: str, *, status: JobStatus | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[Job]:
+        query = self._of_task(task_id, None if status is None else _eq("status", str(status)))
+        query = query.order_by("index").offset(offset).limit(limit)
+        return [codec.job_from(s.id, _fields(s)) for s in self._stream("list_jobs", query)]
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        query = self._attempts.where(filter=_eq("job_id", job_id)).order_by("attempt")
+        return [codec.attempt_from(_fields(s)) for s in self._stream("attempts", query)]
+
+    def claim_jobs(
+        self, queue: str, pilot_id: str, n: int, capacity: Resources, now: float
+    ) -> list[Job]:
+        """Claim in rounds: query a window of candidates, pick (`codec.choose`: the head of the
+        window, or after a lost race a random few), commit the picks compare-and-set. A round
+        that loses a race commits nothing; the next one queries again (DESIGN law 4)."""
+        claimed: list[Job] = []
+        losses = 0
+        for _ in range(CLAIM_ROUNDS):
+            need = n - len(claimed)
+            window = self._claim_window(queue, capacity, need) if need > 0 else []
+            if not window:
+                break
+            won = self._claim_picks(codec.choose(window, need, losses), pilot_id, now)
+            if won is None:
+                losses += 1
+                time.sleep(random.uniform(0, 0.005 * min(losses, 4)))  # de-synchronise retries
+                continue
+            claimed.extend(won)
+            if len(window) <= need and len(won) == len(window):
+                break  # the window held every candidate there was
+        else:
+            if not claimed and losses:
+                # Not "no work": telling the pilot so would idle it. It may ask again.
+                raise BackendUnavailable(f"claims on queue {queue} kept losing races; try again")
+        return sorted(claimed, key=lambda j: (-j.priority, j.created_at, j.index))
+
+    def _claim_window(self, queue: str, capacity: Resources, need: int) -> list[Snapshot]:
+        """The first activated jobs of `queue` that fit `capacity`, in dispatch order."""
+        query = _where(
+            self._jobs,
+            _eq("queue", queue),
+            _eq("status", _ACTIVATED),
+            FieldFilter("memory_mb", "<=", capacity.memory_mb),
+            FieldFilter("cores", "<=", capacity.cores),
+        ).order_by("priority", direction=firestore.Query.DESCENDING)
+        query = query.order_by("created_at").order_by("index").limit(codec.claim_window(need))
+        return self._stream("claim_jobs", query)
+
+    def _claim_picks(self, picks: list[Snapshot], pilot_id: str, now: float) -> list[Job] | None:
+        """Send `picks` to the pilot in one atomic commit; None if one of them changed since read.
+
+        Each job write carries the precondition "last updated when we read it": a compare-and-
+        set on the whole document version, checked by Firestore at commit, all or nothing. It
+        takes no locks, so a pilot that loses learns it at once and retries elsewhere, where a
+        transaction's reads would have made competing pilots wait on each other's locks.
+        """
+        sent = codec.sent_fields(pilot_id, now)
+        batch = self._db.batch()
+        won: list[Job] = []
+        for snap in picks:
+            job = codec.job_from(snap.id, {**_fields(snap), **sent})
+            unchanged = self._db.write_option(last_update_time=snap.update_time)
+            batch.update(snap.reference, sent, option=unchanged)
+            record = codec.sent_attempt(job, now)
+            batch.set(self._attempts.document(codec.attempt_key(record)), codec.attempt_doc(record))
+            won.append(job)
+        with self._backend("claim_jobs"):
+            try:
+                batch.commit()
+            except (gexc.FailedPrecondition, gexc.NotFound):
+                return None
+        return won
+
+    def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
+        for ch in changes:
+            if ch.before.status != ch.after.status:
+                advance(ch.before.status, ch.after.status)
+        results: list[bool] = []
+        emitted = False
+        for run in codec.change_runs(changes):
+            won, emits = self._transact("apply_job_changes", partial(self._apply, changes=run))
+            results.extend(won)
+            emitted = emitted or emits
+        if emitted:
+            self.on_events()
+        return results
+
+    def _apply(self, tx: Tx, changes: Sequence[JobChange]) -> tuple[list[bool], bool]:
+        """One transaction of job changes, applied in order as if one after the other."""
+        refs = {ch.before.id: self._jobs.document(ch.before.id) for ch in changes}
+        state = {
+            s.id: (s.get("status"), s.get("attempt"))
+            for s in self._db.get_all(list(refs.values()), transaction=tx)
+            if s.exists
+        }
+        fresh = {e.id: e for e in self._unstored(tx, [e for ch in changes for e in ch.events])}
+        won: list[bool] = []
+        jobs: dict[str, Job] = {}
+        attempts: dict[str, Attempt] = {}
+        emits = False
+        for ch in changes:
+            ok = state.get(ch.before.id) == (str(ch.before.status), ch.before.attempt)
+            won.append(ok)
+            if not ok:
+                continue
+            state[ch.before.id] = (str(ch.after.status), ch.after.attempt)
+            jobs[ch.before.id] = ch.after
+            if ch.attempt is not None:
+                attempts[codec.attempt_key(ch.attempt)] = ch.attempt
+            emits = emits or bool(ch.events)
+        # Writes, after every read: the last winning change of a job is what it becomes.
+        for job_id, job in jobs.items():
+            tx.set(refs[job_id], codec.job_doc(job))
+        for key, record in attempts.items():
+            tx.set(self._attempts.document(key), codec.attempt_doc(record))
+        winners = {e.id for ch, ok in zip(changes, won, strict=True) if ok for e in ch.events}
+        self._put_events(tx, [e for e in fresh.values() if e.id in winners])
+        return won, emits
+
+    def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
+        query = _where(self._jobs, _eq("pilot_id", pilot_id), _in("status", JOB_LIVE))
+        return [codec.job_from(s.id, _fields(s)) for s in self._stream("live_jobs_of_pilot", query)]
+
+    def jobs_to_kill(self, pilot_id: str) -> list[str]:
+        return [j.id for j in self.live_jobs_of_pilot(pilot_id) if j.kill_requested]
+
+    # -- queues ---------------------------------------------------------------------------------
+    def put_queue(self, queue: Queue) -> None:
+        with self._backend("put_queue"):
+            self._queues.document(queue.name).set(codec.queue_doc(queue))
+
+    def get_queue(self, name: str) -> Queue:
+        doc = self._read("get_queue", self._queues.document(name))
+        if doc is None:
+            raise NotFound(f"no queue named {name!r}", queue=name)
+        return codec.queue_from(doc)
+
+    def list_queues(self) -> list[Queue]:
+        return [
+            codec.queue_from(_fields(s))
+            for s in self._stream("list_queues", self._queues.order_by("name"))
+        ]
+
+    def count_activated(self, queue: str) -> int:
+        query = _where(self._jobs, _eq("queue", queue), _eq("status", _ACTIVATED))
+        with self._backend("count_activated"):
+            return _count(query)
+
+    # -- pilots ---------------------------------------------------------------------------------
+    def add_pilot(self, pilot: Pilot) -> None:
+        with self._backend("add_pilot"):
+            try:
+                self._pilots.document(pilot.id).create(codec.pilot_doc(pilot))
+            except gexc.AlreadyExists as e:
+                raise InvalidInput(f"pilot id {pilot.id} already exists", pilot_id=pilot.id) from e
+
+    def get_pilot(self, pilot_id: str) -> Pilot:
+        doc = self._read("get_pilot", self._pilots.document(pilot_id))
+        if doc is None:
+            raise NotFound(f"no pilot with id {pilot_id!r}", pilot_id=pilot_id)
+        return codec.pilot_from(doc)
+
+    def update_pilot(self, pilot: Pilot, expect: Iterable[PilotStatus]) -> bool:
+        expected = {str(s) for s in expect}
+        record = codec.pilot_doc(pilot, heard=False)  # heartbeat fields: `heartbeat` only
+        ref = self._pilots.document(pilot.id)
+        return self._cas("update_pilot", ref, lambda d: d["status"] in expected, record)
+
+    def heartbeat(self, pilot_id: str, now: float) -> bool:
+        final = {str(s) for s in PILOT_FINAL}
+        ref = self._pilots.document(pilot_id)
+        change = {"heartbeat_at": now, "heard_at": now}  # the pilot document only, never a job
+        return self._cas("heartbeat", ref, lambda d: d["status"] not in final, change)
+
+    def list_pilots(self, *, queue: str | None = None, live: bool = False) -> list[Pilot]:
+        query = _where(
+            self._pilots,
+            None if queue is None else _eq("queue", queue),
+            _in("status", PILOT_LIVE) if live else None,
+        )
+        pilots = [codec.pilot_from(_fields(s)) for s in self._stream("list_pilots", query)]
+        return sorted(pilots, key=lambda p: (p.created_at, p.id))
+
+    def silent_pilots(self, queue: str, heard_before: float) -> list[Pilot]:
+        query = _where(
+            self._pilots,
+            _eq("queue", queue),
+            _in("status", PILOT_LIVE),
+            FieldFilter("heard_at", "<", heard_before),
+        )
+        return [codec.pilot_from(_fields(s)) for s in self._stream("silent_pilots", query)]
+
+    # -- outbox ---------------------------------------------------------------------------------
+    def add_events(self, events: Sequence[Event]) -> None:
+        self._transact("add_events", lambda tx: self._put_events(tx, self._unstored(tx, events)))
+        if events:
+            self.on_events()
+
+    def pending_events(self, limit: int) -> list[StoredEvent]:
+        query = _where(self._events, _eq("delivered", False), _eq("dead", False))
+        query = query.order_by("seq").limit(limit)
+        return [
+            StoredEvent(
+                seq=s.get("seq"), event=codec.event_from(s.id, _fields(s)), tries=s.get("tries")
+            )
+            for s in self._stream("pending_events", query)
+        ]
+
+    def _by_seq(self, what: str, seqs: Sequence[int]) -> list[Snapshot]:
+        found: list[Snapshot] = []
+        unique = sorted(set(seqs))
+        for start in range(0, len(unique), codec.IN_LIMIT):
+            chunk = unique[start : start + codec.IN_LIMIT]
+            query = self._events.where(filter=FieldFilter("seq", "in", chunk)).select([])
+            found.extend(self._stream(what, query))
+        return found
+
+    def mark_delivered(self, seqs: Sequence[int], now: float) -> None:
+        snaps = self._by_seq("mark_delivered", seqs)
+        change = {"delivered": True, "delivered_at": now, "tries": firestore.Increment(1)}
+        for start in range(0, len(snaps), codec.MAX_WRITES):
+            batch = self._db.batch()
+            for s in snaps[start : start + codec.MAX_WRITES]:
+                batch.update(s.reference, change)
+            with self._backend("mark_delivered"):
+                batch.commit()
+
+    def mark_failed(self, seq: int, error: str, *, dead: bool) -> None:
+        change = {"tries": firestore.Increment(1), "error": error[:2000], "dead": dead}
+        for s in self._by_seq("mark_failed", [seq]):
+            with self._backend("mark_failed"):
+                s.reference.update(change)
+
+    def dead_events(self) -> list[tuple[str, str]]:
+        """(event id, error) of events parked after failing delivery: for `skypanda doctor`."""
+        query = self._events.where(filter=_eq("dead", True))
+        return [(s.id, s.get("error")) for s in self._stream("dead_events", query)]

@@ -1,0 +1,293 @@
+"""What the Firestore store promises beyond the Store contract: splits larger than one commit
+and splits interrupted half-way, claims that lose a race, the outbox sequence, error mapping,
+and an index file that matches the documents the store writes.
+
+These run on the Firestore emulator only (tests/conftest.py starts it once per session).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from google.api_core import exceptions as gexc
+
+from skypanda.adapters.gcp import firestore_codec as codec
+from skypanda.adapters.gcp.emulators import Emulator
+from skypanda.adapters.gcp.firestore_store import FirestoreStore
+from skypanda.domain import events as ev
+from skypanda.domain.errors import BackendUnavailable
+from skypanda.domain.jobflow import apply_report
+from skypanda.domain.models import Attempt, Job, JobReport, Pilot, Queue
+from skypanda.domain.states import JobStatus, TaskStatus
+
+from .conftest import FakeClock, FirestoreBackend, add_split_task, fits_all, make_jobs, make_task
+
+INDEXES = Path(__file__).resolve().parents[2] / "infra" / "firestore.indexes.json"
+
+
+@pytest.fixture
+def backend(firestore_emulator: Emulator, clock: FakeClock) -> Iterator[FirestoreBackend]:
+    made = FirestoreBackend(f"t{uuid4().hex[:12]}-", clock)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def store(backend: FirestoreBackend) -> FirestoreStore:
+    return backend.open()
+
+
+def report(job: Job, status: JobStatus, clock: FakeClock) -> Any:
+    r = JobReport(job_id=job.id, attempt=job.attempt, status=status, exit_code=0)
+    return apply_report(job, r, job.pilot_id or "", clock.now(), "file:///log")
+
+
+# --- splits ------------------------------------------------------------------------------------
+
+
+def test_a_split_larger_than_one_commit_stores_every_job(
+    store: FirestoreStore, clock: FakeClock
+) -> None:
+    # Given a task of 1201 jobs (three commits of at most 500 writes)
+    task = make_task(clock, 1201)
+    store.add_task(task, [])
+
+    # When it is split
+    added = store.add_jobs(
+        task.id, make_jobs(task, clock.now()), expect=TaskStatus.REGISTERED, to=TaskStatus.READY
+    )
+
+    # Then every job is there, once
+    assert added is True
+    assert store.job_counts(task.id) == {JobStatus.ACTIVATED: 1201}
+    assert store.get_task(task.id).n_jobs == 1201
+    assert [j.index for j in store.list_jobs(task.id, limit=3, offset=1199)] == [1199, 1200]
+
+
+def test_a_split_that_crashed_half_way_is_completed_by_the_next_delivery(
+    store: FirestoreStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a split that stored its jobs, then died before moving the task to ready
+    task = make_task(clock, 5)
+    store.add_task(task, [])
+    jobs = make_jobs(task, clock.now())
+
+    def crash(*args: Any, **kwargs: Any) -> bool:
+        raise BackendUnavailable("process killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_cas", crash)
+        with pytest.raises(BackendUnavailable):
+            store.add_jobs(task.id, jobs, expect=TaskStatus.REGISTERED, to=TaskStatus.READY)
+    assert store.get_task(task.id).status is TaskStatus.REGISTERED
+
+    # ... and a pilot already claimed one of its jobs
+    [claimed] = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+
+    # When task.registered is delivered again and the split re-runs (with later timestamps)
+    clock.advance(5)
+    nudge = ev.jobs_activated("q", 5, key=task.id)
+    added = store.add_jobs(
+        task.id,
+        make_jobs(task, clock.now()),
+        expect=TaskStatus.REGISTERED,
+        to=TaskStatus.READY,
+        events=[nudge],
+    )
+
+    # Then the split completes: the task is ready, the claimed job is still the pilot's, and
+    # no job was rewritten
+    assert added is True
+    assert store.get_task(task.id).status is TaskStatus.READY
+    assert store.get_job(claimed.id) == claimed
+    assert store.list_jobs(task.id, status=JobStatus.ACTIVATED) == [
+        j for j in jobs if j.id != claimed.id
+    ]
+    assert [s.event.id for s in store.pending_events(10)] == [nudge.id]
+
+
+def test_jobs_written_by_a_split_the_task_was_aborted_during_are_cancelled(
+    store: FirestoreStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a split during which the user aborts the task, just before the split writes its
+    # jobs (so the abort finds no job to cancel)
+    task = make_task(clock, 4)
+    store.add_task(task, [])
+    create = store._create_jobs
+
+    def abort_then_create(jobs: Any) -> int:
+        store.abort_task(task.id, "user")
+        assert store.job_counts(task.id) == {}
+        return create(jobs)
+
+    monkeypatch.setattr(store, "_create_jobs", abort_then_create)
+
+    # When the split finishes
+    added = store.add_jobs(
+        task.id, make_jobs(task, clock.now()), expect=TaskStatus.REGISTERED, to=TaskStatus.READY
+    )
+
+    # Then it lost, and none of its jobs can be dispatched
+    assert added is False
+    assert store.get_task(task.id).status is TaskStatus.ABORTED
+    assert store.job_counts(task.id) == {JobStatus.CANCELLED: 4}
+    assert store.claim_jobs("q", "p1", 10, fits_all(), clock.now()) == []
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+
+def test_a_claim_that_loses_a_race_takes_other_jobs(
+    backend: FirestoreBackend,
+    store: FirestoreStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given six jobs, and a rival pilot that claims the head of the queue right after our
+    # pilot's first query of candidates
+    add_split_task(store, clock, 6)
+    rival = backend.open()
+    window = store._claim_window
+    rival_got: list[Job] = []
+
+    def racing_window(*args: Any) -> list[Any]:
+        seen = window(*args)
+        if not rival_got:
+            rival_got.extend(rival.claim_jobs("q", "rival", 2, fits_all(), clock.now()))
+        return seen
+
+    monkeypatch.setattr(store, "_claim_window", racing_window)
+
+    # When our pilot claims two jobs
+    mine = store.claim_jobs("q", "p1", 2, fits_all(), clock.now())
+
+    # Then its first commit lost, and a retry got it two other jobs
+    assert len(rival_got) == 2
+    assert len(mine) == 2
+    assert not {j.id for j in mine} & {j.id for j in rival_got}
+    assert {store.get_job(j.id).pilot_id for j in mine} == {"p1"}
+    assert store.job_counts("t1") == {JobStatus.SENT: 4, JobStatus.ACTIVATED: 2}
+
+
+def test_several_changes_of_one_job_in_one_call_apply_in_order(
+    store: FirestoreStore, clock: FakeClock
+) -> None:
+    # Given a job sent to p1
+    add_split_task(store, clock, 1)
+    [job] = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+
+    # When "running" and then "finished from running" are applied in one call, plus a stale
+    # "finished from sent"
+    running = report(job, JobStatus.RUNNING, clock)
+    finished = report(running.after, JobStatus.FINISHED, clock)
+    stale = report(job, JobStatus.FINISHED, clock)
+    results = store.apply_job_changes([running, finished, stale])
+
+    # Then the first two win in order and the stale one loses
+    assert results == [True, True, False]
+    assert store.get_job(job.id) == finished.after
+    assert store.attempts(job.id) == [finished.attempt]
+
+
+def test_more_changes_than_one_commit_holds_are_all_applied(
+    store: FirestoreStore, clock: FakeClock
+) -> None:
+    # Given 300 jobs sent to p1 (finishing them writes 900 documents: job, attempt, event)
+    add_split_task(store, clock, 300)
+    held = store.claim_jobs("q", "p1", 300, fits_all(), clock.now())
+
+    # When all are reported finished in one call
+    results = store.apply_job_changes([report(j, JobStatus.FINISHED, clock) for j in held])
+
+    # Then every change won and every job ended once
+    assert results == [True] * 300
+    assert store.job_counts("t1") == {JobStatus.FINISHED: 300}
+    assert len(store.pending_events(1000)) == 300
+
+
+# --- outbox ------------------------------------------------------------------------------------
+
+
+def test_outbox_sequence_numbers_are_ints_that_grow_across_a_restart(
+    backend: FirestoreBackend, store: FirestoreStore
+) -> None:
+    store.add_events([ev.task_registered("a")])
+    store.close()
+    reopened = backend.open()
+    reopened.add_events([ev.task_registered("b")])
+    seqs = [s.seq for s in reopened.pending_events(10)]
+    assert all(isinstance(seq, int) for seq in seqs)
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 2
+
+
+def test_dead_events_lists_parked_events_with_their_error(store: FirestoreStore) -> None:
+    store.add_events([ev.task_registered("a"), ev.task_registered("b")])
+    first = store.pending_events(1)[0]
+    store.mark_failed(first.seq, "no such task", dead=True)
+    assert store.dead_events() == [("task-registered:a", "no such task")]
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class _Unreachable:
+    """A client whose every read fails as a Firestore that cannot be reached does."""
+
+    def collection(self, name: str) -> _Unreachable:
+        return self
+
+    def document(self, doc_id: str) -> _Unreachable:
+        return self
+
+    def get(self, **kwargs: Any) -> Any:
+        raise gexc.ServiceUnavailable("failed to connect to all addresses")  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_unreachable_firestore_raises_backend_unavailable(clock: FakeClock) -> None:
+    store = FirestoreStore(_Unreachable(), clock=clock.now)  # type: ignore[arg-type]
+    with pytest.raises(BackendUnavailable) as caught:
+        store.get_task("t1")
+    assert isinstance(caught.value.__cause__, gexc.ServiceUnavailable)
+    assert caught.value.retryable
+    store.close()
+
+
+# --- indexes -----------------------------------------------------------------------------------
+
+
+def _documents(clock: FakeClock) -> dict[str, codec.Doc]:
+    """One document of each collection, as the store writes it."""
+    task = make_task(clock, 1)
+    job = make_jobs(task, clock.now())[0]
+    attempt = Attempt(job_id=job.id, attempt=1, pilot_id="p", status=JobStatus.SENT)
+    return {
+        "tasks": codec.task_doc(task),
+        "jobs": codec.job_doc(job),
+        "attempts": codec.attempt_doc(attempt),
+        "queues": codec.queue_doc(Queue(name="q")),
+        "pilots": codec.pilot_doc(Pilot(id="p", queue="q", created_at=clock.now())),
+        "events": codec.event_doc(ev.task_registered("t"), 1, clock.now()),
+    }
+
+
+def test_the_index_file_names_only_fields_the_store_writes(clock: FakeClock) -> None:
+    spec = json.loads(INDEXES.read_text())
+    docs = _documents(clock)
+    for index in spec["indexes"]:
+        assert index["queryScope"] == "COLLECTION"
+        fields = docs[index["collectionGroup"]]
+        for field in index["fields"]:
+            assert field["fieldPath"] in fields, (index["collectionGroup"], field)
+            assert field.get("order") in ("ASCENDING", "DESCENDING")
+    for override in spec["fieldOverrides"]:
+        assert override["fieldPath"] in docs[override["collectionGroup"]], override
+        assert override["indexes"] == []
