@@ -1,6 +1,7 @@
 """Cloud Functions source: the entry points, defined in `skypanda.entrypoints`.
 
-    gcloud functions deploy NAME --gen2 --runtime python311 --source functions --entry-point NAME ...
+    gcloud functions deploy NAME --gen2 --runtime python311 --source functions \
+        --entry-point NAME ...
 
 submit, dispatch (HTTP); split, scale, sweep (Pub/Sub); release (Firestore document.written on
 the outbox collection). See skypanda/entrypoints.py for each trigger.

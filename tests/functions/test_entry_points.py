@@ -81,7 +81,8 @@ def _pubsub(event: Event | None, msg_id: str = "m1") -> CloudEvent:
 def _written(event: Event, *, update: bool = False) -> CloudEvent:
     doc = Document(
         name=f"projects/p/databases/(default)/documents/events/{event.id}",
-        fields={"type": Value(string_value=str(event.type)), "subject": Value(string_value=event.subject),
+        fields={"type": Value(string_value=str(event.type)),
+                "subject": Value(string_value=event.subject),
                 "data": Value(string_value=json.dumps(event.data))},
     )  # fmt: skip
     payload = DocumentEventData(value=doc, old_value=doc if update else None)

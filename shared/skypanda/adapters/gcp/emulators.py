@@ -80,6 +80,17 @@ class Emulator:
             self._tmp = None
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the emulator when the process that started it dies,
+    so a crashed test run or CLI leaves no emulator behind (best effort, Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _start(
     name: str, env_var: str, argv: list[str], port: int, ready_path: str, timeout: float
 ) -> Emulator:
@@ -88,7 +99,7 @@ def _start(
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=tmp.name,
+            start_new_session=True, cwd=tmp.name, preexec_fn=_die_with_parent,
         )  # fmt: skip
     emu = Emulator(name, env_var, f"127.0.0.1:{port}", proc, log_path, tmp)
     deadline = time.monotonic() + timeout
@@ -120,7 +131,12 @@ def firestore(timeout: float = 60.0) -> Emulator:
         )
     _need(FIRESTORE_BIN, "firestore")
     port = free_port()
-    argv = [str(FIRESTORE_BIN), "start", "--host", "127.0.0.1", "--port", str(port)]
+    # java directly, not the wrapper script, which would keep java as its own child and
+    # stand between it and the death signal.
+    jar = FIRESTORE_BIN.parent / "cloud-firestore-emulator.jar"
+    main = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
+    argv = ["java", "-Duser.language=en", "-cp", str(jar), main, "start",
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     return _start("firestore", "FIRESTORE_EMULATOR_HOST", argv, port, "/", timeout)
 
 
