@@ -1,7 +1,8 @@
 """dispatch: the pilot's side of the protocol (register, acquire, update, heartbeat, log, end).
 
-Pilots call these through the HTTP API. Heartbeats write only the pilot record, never a job,
-so job-change triggers fire on real state changes only. Replies carry commands: jobs to kill
+Pilots call these through the HTTP API. Only the heartbeat call writes the pilot record (once
+per heartbeat interval: no hot document), and it never writes a job, so job-change triggers
+fire on real state changes only. Replies carry commands: jobs to kill
 (their task was killed, or the job is no longer this pilot's live attempt) and `drain`.
 """
 
@@ -80,7 +81,6 @@ def acquire(svc: Services, pilot_id: str, n: int) -> list[Job]:
         raise InvalidInput(f"n must be between 1 and 1000, not {n}", field="n")
     pilot = _live_pilot(svc, pilot_id)
     now = svc.clock.now()
-    svc.store.heartbeat(pilot_id, now)
     jobs = svc.store.claim_jobs(pilot.queue, pilot_id, n, pilot.resources, now)
     for task_id in {j.task_id for j in jobs}:
         svc.store.set_task_status(task_id, [TaskStatus.READY], TaskStatus.RUNNING)
@@ -103,7 +103,6 @@ def update(
     """Apply a pilot's bulk report. Each report is accepted or refused with a reason; a refused
     one means the pilot no longer holds that attempt and must stop it."""
     now = svc.clock.now()
-    svc.store.heartbeat(pilot_id, now)
     jobs = svc.store.get_jobs([r.job_id for r in reports])
     results: list[dict[str, Any]] = []
     changes: list[JobChange] = []

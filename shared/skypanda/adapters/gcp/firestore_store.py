@@ -3,8 +3,9 @@
 Collections (`{prefix}tasks`, `jobs`, `attempts`, `queues`, `pilots`, `events`), fields and
 indexes are described in infra/FIRESTORE.md. How each promise of the port is kept:
 
-- Compare-and-set (DESIGN law 3) is a transaction that reads the document, checks its status
-  (and a job's attempt), and writes; a lost compare-and-set returns False.
+- Compare-and-set (DESIGN law 3) of one document reads it, checks its status, and commits with
+  a "not updated since read" precondition (no locks; see `_cas`); job changes, which touch
+  several documents, use transactions. A lost compare-and-set returns False.
 - Claims (law 4) query a small window of candidates in dispatch order, then commit the picks
   atomically with a "not updated since read" precondition on each: a compare-and-set on the
   document version that takes no locks. The first pick is the head of the window (exact
@@ -56,6 +57,7 @@ Tx = Any  # google.cloud.firestore.Transaction
 Snapshot = codec.Snapshot
 
 CLAIM_ROUNDS = 16  # claim commits per call at most (a lost one costs a query and a commit)
+CAS_ROUNDS = 20  # compare-and-set commits per call at most, while the document keeps changing
 _ACTIVATED = str(JobStatus.ACTIVATED)
 _eq, _in, _fields = codec.eq, codec.is_in, codec.fields
 
@@ -132,21 +134,45 @@ class FirestoreStore:
         events: Sequence[Event] = (),
     ) -> bool:
         """Compare-and-set one document: if it exists and `ok(its fields)`, apply `change` and
-        add `events`, in one transaction. Whether it won."""
+        add `events`, in one commit. Whether it won.
 
-        def cas(tx: Tx) -> bool:
-            snap = ref.get(transaction=tx)
+        Optimistic, like claims: read without a transaction, then commit with the precondition
+        "not updated since read"; if another writer got in between, read again and re-check.
+        Transactions would lock the document on read, and every heartbeat, report or sweep
+        touching it would queue behind the lock (on the emulator, about 2 s per collision).
+        """
+        for _ in range(CAS_ROUNDS):
+            with self._backend(what):
+                snap = ref.get()
             if not snap.exists or not ok(_fields(snap)):
                 return False
-            fresh = self._unstored(tx, events)
-            tx.update(ref, change)
-            self._put_events(tx, fresh)
+            fresh = self._absent_events(what, events)
+            batch = self._db.batch()
+            batch.update(
+                ref, change, option=self._db.write_option(last_update_time=snap.update_time)
+            )
+            now = self._clock()
+            for e in fresh:
+                batch.create(
+                    self._events.document(e.id), codec.event_doc(e, codec.SEQS.next(), now)
+                )
+            with self._backend(what):
+                try:
+                    batch.commit()
+                except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict):
+                    continue  # changed since read, or an event landed meanwhile: look again
+            if events:
+                self.on_events()
             return True
+        raise BackendUnavailable(f"Firestore {what}: document kept changing, try again")
 
-        won = self._transact(what, cas)
-        if won and events:
-            self.on_events()
-        return won
+    def _absent_events(self, what: str, events: Sequence[Event]) -> list[Event]:
+        """The events (deduplicated) whose id is not in the outbox yet (a plain read)."""
+        unique = list({e.id: e for e in events}.values())
+        if not unique:
+            return []
+        stored = {s.id for s in self._get_all(what, [self._events.document(e.id) for e in unique])}
+        return [e for e in unique if e.id not in stored]
 
     def _of_task(self, task_id: str, *filters: FieldFilter | None) -> Any:
         """The query of a task's jobs that pass `filters`."""
@@ -536,10 +562,16 @@ class FirestoreStore:
         return self._cas("update_pilot", ref, lambda d: d["status"] in expected, record)
 
     def heartbeat(self, pilot_id: str, now: float) -> bool:
-        final = {str(s) for s in PILOT_FINAL}
+        """A read and a blind update of the pilot document only (never a job): no precondition,
+        since racing a sweep that ends the pilot is harmless (the sweep's compare-and-set is on
+        the status, which a heartbeat does not touch)."""
         ref = self._pilots.document(pilot_id)
-        change = {"heartbeat_at": now, "heard_at": now}  # the pilot document only, never a job
-        return self._cas("heartbeat", ref, lambda d: d["status"] not in final, change)
+        found = self._read("heartbeat", ref)
+        if found is None or found["status"] in {str(s) for s in PILOT_FINAL}:
+            return False
+        with self._backend("heartbeat"):
+            ref.update({"heartbeat_at": now, "heard_at": now})
+        return True
 
     def list_pilots(self, *, queue: str | None = None, live: bool = False) -> list[Pilot]:
         query = _where(
