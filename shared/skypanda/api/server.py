@@ -42,6 +42,11 @@ class ApiServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop accepting, finish running requests (5 s at most), drop idle keep-alive
+        connections (the loop runs while any is open), and end the serving thread."""
         self._server.close()
         self._server.task_dispatcher.shutdown(timeout=5)
+        for channel in list(self._server._map.values()):
+            with contextlib.suppress(OSError):
+                channel.close()
         self._thread.join(timeout=5)
