@@ -23,7 +23,7 @@ def _rss_mb(who: int) -> float:
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for_condition(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -43,12 +43,12 @@ def run_throughput(jobs: int, pilots: int, per_acquire: int, home: Path) -> dict
             live = store.list_pilots(queue="bench")
             return sum(p.status is PilotStatus.RUNNING for p in live) >= pilots
 
-        _wait(running, 60, f"{pilots} pilots to register")
+        wait_for_condition(running, 60, f"{pilots} pilots to register")
         spec = TaskSpec(name="bench", command=["true"], n_jobs=jobs, queue="bench", max_attempts=1)
         start = time.perf_counter()
         task = submit(system.svc, spec, owner="bench")
         ended = {TaskStatus.DONE, TaskStatus.FAILED}
-        _wait(
+        wait_for_condition(
             lambda: store.get_task(task.id).status in ended,
             3600,
             "the task",
@@ -88,3 +88,13 @@ def throughput(jobs: int, pilots: int, per_acquire: int, as_json: bool) -> None:
     else:
         for key, value in result.items():
             click.echo(f"{key:<20} {value}")
+
+
+def _register_cloud_benches() -> None:
+    from skypanda.cli import bench_cloud
+
+    bench.add_command(bench_cloud.cost)
+    bench.add_command(bench_cloud.dispatch)
+
+
+_register_cloud_benches()

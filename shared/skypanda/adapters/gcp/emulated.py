@@ -24,6 +24,7 @@ from skypanda.adapters.gcp import emulators
 from skypanda.adapters.gcp.bridge import OutboxBridge, gateway
 from skypanda.adapters.gcp.emulators import Emulator
 from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
+from skypanda.adapters.gcp.metering import meter_firestore
 from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 from skypanda.adapters.gcp.topology import ensure_topology, topic_name
 from skypanda.adapters.local.files import SystemClock
@@ -67,6 +68,7 @@ class EmulatedCloud:
         self.launcher: ProcessLauncher | None = None
         self.bridge: OutboxBridge | None = None
         self.gateway: ApiServer | None = None
+        self.ticks = 0  # Cloud Scheduler publishes (billed as Pub/Sub messages)
 
     @property
     def url(self) -> str:
@@ -88,6 +90,7 @@ class EmulatedCloud:
 
         clock = SystemClock()
         self.firestore = firestore.Client(project=self.project)
+        self.meter = meter_firestore(self.firestore)  # what the functions would be billed
         self.publisher = pubsub_v1.PublisherClient()
         self.subscriber = pubsub_v1.SubscriberClient()
         self.store = FirestoreStore(self.firestore, clock=clock.now, prefix=self.opts.prefix)
@@ -157,6 +160,7 @@ class EmulatedCloud:
         while not self._stop.wait(self.opts.tick_s):
             try:
                 self.publisher.publish(topic, b"tick").result(timeout=10)
+                self.ticks += 1
             except Exception:  # keep ticking, like Cloud Scheduler
                 log.exception("tick publish failed")
 

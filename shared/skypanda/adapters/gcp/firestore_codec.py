@@ -168,10 +168,11 @@ def choose(window: Sequence[T], need: int, losses: int) -> list[T]:
     return random.sample(list(window), min(len(window), max(1, need >> losses)))
 
 
-def claim_window(n: int) -> int:
+def claim_window(n: int, losses: int = 0) -> int:
     """How many candidates a claim of `n` jobs queries: enough to spread competing pilots,
-    bounded so that a large claim does not read far past what it takes."""
-    return n + min(max(2 * n, 8), 100)
+    wider after each lost race (more pilots are competing than the window can spread), and
+    bounded so that a claim does not read far past what it takes."""
+    return n + min(max(2 * n, 8) << min(losses, 4), 200)
 
 
 # -- attempts --------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ value; anything else (calling `on_events`, cleanup) happens after the commit.
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from skypanda.adapters.gcp import firestore_codec as codec
 from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
@@ -95,6 +98,8 @@ class FirestoreStore:
         self._events = client.collection(f"{prefix}events")
         self._pool = ThreadPoolExecutor(max_workers=len(JobStatus), thread_name_prefix="fs-count")
         self.on_events: Callable[[], None] = lambda: None
+        self.claim_stats: Counter[str] = Counter()  # claim commits tried, and lost to a race
+        self._stats_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
@@ -412,15 +417,16 @@ class FirestoreStore:
         losses = 0
         for _ in range(CLAIM_ROUNDS):
             need = n - len(claimed)
-            window = self._claim_window(queue, capacity, need) if need > 0 else []
+            window = self._claim_window(queue, capacity, need, losses) if need > 0 else []
             if not window:
                 break
-            won = self._claim_picks(codec.choose(window, need, losses), pilot_id, now)
-            if won is None:
+            won, lost = self._claim_picks(codec.choose(window, need, losses), pilot_id, now)
+            self._count_claim(lost=lost)
+            claimed.extend(won)
+            if lost:
                 losses += 1
                 time.sleep(random.uniform(0, 0.005 * min(losses, 4)))  # de-synchronise retries
                 continue
-            claimed.extend(won)
             if len(window) <= need and len(won) == len(window):
                 break  # the window held every candidate there was
         else:
@@ -429,7 +435,14 @@ class FirestoreStore:
                 raise BackendUnavailable(f"claims on queue {queue} kept losing races; try again")
         return sorted(claimed, key=lambda j: (-j.priority, j.created_at, j.index))
 
-    def _claim_window(self, queue: str, capacity: Resources, need: int) -> list[Snapshot]:
+    def _count_claim(self, *, lost: bool) -> None:
+        with self._stats_lock:
+            self.claim_stats["commits"] += 1
+            self.claim_stats["conflicts"] += int(lost)
+
+    def _claim_window(
+        self, queue: str, capacity: Resources, need: int, losses: int
+    ) -> list[Snapshot]:
         """The first activated jobs of `queue` that fit `capacity`, in dispatch order."""
         query = _where(
             self._jobs,
@@ -438,33 +451,45 @@ class FirestoreStore:
             FieldFilter("memory_mb", "<=", capacity.memory_mb),
             FieldFilter("cores", "<=", capacity.cores),
         ).order_by("priority", direction=firestore.Query.DESCENDING)
-        query = query.order_by("created_at").order_by("index").limit(codec.claim_window(need))
+        query = (
+            query.order_by("created_at").order_by("index").limit(codec.claim_window(need, losses))
+        )
         return self._stream("claim_jobs", query)
 
-    def _claim_picks(self, picks: list[Snapshot], pilot_id: str, now: float) -> list[Job] | None:
-        """Send `picks` to the pilot in one atomic commit; None if one of them changed since read.
+    def _claim_picks(
+        self, picks: list[Snapshot], pilot_id: str, now: float
+    ) -> tuple[list[Job], bool]:
+        """Send `picks` to the pilot: the jobs won, and whether any pick was lost to a race.
 
-        Each job write carries the precondition "last updated when we read it": a compare-and-
-        set on the whole document version, checked by Firestore at commit, all or nothing. It
-        takes no locks, so a pilot that loses learns it at once and retries elsewhere, where a
-        transaction's reads would have made competing pilots wait on each other's locks.
+        Each job write carries the precondition "last updated when we read it" (a compare-and-
+        set on the document version, checked by Firestore) and goes in one BatchWrite, which
+        applies each write on its own: a pick another pilot took fails alone instead of failing
+        the whole claim, and no locks are taken. The attempt records of the jobs won follow in
+        a second commit (a crash in between leaves a sent job without its record; the pilot
+        never got it and it is requeued when that pilot's record ends).
         """
         sent = codec.sent_fields(pilot_id, now)
-        batch = self._db.batch()
-        won: list[Job] = []
+        bulk = BulkWriteBatch(self._db)
         for snap in picks:
-            job = codec.job_from(snap.id, {**_fields(snap), **sent})
             unchanged = self._db.write_option(last_update_time=snap.update_time)
-            batch.update(snap.reference, sent, option=unchanged)
-            record = codec.sent_attempt(job, now)
-            batch.set(self._attempts.document(codec.attempt_key(record)), codec.attempt_doc(record))
-            won.append(job)
+            bulk.update(snap.reference, sent, option=unchanged)
         with self._backend("claim_jobs"):
-            try:
+            response = bulk.commit()
+        won = [
+            codec.job_from(snap.id, {**_fields(snap), **sent})
+            for snap, status in zip(picks, response.status, strict=True)
+            if status.code == 0
+        ]
+        if won:
+            batch = self._db.batch()
+            for job in won:
+                record = codec.sent_attempt(job, now)
+                batch.set(
+                    self._attempts.document(codec.attempt_key(record)), codec.attempt_doc(record)
+                )
+            with self._backend("claim_jobs"):
                 batch.commit()
-            except (gexc.FailedPrecondition, gexc.NotFound):
-                return None
-        return won
+        return won, len(won) < len(picks)
 
     def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
         for ch in changes:

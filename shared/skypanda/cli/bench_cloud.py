@@ -1,0 +1,210 @@
+"""Benchmarks of the gcp backend on the emulators: what it costs per job, and how claims
+behave under many concurrent pilots."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skypanda import cloudfn
+from skypanda.cli.bench import wait_for_condition
+from skypanda.domain.models import Queue, Resources, TaskSpec
+from skypanda.domain.states import PilotStatus, TaskStatus
+from skypanda.handlers.submit import submit
+
+# List prices (USD) used for the estimate; see BENCHMARKS.md for where they come from.
+PRICES = {
+    "firestore_read": 0.06 / 100_000,  # multi-region (nam5); regional is half
+    "firestore_write": 0.18 / 100_000,
+    "firestore_delete": 0.02 / 100_000,
+    "function_invocation": 0.40 / 1_000_000,
+    "pubsub_message": 40.0 / 2**40 * 1000,  # $40/TiB, billed at 1 KB per message at least
+}
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:<34} {value}")
+
+
+def run_cost(jobs: int, pilots: int, home: Path) -> dict[str, Any]:
+    from skypanda.adapters.gcp.emulated import EmulatedCloud, EmulatedOptions
+
+    queue = Queue(
+        name="bench", min_pilots=pilots, max_pilots=pilots, jobs_per_acquire=64,
+        idle_timeout_s=120.0, heartbeat_interval_s=5.0, heartbeat_timeout_s=60.0,
+    )  # fmt: skip
+    prefix = f"b{uuid.uuid4().hex[:6]}-"
+    with EmulatedCloud(EmulatedOptions(home=home, queue=queue, tick_s=5.0, prefix=prefix)) as cloud:
+        store = cloud.store
+
+        def registered() -> bool:
+            live = store.list_pilots(queue="bench")
+            return sum(p.status is PilotStatus.RUNNING for p in live) >= pilots
+
+        wait_for_condition(registered, 120, "pilots to register")
+        cloud.meter.reset()
+        cloudfn.invocations.clear()
+        published0, ticks0 = cloud.bus.published, cloud.ticks
+        start = time.perf_counter()
+        spec = TaskSpec(name="cost", command=["true"], n_jobs=jobs, queue="bench", max_attempts=1)
+        task = submit(cloud.svc, spec, owner="bench")
+        ended = {TaskStatus.DONE, TaskStatus.FAILED}
+        wait_for_condition(lambda: store.get_task(task.id).status in ended, 3600, "the task")
+        seconds = time.perf_counter() - start
+        ops = cloud.meter.snapshot()
+        calls = dict(cloudfn.invocations)
+        published = cloud.bus.published - published0 + cloud.ticks - ticks0
+        status = str(store.get_task(task.id).status)
+    return _cost_report(jobs, pilots, seconds, status, ops, calls, published)
+
+
+def _cost_report(
+    jobs: int, pilots: int, seconds: float, status: str, ops: dict[str, int],
+    calls: dict[str, int], published: int,
+) -> dict[str, Any]:  # fmt: skip
+    total_ops = sum(ops.values())
+    invocations = sum(calls.values())
+    per_million = 1_000_000 / jobs
+    dollars = (
+        ops["reads"] * PRICES["firestore_read"]
+        + ops["writes"] * PRICES["firestore_write"]
+        + ops["deletes"] * PRICES["firestore_delete"]
+        + invocations * PRICES["function_invocation"]
+        + published * PRICES["pubsub_message"]
+    ) * per_million
+    return {
+        "jobs": jobs,
+        "pilots": pilots,
+        "status": status,
+        "seconds": round(seconds, 2),
+        "firestore_ops_per_job": round(total_ops / jobs, 3),
+        "firestore_reads_per_job": round(ops["reads"] / jobs, 3),
+        "firestore_writes_per_job": round(ops["writes"] / jobs, 3),
+        "firestore_deletes_per_job": round(ops["deletes"] / jobs, 3),
+        "function_invocations_per_job": round(invocations / jobs, 3),
+        "function_invocations_by_trigger": calls,
+        "pubsub_publishes_per_job": round(published / jobs, 4),
+        "usd_per_million_jobs": round(dollars, 2),
+    }
+
+
+@click.command()
+@click.option("--jobs", default=1000, show_default=True, help="Trivial jobs in one task.")
+@click.option("--pilots", default=2, show_default=True, help="Local pilots.")
+@click.option("--json", "as_json", is_flag=True)
+def cost(jobs: int, pilots: int, as_json: bool) -> None:
+    """Billed operations per job on the emulators: Firestore reads/writes/deletes (counted at
+    the client), function invocations, Pub/Sub publishes; and the list-price cost of 1M jobs."""
+    with tempfile.TemporaryDirectory(prefix="skypanda-bench-") as tmp:
+        _emit(run_cost(jobs, pilots, Path(tmp)), as_json)
+
+
+def _claimer(store: Any, pilot: str, taken: list[str], errors: list[str]) -> None:
+    idle = 0
+    while idle < 3:
+        try:
+            jobs = store.claim_jobs("bench", pilot, 8, Resources(memory_mb=4000), time.time())
+        except Exception as e:  # a pilot retries a failed acquire; count it
+            errors.append(type(e).__name__)
+            continue
+        idle = idle + 1 if not jobs else 0
+        taken.extend(j.id for j in jobs)
+
+
+def run_dispatch(jobs: int, pilots: int) -> dict[str, Any]:
+    from google.cloud import firestore
+
+    from skypanda.adapters.gcp import emulators
+    from skypanda.adapters.gcp.firestore_store import FirestoreStore
+    from skypanda.handlers.split import handle as split
+
+    emu = emulators.firestore()
+    try:
+        os.environ.update(emulators.env_for(emu))
+        client = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
+        store = FirestoreStore(client, clock=time.time, prefix=f"d{uuid.uuid4().hex[:6]}-")
+        return _dispatch_round(store, jobs, pilots, split)
+    finally:
+        emu.stop()
+
+
+def _dispatch_round(store: Any, jobs: int, pilots: int, split: Any) -> dict[str, Any]:
+    from skypanda.domain import events as ev
+    from skypanda.handlers.envelope import to_cloudevent
+    from skypanda.handlers.services import Services
+
+    store.put_queue(Queue(name="bench", max_pilots=pilots))
+    svc = Services(store=store, bus=_NoBus(), blobs=_NoBlobs(), clock=_Clock())
+    task = submit(svc, TaskSpec(name="d", command=["true"], n_jobs=jobs, queue="bench"), owner="b")
+    split(svc, to_cloudevent(ev.task_registered(task.id)))
+    taken: list[list[str]] = [[] for _ in range(pilots)]
+    errors: list[str] = []
+    threads = [
+        threading.Thread(target=_claimer, args=(store, f"p{i}", taken[i], errors))
+        for i in range(pilots)
+    ]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    counts = Counter(j for ids in taken for j in ids)
+    stats = store.claim_stats
+    return {
+        "jobs": jobs,
+        "pilots": pilots,
+        "claimed": len(counts),
+        "seconds": round(seconds, 2),
+        "jobs_per_s": round(len(counts) / seconds, 1),
+        "claim_commits": stats["commits"],
+        "conflict_rate": round(stats["conflicts"] / max(1, stats["commits"]), 3),
+        "double_dispatches": sum(1 for n in counts.values() if n > 1),
+        "acquire_errors": len(errors),
+    }
+
+
+class _Clock:
+    def now(self) -> float:
+        return time.time()
+
+
+class _NoBus:
+    def publish(self, events: Any) -> None:
+        """The dispatch benchmark measures claims only: nothing listens to events."""
+
+
+class _NoBlobs:
+    def append(self, key: str, data: bytes) -> None: ...
+
+    def read(self, key: str) -> bytes:
+        return b""
+
+    def uri(self, key: str) -> str:
+        return key
+
+
+@click.command()
+@click.option("--backend", type=click.Choice(["emulators"]), default="emulators", show_default=True)
+@click.option(
+    "--pilots", default=20, show_default=True, help="Concurrent claiming pilots (threads)."
+)
+@click.option("--jobs", default=2000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dispatch(backend: str, pilots: int, jobs: int, as_json: bool) -> None:
+    """Concurrent pilots claiming from one queue on Firestore: jobs/s, conflicts, and a check
+    that no job was handed to two pilots."""
+    _emit(run_dispatch(jobs, pilots), as_json)
