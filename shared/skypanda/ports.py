@@ -45,8 +45,9 @@ class Store(Protocol):
     def add_task(self, task: Task, events: Sequence[Event]) -> None:
         """Store a new task (its id must be new) and its events in one transaction."""
 
-    def get_task(self, task_id: str) -> Task:
-        """The task with its `job_counts` filled. Raises NotFound."""
+    def get_task(self, task_id: str, *, counts: bool = True) -> Task:
+        """The task, with its `job_counts` filled unless `counts` is False (counting costs an
+        aggregation per job state). Raises NotFound."""
 
     def list_tasks(self, *, limit: int = 100) -> list[Task]:
         """Most recent first."""

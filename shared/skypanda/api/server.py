@@ -7,6 +7,7 @@ import logging
 import threading
 from typing import Any
 
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class ApiServer:
         self._server.close()
         self._server.task_dispatcher.shutdown(timeout=5)
         for channel in list(self._server._map.values()):
-            with contextlib.suppress(OSError):
-                channel.close()
+            if isinstance(channel, HTTPChannel):
+                with contextlib.suppress(OSError):
+                    channel.close()
         self._thread.join(timeout=5)

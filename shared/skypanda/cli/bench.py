@@ -88,13 +88,3 @@ def throughput(jobs: int, pilots: int, per_acquire: int, as_json: bool) -> None:
     else:
         for key, value in result.items():
             click.echo(f"{key:<20} {value}")
-
-
-def _register_cloud_benches() -> None:
-    from skypanda.cli import bench_cloud
-
-    bench.add_command(bench_cloud.cost)
-    bench.add_command(bench_cloud.dispatch)
-
-
-_register_cloud_benches()

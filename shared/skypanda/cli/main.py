@@ -16,7 +16,7 @@ import click
 
 from skypanda import __version__
 from skypanda.adapters.local.runtime import LocalOptions, LocalSystem, default_home
-from skypanda.cli import bench
+from skypanda.cli import bench, bench_cloud
 from skypanda.cli.connect import FINAL_TASK_STATES, call, client
 from skypanda.cli.render import print_jobs, print_task
 from skypanda.domain.errors import InvalidInput, SkypandaError
@@ -265,6 +265,8 @@ def pilot(ctx: click.Context) -> None:
     raise SystemExit(pilot_main(list(ctx.args)))
 
 
+bench.bench.add_command(bench_cloud.cost)
+bench.bench.add_command(bench_cloud.dispatch)
 cli.add_command(bench.bench)
 
 

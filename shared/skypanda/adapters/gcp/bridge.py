@@ -108,6 +108,11 @@ class OutboxBridge:
             if self._post(headers, body):
                 self._col.document(doc_id).update({"delivered": True})
                 self.delivered += 1
+            self._queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until every event seen so far has been delivered (or given up on)."""
+        self._queue.join()
 
     def _post(self, headers: dict[str, str], body: bytes) -> bool:
         for attempt in range(self._tries):

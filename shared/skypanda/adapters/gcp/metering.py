@@ -14,9 +14,21 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-_QUERY_METHODS = ("run_query",)
+_operation = threading.local()
+
+
+@contextmanager
+def operation(name: str) -> Iterator[None]:
+    """Attribute the operations inside to `name` (a store method) in the meter's breakdown."""
+    previous = getattr(_operation, "name", None)
+    _operation.name = name
+    try:
+        yield
+    finally:
+        _operation.name = previous
 
 
 class FirestoreMeter:
@@ -25,10 +37,13 @@ class FirestoreMeter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        self.by_operation: Counter[str] = Counter()
 
     def add(self, kind: str, n: int = 1) -> None:
+        op = getattr(_operation, "name", None) or "other"
         with self._lock:
             self.counts[kind] += n
+            self.by_operation[f"{op}.{kind}"] += n
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -37,6 +52,7 @@ class FirestoreMeter:
     def reset(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.by_operation.clear()
 
 
 def _writes(request: Any) -> list[Any]:

@@ -218,12 +218,12 @@ class SqliteStore:
             job_counts=counts,
         )
 
-    def get_task(self, task_id: str) -> Task:
+    def get_task(self, task_id: str, *, counts: bool = True) -> Task:
         rows = self._read("SELECT * FROM tasks WHERE id = ?", (task_id,))
         if not rows:
             raise NotFound(f"no task with id {task_id!r}", task_id=task_id)
-        counts = {str(k): v for k, v in self.job_counts(task_id).items()}
-        return self._task(rows[0], counts)
+        by_status = {str(k): v for k, v in self.job_counts(task_id).items()} if counts else {}
+        return self._task(rows[0], by_status)
 
     def list_tasks(self, *, limit: int = 100) -> list[Task]:
         rows = self._read("SELECT * FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,))
