@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -97,14 +98,17 @@ def up(port: int, backend: str) -> None:
 
 
 def wait_for(api: ApiClient, task_id: str, total: int, *, quiet: bool) -> dict[str, Any]:
-    """Poll the task until it ends, with a progress bar on stderr."""
+    """Poll the task until it ends, with a progress bar on stderr (unless quiet, or stderr is
+    not a terminal)."""
     ended_states = ("finished", "failed", "cancelled", "closed")
-    with click.progressbar(length=total, label="jobs", file=sys.stderr, show_pos=True) as bar:
+    show = not quiet and sys.stderr.isatty()
+    bar_cm = click.progressbar(length=total, label="jobs", file=sys.stderr, show_pos=True)
+    with bar_cm if show else contextlib.nullcontext(None) as bar:
         seen = 0
         while True:
             task = call(api, "GET", f"/v1/tasks/{task_id}")
             ended = sum(task["job_counts"].get(s, 0) for s in ended_states)
-            if not quiet and ended > seen:
+            if bar is not None and ended > seen:
                 bar.update(ended - seen)
                 seen = ended
             if task["status"] in FINAL_TASK_STATES:
