@@ -29,9 +29,8 @@ from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 from skypanda.adapters.gcp.topology import ensure_topology, topic_name
 from skypanda.adapters.local.files import SystemClock
 from skypanda.adapters.local.launcher import ProcessLauncher
-from skypanda.adapters.local.runtime import default_queue, ensure_token
+from skypanda.adapters.local.runtime import ensure_queue, ensure_token
 from skypanda.api.server import ApiServer
-from skypanda.domain.errors import NotFound
 from skypanda.domain.events import EventType
 from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
@@ -141,19 +140,10 @@ class EmulatedCloud:
             watcher, self.store.collection("events"), release.url + "/", self.project
         )
         self.bridge.start()
-        self._ensure_queue()
+        ensure_queue(self.store, self.opts.queue)
         self._ticker.start()
         log.info("skypanda (emulators) serving on %s", self.url)
         return self
-
-    def _ensure_queue(self) -> None:
-        if self.opts.queue is not None:
-            self.store.put_queue(self.opts.queue)
-            return
-        try:
-            self.store.get_queue("local")
-        except NotFound:
-            self.store.put_queue(default_queue())
 
     def _tick_loop(self) -> None:
         topic = self.publisher.topic_path(

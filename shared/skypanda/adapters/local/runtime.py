@@ -22,6 +22,7 @@ from skypanda.api.server import ApiServer
 from skypanda.domain.errors import NotFound
 from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
+from skypanda.ports import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,17 @@ def default_queue(cores: int | None = None) -> Queue:
     """The `local` queue: up to one pilot per core, none while idle."""
     n = max(1, cores or os.cpu_count() or 1)
     return Queue(name="local", min_pilots=0, max_pilots=n, idle_timeout_s=10.0)
+
+
+def ensure_queue(store: Store, queue: Queue | None) -> None:
+    """Store `queue` if given; otherwise make sure the default `local` queue exists."""
+    if queue is not None:
+        store.put_queue(queue)
+        return
+    try:
+        store.get_queue("local")
+    except NotFound:
+        store.put_queue(default_queue())
 
 
 @dataclass
@@ -82,20 +94,11 @@ class LocalSystem:
             self.svc.launcher = self.launcher
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="skypanda-ticker", daemon=True)
-        self._ensure_queue()
+        ensure_queue(self.store, self.opts.queue)
 
     @property
     def url(self) -> str:
         return self.server.url
-
-    def _ensure_queue(self) -> None:
-        if self.opts.queue is not None:
-            self.store.put_queue(self.opts.queue)
-            return
-        try:
-            self.store.get_queue("local")
-        except NotFound:
-            self.store.put_queue(default_queue())
 
     def tick(self) -> None:
         self.router.deliver(tick_event(self.svc.clock.now()))
