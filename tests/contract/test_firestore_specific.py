@@ -1,6 +1,7 @@
 """What the Firestore store promises beyond the Store contract: splits larger than one commit
-and splits interrupted half-way, claims that lose a race, the outbox sequence, error mapping,
-and an index file that matches the documents the store writes.
+and splits interrupted half-way, claims that lose a race, what claims and job changes cost in
+billed operations (and that the cheap paths fall back safely), the outbox sequence, error
+mapping, and an index file that matches the documents the store writes.
 
 These run on the Firestore emulator only (tests/conftest.py starts it once per session).
 """
@@ -19,9 +20,10 @@ from google.api_core import exceptions as gexc
 from skypanda.adapters.gcp import firestore_codec as codec
 from skypanda.adapters.gcp.emulators import Emulator
 from skypanda.adapters.gcp.firestore_store import FirestoreStore
+from skypanda.adapters.gcp.metering import FirestoreMeter, meter_firestore
 from skypanda.domain import events as ev
 from skypanda.domain.errors import BackendUnavailable
-from skypanda.domain.jobflow import apply_report
+from skypanda.domain.jobflow import JobChange, apply_report
 from skypanda.domain.models import Attempt, Job, JobReport, Pilot, Queue
 from skypanda.domain.states import JobStatus, TaskStatus
 
@@ -208,6 +210,164 @@ def test_more_changes_than_one_commit_holds_are_all_applied(
     assert results == [True] * 300
     assert store.job_counts("t1") == {JobStatus.FINISHED: 300}
     assert len(store.pending_events(1000)) == 300
+
+
+# --- billed operations -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def meter(store: FirestoreStore) -> FirestoreMeter:
+    """Counts what `store` is billed from now on."""
+    return meter_firestore(store._db)
+
+
+def test_a_claim_writes_only_the_jobs_it_takes(
+    store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
+) -> None:
+    # Given three activated jobs
+    add_split_task(store, clock, 3)
+    meter.reset()
+
+    # When a lone pilot claims two
+    claimed = store.claim_jobs("q", "p1", 2, fits_all(), clock.now())
+
+    # Then it read two candidates and wrote two jobs, and no attempt record...
+    assert meter.snapshot() == {"reads": 2, "writes": 2, "deletes": 0}
+    # ... yet each job lists its attempt, as the job holds it
+    for job in claimed:
+        sent = Attempt(
+            job_id=job.id, attempt=1, pilot_id="p1", status=JobStatus.SENT, started_at=clock.now()
+        )
+        assert store.attempts(job.id) == [sent]
+
+
+def test_changes_to_jobs_just_read_are_committed_without_reading_them_again(
+    store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
+) -> None:
+    # Given two jobs sent to p1, read as a pilot's report reads them
+    add_split_task(store, clock, 2)
+    held = store.claim_jobs("q", "p1", 2, fits_all(), clock.now())
+    jobs = store.get_jobs([j.id for j in held])
+    meter.reset()
+
+    # When both are reported finished
+    changes = [report(jobs[j.id], JobStatus.FINISHED, clock) for j in held]
+    assert store.apply_job_changes(changes) == [True, True]
+
+    # Then each job, its attempt record and its job.ended event were written, with no read
+    assert meter.snapshot() == {"reads": 0, "writes": 6, "deletes": 0}
+    for ch in changes:
+        assert store.get_job(ch.after.id) == ch.after
+        assert store.attempts(ch.after.id) == [ch.attempt]
+    assert sorted(s.event.id for s in store.pending_events(10)) == sorted(
+        e.id for ch in changes for e in ch.events
+    )
+
+
+def test_a_live_attempt_s_record_is_kept_with_its_job_until_the_attempt_ends(
+    store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
+) -> None:
+    # Given a job sent to p1
+    add_split_task(store, clock, 1)
+    [job] = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+    meter.reset()
+
+    # When it is reported running
+    running = report(job, JobStatus.RUNNING, clock)
+    assert store.apply_job_changes([running]) == [True]
+
+    # Then only the job was written, and its attempt is listed as that report made it
+    assert meter.snapshot()["writes"] == 1
+    assert store.attempts(job.id) == [running.attempt]
+
+    # And when it finishes, its attempt record is the final one
+    finished = report(running.after, JobStatus.FINISHED, clock)
+    assert store.apply_job_changes([finished]) == [True]
+    assert store.attempts(job.id) == [finished.attempt]
+    assert store.get_job(job.id) == finished.after
+
+
+def test_a_stale_change_to_a_job_changed_elsewhere_loses(
+    backend: FirestoreBackend, store: FirestoreStore, clock: FakeClock
+) -> None:
+    # Given a job sent to p1 that this store read, then another store moved to running
+    add_split_task(store, clock, 1)
+    [job] = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+    read = store.get_job(job.id)
+    running = report(read, JobStatus.RUNNING, clock)
+    assert backend.open().apply_job_changes([running]) == [True]
+
+    # When this store applies a change computed from the job as it read it
+    result = store.apply_job_changes([report(read, JobStatus.FINISHED, clock)])
+
+    # Then the change loses and writes nothing
+    assert result == [False]
+    assert store.get_job(job.id) == running.after
+    assert store.attempts(job.id) == [running.attempt]
+    assert store.pending_events(10) == []
+
+
+def test_a_change_to_a_job_touched_elsewhere_is_decided_by_a_transaction(
+    backend: FirestoreBackend, store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
+) -> None:
+    # Given a job sent to p1 that this store read, then another store flagged for killing
+    # (a write that leaves its status and attempt alone)
+    add_split_task(store, clock, 1)
+    [job] = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+    read = store.get_job(job.id)
+    backend.open().abort_task("t1", "user")
+    meter.reset()
+
+    # When this store applies the pilot's report, computed from the job as it read it
+    finished = report(read, JobStatus.FINISHED, clock)
+    result = store.apply_job_changes([finished])
+
+    # Then the commit against the version read failed, and a transaction read the job again
+    # and applied the change: its status and attempt are still those the change expects
+    assert result == [True]
+    assert meter.by_operation["apply_job_changes.reads"] == 1
+    assert store.get_job(job.id).status is JobStatus.FINISHED
+    assert [s.event.id for s in store.pending_events(10)] == [finished.events[0].id]
+
+
+def test_an_event_already_in_the_outbox_is_not_added_again(
+    store: FirestoreStore, clock: FakeClock
+) -> None:
+    # Given a job sent to p1 and read, whose job.ended event is already in the outbox
+    add_split_task(store, clock, 1)
+    [job] = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+    finished = report(store.get_job(job.id), JobStatus.FINISHED, clock)
+    store.add_events(finished.events)
+    [stored] = store.pending_events(10)
+
+    # When the change is applied
+    assert store.apply_job_changes([finished]) == [True]
+
+    # Then the job changed, and the event is there once, as first stored
+    assert store.get_job(job.id) == finished.after
+    assert store.pending_events(10) == [stored]
+
+
+def test_a_change_ending_a_live_attempt_without_its_record_gets_one_from_the_job(
+    clock: FakeClock,
+) -> None:
+    # Given a job sent to p1, and a change that cancels it without giving an attempt record
+    job = make_jobs(make_task(clock, 1), clock.now())[0]
+    sent = job.model_copy(
+        update={"status": JobStatus.SENT, "pilot_id": "p1", "started_at": clock.now()}
+    )
+    cancelled = sent.model_copy(update={"status": JobStatus.CANCELLED, "ended_at": clock.now()})
+
+    # When it is planned against the job as stored
+    plan = codec.plan_changes([JobChange(sent, cancelled)], {job.id: ("sent", 1)})
+
+    # Then it wins, and the attempt it ends is recorded as the job held it
+    assert plan.won == [True]
+    record = Attempt(
+        job_id=job.id, attempt=1, pilot_id="p1", status=JobStatus.SENT, started_at=clock.now()
+    )
+    assert plan.attempts == {f"{job.id}:1": codec.attempt_doc(record)}
+    assert plan.jobs[job.id]["live_attempt"] is None
 
 
 # --- outbox ------------------------------------------------------------------------------------

@@ -15,13 +15,14 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task, TaskSpec
-from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus
+from skypanda.domain.states import JOB_LIVE, JobStatus, PilotStatus, TaskStatus
 from skypanda.ports import JobChange
 
 Doc = dict[str, Any]
@@ -81,7 +82,9 @@ def task_from(task_id: str, d: Mapping[str, Any], counts: dict[str, int]) -> Tas
 
 
 # -- jobs ------------------------------------------------------------------------------------------
-def job_doc(job: Job) -> Doc:
+def job_doc(job: Job, live_attempt: Attempt | None = None) -> Doc:
+    """A job as stored. `live_attempt` is the record of its live attempt, kept in the job
+    document until the attempt ends (see `plan_changes`)."""
     r = job.resources
     return {
         "task_id": job.task_id,
@@ -109,6 +112,7 @@ def job_doc(job: Job) -> Doc:
         "updated_at": job.updated_at,
         "started_at": job.started_at,
         "ended_at": job.ended_at,
+        "live_attempt": None if live_attempt is None else live_attempt.model_dump_json(),
     }
 
 
@@ -149,7 +153,7 @@ def sent_fields(pilot_id: str, now: float) -> Doc:
     return {
         "status": str(JobStatus.SENT), "pilot_id": pilot_id, "updated_at": now,
         "started_at": now, "exit_code": None, "error_code": None, "error_diag": "",
-        "log_uri": None, "ended_at": None,
+        "log_uri": None, "ended_at": None, "live_attempt": None,
     }  # fmt: skip
 
 
@@ -161,31 +165,45 @@ def cancelled_fields(reason: str, now: float) -> Doc:
 
 def choose(window: Sequence[T], need: int, losses: int) -> list[T]:
     """Which candidates of a claim's window to commit: the head of the window (dispatch order)
-    until a race was lost, then a random few, fewer after each loss, so that competing pilots
-    spread over the window instead of colliding on its head."""
+    until a race was lost, then a random `need` of it, so that competing pilots spread over the
+    window instead of colliding on its head. (Picks are committed each on its own, so a lost
+    pick costs nothing but itself: no reason to commit fewer than `need`.)"""
     if not losses:
         return list(window[:need])
-    return random.sample(list(window), min(len(window), max(1, need >> losses)))
+    return random.sample(list(window), min(len(window), need))
 
 
 def claim_window(n: int, losses: int = 0) -> int:
-    """How many candidates a claim of `n` jobs queries: enough to spread competing pilots,
-    wider after each lost race (more pilots are competing than the window can spread), and
-    bounded so that a claim does not read far past what it takes."""
-    return n + min(max(2 * n, 8) << min(losses, 4), 200)
+    """How many candidates a claim of `n` jobs queries (each one returned is a billed read).
+
+    Exactly `n` until a race was lost: the first picks are the head anyway, so more would be
+    read for nothing by a lone pilot. After a lost race, room to spread competing pilots,
+    wider after each further loss (more pilots compete than the window spreads), bounded so
+    that a claim does not read far past what it takes."""
+    if not losses:
+        return n
+    return n + min(max(n // 4, 2) << min(losses, 6), 200)
 
 
 # -- attempts --------------------------------------------------------------------------------------
 def attempt_key(a: Attempt) -> str:
     """The document id of an attempt record."""
-    return f"{a.job_id}:{a.attempt}"
+    return f"{a.job_id}:{a.attempt}"  # as `plan_changes` names an ended attempt
 
 
-def sent_attempt(job: Job, now: float) -> Attempt:
-    """The attempt record of a job just claimed."""
+def live_attempt(job_id: str, d: Mapping[str, Any]) -> Attempt | None:
+    """The record of the live attempt of the stored job `d` (None unless it is live).
+
+    A live attempt's record is not in `attempts` (see `plan_changes`): it is the one kept in
+    the job document by the last change that wrote it, or else (no change since the claim)
+    what the claim wrote on the job: sent to its pilot at `started_at`."""
+    if JobStatus(d["status"]) not in JOB_LIVE:
+        return None
+    if d.get("live_attempt"):
+        return Attempt.model_validate_json(d["live_attempt"])
     return Attempt(
-        job_id=job.id, attempt=job.attempt, pilot_id=job.pilot_id, status=JobStatus.SENT,
-        started_at=now,
+        job_id=job_id, attempt=d["attempt"], pilot_id=d["pilot_id"],
+        status=JobStatus(d["status"]), started_at=_float(d["started_at"]),
     )  # fmt: skip
 
 
@@ -289,11 +307,13 @@ def chunks(
 
 
 def change_runs(changes: Sequence[JobChange]) -> Iterator[list[JobChange]]:
-    """Job changes in runs whose writes (job, attempt record, events) fit one commit."""
+    """Job changes in runs whose writes (job, attempt records, events) fit one commit."""
     run: list[JobChange] = []
     writes = 0
     for ch in changes:
-        cost = 2 + len(ch.events)
+        record = ch.attempt.attempt if ch.attempt is not None else None
+        unrecorded_end = ch.before.status in JOB_LIVE and record != ch.before.attempt
+        cost = 2 + int(unrecorded_end) + len(ch.events)  # see plan_changes
         if run and writes + cost > MAX_WRITES:
             yield run
             run, writes = [], 0
@@ -301,3 +321,67 @@ def change_runs(changes: Sequence[JobChange]) -> Iterator[list[JobChange]]:
         writes += cost
     if run:
         yield run
+
+
+# -- job changes -----------------------------------------------------------------------------------
+@dataclass
+class ChangePlan:
+    """What a run of job changes writes, given the jobs' stored (status, attempt)."""
+
+    won: list[bool] = field(default_factory=list)  # one per change, in order
+    jobs: dict[str, Doc] = field(default_factory=dict)  # job id -> fields to update
+    attempts: dict[str, Doc] = field(default_factory=dict)  # attempt key -> record
+    events: dict[str, Event] = field(default_factory=dict)  # the winners' events, by id
+
+
+def plan_changes(changes: Sequence[JobChange], state: Mapping[str, tuple[str, int]]) -> ChangePlan:
+    """Apply `changes` in order, as if one after the other, to jobs whose stored
+    (status, attempt) is `state` (a job not in it does not exist): which win, and what to write.
+
+    A job is written once, as its last winning change left it. Attempt records: the record of
+    a live attempt (a change to starting or running) is kept in the job document
+    (`live_attempt`), which is written anyway; a record goes to `attempts` only when its
+    attempt ends or is replaced. So a job costs no attempt write until its attempt ends. A
+    change that ends a live attempt without giving its record gets one made from the job as
+    it was (never the case for jobflow's changes, which always give it).
+    """
+    plan = ChangePlan()
+    state = dict(state)
+    final: dict[str, Job] = {}
+    live: dict[str, Attempt | None] = {}  # job id -> live record to store; absent: keep stored
+    for ch in changes:
+        before, after, record = ch.before, ch.after, ch.attempt
+        ok = state.get(before.id) == (str(before.status), before.attempt)
+        plan.won.append(ok)
+        if not ok:
+            continue
+        state[before.id] = (str(after.status), after.attempt)
+        final[before.id] = after
+        for e in ch.events:
+            plan.events.setdefault(e.id, e)
+        still_live = after.status in JOB_LIVE and after.attempt == before.attempt
+        keep = record is not None and after.status in JOB_LIVE and record.attempt == after.attempt
+        if record is not None and not keep:
+            plan.attempts[attempt_key(record)] = attempt_doc(record)
+        if before.status in JOB_LIVE and not still_live:  # the live attempt ended
+            ended = f"{before.id}:{before.attempt}"
+            if ended not in plan.attempts:
+                kept = live.get(before.id)
+                plan.attempts[ended] = attempt_doc(kept or _attempt_as_read(before))
+            live[before.id] = None
+        if keep:
+            live[before.id] = record
+    for job_id, job in final.items():
+        doc = job_doc(job, live.get(job_id))
+        if job_id not in live:
+            del doc["live_attempt"]  # unchanged: keep the record stored with the job
+        plan.jobs[job_id] = doc
+    return plan
+
+
+def _attempt_as_read(job: Job) -> Attempt:
+    return Attempt(
+        job_id=job.id, attempt=job.attempt, pilot_id=job.pilot_id, status=job.status,
+        started_at=job.started_at, ended_at=job.ended_at, exit_code=job.exit_code,
+        error_code=job.error_code, error_diag=job.error_diag, log_uri=job.log_uri,
+    )  # fmt: skip

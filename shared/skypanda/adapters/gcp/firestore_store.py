@@ -4,16 +4,21 @@ Collections (`{prefix}tasks`, `jobs`, `attempts`, `queues`, `pilots`, `events`),
 indexes are described in infra/FIRESTORE.md. How each promise of the port is kept:
 
 - Compare-and-set (DESIGN law 3) of one document reads it, checks its status, and commits with
-  a "not updated since read" precondition (no locks; see `_cas`); job changes, which touch
-  several documents, use transactions. A lost compare-and-set returns False.
+  a "not updated since read" precondition (no locks; see `_cas`). Job changes, which touch
+  several documents, commit the same way against the job versions this store last read (a
+  pilot's report reads its jobs just before), else in a transaction (`apply_job_changes`).
+  A lost compare-and-set returns False.
 - Claims (law 4) query a small window of candidates in dispatch order, then commit the picks
-  atomically with a "not updated since read" precondition on each: a compare-and-set on the
-  document version that takes no locks. The first pick is the head of the window (exact
-  dispatch order for a lone pilot); after a lost race, a random few of the window.
+  with a "not updated since read" precondition on each: a compare-and-set on the document
+  version that takes no locks. The first picks are the head of the window (exact dispatch
+  order for a lone pilot); after a lost race, a random sample of a wider window.
 - No hot documents (law 5): job counts are aggregation queries, nothing is written per job but
   the job's own documents, and outbox sequence numbers come from the clock, not a counter.
 - Events go to `{prefix}events` in the same commit as the change that caused them; an id that
   is already there is skipped, so adding an event is idempotent.
+- Billed operations per job are kept low (infra/FIRESTORE.md has the budget): a claim writes
+  only the job, a live attempt's record lives in the job document until the attempt ends,
+  and a pilot's report is committed without reading its jobs a second time.
 
 Every function given to `_transact` may run more than once (the client re-runs it when the
 commit aborts on contention): it only reads and writes through the transaction and returns a
@@ -25,7 +30,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,6 +43,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from skypanda.adapters.gcp import firestore_codec as codec
+from skypanda.adapters.gcp import metering
 from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 from skypanda.domain.events import Event
 from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task
@@ -59,8 +65,9 @@ T = TypeVar("T")
 Tx = Any  # google.cloud.firestore.Transaction
 Snapshot = codec.Snapshot
 
-CLAIM_ROUNDS = 16  # claim commits per call at most (a lost one costs a query and a commit)
+CLAIM_ROUNDS = 16  # claim commits per call at most (each may follow a query of candidates)
 CAS_ROUNDS = 20  # compare-and-set commits per call at most, while the document keeps changing
+VERSIONS = 20_000  # job versions remembered for job changes without a read (a few MB)
 _ACTIVATED = str(JobStatus.ACTIVATED)
 _eq, _in, _fields = codec.eq, codec.is_in, codec.fields
 
@@ -100,13 +107,19 @@ class FirestoreStore:
         self.on_events: Callable[[], None] = lambda: None
         self.claim_stats: Counter[str] = Counter()  # claim commits tried, and lost to a race
         self._stats_lock = threading.Lock()
+        # job id -> (update time, status, attempt) of the job as this store last read or
+        # wrote it: what `apply_job_changes` commits against without reading the job again.
+        self._versions: OrderedDict[str, tuple[Any, str, int]] = OrderedDict()
+        self._versions_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
     def _backend(self, what: str) -> Iterator[None]:
-        """Map the client library's errors to BackendUnavailable (retryable)."""
+        """Map the client library's errors to BackendUnavailable (retryable); attribute the
+        operations inside to `what` for metering."""
         try:
-            yield
+            with metering.operation(what):
+                yield
         except gexc.GoogleAPIError as e:
             raise BackendUnavailable(f"Firestore {what} failed: {e}") from e
 
@@ -211,6 +224,33 @@ class FirestoreStore:
         for e in events:
             tx.create(self._events.document(e.id), codec.event_doc(e, codec.SEQS.next(), now))
 
+    def _remember(self, job_id: str, update_time: Any, status: str, attempt: int) -> None:
+        """Remember a job's version (unless a later one is remembered), the oldest forgotten."""
+        with self._versions_lock:
+            known = self._versions.get(job_id)
+            if known is not None and known[0] > update_time:
+                return
+            self._versions[job_id] = (update_time, status, attempt)
+            self._versions.move_to_end(job_id)
+            while len(self._versions) > VERSIONS:
+                self._versions.popitem(last=False)
+
+    def _remember_read(self, snaps: Iterable[Snapshot]) -> None:
+        for snap in snaps:
+            self._remember(snap.id, snap.update_time, snap.get("status"), snap.get("attempt"))
+
+    def _forget(self, job_ids: Iterable[str]) -> None:
+        with self._versions_lock:
+            for job_id in job_ids:
+                self._versions.pop(job_id, None)
+
+    def _remembered(self, job_ids: Iterable[str]) -> dict[str, tuple[Any, str, int]] | None:
+        """The remembered versions of all of `job_ids`, or None if one is not remembered."""
+        with self._versions_lock:
+            found = {i: self._versions.get(i) for i in job_ids}
+        known = {i: v for i, v in found.items() if v is not None}
+        return known if len(known) == len(found) else None
+
     def collection(self, name: str) -> str:
         """The full name of one of the store's collections (`events` -> `{prefix}events`)."""
         return f"{self.prefix}{name}"
@@ -234,12 +274,12 @@ class FirestoreStore:
         if events:
             self.on_events()
 
-    def get_task(self, task_id: str) -> Task:
+    def get_task(self, task_id: str, *, counts: bool = True) -> Task:
         doc = self._read("get_task", self._tasks.document(task_id))
         if doc is None:
             raise NotFound(f"no task with id {task_id!r}", task_id=task_id)
-        counts = {str(k): v for k, v in self.job_counts(task_id).items()}
-        return codec.task_from(task_id, doc, counts)
+        by_status = {str(k): v for k, v in self.job_counts(task_id).items()} if counts else {}
+        return codec.task_from(task_id, doc, by_status)
 
     def list_tasks(self, *, limit: int = 100) -> list[Task]:
         query = self._tasks.order_by("created_at", direction=firestore.Query.DESCENDING)
@@ -383,16 +423,22 @@ class FirestoreStore:
 
     # -- jobs -----------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job:
-        doc = self._read("get_job", self._jobs.document(job_id))
-        if doc is None:
+        with self._backend("get_job"):
+            snap = self._jobs.document(job_id).get()
+        if not snap.exists:
             raise NotFound(f"no job with id {job_id!r}", job_id=job_id)
-        return codec.job_from(job_id, doc)
+        self._remember_read([snap])
+        return codec.job_from(job_id, _fields(snap))
 
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """Also remembers the versions read: a pilot's report reads its jobs with this, then
+        applies its changes (`apply_job_changes`) without reading them again."""
         refs = [self._jobs.document(i) for i in dict.fromkeys(job_ids)]
         out: dict[str, Job] = {}
         for start in range(0, len(refs), codec.MAX_WRITES):
-            for s in self._get_all("get_jobs", refs[start : start + codec.MAX_WRITES]):
+            snaps = self._get_all("get_jobs", refs[start : start + codec.MAX_WRITES])
+            self._remember_read(snaps)
+            for s in snaps:
                 out[s.id] = codec.job_from(s.id, _fields(s))
         return out
 
@@ -404,31 +450,56 @@ class FirestoreStore:
         return [codec.job_from(s.id, _fields(s)) for s in self._stream("list_jobs", query)]
 
     def attempts(self, job_id: str) -> list[Attempt]:
+        """The records of ended attempts (`attempts`), and the live attempt's, which is kept
+        with the job (see `codec.plan_changes`). The job is read first: an attempt that ends
+        between the two reads is then found in `attempts`."""
+        doc = self._read("attempts", self._jobs.document(job_id))
         query = self._attempts.where(filter=_eq("job_id", job_id)).order_by("attempt")
-        return [codec.attempt_from(_fields(s)) for s in self._stream("attempts", query)]
+        found = [codec.attempt_from(_fields(s)) for s in self._stream("attempts", query)]
+        records = {a.attempt: a for a in found}
+        current = None if doc is None else codec.live_attempt(job_id, doc)
+        kept = doc is not None and bool(doc.get("live_attempt"))
+        # A record kept with the job is the newest. One in `attempts` for a live attempt was
+        # written at the claim by an earlier version of this store: better than one made up
+        # from the job's fields.
+        if current is not None and (kept or current.attempt not in records):
+            records[current.attempt] = current
+        return [records[k] for k in sorted(records)]
 
     def claim_jobs(
         self, queue: str, pilot_id: str, n: int, capacity: Resources, now: float
     ) -> list[Job]:
         """Claim in rounds: query a window of candidates, pick (`codec.choose`: the head of the
-        window, or after a lost race a random few), commit the picks compare-and-set. A round
-        that loses a race commits nothing; the next one queries again (DESIGN law 4)."""
+        window, or after a lost race a random sample), commit the picks compare-and-set
+        (DESIGN law 4). Candidates read and not tried yet are tried before the next query:
+        each query bills a read per candidate it returns, a commit of picks bills only the
+        picks it wins, and each pick's precondition checks that its job is still as read."""
         claimed: list[Job] = []
         losses = 0
+        spare: list[Snapshot] = []  # candidates read and not tried yet
+        complete = False  # the last query returned every candidate there was
         for _ in range(CLAIM_ROUNDS):
             need = n - len(claimed)
-            window = self._claim_window(queue, capacity, need, losses) if need > 0 else []
-            if not window:
+            if need <= 0:
                 break
-            won, lost = self._claim_picks(codec.choose(window, need, losses), pilot_id, now)
+            if not spare:
+                limit = codec.claim_window(need, losses)
+                spare = self._claim_window(queue, capacity, limit)
+                if not spare:
+                    break
+                complete = len(spare) < limit
+            picks = codec.choose(spare, need, losses)
+            picked = {s.id for s in picks}
+            spare = [s for s in spare if s.id not in picked]
+            won, lost = self._claim_picks(picks, pilot_id, now)
             self._count_claim(lost=lost)
             claimed.extend(won)
             if lost:
                 losses += 1
                 time.sleep(random.uniform(0, 0.005 * min(losses, 4)))  # de-synchronise retries
                 continue
-            if len(window) <= need and len(won) == len(window):
-                break  # the window held every candidate there was
+            if complete and not spare:
+                break  # won every candidate there was
         else:
             if not claimed and losses:
                 # Not "no work": telling the pilot so would idle it. It may ask again.
@@ -440,10 +511,8 @@ class FirestoreStore:
             self.claim_stats["commits"] += 1
             self.claim_stats["conflicts"] += int(lost)
 
-    def _claim_window(
-        self, queue: str, capacity: Resources, need: int, losses: int
-    ) -> list[Snapshot]:
-        """The first activated jobs of `queue` that fit `capacity`, in dispatch order."""
+    def _claim_window(self, queue: str, capacity: Resources, limit: int) -> list[Snapshot]:
+        """The first `limit` activated jobs of `queue` that fit `capacity`, in dispatch order."""
         query = _where(
             self._jobs,
             _eq("queue", queue),
@@ -451,9 +520,7 @@ class FirestoreStore:
             FieldFilter("memory_mb", "<=", capacity.memory_mb),
             FieldFilter("cores", "<=", capacity.cores),
         ).order_by("priority", direction=firestore.Query.DESCENDING)
-        query = (
-            query.order_by("created_at").order_by("index").limit(codec.claim_window(need, losses))
-        )
+        query = query.order_by("created_at").order_by("index").limit(limit)
         return self._stream("claim_jobs", query)
 
     def _claim_picks(
@@ -464,9 +531,8 @@ class FirestoreStore:
         Each job write carries the precondition "last updated when we read it" (a compare-and-
         set on the document version, checked by Firestore) and goes in one BatchWrite, which
         applies each write on its own: a pick another pilot took fails alone instead of failing
-        the whole claim, and no locks are taken. The attempt records of the jobs won follow in
-        a second commit (a crash in between leaves a sent job without its record; the pilot
-        never got it and it is requeued when that pilot's record ends).
+        the whole claim, and no locks are taken. That write is the whole claim: the attempt's
+        record is the job's own fields until a change ends the attempt (`attempts`).
         """
         sent = codec.sent_fields(pilot_id, now)
         bulk = BulkWriteBatch(self._db)
@@ -475,74 +541,101 @@ class FirestoreStore:
             bulk.update(snap.reference, sent, option=unchanged)
         with self._backend("claim_jobs"):
             response = bulk.commit()
-        won = [
-            codec.job_from(snap.id, {**_fields(snap), **sent})
-            for snap, status in zip(picks, response.status, strict=True)
-            if status.code == 0
-        ]
-        if won:
-            batch = self._db.batch()
-            for job in won:
-                record = codec.sent_attempt(job, now)
-                batch.set(
-                    self._attempts.document(codec.attempt_key(record)), codec.attempt_doc(record)
-                )
-            with self._backend("claim_jobs"):
-                batch.commit()
+        won: list[Job] = []
+        for snap, status, result in zip(
+            picks, response.status, response.write_results, strict=True
+        ):
+            if status.code == 0:
+                job = codec.job_from(snap.id, {**_fields(snap), **sent})
+                self._remember(job.id, result.update_time, str(job.status), job.attempt)
+                won.append(job)
         return won, len(won) < len(picks)
 
     def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
+        """Each run of changes that fits one commit is applied in one atomic commit.
+
+        When this store remembers the version of every job of the run (it read them, as a
+        pilot's report does with `get_jobs`), the commit goes without reading them again: each
+        job write has the precondition "not updated since that version", under which the
+        outcome of every change is known from the version's (status, attempt); events are
+        created (failing if one exists). If a precondition or a create fails, nothing is
+        written and the run goes through a transaction, which reads the jobs and the events.
+        """
         for ch in changes:
             if ch.before.status != ch.after.status:
                 advance(ch.before.status, ch.after.status)
         results: list[bool] = []
         emitted = False
         for run in codec.change_runs(changes):
-            won, emits = self._transact("apply_job_changes", partial(self._apply, changes=run))
+            done = self._apply_known(run)
+            if done is None:
+                done = self._transact("apply_job_changes", partial(self._apply, changes=run))
+                self._forget(ch.before.id for ch in run)
+            won, emits = done
             results.extend(won)
             emitted = emitted or emits
         if emitted:
             self.on_events()
         return results
 
+    def _apply_known(self, changes: Sequence[JobChange]) -> tuple[list[bool], bool] | None:
+        """Apply `changes` against the remembered versions of their jobs in one commit, with
+        no read; None (nothing written) when that cannot be done or decided."""
+        versions = self._remembered(ch.before.id for ch in changes)
+        if versions is None:
+            return None
+        plan = codec.plan_changes(changes, {i: (v[1], v[2]) for i, v in versions.items()})
+        if plan.jobs.keys() != versions.keys():
+            return None  # a job with no winning change gets no precondition to check its state
+        batch = self._db.batch()
+        for job_id, doc in plan.jobs.items():
+            unchanged = self._db.write_option(last_update_time=versions[job_id][0])
+            batch.update(self._jobs.document(job_id), doc, option=unchanged)
+        for key, record in plan.attempts.items():
+            batch.set(self._attempts.document(key), record)
+        now = self._clock()
+        for e in plan.events.values():
+            batch.create(self._events.document(e.id), codec.event_doc(e, codec.SEQS.next(), now))
+        with self._backend("apply_job_changes"):
+            try:
+                written = batch.commit()
+            except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.NotFound):
+                return None  # a job changed since, or an event is already stored
+        for (job_id, doc), result in zip(plan.jobs.items(), written, strict=False):
+            self._remember(job_id, result.update_time, doc["status"], doc["attempt"])
+        return plan.won, bool(plan.events)
+
     def _apply(self, tx: Tx, changes: Sequence[JobChange]) -> tuple[list[bool], bool]:
-        """One transaction of job changes, applied in order as if one after the other."""
+        """One transaction of job changes, applied in order as if one after the other: reads
+        the jobs and the winners' events, then writes what `codec.plan_changes` says."""
         refs = {ch.before.id: self._jobs.document(ch.before.id) for ch in changes}
         state = {
             s.id: (s.get("status"), s.get("attempt"))
             for s in self._db.get_all(list(refs.values()), transaction=tx)
             if s.exists
         }
-        fresh = {e.id: e for e in self._unstored(tx, [e for ch in changes for e in ch.events])}
-        won: list[bool] = []
-        jobs: dict[str, Job] = {}
-        attempts: dict[str, Attempt] = {}
-        emits = False
-        for ch in changes:
-            ok = state.get(ch.before.id) == (str(ch.before.status), ch.before.attempt)
-            won.append(ok)
-            if not ok:
-                continue
-            state[ch.before.id] = (str(ch.after.status), ch.after.attempt)
-            jobs[ch.before.id] = ch.after
-            if ch.attempt is not None:
-                attempts[codec.attempt_key(ch.attempt)] = ch.attempt
-            emits = emits or bool(ch.events)
-        # Writes, after every read: the last winning change of a job is what it becomes.
-        for job_id, job in jobs.items():
-            tx.set(refs[job_id], codec.job_doc(job))
-        for key, record in attempts.items():
-            tx.set(self._attempts.document(key), codec.attempt_doc(record))
-        winners = {e.id for ch, ok in zip(changes, won, strict=True) if ok for e in ch.events}
-        self._put_events(tx, [e for e in fresh.values() if e.id in winners])
-        return won, emits
+        plan = codec.plan_changes(changes, state)
+        fresh = self._unstored(tx, list(plan.events.values()))
+        # Writes, after every read.
+        for job_id, doc in plan.jobs.items():
+            tx.update(refs[job_id], doc)
+        for key, record in plan.attempts.items():
+            tx.set(self._attempts.document(key), record)
+        self._put_events(tx, fresh)
+        return plan.won, bool(plan.events)
 
     def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
         query = _where(self._jobs, _eq("pilot_id", pilot_id), _in("status", JOB_LIVE))
-        return [codec.job_from(s.id, _fields(s)) for s in self._stream("live_jobs_of_pilot", query)]
+        snaps = self._stream("live_jobs_of_pilot", query)
+        self._remember_read(snaps)  # requeued next, when the pilot has ended
+        return [codec.job_from(s.id, _fields(s)) for s in snaps]
 
     def jobs_to_kill(self, pilot_id: str) -> list[str]:
-        return [j.id for j in self.live_jobs_of_pilot(pilot_id) if j.kill_requested]
+        # Asked on every heartbeat and update reply: query only the flagged jobs (usually none:
+        # one billed read), not every live job of the pilot.
+        query = _where(self._jobs, _eq("pilot_id", pilot_id), _eq("kill_requested", True))
+        live = {str(s) for s in JOB_LIVE}
+        return [s.id for s in self._stream("jobs_to_kill", query) if _fields(s)["status"] in live]
 
     # -- queues ---------------------------------------------------------------------------------
     def put_queue(self, queue: Queue) -> None:
