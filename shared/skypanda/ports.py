@@ -109,7 +109,8 @@ class Store(Protocol):
         highest priority first, then oldest. Each job is claimed by at most one pilot."""
 
     def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
-        """Apply compare-and-set job writes in one transaction; one result per change."""
+        """Apply compare-and-set job writes in one transaction; one result per change. A change
+        wins only if the stored job still has `before`'s status, attempt and kill flag."""
 
     def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
         """Jobs in a live state (sent, starting, running) held by the pilot."""

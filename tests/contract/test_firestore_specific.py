@@ -322,12 +322,14 @@ def test_a_change_to_a_job_touched_elsewhere_is_decided_by_a_transaction(
     finished = report(read, JobStatus.FINISHED, clock)
     result = store.apply_job_changes([finished])
 
-    # Then the commit against the version read failed, and a transaction read the job again
-    # and applied the change: its status and attempt are still those the change expects
-    assert result == [True]
+    # Then the commit against the version read failed, and a transaction read the job again:
+    # the change was computed before the kill request, so it loses (the caller recomputes it
+    # from a fresh read) and the kill request stands
+    assert result == [False]
     assert meter.by_operation["apply_job_changes.reads"] == 1
-    assert store.get_job(job.id).status is JobStatus.FINISHED
-    assert [s.event.id for s in store.pending_events(10)] == [finished.events[0].id]
+    assert store.get_job(job.id).kill_requested
+    assert store.get_job(job.id).status is JobStatus.SENT
+    assert store.pending_events(10) == []
 
 
 def test_an_event_already_in_the_outbox_is_not_added_again(
@@ -359,7 +361,7 @@ def test_a_change_ending_a_live_attempt_without_its_record_gets_one_from_the_job
     cancelled = sent.model_copy(update={"status": JobStatus.CANCELLED, "ended_at": clock.now()})
 
     # When it is planned against the job as stored
-    plan = codec.plan_changes([JobChange(sent, cancelled)], {job.id: ("sent", 1)})
+    plan = codec.plan_changes([JobChange(sent, cancelled)], {job.id: ("sent", 1, False)})
 
     # Then it wins, and the attempt it ends is recorded as the job held it
     assert plan.won == [True]

@@ -940,3 +940,21 @@ def test_tasks_and_jobs_survive_a_restart(
     reopened = backend.open()
     assert reopened.get_task("t1") == task
     assert reopened.list_jobs("t1") == jobs
+
+
+def test_a_change_computed_before_a_kill_request_loses_and_keeps_the_kill(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given a job held by p1, read by its report handler just before the task is aborted
+    add_split_task(store, clock, 1)
+    (held,) = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+    stale = store.get_job(held.id)
+    store.abort_task("t1", "user asked")
+
+    # When the report computed from the stale read is written
+    (won,) = store.apply_job_changes([report(stale, JobStatus.RUNNING, clock)])
+
+    # Then it loses, and the kill request stands for p1's next heartbeat
+    assert not won
+    assert store.get_job(held.id).kill_requested
+    assert store.jobs_to_kill("p1") == [held.id]

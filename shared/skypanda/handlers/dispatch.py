@@ -102,42 +102,64 @@ def update(
 ) -> tuple[list[dict[str, Any]], Reply]:
     """Apply a pilot's bulk report. Each report is accepted or refused with a reason; a refused
     one means the pilot no longer holds that attempt and must stop it."""
+    results = {r.job_id: _result(r.job_id, True) for r in reports}
+    pending = list(reports)
+    logs = dict(logs)
+    for _ in range(2):  # a change that lost to a concurrent write is recomputed once
+        pending = _apply_reports(svc, pilot_id, pending, results, logs)
+        if not pending:
+            break
+    for report in pending:
+        results[report.job_id] = _result(report.job_id, False, "the job changed concurrently")
+    return list(results.values()), heartbeat(svc, pilot_id, [], touch=False)
+
+
+def _result(job_id: str, accepted: bool, reason: str = "") -> dict[str, Any]:
+    return {"job_id": job_id, "accepted": accepted, "reason": reason}
+
+
+def _apply_reports(
+    svc: Services,
+    pilot_id: str,
+    reports: Sequence[JobReport],
+    results: dict[str, Any],
+    logs: dict[str, str],
+) -> list[JobReport]:
+    """Read the jobs, compute each report's change, write them; return the reports whose
+    write lost a compare-and-set (the job changed between read and write, e.g. killed)."""
     now = svc.clock.now()
     jobs = svc.store.get_jobs([r.job_id for r in reports])
-    results: list[dict[str, Any]] = []
-    changes: list[JobChange] = []
+    changes: list[tuple[JobReport, JobChange]] = []
     for report in reports:
         job = jobs.get(report.job_id)
-        key = log_key(report.job_id, report.attempt)
         try:
             if job is None:
                 raise NotFound(f"no job with id {report.job_id!r}")
-            text = logs.pop(report.job_id, None)  # once, even if the job has several reports
+            key = log_key(report.job_id, report.attempt)
+            text = logs.pop(report.job_id, None)  # once, before the job can end
             if text:
                 svc.blobs.append(key, text.encode())
-            change = apply_report(job, report, pilot_id, now, svc.blobs.uri(key))
+            uri = svc.blobs.uri(key)
+            change = apply_report(job, report, pilot_id, now, uri)
         except (Conflict, NotFound, InvalidInput) as e:
-            results.append({"job_id": report.job_id, "accepted": False, "reason": e.message})
+            results[report.job_id] = _result(report.job_id, False, e.message)
             continue
         jobs[job.id] = change.after  # a later report in the same batch sees this one's effect
-        changes.append(change)
-        results.append({"job_id": report.job_id, "accepted": True, "reason": ""})
-    _apply(svc, changes, results)
-    return results, heartbeat(svc, pilot_id, [], touch=False)
+        changes.append((report, change))
+    merged = _merge([c for _, c in changes])
+    outcome = dict(zip(merged, svc.store.apply_job_changes(list(merged.values())), strict=True))
+    return [r for r, _ in changes if not outcome[r.job_id]]
 
 
-def _apply(svc: Services, changes: list[JobChange], results: list[dict[str, Any]]) -> None:
-    """Write the changes, folding same-job chains (running then finished) into one CAS write."""
+def _merge(changes: list[JobChange]) -> dict[str, JobChange]:
+    """Fold same-job chains (running then finished) into one compare-and-set write."""
     merged: dict[str, JobChange] = {}
     for ch in changes:
         first = merged.get(ch.after.id)
         events = (first.events if first else ()) + ch.events
         before = first.before if first else ch.before
         merged[ch.after.id] = JobChange(before, ch.after, ch.attempt, events)
-    outcome = dict(zip(merged, svc.store.apply_job_changes(list(merged.values())), strict=True))
-    for r in results:
-        if r["accepted"] and not outcome.get(r["job_id"], True):
-            r.update(accepted=False, reason="the job changed concurrently; attempt is stale")
+    return merged
 
 
 def heartbeat(svc: Services, pilot_id: str, held: Sequence[str], *, touch: bool = True) -> Reply:

@@ -326,7 +326,7 @@ def change_runs(changes: Sequence[JobChange]) -> Iterator[list[JobChange]]:
 # -- job changes -----------------------------------------------------------------------------------
 @dataclass
 class ChangePlan:
-    """What a run of job changes writes, given the jobs' stored (status, attempt)."""
+    """What a run of job changes writes, given the jobs' stored (status, attempt, kill flag)."""
 
     won: list[bool] = field(default_factory=list)  # one per change, in order
     jobs: dict[str, Doc] = field(default_factory=dict)  # job id -> fields to update
@@ -334,9 +334,13 @@ class ChangePlan:
     events: dict[str, Event] = field(default_factory=dict)  # the winners' events, by id
 
 
-def plan_changes(changes: Sequence[JobChange], state: Mapping[str, tuple[str, int]]) -> ChangePlan:
+def plan_changes(
+    changes: Sequence[JobChange], state: Mapping[str, tuple[str, int, bool]]
+) -> ChangePlan:
     """Apply `changes` in order, as if one after the other, to jobs whose stored
-    (status, attempt) is `state` (a job not in it does not exist): which win, and what to write.
+    (status, attempt, kill_requested) is `state` (a job not in it does not exist): which win,
+    and what to write. The kill flag is compared too: a change computed before a kill was
+    requested would otherwise write the flag back to false and lose the kill.
 
     A job is written once, as its last winning change left it. Attempt records: the record of
     a live attempt (a change to starting or running) is kept in the job document
@@ -351,11 +355,11 @@ def plan_changes(changes: Sequence[JobChange], state: Mapping[str, tuple[str, in
     live: dict[str, Attempt | None] = {}  # job id -> live record to store; absent: keep stored
     for ch in changes:
         before, after, record = ch.before, ch.after, ch.attempt
-        ok = state.get(before.id) == (str(before.status), before.attempt)
+        ok = state.get(before.id) == (str(before.status), before.attempt, before.kill_requested)
         plan.won.append(ok)
         if not ok:
             continue
-        state[before.id] = (str(after.status), after.attempt)
+        state[before.id] = (str(after.status), after.attempt, after.kill_requested)
         final[before.id] = after
         for e in ch.events:
             plan.events.setdefault(e.id, e)

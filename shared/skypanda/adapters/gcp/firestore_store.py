@@ -584,7 +584,10 @@ class FirestoreStore:
         versions = self._remembered(ch.before.id for ch in changes)
         if versions is None:
             return None
-        plan = codec.plan_changes(changes, {i: (v[1], v[2]) for i, v in versions.items()})
+        # The precondition below guarantees each job is as read, kill flag included; `before`
+        # was made from that read.
+        kills = {ch.before.id: ch.before.kill_requested for ch in changes}
+        plan = codec.plan_changes(changes, {i: (v[1], v[2], kills[i]) for i, v in versions.items()})
         if plan.jobs.keys() != versions.keys():
             return None  # a job with no winning change gets no precondition to check its state
         batch = self._db.batch()
@@ -610,7 +613,7 @@ class FirestoreStore:
         the jobs and the winners' events, then writes what `codec.plan_changes` says."""
         refs = {ch.before.id: self._jobs.document(ch.before.id) for ch in changes}
         state = {
-            s.id: (s.get("status"), s.get("attempt"))
+            s.id: (s.get("status"), s.get("attempt"), bool(s.get("kill_requested")))
             for s in self._db.get_all(list(refs.values()), transaction=tx)
             if s.exists
         }

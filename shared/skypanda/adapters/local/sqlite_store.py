@@ -409,16 +409,19 @@ class SqliteStore:
         set_cols = ", ".join(f"{c} = ?" for c in JOB_COLUMNS.split(", ")[1:])
         with self._tx() as db:
             for ch in changes:
-                advance(
-                    ch.before.status, ch.after.status
-                ) if ch.before.status != ch.after.status else None
+                if ch.before.status != ch.after.status:
+                    advance(ch.before.status, ch.after.status)
+                # The kill flag is compared too: a change computed before a kill was requested
+                # must lose, not write the flag back to false.
                 cur = db.execute(
-                    f"UPDATE jobs SET {set_cols} WHERE id = ? AND status = ? AND attempt = ?",
+                    f"UPDATE jobs SET {set_cols} "
+                    f"WHERE id = ? AND status = ? AND attempt = ? AND kill_requested = ?",
                     (
                         *_job_row(ch.after)[1:],
                         ch.before.id,
                         str(ch.before.status),
                         ch.before.attempt,
+                        int(ch.before.kill_requested),
                     ),
                 )
                 won = cur.rowcount == 1
