@@ -54,7 +54,7 @@ class UpdateBody(_Body):
 
 
 class HeartbeatBody(_Body):
-    jobs: list[str] = Field(default_factory=list)
+    jobs: list[str] | None = None  # the jobs the pilot holds, when it says
 
 
 class EndBody(_Body):

@@ -25,6 +25,7 @@ class ErrorCode(IntEnum):
     PAYLOAD_NOT_STARTED = 9001  # the command could not be executed (not found, not executable)
     LOST_HEARTBEAT = 9002  # the pilot holding the job stopped heartbeating
     TASK_ABORTED = 9003  # the job's task was killed
+    NEVER_DELIVERED = 9004  # claimed for a pilot that never got it (its acquire reply was lost)
 
 
 DESCRIPTIONS: dict[ErrorCode, str] = {
@@ -40,7 +41,10 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.PAYLOAD_NOT_STARTED: "the payload's command could not be started",
     ErrorCode.LOST_HEARTBEAT: "the pilot running the job stopped heartbeating",
     ErrorCode.TASK_ABORTED: "the job's task was killed",
+    ErrorCode.NEVER_DELIVERED: "claimed for a pilot that never received it",
 }
 
-NOT_COUNTED: frozenset[ErrorCode] = frozenset({ErrorCode.PREEMPTED, ErrorCode.SIGTERM})
+NOT_COUNTED: frozenset[ErrorCode] = frozenset(
+    {ErrorCode.PREEMPTED, ErrorCode.SIGTERM, ErrorCode.NEVER_DELIVERED}
+)
 """Attempts that end with these codes are requeued without counting against max_attempts."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from skypanda.domain import events as ev
-from skypanda.domain.codes import DESCRIPTIONS, ErrorCode
+from skypanda.domain.codes import DESCRIPTIONS, NOT_COUNTED, ErrorCode
 from skypanda.domain.errors import Conflict
 from skypanda.domain.ids import job_id
 from skypanda.domain.models import Attempt, Job, JobReport, JobSpec, Task
@@ -150,10 +150,13 @@ def apply_report(job: Job, report: JobReport, pilot_id: str, now: float, log_uri
 def requeue_lost(
     job: Job, now: float, log_uri: str | None, code: ErrorCode = ErrorCode.LOST_HEARTBEAT
 ) -> JobChange:
-    """The pilot holding `job` is gone: end its attempt and start a new one (or give up)."""
+    """The pilot holding `job` is gone (or never got it): end its attempt and start a new one
+    (or give up). Codes in NOT_COUNTED do not count against max_attempts."""
     lost = job.model_copy(update={"error_code": int(code), "error_diag": DESCRIPTIONS[code]})
     if job.kill_requested:
         outcome = AttemptOutcome(JobStatus.CANCELLED, job.failures)
+    elif code in NOT_COUNTED:
+        outcome = AttemptOutcome(JobStatus.ACTIVATED, job.failures)
     else:
         outcome = lost_attempt(failures=job.failures, max_attempts=job.max_attempts)
     return _end_attempt(lost, outcome, now, log_uri)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skypanda.domain.codes import ErrorCode
 from skypanda.domain.errors import Conflict, InvalidInput, NotFound
 from skypanda.domain.jobflow import JobChange, apply_report, log_key, requeue_lost
 from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources
@@ -111,7 +112,7 @@ def update(
             break
     for report in pending:
         results[report.job_id] = _result(report.job_id, False, "the job changed concurrently")
-    return list(results.values()), heartbeat(svc, pilot_id, [], touch=False)
+    return list(results.values()), heartbeat(svc, pilot_id, None, touch=False)
 
 
 def _result(job_id: str, accepted: bool, reason: str = "") -> dict[str, Any]:
@@ -162,16 +163,40 @@ def _merge(changes: list[JobChange]) -> dict[str, JobChange]:
     return merged
 
 
-def heartbeat(svc: Services, pilot_id: str, held: Sequence[str], *, touch: bool = True) -> Reply:
-    """Record that the pilot lives; reply with the jobs it must kill and whether to drain."""
-    if touch and not svc.store.heartbeat(pilot_id, svc.clock.now()):
+FORGOTTEN_AFTER_S = 60.0
+"""A job claimed for a pilot this long ago that the pilot does not say it holds never reached
+it (the acquire reply was lost, e.g. a retried request): it is requeued."""
+
+
+def heartbeat(
+    svc: Services, pilot_id: str, held: Sequence[str] | None, *, touch: bool = True
+) -> Reply:
+    """Record that the pilot lives; reply with the jobs it must kill and whether to drain.
+
+    `held`, when the pilot sends it, is compared with what the server thinks the pilot holds,
+    both ways: a held job that is no longer its live attempt is killed (never two live
+    attempts), and a job the server gave it long ago but it does not hold is requeued."""
+    held = list(held) if held is not None else None
+    now = svc.clock.now()
+    if touch and not svc.store.heartbeat(pilot_id, now):
         svc.store.get_pilot(pilot_id)  # NotFound for an unknown pilot
-        return Reply([{"kill": j} for j in held], drain=True)
+        return Reply([{"kill": j} for j in held or []], drain=True)
     kill = set(svc.store.jobs_to_kill(pilot_id))
-    if held:
-        live = {j.id for j in svc.store.live_jobs_of_pilot(pilot_id)}
-        kill |= {j for j in held if j not in live}  # requeued elsewhere: never two live attempts
+    if held is not None and touch:
+        live = svc.store.live_jobs_of_pilot(pilot_id)
+        kill |= set(held) - {j.id for j in live}
+        _requeue_forgotten(svc, [j for j in live if j.id not in set(held)], now)
     return Reply([{"kill": j} for j in sorted(kill)])
+
+
+def _requeue_forgotten(svc: Services, candidates: list[Job], now: float) -> None:
+    forgotten = [j for j in candidates if (j.started_at or now) < now - FORGOTTEN_AFTER_S]
+    if forgotten:
+        code = ErrorCode.NEVER_DELIVERED
+        uri = svc.blobs.uri
+        changes = [requeue_lost(j, now, uri(log_key(j.id, j.attempt)), code) for j in forgotten]
+        svc.store.apply_job_changes(changes)
+        log.warning("requeued %d jobs their pilot never received", len(forgotten))
 
 
 def end(svc: Services, pilot_id: str, status: PilotStatus, reason: str) -> Pilot:

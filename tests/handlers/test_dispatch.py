@@ -1,0 +1,80 @@
+"""Dispatch handler rules that need a store but no server: on the embedded SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skypanda.adapters.local.bus import OutboxBus
+from skypanda.adapters.local.files import FileBlobs
+from skypanda.adapters.local.sqlite_store import SqliteStore
+from skypanda.domain import events as ev
+from skypanda.domain.codes import ErrorCode
+from skypanda.domain.models import Queue, Resources, TaskSpec
+from skypanda.domain.states import JobStatus
+from skypanda.handlers import dispatch, split
+from skypanda.handlers.dispatch import FORGOTTEN_AFTER_S
+from skypanda.handlers.envelope import to_cloudevent
+from skypanda.handlers.services import Services
+from skypanda.handlers.submit import submit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def now(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[Services]:
+    clock = Clock()
+    store = SqliteStore(tmp_path / "db", clock=clock.now)
+    store.put_queue(Queue(name="local"))
+    yield Services(store=store, bus=OutboxBus(store), blobs=FileBlobs(tmp_path / "b"), clock=clock)
+    store.close()
+
+
+def _pilot_with_jobs(svc: Services, n: int) -> tuple[str, list[str]]:
+    task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=n), owner="u")
+    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    pilot, _ = dispatch.register(
+        svc, pilot_id=None, queue="local", host="h", pid=1, resources=Resources(), version="v"
+    )
+    return pilot.id, [j.id for j in dispatch.acquire(svc, pilot.id, n)]
+
+
+def test_jobs_a_pilot_never_received_are_requeued_without_counting(svc: Services) -> None:
+    # Given a pilot whose acquire reply was lost: the server sent it two jobs it never got
+    pilot_id, sent = _pilot_with_jobs(svc, 2)
+    clock = svc.clock
+    assert isinstance(clock, Clock)
+    # When it heartbeats, saying it holds nothing, soon after: nothing happens yet
+    dispatch.heartbeat(svc, pilot_id, [])
+    assert {svc.store.get_job(j).status for j in sent} == {JobStatus.SENT}
+    # When it heartbeats again once the grace period has passed
+    clock.t += FORGOTTEN_AFTER_S + 1
+    dispatch.heartbeat(svc, pilot_id, [])
+    # Then both jobs are activated again as attempt 2, the lost attempt not counted
+    for job_id in sent:
+        job = svc.store.get_job(job_id)
+        assert (job.status, job.attempt, job.failures) == (JobStatus.ACTIVATED, 2, 0)
+        assert svc.store.attempts(job_id)[0].error_code == ErrorCode.NEVER_DELIVERED
+
+
+def test_a_pilot_that_does_not_say_what_it_holds_keeps_its_jobs(svc: Services) -> None:
+    pilot_id, sent = _pilot_with_jobs(svc, 1)
+    clock = svc.clock
+    assert isinstance(clock, Clock)
+    clock.t += FORGOTTEN_AFTER_S + 1
+    dispatch.heartbeat(svc, pilot_id, None)
+    assert svc.store.get_job(sent[0]).status is JobStatus.SENT
+
+
+def test_a_held_job_that_is_no_longer_the_pilots_is_killed(svc: Services) -> None:
+    pilot_id, sent = _pilot_with_jobs(svc, 1)
+    reply = dispatch.heartbeat(svc, pilot_id, [*sent, "someone-elses-job"])
+    assert reply.commands == [{"kill": "someone-elses-job"}]
