@@ -147,6 +147,17 @@ def test_sigkilled_pilot_loses_its_job_to_another_pilot(
     assert "survived" in cli(system, "logs", str(job["id"])).stdout
 
 
+def test_pilots_are_listed_with_their_state(system: LocalSystem, api: ApiClient) -> None:
+    # Given a task that made the scaler launch pilots
+    task = api.call("POST", "/v1/tasks", {"name": "few", "command": ["true"], "n_jobs": 3})
+    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 60, "done")
+    # Then `skypanda pilots --json` lists them on the local queue, and the text view too
+    listed = json.loads(cli(system, "pilots", "--queue", "local", "--json").stdout)
+    assert listed and {p["queue"] for p in listed} == {"local"}
+    text = cli(system, "pilots").stdout
+    assert listed[0]["id"] in text and "STATUS" in text
+
+
 def test_no_job_has_two_live_attempts(system: LocalSystem, api: ApiClient) -> None:
     # Given a batch of jobs run by the pilots
     task = api.call("POST", "/v1/tasks", {"name": "many", "command": ["true"], "n_jobs": 40})

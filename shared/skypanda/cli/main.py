@@ -19,7 +19,7 @@ from skypanda import __version__
 from skypanda.adapters.local.runtime import LocalOptions, LocalSystem, default_home
 from skypanda.cli import bench, bench_cloud
 from skypanda.cli.connect import FINAL_TASK_STATES, call, client
-from skypanda.cli.render import print_jobs, print_task
+from skypanda.cli.render import print_jobs, print_pilots, print_task
 from skypanda.domain.errors import InvalidInput, SkypandaError
 from skypanda.domain.models import TaskSpec
 from skypanda.pilot.client import ApiClient
@@ -252,6 +252,17 @@ def queues(as_json: bool, server: str | None) -> None:
             f"{q['name']:<16} {state:<8} activated={q['activated']} "
             f"pilots={q['live_pilots']}/{q['max_pilots']}"
         )
+
+
+@cli.command()
+@click.option("--queue", help="Only pilots of this queue.")
+@json_opt
+@server_opt
+def pilots(queue: str | None, as_json: bool, server: str | None) -> None:
+    """List pilots: id, queue, state, host, last heartbeat, why it ended."""
+    params = {"queue": queue} if queue else None
+    body = call(client(server), "GET", "/v1/pilots", params=params)
+    click.echo(json.dumps(body["pilots"], indent=2) if as_json else print_pilots(body["pilots"]))
 
 
 @cli.command(

@@ -38,3 +38,13 @@ def print_jobs(jobs: list[dict[str, Any]]) -> str:
             f"{error:>5}  {j['pilot_id'] or '-':<14} {j['error_diag'][:60]}"
         )
     return "\n".join(rows)
+
+
+def print_pilots(pilots: list[dict[str, Any]]) -> str:
+    rows = [f"{'PILOT':<16} {'QUEUE':<12} {'STATUS':<10} {'HOST':<16} {'HEARD':<19} REASON"]
+    for p in pilots:
+        rows.append(
+            f"{p['id']:<16} {p['queue']:<12} {p['status']:<10} {p['host'] or '-':<16} "
+            f"{_when(p['heartbeat_at']):<19} {p['reason']}"
+        )
+    return "\n".join(rows)
