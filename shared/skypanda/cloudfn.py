@@ -20,11 +20,9 @@ and `skypanda up --backend emulators`, which serves these functions in-process).
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +30,7 @@ from typing import Any
 from cloudevents.http import CloudEvent
 from flask import Flask, Request, Response
 
+from skypanda.adapters.gcp.pubsub_bus import decode_push
 from skypanda.api.app import create_app
 from skypanda.domain.errors import InvalidInput, SkypandaError
 from skypanda.domain.events import Event, EventType
@@ -101,15 +100,7 @@ def event_from_pubsub(cloud_event: Any) -> Event:
         # Cloud Scheduler publishes ticks with no attributes of ours: such a message is a tick.
         msg_id = message.get("messageId") or cloud_event["id"]
         return Event(id=f"tick:{msg_id}", type=EventType.TICK, subject="ticks")
-    try:
-        data = json.loads(base64.b64decode(message.get("data") or b"e30=") or b"{}")
-        kind = EventType(attributes["type"])
-    except (ValueError, KeyError) as e:
-        raise InvalidInput(
-            f"Pub/Sub message {message.get('messageId')}: not a skypanda event: {e}"
-        ) from e
-    event_id = attributes.get("event_id") or message.get("messageId") or cloud_event["id"]
-    return Event(id=event_id, type=kind, subject=attributes.get("subject", ""), data=data)
+    return decode_push({"message": message})
 
 
 def _run(handlers: tuple[Handler, ...], event: Event) -> None:
@@ -182,7 +173,3 @@ def on_outbox_written(cloud_event: Any) -> None:
 def cloud_event(attributes: dict[str, str], data: Any) -> CloudEvent:
     """A CloudEvent (for bridges and tests that deliver events as Google Cloud would)."""
     return CloudEvent({"specversion": "1.0", **attributes}, data)
-
-
-def project() -> str:
-    return os.environ.get("GOOGLE_CLOUD_PROJECT", "skypanda-local")

@@ -24,25 +24,7 @@ from skypanda.domain.models import Job, Queue, Resources, Task, TaskSpec
 from skypanda.domain.splitter import split
 from skypanda.domain.states import TaskStatus
 from skypanda.ports import Store
-
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    """A clock that moves only when told to (`now()` is the Clock port)."""
-
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    def set(self, t: float) -> None:
-        self.t = t
-
-    def advance(self, seconds: float) -> float:
-        self.t += seconds
-        return self.t
+from tests.support import FakeClock
 
 
 class ClosableStore(Store, Protocol):

@@ -18,9 +18,6 @@ from functions_framework import create_app
 from google.events.cloud.firestore_v1.types import Document, DocumentEventData, Value
 
 from skypanda import cloudfn
-from skypanda.adapters.local.bus import OutboxBus
-from skypanda.adapters.local.files import FileBlobs
-from skypanda.adapters.local.sqlite_store import SqliteStore
 from skypanda.domain import events as ev
 from skypanda.domain.events import Event
 from skypanda.domain.models import JobReport, Pilot, Queue, Resources, TaskSpec
@@ -28,32 +25,19 @@ from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus
 from skypanda.handlers import dispatch
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
+from tests.support import FakeClock, sqlite_services
 
 MAIN = str(Path(__file__).resolve().parents[2] / "functions" / "main.py")  # as deployed
 TOKEN = "test-token"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Services]:
-    clock = Clock()
-    store = SqliteStore(tmp_path / "db.sqlite", clock=clock.now)
-    services = Services(
-        store=store, bus=OutboxBus(store), blobs=FileBlobs(tmp_path / "b"), clock=clock
-    )
-    store.put_queue(Queue(name="local", max_pilots=2))
-    forwarded: list[Event] = []
-    cloudfn.configure(services, TOKEN, forward=forwarded.append)
-    services.settings["forwarded"] = forwarded
-    yield services
-    store.close()
+    with sqlite_services(tmp_path, FakeClock(), Queue(name="local", max_pilots=2)) as services:
+        forwarded: list[Event] = []
+        cloudfn.configure(services, TOKEN, forward=forwarded.append)
+        services.settings["forwarded"] = forwarded
+        yield services
 
 
 def _client(target: str, signature: str) -> Any:
@@ -145,7 +129,7 @@ def test_poison_message_is_acknowledged_not_retried(svc: Services) -> None:
 def test_sweep_on_a_scheduler_tick_declares_silent_pilots_missed(svc: Services) -> None:
     # Given a pilot last heard from long ago
     clock = svc.clock
-    assert isinstance(clock, Clock)
+    assert isinstance(clock, FakeClock)
     svc.store.add_pilot(
         Pilot(
             id="p1",

@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from skypanda.adapters.local.bus import OutboxBus
-from skypanda.adapters.local.files import FileBlobs
-from skypanda.adapters.local.sqlite_store import SqliteStore
 from skypanda.domain import events as ev
 from skypanda.domain.codes import ErrorCode
 from skypanda.domain.models import Queue, Resources, TaskSpec
@@ -19,23 +16,13 @@ from skypanda.handlers.dispatch import FORGOTTEN_AFTER_S
 from skypanda.handlers.envelope import to_cloudevent
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_000_000.0
-
-    def now(self) -> float:
-        return self.t
+from tests.support import FakeClock, sqlite_services
 
 
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Services]:
-    clock = Clock()
-    store = SqliteStore(tmp_path / "db", clock=clock.now)
-    store.put_queue(Queue(name="local"))
-    yield Services(store=store, bus=OutboxBus(store), blobs=FileBlobs(tmp_path / "b"), clock=clock)
-    store.close()
+    with sqlite_services(tmp_path, FakeClock(), Queue(name="local")) as services:
+        yield services
 
 
 def _pilot_with_jobs(svc: Services, n: int) -> tuple[str, list[str]]:
@@ -51,7 +38,7 @@ def test_jobs_a_pilot_never_received_are_requeued_without_counting(svc: Services
     # Given a pilot whose acquire reply was lost: the server sent it two jobs it never got
     pilot_id, sent = _pilot_with_jobs(svc, 2)
     clock = svc.clock
-    assert isinstance(clock, Clock)
+    assert isinstance(clock, FakeClock)
     # When it heartbeats, saying it holds nothing, soon after: nothing happens yet
     dispatch.heartbeat(svc, pilot_id, [])
     assert {svc.store.get_job(j).status for j in sent} == {JobStatus.SENT}
@@ -68,7 +55,7 @@ def test_jobs_a_pilot_never_received_are_requeued_without_counting(svc: Services
 def test_a_pilot_that_does_not_say_what_it_holds_keeps_its_jobs(svc: Services) -> None:
     pilot_id, sent = _pilot_with_jobs(svc, 1)
     clock = svc.clock
-    assert isinstance(clock, Clock)
+    assert isinstance(clock, FakeClock)
     clock.t += FORGOTTEN_AFTER_S + 1
     dispatch.heartbeat(svc, pilot_id, None)
     assert svc.store.get_job(sent[0]).status is JobStatus.SENT

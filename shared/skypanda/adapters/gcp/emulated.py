@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from functions_framework import create_app as create_function
@@ -29,10 +28,9 @@ from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 from skypanda.adapters.gcp.topology import ensure_topology, topic_name
 from skypanda.adapters.local.files import SystemClock
 from skypanda.adapters.local.launcher import ProcessLauncher
-from skypanda.adapters.local.runtime import ensure_queue, ensure_token
+from skypanda.adapters.local.runtime import LocalOptions, ensure_queue, ensure_token
 from skypanda.api.server import ApiServer
 from skypanda.domain.events import EventType
-from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -42,12 +40,9 @@ BUCKET = "skypanda-logs"
 
 
 @dataclass
-class EmulatedOptions:
-    home: Path
-    port: int = 0
-    tick_s: float = 1.0
-    launch_pilots: bool = True
-    queue: Queue | None = None
+class EmulatedOptions(LocalOptions):
+    """LocalOptions, plus a prefix for collections and topics (one deployment per prefix)."""
+
     prefix: str = ""
 
 

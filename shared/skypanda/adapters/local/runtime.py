@@ -64,6 +64,9 @@ def ensure_queue(store: Store, queue: Queue | None) -> None:
 
 @dataclass
 class LocalOptions:
+    """How to run a system: where its state lives, its port (0: any free), how often the
+    scaler and sweep tick, whether pilots are launched, and the queue to use."""
+
     home: Path
     port: int = 0
     tick_s: float = 1.0
