@@ -65,7 +65,7 @@ T = TypeVar("T")
 Tx = Any  # google.cloud.firestore.Transaction
 Snapshot = codec.Snapshot
 
-CLAIM_ROUNDS = 16  # claim commits per call at most (each may follow a query of candidates)
+CLAIM_ROUNDS = 32  # claim commits per call at most (each may follow a query of candidates)
 CAS_ROUNDS = 20  # compare-and-set commits per call at most, while the document keeps changing
 VERSIONS = 20_000  # job versions remembered for job changes without a read (a few MB)
 _ACTIVATED = str(JobStatus.ACTIVATED)
@@ -496,7 +496,9 @@ class FirestoreStore:
             claimed.extend(won)
             if lost:
                 losses += 1
-                time.sleep(random.uniform(0, 0.005 * min(losses, 4)))  # de-synchronise retries
+                # Back off exponentially (capped) with jitter: under a crowd of claimers a
+                # short fixed pause just lines everyone up for the next collision.
+                time.sleep(random.uniform(0, min(0.2, 0.005 * 2**losses)))
                 continue
             if complete and not spare:
                 break  # won every candidate there was
