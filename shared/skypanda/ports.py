@@ -8,14 +8,16 @@ One contract suite (tests/contract) runs against every implementation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from skypanda.domain.dag import ParentsState
 from skypanda.domain.events import Event
 from skypanda.domain.jobflow import JobChange
 from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task
-from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus
+from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus, WorkflowStatus
+from skypanda.domain.workflow import Workflow
 
 __all__ = [
     "Blobs",
@@ -71,11 +73,15 @@ class Store(Protocol):
         expect: TaskStatus,
         to: TaskStatus,
         events: Sequence[Event] = (),
+        parent_status: Mapping[str, JobStatus] | None = None,
     ) -> bool:
         """Split: store a task's jobs and move the task from `expect` to `to`, atomically.
 
+        A job's `parents` become dependency edges, recorded as pending, or as ended with the
+        status `parent_status` gives (a task made after its parents ended).
         False (nothing written) when the task was no longer in `expect`. Job ids are derived
-        from (task, index), so a repeated split cannot create duplicates."""
+        from (task, index), so a repeated split cannot create duplicates. (On Firestore a
+        big split is written in batches: see that adapter for how a crash mid-way resumes.)"""
 
     def job_counts(self, task_id: str) -> dict[JobStatus, int]:
         """Jobs of a task counted by status (an aggregation, not a stored counter)."""
@@ -86,6 +92,46 @@ class Store(Protocol):
     def abort_task(self, task_id: str, reason: str) -> Task:
         """Kill a task: task -> aborted, its queued jobs -> cancelled, its live jobs flagged for
         their pilots to kill. Raises NotFound; IllegalTransition if the task already ended."""
+
+    def task_flags(self, task_id: str) -> dict[str, set[str]]:
+        """Flags set by the task's finished jobs: name -> the values set."""
+
+    # -- workflows -----------------------------------------------------------------------------
+    def add_workflow(
+        self, workflow: Workflow, tasks: Sequence[Task], events: Sequence[Event]
+    ) -> None:
+        """Store a new workflow, its first tasks and its events in one transaction."""
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        """Raises NotFound."""
+
+    def list_workflows(self, *, limit: int = 100) -> list[Workflow]:
+        """Most recent first."""
+
+    def set_workflow_status(
+        self,
+        workflow_id: str,
+        expect: Iterable[WorkflowStatus],
+        to: WorkflowStatus,
+        *,
+        reason: str = "",
+    ) -> bool:
+        """Compare-and-set a workflow's status. False when it was not in `expect`."""
+
+    def workflow_tasks(self, workflow_id: str) -> list[Task]:
+        """Every task record of the workflow (every iteration of looped tasks), without counts."""
+
+    # -- job dependencies ----------------------------------------------------------------------
+    def release_children(self, parent_ids: Sequence[str]) -> dict[str, ParentsState]:
+        """Record on their edges that these jobs ended (with their stored status; a parent not
+        in a final state is left pending) and summarise the parents of each of their children.
+
+        Idempotent; costs work proportional to the children, never to the workflow."""
+
+    def retry_jobs(self, task_id: str, now: float) -> int:
+        """A user's retry: the task's failed and cancelled jobs start a new attempt, activated,
+        or defined while a parent of theirs is pending; the edges out of them become pending
+        again (their children wait for the new attempt). Returns how many jobs were reset."""
 
     # -- jobs ----------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job:

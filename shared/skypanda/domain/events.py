@@ -15,6 +15,7 @@ class EventType(StrEnum):
     """CloudEvent `type` values skypanda emits (reverse-DNS, as CloudEvents recommends)."""
 
     TASK_REGISTERED = "dev.skypanda.task.registered"  # -> split
+    WORKFLOW_REGISTERED = "dev.skypanda.workflow.registered"  # -> workflow start (make jobs)
     JOBS_ACTIVATED = "dev.skypanda.jobs.activated"  # -> scale (a nudge: new work on a queue)
     JOB_ENDED = "dev.skypanda.job.ended"  # -> release (rollup, children)
     TICK = "dev.skypanda.tick"  # -> scale, sweep (Cloud Scheduler on GCP, a timer locally)
@@ -53,4 +54,13 @@ def jobs_activated(queue: str, count: int, key: str) -> Event:
         type=EventType.JOBS_ACTIVATED,
         subject=f"queues/{queue}",
         data={"queue": queue, "count": count},
+    )
+
+
+def workflow_registered(workflow_id: str) -> Event:
+    return Event(
+        id=f"workflow-registered:{workflow_id}",
+        type=EventType.WORKFLOW_REGISTERED,
+        subject=f"workflows/{workflow_id}",
+        data={"workflow_id": workflow_id},
     )

@@ -8,6 +8,8 @@ and spread evenly over the key space.
 
 from __future__ import annotations
 
+import hashlib
+
 _BITS = 48
 _MASK = (1 << _BITS) - 1
 _ODD = 0x9E3779B97F4B  # odd, so multiplication modulo 2**48 is a bijection
@@ -29,3 +31,10 @@ def job_id(task_id: str, index: int) -> str:
     if not 0 <= index <= _MASK:
         raise ValueError(f"job index out of range: {index}")
     return f"{task_id}-{scramble(index):012x}"
+
+
+def workflow_task_id(workflow_id: str, name: str, iteration: int) -> str:
+    """The id of a workflow's task (one iteration of it): deterministic, so making it twice
+    (a redelivered event, two planners at once) finds the first; hashed, so not sequential."""
+    digest = hashlib.blake2b(f"{workflow_id}/{name}/{iteration}".encode(), digest_size=6)
+    return f"t{digest.hexdigest()}"

@@ -122,6 +122,7 @@ def apply_report(job: Job, report: JobReport, pilot_id: str, now: float, log_uri
             "exit_code": report.exit_code,
             "error_code": report.error_code,
             "error_diag": report.error_diag,
+            "flags": report.flags,
         }
     )
     if report.status == JobStatus.FINISHED:

@@ -114,6 +114,8 @@ class Task(_Strict):
     created_at: float
     updated_at: float
     job_counts: dict[str, int] = Field(default_factory=dict)
+    workflow_id: str | None = None
+    iteration: int = 1  # a loop's body tasks are made again, iteration 2, 3, ...
 
 
 class Job(_Strict):
@@ -141,6 +143,7 @@ class Job(_Strict):
     updated_at: float
     started_at: float | None = None
     ended_at: float | None = None
+    flags: dict[str, str] = Field(default_factory=dict)
 
 
 class Attempt(_Strict):
@@ -209,6 +212,14 @@ class JobReport(_Strict):
     error_code: int | None = None
     error_diag: str = Field(default="", max_length=4000)
     log_uri: str | None = None
+    flags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("flags")
+    @classmethod
+    def _small_flags(cls, flags: dict[str, str]) -> dict[str, str]:
+        if len(flags) > MAX_FLAGS or any(len(k) + len(v) > 1000 for k, v in flags.items()):
+            raise ValueError(f"at most {MAX_FLAGS} flags of at most 1000 characters each")
+        return flags
 
     @field_validator("status")
     @classmethod
@@ -219,6 +230,8 @@ class JobReport(_Strict):
             )
         return status
 
+
+MAX_FLAGS = 32
 
 REPORTABLE = frozenset(
     {JobStatus.STARTING, JobStatus.RUNNING, JobStatus.FINISHED, JobStatus.FAILED}

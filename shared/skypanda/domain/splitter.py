@@ -5,6 +5,7 @@ Placeholders in the command are filled per job:
     {inputs}  as a whole word: one argv word per input
     {index}   the job's index in the task (0-based)
     {task}    the task's name
+    {iteration}  the loop iteration (1 outside loops)
 Literal braces are written twice: `{{` and `}}`.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import JobSpec, TaskSpec
 
-PLACEHOLDERS = frozenset({"input", "inputs", "index", "task"})
+PLACEHOLDERS = frozenset({"input", "inputs", "index", "task", "iteration"})
 
 
 def check_command(command: Sequence[str]) -> None:
@@ -52,10 +53,12 @@ def check_command(command: Sequence[str]) -> None:
                 )
 
 
-def render(command: Sequence[str], *, task: str, index: int, inputs: Sequence[str]) -> list[str]:
+def render(
+    command: Sequence[str], *, task: str, index: int, inputs: Sequence[str], iteration: int = 1
+) -> list[str]:
     """The argv of one job: placeholders filled, `{inputs}` expanded into words."""
     argv: list[str] = []
-    values = {"input": ",".join(inputs), "index": index, "task": task}
+    values = {"input": ",".join(inputs), "index": index, "task": task, "iteration": iteration}
     for word in command:
         if word == "{inputs}":
             argv.extend(inputs)
@@ -72,7 +75,7 @@ def count_jobs(spec: TaskSpec) -> int:
     return -(-len(spec.inputs) // spec.files_per_job)
 
 
-def split(spec: TaskSpec) -> Iterator[JobSpec]:
+def split(spec: TaskSpec, *, iteration: int = 1) -> Iterator[JobSpec]:
     """Yield the jobs of a task, in index order, lazily (a task may have millions of jobs).
 
     Raises:
@@ -81,12 +84,11 @@ def split(spec: TaskSpec) -> Iterator[JobSpec]:
     check_command(spec.command)
     if spec.inputs is None:
         for index in range(count_jobs(spec)):
-            yield JobSpec(
-                index=index, command=render(spec.command, task=spec.name, index=index, inputs=[])
-            )
+            argv = render(spec.command, task=spec.name, index=index, inputs=[], iteration=iteration)
+            yield JobSpec(index=index, command=argv)
         return
     step = spec.files_per_job
     for index, start in enumerate(range(0, len(spec.inputs), step)):
         group = spec.inputs[start : start + step]
-        argv = render(spec.command, task=spec.name, index=index, inputs=group)
+        argv = render(spec.command, task=spec.name, index=index, inputs=group, iteration=iteration)
         yield JobSpec(index=index, command=argv, inputs=list(group))

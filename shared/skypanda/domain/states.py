@@ -38,6 +38,18 @@ class TaskStatus(StrEnum):
     FINISHED = "finished"  # ended with some jobs failed; the task allows partial success
     FAILED = "failed"  # ended with failed jobs (or could not be split)
     ABORTED = "aborted"  # killed by a user
+    SKIPPED = "skipped"  # in a workflow: its condition did not hold (or a task it needs skipped)
+    CANCELLED = "cancelled"  # in a workflow: not run because a task it needs failed
+
+
+class WorkflowStatus(StrEnum):
+    """A workflow's state (an iDDS request's states, simplified)."""
+
+    REGISTERED = "registered"  # stored with its tasks; jobs not made yet
+    RUNNING = "running"  # jobs made; tasks are being released
+    DONE = "done"  # every task done or skipped
+    FAILED = "failed"  # some task failed or was cancelled (a user may retry)
+    ABORTED = "aborted"  # killed by a user
 
 
 class PilotStatus(StrEnum):
@@ -51,7 +63,7 @@ class PilotStatus(StrEnum):
     CANCELLED = "cancelled"  # stopped by the scaler or by shutdown
 
 
-S = TypeVar("S", JobStatus, TaskStatus, PilotStatus)
+S = TypeVar("S", JobStatus, TaskStatus, PilotStatus, WorkflowStatus)
 
 _J = JobStatus
 JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
@@ -64,21 +76,34 @@ JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     _J.STARTING: frozenset({_J.RUNNING, _J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}),
     _J.RUNNING: frozenset({_J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}),
     # A user's retry of a failed or cancelled job starts a new attempt.
-    _J.FAILED: frozenset({_J.ACTIVATED}),
-    _J.CANCELLED: frozenset({_J.ACTIVATED}),
+    # (or, in a workflow, waits again for parents that run again: defined).
+    _J.FAILED: frozenset({_J.ACTIVATED, _J.DEFINED}),
+    _J.CANCELLED: frozenset({_J.ACTIVATED, _J.DEFINED}),
     _J.FINISHED: frozenset(),
     _J.CLOSED: frozenset(),
 }
 
 _T = TaskStatus
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
-    _T.REGISTERED: frozenset({_T.READY, _T.FAILED, _T.ABORTED}),
+    _T.REGISTERED: frozenset({_T.READY, _T.FAILED, _T.ABORTED, _T.SKIPPED, _T.CANCELLED}),
     _T.READY: frozenset({_T.RUNNING, _T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED}),
     _T.RUNNING: frozenset({_T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED}),
     _T.DONE: frozenset(),
     _T.FINISHED: frozenset(),
-    _T.FAILED: frozenset(),
+    # A user's retry: failed jobs run again (failed), or the task waits for its inputs again.
+    _T.FAILED: frozenset({_T.RUNNING}),
+    _T.CANCELLED: frozenset({_T.REGISTERED}),
+    _T.SKIPPED: frozenset(),
     _T.ABORTED: frozenset(),
+}
+
+_W = WorkflowStatus
+WORKFLOW_TRANSITIONS: Mapping[WorkflowStatus, frozenset[WorkflowStatus]] = {
+    _W.REGISTERED: frozenset({_W.RUNNING, _W.FAILED, _W.ABORTED}),
+    _W.RUNNING: frozenset({_W.DONE, _W.FAILED, _W.ABORTED}),
+    _W.DONE: frozenset(),
+    _W.FAILED: frozenset({_W.RUNNING, _W.ABORTED}),  # a user's retry, or kill
+    _W.ABORTED: frozenset(),
 }
 
 _P = PilotStatus
@@ -95,6 +120,7 @@ _TABLES: dict[type[StrEnum], Mapping[object, frozenset[object]]] = {
     JobStatus: JOB_TRANSITIONS,  # type: ignore[dict-item]
     TaskStatus: TASK_TRANSITIONS,  # type: ignore[dict-item]
     PilotStatus: PILOT_TRANSITIONS,  # type: ignore[dict-item]
+    WorkflowStatus: WORKFLOW_TRANSITIONS,  # type: ignore[dict-item]
 }
 
 
@@ -128,6 +154,15 @@ JOB_FINAL: frozenset[JobStatus] = frozenset(s for s, n in JOB_TRANSITIONS.items(
 JOB_QUEUED: frozenset[JobStatus] = frozenset({_J.DEFINED, _J.ACTIVATED})
 JOB_LIVE: frozenset[JobStatus] = frozenset({_J.SENT, _J.STARTING, _J.RUNNING})
 """Job states in which an attempt is held by a pilot."""
-TASK_FINAL: frozenset[TaskStatus] = frozenset(s for s, n in TASK_TRANSITIONS.items() if not n)
+TASK_FINAL: frozenset[TaskStatus] = frozenset(s for s, n in TASK_TRANSITIONS.items() if not n) | {
+    _T.FAILED,
+    _T.CANCELLED,
+}
+"""Task states in which a task has ended (failed and cancelled can only be left by a retry)."""
+TASK_OK: frozenset[TaskStatus] = frozenset({_T.DONE, _T.FINISHED})
+"""Ended tasks whose outputs exist: what a dependent task needs."""
+WORKFLOW_FINAL: frozenset[WorkflowStatus] = frozenset(
+    s for s, n in WORKFLOW_TRANSITIONS.items() if not n
+) | {_W.FAILED}
 PILOT_FINAL: frozenset[PilotStatus] = frozenset(s for s, n in PILOT_TRANSITIONS.items() if not n)
 PILOT_LIVE: frozenset[PilotStatus] = frozenset({_P.SUBMITTED, _P.RUNNING})

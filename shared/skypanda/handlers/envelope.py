@@ -27,6 +27,10 @@ class TaskRef(_Payload):
     task_id: str
 
 
+class WorkflowRef(_Payload):
+    workflow_id: str
+
+
 class JobEnded(_Payload):
     job_id: str
     task_id: str

@@ -1,19 +1,31 @@
-"""release: on job.ended, roll the task up when its last job ended.
+"""release: on job.ended, release the job's children, roll its task up, advance its workflow.
 
-Cost per event: one indexed existence check (does any job of the task remain unended?); an
-event that finds none reads the task, and only if the task has not ended yet are its jobs
-counted (aggregations, once per task). No counter document
-is written per job (DESIGN laws 5 and 6).
+Cost per event (DESIGN laws 5 and 6): the job's edges are marked and each child is checked with
+two indexed existence queries (any parent pending? any parent ended badly?), so the work grows
+with the job's children, never with the workflow. A child leaves `defined` by compare-and-set,
+so it is activated (or cancelled, missing a parent) exactly once whatever the order and
+duplication of events. The task rollup is one indexed existence check; only when nothing is
+left does it read the task and count its jobs (aggregations, once per task). No counter
+document is written per job.
+
+Events can be handled one by one (a Cloud Function per event) or in batches (the local router):
+a batch does the same steps with one transaction per step instead of one per event.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
+from skypanda.domain import events as ev
+from skypanda.domain.dag import ParentsState, child_status, missing_parent
+from skypanda.domain.jobflow import JobChange
+from skypanda.domain.models import Job
 from skypanda.domain.policy import rollup
-from skypanda.domain.states import TASK_FINAL, TaskStatus
+from skypanda.domain.states import JobStatus, TaskStatus, advance
+from skypanda.handlers import workflow
 from skypanda.handlers.envelope import JobEnded, decode
 from skypanda.handlers.services import Services
 
@@ -21,41 +33,132 @@ log = logging.getLogger(__name__)
 
 
 def handle(svc: Services, cloud_event: Any) -> None:
-    ended = decode(cloud_event, JobEnded)
-    roll_up_task(svc, ended.task_id)
+    release(svc, [decode(cloud_event, JobEnded)])
 
 
-# Tasks this process saw ended. A final state never changes, so the cache cannot go stale; it
-# spares the events that arrive after their task's rollup any read (a function instance
-# serves many events in a row). Bounded: the oldest entries go first.
+def handle_batch(svc: Services, cloud_events: Sequence[Any]) -> None:
+    release(svc, [decode(c, JobEnded) for c in cloud_events])
+
+
+def release(svc: Services, ended: Sequence[JobEnded]) -> None:
+    release_children(svc, [e.job_id for e in ended])
+    for task_id in dict.fromkeys(e.task_id for e in ended):
+        status, fresh = roll_up_task_fresh(svc, task_id)
+        if status is not None and fresh:
+            wf_id = _task_workflow(svc, task_id)[0]
+            if wf_id is not None:
+                workflow.advance(svc, wf_id)
+
+
+# Tasks this process saw end for good. Such a state never changes, so the cache cannot go
+# stale; it spares the events that arrive after their task's rollup any read (a function
+# instance serves many events in a row). Failed tasks are not cached: a user may retry them.
 _ENDED: OrderedDict[str, TaskStatus] = OrderedDict()
 _ENDED_MAX = 10_000
+_FOR_GOOD = frozenset({TaskStatus.DONE, TaskStatus.FINISHED, TaskStatus.ABORTED})
+# Task id -> (workflow id, task name): never changes.
+_TASKS: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
 
 
 def _remember(task_id: str, status: TaskStatus) -> TaskStatus:
-    _ENDED[task_id] = status
-    while len(_ENDED) > _ENDED_MAX:
-        _ENDED.popitem(last=False)
+    if status in _FOR_GOOD:
+        _ENDED[task_id] = status
+        while len(_ENDED) > _ENDED_MAX:
+            _ENDED.popitem(last=False)
     return status
+
+
+def forget(task_id: str) -> None:
+    """Drop what this process remembers of a task's end (before a retry)."""
+    _ENDED.pop(task_id, None)
+
+
+def _task_workflow(svc: Services, task_id: str) -> tuple[str | None, str]:
+    known = _TASKS.get(task_id)
+    if known is None:
+        task = svc.store.get_task(task_id, counts=False)
+        known = _TASKS[task_id] = (task.workflow_id, task.spec.name)
+        while len(_TASKS) > _ENDED_MAX:
+            _TASKS.popitem(last=False)
+    return known
 
 
 def roll_up_task(svc: Services, task_id: str) -> TaskStatus | None:
     """Move the task to its final state if every job has ended; return that state."""
+    return roll_up_task_fresh(svc, task_id)[0]
+
+
+def roll_up_task_fresh(svc: Services, task_id: str) -> tuple[TaskStatus | None, bool]:
+    """Like roll_up_task; also says whether this process learnt of the end just now (so the
+    workflow should be advanced: after a crash, a redelivered event does it again)."""
     if task_id in _ENDED:
-        return _ENDED[task_id]
+        return _ENDED[task_id], False
     if svc.store.has_unended_jobs(task_id):
-        return None
+        return None, False
     task = svc.store.get_task(task_id, counts=False)
-    if task.status in TASK_FINAL:
-        return _remember(task_id, task.status)  # rolled up already by another event
+    if task.status in (TaskStatus.REGISTERED,):
+        return None, False  # not made yet
+    if task.status not in (TaskStatus.READY, TaskStatus.RUNNING):
+        return _remember(task_id, task.status), True  # rolled up already by another event
     counts = svc.store.job_counts(task_id)
     final = rollup(counts, allow_partial=task.spec.allow_partial)
     if final is None:
-        return None
+        return None, False
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     if svc.store.set_task_status(
         task_id, [TaskStatus.READY, TaskStatus.RUNNING], final, reason=summary
     ):
         log.info("task %s %s (%s)", task_id, final, summary)
-        return _remember(task_id, final)
-    return final
+    return _remember(task_id, final), True
+
+
+# -- children -----------------------------------------------------------------------------------
+
+
+def release_children(svc: Services, parent_ids: Sequence[str]) -> int:
+    """Activate (or cancel) the children of ended jobs whose parents have all ended.
+    Returns how many children changed."""
+    states = svc.store.release_children(parent_ids)
+    ready = [c for c, st in states.items() if not st.pending]
+    if not ready:
+        return 0
+    now = svc.clock.now()
+    changes: list[JobChange] = []
+    for job in svc.store.get_jobs(ready).values():
+        if job.status is JobStatus.DEFINED:
+            change = _release(svc, job, states[job.id], now)
+            if change is not None:
+                changes.append(change)
+    won = [c for c, ok in zip(changes, svc.store.apply_job_changes(changes), strict=True) if ok]
+    queues: dict[str, list[str]] = {}
+    for c in won:
+        if c.after.status is JobStatus.ACTIVATED:
+            queues.setdefault(c.after.queue, []).append(c.after.id)
+    if queues:
+        svc.store.add_events(
+            [ev.jobs_activated(q, len(ids), key=f"release:{ids[0]}") for q, ids in queues.items()]
+        )
+    return len(won)
+
+
+def _release(svc: Services, job: Job, parents: ParentsState, now: float) -> JobChange | None:
+    goes_on = False
+    if parents.failed:
+        wf_id, name = _task_workflow(svc, job.task_id)
+        goes_on = wf_id is not None and workflow.compiled(svc, wf_id).continues(name)
+    status = child_status(parents, continue_on_failure=goes_on)
+    if status is None:
+        return None
+    if status is JobStatus.ACTIVATED:
+        after = job.model_copy(update={"status": advance(job.status, status), "updated_at": now})
+        return JobChange(job, after)
+    after = job.model_copy(
+        update={
+            "status": advance(job.status, status),
+            "updated_at": now,
+            "ended_at": now,
+            "error_diag": missing_parent(parents),
+        }
+    )
+    ended = ev.job_ended(job.id, job.attempt, job.task_id, str(status))
+    return JobChange(job, after, None, (ended,))

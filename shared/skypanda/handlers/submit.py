@@ -12,28 +12,40 @@ from skypanda.handlers.services import Services, new_id
 MAX_JOBS_PER_TASK = 1_000_000
 
 
-def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
-    """Register a task. Nothing is stored if the task is invalid.
+def check_task(svc: Services, spec: TaskSpec, *, count: bool = True) -> int:
+    """Check a task against what exists (placeholders, size, queue); return its job count.
 
     Raises:
-        InvalidInput: bad placeholders, too many jobs, unknown queue.
+        InvalidInput: bad placeholders, too many jobs, unknown queue, resources that do not fit.
     """
     check_command(spec.command)
-    n = count_jobs(spec)
+    n = count_jobs(spec) if count else 0
     if n > MAX_JOBS_PER_TASK:
         raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
     try:
         queue = svc.store.get_queue(spec.queue)
     except NotFound as e:
         known = ", ".join(q.name for q in svc.store.list_queues()) or "none"
-        raise InvalidInput(f"unknown queue {spec.queue!r} (known: {known})", field="queue") from e
+        raise InvalidInput(
+            f"task {spec.name}: unknown queue {spec.queue!r} (known: {known})", field="queue"
+        ) from e
     if not spec.resources.fits(queue.pilot_resources):
         raise InvalidInput(
-            f"resources {spec.resources.memory_mb} MB x {spec.resources.cores} cores do not fit "
-            f"queue {queue.name} ({queue.pilot_resources.memory_mb} MB x "
-            f"{queue.pilot_resources.cores} cores)",
+            f"task {spec.name}: resources {spec.resources.memory_mb} MB x "
+            f"{spec.resources.cores} cores do not fit queue {queue.name} "
+            f"({queue.pilot_resources.memory_mb} MB x {queue.pilot_resources.cores} cores)",
             field="resources",
         )
+    return n
+
+
+def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
+    """Register a task. Nothing is stored if the task is invalid.
+
+    Raises:
+        InvalidInput: bad placeholders, too many jobs, unknown queue.
+    """
+    n = check_task(svc, spec)
     now = svc.clock.now()
     task = Task(
         id=new_id("t"),

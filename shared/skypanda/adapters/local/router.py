@@ -17,7 +17,7 @@ import time
 from skypanda.domain.errors import SkypandaError
 from skypanda.domain.events import Event, EventType
 from skypanda.handlers.envelope import to_cloudevent
-from skypanda.handlers.routes import ROUTES
+from skypanda.handlers.routes import BATCH_ROUTES, ROUTES
 from skypanda.handlers.services import Services
 from skypanda.ports import Store, StoredEvent
 
@@ -59,7 +59,34 @@ class Router:
 
     def _deliver_batch(self, pending: list[StoredEvent]) -> int:
         done: list[int] = []
-        for stored in pending:
+        for run in _runs(pending):
+            if len(run) > 1 and self._deliver_run(run):
+                done.extend(s.seq for s in run)
+                continue
+            ok = self._deliver_each(run, done)
+            if not ok:
+                break  # keep order: retry the failed event before later ones
+        self._store.mark_delivered(done, self._svc.clock.now())
+        self.delivered += len(done)
+        if len(done) < len(pending):
+            time.sleep(0.05)  # back off a little before retrying a failed event
+        return len(done)
+
+    def _deliver_run(self, run: list[StoredEvent]) -> bool:
+        """A run of events of one batchable type in one call; False: deliver them one by one
+        (a batch that fails says nothing about which event is at fault)."""
+        handler = BATCH_ROUTES[run[0].event.type]
+        try:
+            handler(self._svc, [to_cloudevent(s.event) for s in run])
+        except Exception as e:
+            log.info(
+                "batch of %d %s events failed (%s); one by one", len(run), run[0].event.type, e
+            )
+            return False
+        return True
+
+    def _deliver_each(self, run: list[StoredEvent], done: list[int]) -> bool:
+        for stored in run:
             try:
                 self.deliver(stored.event)
             except SkypandaError as e:
@@ -69,17 +96,13 @@ class Router:
                 )
                 self._store.mark_failed(stored.seq, e.message, dead=dead)
                 if not dead:
-                    break  # keep order: retry this one before later events
+                    return False
             except Exception as e:  # a bug in a handler must not stop the router
                 log.exception("event %s: handler crashed", stored.event.id)
                 self._store.mark_failed(stored.seq, f"{type(e).__name__}: {e}", dead=True)
             else:
                 done.append(stored.seq)
-        self._store.mark_delivered(done, self._svc.clock.now())
-        self.delivered += len(done)
-        if len(done) < len(pending):
-            time.sleep(0.05)  # back off a little before retrying a failed event
-        return len(done)
+        return True
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -100,6 +123,18 @@ class Router:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def _runs(pending: list[StoredEvent]) -> list[list[StoredEvent]]:
+    """Split events into runs: consecutive batchable events of one type, or single events."""
+    runs: list[list[StoredEvent]] = []
+    for stored in pending:
+        kind = stored.event.type
+        if runs and kind in BATCH_ROUTES and runs[-1][-1].event.type == kind:
+            runs[-1].append(stored)
+        else:
+            runs.append([stored])
+    return runs
 
 
 def tick_event(now: float) -> Event:

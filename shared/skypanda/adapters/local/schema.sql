@@ -8,9 +8,23 @@ CREATE TABLE IF NOT EXISTS tasks (
     n_jobs INTEGER NOT NULL DEFAULT 0,
     spec TEXT NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    workflow_id TEXT,
+    iteration INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS tasks_recent ON tasks (created_at DESC);
+
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    spec TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workflows_recent ON workflows (created_at DESC);
 
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -38,7 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     started_at REAL,
-    ended_at REAL
+    ended_at REAL,
+    flags TEXT NOT NULL DEFAULT '{}'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_task ON jobs (task_id, idx);
 CREATE INDEX IF NOT EXISTS jobs_by_task_status ON jobs (task_id, status);
@@ -48,11 +63,15 @@ CREATE INDEX IF NOT EXISTS jobs_dispatch ON jobs (queue, priority DESC, created_
 CREATE INDEX IF NOT EXISTS jobs_live_by_pilot ON jobs (pilot_id)
     WHERE status IN ('sent', 'starting', 'running');
 
+-- Job dependencies. parent_status is NULL while the parent has not ended, then its final
+-- status: a child is released when none of its edges is NULL (one index seek per child).
 CREATE TABLE IF NOT EXISTS job_edges (
     parent TEXT NOT NULL,
     child TEXT NOT NULL,
+    parent_status TEXT,
     PRIMARY KEY (parent, child)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_edges_by_child ON job_edges (child, parent_status);
 
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,

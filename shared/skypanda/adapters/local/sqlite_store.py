@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from skypanda.domain.dag import ParentsState
 from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task, TaskSpec
@@ -29,8 +30,10 @@ from skypanda.domain.states import (
     JobStatus,
     PilotStatus,
     TaskStatus,
+    WorkflowStatus,
     advance,
 )
+from skypanda.domain.workflow import Workflow, WorkflowSpec
 from skypanda.ports import JobChange, StoredEvent
 
 _SCHEMA = resources.files("skypanda.adapters.local").joinpath("schema.sql").read_text()
@@ -43,8 +46,16 @@ _UPSERT_ATTEMPT = (
 JOB_COLUMNS = (
     "id, task_id, idx, status, attempt, failures, max_attempts, queue, priority, memory_mb, "
     "cores, walltime_s, command, inputs, env, parents, pilot_id, kill_requested, exit_code, "
-    "error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at"
+    "error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at, flags"
 )
+# Columns added after a database may have been created: added on open.
+_ADDED_COLUMNS = (
+    ("tasks", "workflow_id", "TEXT"),
+    ("tasks", "iteration", "INTEGER NOT NULL DEFAULT 1"),
+    ("jobs", "flags", "TEXT NOT NULL DEFAULT '{}'"),
+    ("job_edges", "parent_status", "TEXT"),
+)
+_FINAL = tuple(str(s) for s in JOB_FINAL)
 _JOB_PLACEHOLDERS = ", ".join("?" * len(JOB_COLUMNS.split(", ")))
 
 
@@ -61,7 +72,7 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         json.dumps(job.command), json.dumps(job.inputs), json.dumps(job.env),
         json.dumps(job.parents), job.pilot_id, int(job.kill_requested), job.exit_code,
         job.error_code, job.error_diag, job.log_uri, job.created_at, job.updated_at,
-        job.started_at, job.ended_at,
+        job.started_at, job.ended_at, json.dumps(job.flags),
     )  # fmt: skip
 
 
@@ -93,6 +104,7 @@ def _job(row: sqlite3.Row) -> Job:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         ended_at=row["ended_at"],
+        flags=json.loads(row["flags"]),
     )
 
 
@@ -101,6 +113,10 @@ def _attempt_row(a: Attempt) -> tuple[Any, ...]:
         a.job_id, a.attempt, a.pilot_id, str(a.status), a.started_at, a.ended_at, a.exit_code,
         a.error_code, a.error_diag, a.log_uri,
     )  # fmt: skip
+
+
+def _status_or_none(status: JobStatus | None) -> str | None:
+    return None if status is None else str(status)
 
 
 def _event_row(e: Event, now: float) -> tuple[Any, ...]:
@@ -117,6 +133,7 @@ class SqliteStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self.on_events: Callable[[], None] = lambda: None
+        self._migrate(self._conn())
         self._conn().executescript(_SCHEMA)
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -137,6 +154,14 @@ class SqliteStore:
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Add the columns a database made by an earlier version lacks."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            if have and column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -183,27 +208,33 @@ class SqliteStore:
     # -- tasks ----------------------------------------------------------------------------------
     def add_task(self, task: Task, events: Sequence[Event]) -> None:
         with self._tx() as db:
-            try:
-                db.execute(
-                    "INSERT INTO tasks (id, name, owner, status, reason, n_jobs, spec, created_at,"
-                    " updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        task.id,
-                        task.spec.name,
-                        task.owner,
-                        str(task.status),
-                        task.reason,
-                        task.n_jobs,
-                        task.spec.model_dump_json(by_alias=True),
-                        task.created_at,
-                        task.updated_at,
-                    ),
-                )
-            except sqlite3.IntegrityError as e:
-                raise InvalidInput(f"task id {task.id} already exists", task_id=task.id) from e
+            self._insert_task(db, task)
             emitted = self._emit(db, events)
         if emitted:
             self.on_events()
+
+    @staticmethod
+    def _insert_task(db: sqlite3.Connection, task: Task) -> None:
+        try:
+            db.execute(
+                "INSERT INTO tasks (id, name, owner, status, reason, n_jobs, spec, created_at,"
+                " updated_at, workflow_id, iteration) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    task.id,
+                    task.spec.name,
+                    task.owner,
+                    str(task.status),
+                    task.reason,
+                    task.n_jobs,
+                    task.spec.model_dump_json(by_alias=True),
+                    task.created_at,
+                    task.updated_at,
+                    task.workflow_id,
+                    task.iteration,
+                ),
+            )
+        except sqlite3.IntegrityError as e:
+            raise InvalidInput(f"task id {task.id} already exists", task_id=task.id) from e
 
     def _task(self, row: sqlite3.Row, counts: dict[str, int]) -> Task:
         return Task(
@@ -216,6 +247,8 @@ class SqliteStore:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             job_counts=counts,
+            workflow_id=row["workflow_id"],
+            iteration=row["iteration"],
         )
 
     def get_task(self, task_id: str, *, counts: bool = True) -> Task:
@@ -259,8 +292,10 @@ class SqliteStore:
         expect: TaskStatus,
         to: TaskStatus,
         events: Sequence[Event] = (),
+        parent_status: Mapping[str, JobStatus] | None = None,
     ) -> bool:
         advance(expect, to)
+        ended = parent_status or {}
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
@@ -270,10 +305,10 @@ class SqliteStore:
                 return False  # lost the compare-and-set: nothing was written
             n = 0
             batch: list[tuple[Any, ...]] = []
-            edges: list[tuple[str, str]] = []
+            edges: list[tuple[str, str, str | None]] = []
             for job in jobs:
                 batch.append(_job_row(job))
-                edges.extend((p, job.id) for p in job.parents)
+                edges.extend((p, job.id, _status_or_none(ended.get(p))) for p in job.parents)
                 if len(batch) >= _INSERT_CHUNK:
                     n += self._insert_jobs(db, batch, edges)
                     batch, edges = [], []
@@ -286,10 +321,14 @@ class SqliteStore:
 
     @staticmethod
     def _insert_jobs(
-        db: sqlite3.Connection, rows: list[tuple[Any, ...]], edges: list[tuple[str, str]]
+        db: sqlite3.Connection,
+        rows: list[tuple[Any, ...]],
+        edges: list[tuple[str, str, str | None]],
     ) -> int:
         db.executemany(f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({_JOB_PLACEHOLDERS})", rows)
-        db.executemany("INSERT OR IGNORE INTO job_edges (parent, child) VALUES (?, ?)", edges)
+        db.executemany(
+            "INSERT OR IGNORE INTO job_edges (parent, child, parent_status) VALUES (?, ?, ?)", edges
+        )
         return len(rows)
 
     def job_counts(self, task_id: str) -> dict[JobStatus, int]:
@@ -331,6 +370,148 @@ class SqliteStore:
                 (now, task_id, *live),
             )
         return self.get_task(task_id)
+
+    def task_flags(self, task_id: str) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        rows = self._read(
+            "SELECT flags FROM jobs WHERE task_id = ? AND status = ? AND flags != '{}'",
+            (task_id, str(JobStatus.FINISHED)),
+        )
+        for r in rows:
+            for k, v in json.loads(r["flags"]).items():
+                out.setdefault(k, set()).add(v)
+        return out
+
+    # -- workflows ------------------------------------------------------------------------------
+    def add_workflow(
+        self, workflow: Workflow, tasks: Sequence[Task], events: Sequence[Event]
+    ) -> None:
+        with self._tx() as db:
+            try:
+                db.execute(
+                    "INSERT INTO workflows (id, name, owner, status, reason, spec, created_at, "
+                    "updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (workflow.id, workflow.spec.name, workflow.owner, str(workflow.status),
+                     workflow.reason, workflow.spec.model_dump_json(by_alias=True),
+                     workflow.created_at, workflow.updated_at),
+                )  # fmt: skip
+            except sqlite3.IntegrityError as e:
+                raise InvalidInput(f"workflow id {workflow.id} already exists") from e
+            for task in tasks:
+                self._insert_task(db, task)
+            emitted = self._emit(db, events)
+        if emitted:
+            self.on_events()
+
+    @staticmethod
+    def _workflow(row: sqlite3.Row) -> Workflow:
+        return Workflow(
+            id=row["id"],
+            spec=WorkflowSpec.model_validate_json(row["spec"]),
+            owner=row["owner"],
+            status=WorkflowStatus(row["status"]),
+            reason=row["reason"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        rows = self._read("SELECT * FROM workflows WHERE id = ?", (workflow_id,))
+        if not rows:
+            raise NotFound(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
+        return self._workflow(rows[0])
+
+    def list_workflows(self, *, limit: int = 100) -> list[Workflow]:
+        rows = self._read("SELECT * FROM workflows ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [self._workflow(r) for r in rows]
+
+    def set_workflow_status(
+        self,
+        workflow_id: str,
+        expect: Iterable[WorkflowStatus],
+        to: WorkflowStatus,
+        *,
+        reason: str = "",
+    ) -> bool:
+        expected = [str(s) for s in expect if advance(s, to)]
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE workflows SET status = ?, reason = ?, updated_at = ? "
+                f"WHERE id = ? AND status IN ({_marks(expected)})",
+                (str(to), reason, self._clock(), workflow_id, *expected),
+            )
+            return cur.rowcount == 1
+
+    def workflow_tasks(self, workflow_id: str) -> list[Task]:
+        rows = self._read(
+            "SELECT * FROM tasks WHERE workflow_id = ? ORDER BY created_at, iteration, name",
+            (workflow_id,),
+        )
+        return [self._task(r, {}) for r in rows]
+
+    # -- job dependencies -----------------------------------------------------------------------
+    def release_children(self, parent_ids: Sequence[str]) -> dict[str, ParentsState]:
+        children: dict[str, ParentsState] = {}
+        with self._tx() as db:
+            for pid in parent_ids:
+                row = db.execute("SELECT status FROM jobs WHERE id = ?", (pid,)).fetchone()
+                if row is None or row["status"] not in _FINAL:
+                    continue
+                db.execute(
+                    "UPDATE job_edges SET parent_status = ? WHERE parent = ?", (row["status"], pid)
+                )
+                for (child,) in db.execute(
+                    "SELECT child FROM job_edges WHERE parent = ?", (pid,)
+                ).fetchall():
+                    children[child] = ParentsState(False)  # filled in below
+            for child in children:
+                pending = db.execute(
+                    "SELECT 1 FROM job_edges WHERE child = ? AND parent_status IS NULL LIMIT 1",
+                    (child,),
+                ).fetchone()
+                failed = db.execute(
+                    "SELECT parent FROM job_edges WHERE child = ? AND parent_status IS NOT NULL "
+                    "AND parent_status != ? LIMIT 3",
+                    (child, str(JobStatus.FINISHED)),
+                ).fetchall()
+                children[child] = ParentsState(pending is not None, tuple(r[0] for r in failed))
+        return children
+
+    def retry_jobs(self, task_id: str, now: float) -> int:
+        for s in (JobStatus.FAILED, JobStatus.CANCELLED):
+            advance(s, JobStatus.DEFINED)
+            advance(s, JobStatus.ACTIVATED)
+        ended = (str(JobStatus.FAILED), str(JobStatus.CANCELLED))
+        with self._tx() as db:
+            ids = [
+                r["id"]
+                for r in db.execute(
+                    "SELECT id FROM jobs WHERE task_id = ? AND status IN (?, ?)", (task_id, *ended)
+                )
+            ]
+            if not ids:
+                return 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                db.execute(
+                    f"UPDATE jobs SET status = ?, attempt = attempt + 1, failures = 0, "
+                    f"pilot_id = NULL, kill_requested = 0, exit_code = NULL, error_code = NULL, "
+                    f"error_diag = '', log_uri = NULL, started_at = NULL, ended_at = NULL, "
+                    f"flags = '{{}}', updated_at = ? WHERE id IN ({_marks(chunk)})",
+                    (str(JobStatus.DEFINED), now, *chunk),
+                )
+                db.execute(
+                    f"UPDATE job_edges SET parent_status = NULL WHERE parent IN ({_marks(chunk)})",
+                    chunk,
+                )
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                db.execute(
+                    f"UPDATE jobs SET status = ? WHERE id IN ({_marks(chunk)}) AND NOT EXISTS "
+                    f"(SELECT 1 FROM job_edges WHERE child = jobs.id AND parent_status IS NULL)",
+                    (str(JobStatus.ACTIVATED), *chunk),
+                )
+        return len(ids)
 
     # -- jobs -----------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job:

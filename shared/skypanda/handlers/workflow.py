@@ -1,0 +1,422 @@
+"""Workflows: submit (validate, store), start (make the jobs of eager tasks), advance (make,
+skip or cancel waiting tasks, repeat loops, end the workflow), retry.
+
+Eager tasks (only job-level dependencies on other eager tasks) get their jobs at start, children
+before parents (reverse topological order): when a parent job ends, every child it has exists,
+so its release finds them. Lazy tasks are made by `advance` once every task they wait for has
+ended; their jobs' parents have all ended then, so each job starts activated or cancelled.
+Every step is compare-and-set or idempotent (deterministic task and job ids), so redelivered
+events and concurrent planners do each step once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from skypanda.domain import events as ev
+from skypanda.domain.dag import (
+    GraphJob,
+    child_status,
+    graph_job_spec,
+    missing_parent,
+    parents_by_job,
+    read_graph,
+    summarize,
+    task_job_specs,
+)
+from skypanda.domain.errors import Conflict, InvalidInput, NotFound
+from skypanda.domain.ids import job_id, workflow_task_id
+from skypanda.domain.jobflow import new_job
+from skypanda.domain.models import Job, JobSpec, Task
+from skypanda.domain.planner import EndTask, Plan, Repeat, TaskFacts, plan
+from skypanda.domain.splitter import count_jobs
+from skypanda.domain.states import (
+    TASK_FINAL,
+    JobStatus,
+    TaskStatus,
+    WorkflowStatus,
+)
+from skypanda.domain.workflow import CompiledWorkflow, Workflow, WorkflowSpec, compile_workflow
+from skypanda.handlers.envelope import WorkflowRef, decode
+from skypanda.handlers.services import Services, new_id
+from skypanda.handlers.submit import check_task
+
+log = logging.getLogger(__name__)
+
+GRAPH_CHUNK = 1 << 20
+
+
+def graph_key(workflow_id: str) -> str:
+    return f"workflows/{workflow_id}/graph.jsonl"
+
+
+# -- submit -------------------------------------------------------------------------------------
+
+
+def _graph_counts(
+    cw: CompiledWorkflow, lines: Iterable[bytes], sink: list[bytes]
+) -> dict[str, int]:
+    """Validate a graph (streamed) and count each task's jobs; keep the lines in `sink` chunks."""
+    counts = {t.name: 0 for t in cw.spec.tasks if t.graph}
+    tasks = {t.name: t for t in cw.spec.tasks}
+    buf: list[bytes] = []
+    size = 0
+
+    def kept() -> Iterator[bytes]:
+        nonlocal size
+        for line in lines:
+            buf.append(line if line.endswith(b"\n") else line + b"\n")
+            size += len(line)
+            if size >= GRAPH_CHUNK:
+                sink.append(b"".join(buf))
+                buf.clear()
+                size = 0
+            yield line
+
+    for job in read_graph(kept(), tasks):
+        counts[job.task] += 1
+    if buf:
+        sink.append(b"".join(buf))
+    for name, n in counts.items():
+        if n == 0:
+            raise InvalidInput(f"graph task {name!r} has no jobs in the graph file", task=name)
+    return counts
+
+
+def submit_workflow(
+    svc: Services, spec: WorkflowSpec, owner: str, graph: Iterable[bytes] | None = None
+) -> Workflow:
+    """Validate a workflow and store it with its first tasks. Nothing is stored if invalid.
+
+    `graph` is the job graph file's lines when the workflow has graph tasks.
+
+    Raises:
+        InvalidInput: what `compile_workflow` finds, a missing or bad graph, unknown queues,
+            a job-level mapping that leaves a job without parents.
+    """
+    cw = compile_workflow(spec)
+    chunks: list[bytes] = []
+    counts: dict[str, int] = {}
+    if spec.graph is not None:
+        if graph is None:
+            raise InvalidInput(f"workflow {spec.name} names graph {spec.graph!r}; send its lines")
+        counts = _graph_counts(cw, graph, chunks)
+    for t in spec.tasks:
+        check_task(svc, t, count=False)
+        if not t.graph:
+            counts[t.name] = count_jobs(t)
+    by_name = {t.name: t for t in spec.tasks}
+    for t in spec.tasks:
+        if t.depends:
+            for _ in parents_by_job(t, by_name):  # raises on a mapping that does not match
+                pass
+    now = svc.clock.now()
+    wf = Workflow(id=new_id("w"), spec=spec, owner=owner, created_at=now, updated_at=now)
+    tasks = [_task_record(wf, cw, name, 1, counts[name], now) for name in cw.order]
+    for chunk in chunks:
+        svc.blobs.append(graph_key(wf.id), chunk)
+    svc.store.add_workflow(wf, tasks, [ev.workflow_registered(wf.id)])
+    return wf
+
+
+def _task_record(
+    wf: Workflow, cw: CompiledWorkflow, name: str, iteration: int, n_jobs: int, now: float
+) -> Task:
+    wt = cw.spec.task(name)
+    spec = wt.task_spec(n_jobs=n_jobs if wt.graph else None)
+    return Task(
+        id=workflow_task_id(wf.id, name, iteration),
+        spec=spec,
+        owner=wf.owner,
+        n_jobs=n_jobs,
+        created_at=now,
+        updated_at=now,
+        workflow_id=wf.id,
+        iteration=iteration,
+    )
+
+
+# -- compiled workflows, cached (a workflow's spec never changes) ---------------------------------
+
+_COMPILED: OrderedDict[str, CompiledWorkflow] = OrderedDict()
+
+
+def compiled(svc: Services, workflow_id: str) -> CompiledWorkflow:
+    cw = _COMPILED.get(workflow_id)
+    if cw is None:
+        cw = compile_workflow(svc.store.get_workflow(workflow_id).spec)
+        _COMPILED[workflow_id] = cw
+        while len(_COMPILED) > 256:
+            _COMPILED.popitem(last=False)
+    return cw
+
+
+# -- start --------------------------------------------------------------------------------------
+
+
+def handle_registered(svc: Services, cloud_event: Any) -> None:
+    ref = decode(cloud_event, WorkflowRef)
+    start(svc, ref.workflow_id)
+
+
+def start(svc: Services, workflow_id: str) -> None:
+    """Make the jobs of the eager tasks (children first), then advance the workflow."""
+    wf = svc.store.get_workflow(workflow_id)
+    if wf.status is not WorkflowStatus.REGISTERED:
+        return
+    cw = compiled(svc, workflow_id)
+    records = {t.spec.name: t for t in svc.store.workflow_tasks(workflow_id) if t.iteration == 1}
+    for name in reversed(cw.eager):
+        if records[name].status is TaskStatus.REGISTERED:
+            split_task(svc, wf, cw, records[name], records)
+    svc.store.set_workflow_status(workflow_id, [WorkflowStatus.REGISTERED], WorkflowStatus.RUNNING)
+    advance(svc, workflow_id)
+
+
+def _graph_lines(svc: Services, wf: Workflow) -> Iterator[bytes]:
+    return iter(io.BytesIO(svc.blobs.read(graph_key(wf.id))))
+
+
+def _job_specs(
+    svc: Services, wf: Workflow, cw: CompiledWorkflow, task: Task, ids: Mapping[str, str]
+) -> Iterator[JobSpec]:
+    """The task's jobs with their parents' ids (`ids`: task name -> the record it waits for)."""
+    wt = cw.spec.task(task.spec.name)
+    if wt.graph:
+        tasks = {t.name: t for t in cw.spec.tasks}
+        for g in read_graph(_graph_lines(svc, wf), tasks):
+            if g.task == wt.name:
+                yield graph_job_spec(task.spec, g, _parent_ids(g, ids))
+        return
+    by_name = {t.name: t for t in cw.spec.tasks}
+    refs = parents_by_job(wt, by_name) if wt.depends else None
+    parent_lists = ([job_id(ids[n], i) for n, i in r] for r in refs) if refs is not None else None
+    yield from task_job_specs(wt, parent_lists, iteration=task.iteration)
+
+
+def _parent_ids(g: GraphJob, ids: Mapping[str, str]) -> list[str]:
+    return [job_id(ids[n], i) for n, i in g.parents]
+
+
+def _resolve(cw: CompiledWorkflow, task: Task, records: Mapping[str, Task]) -> dict[str, str]:
+    """Task name -> id of the record `task` waits for: the same iteration inside its loop,
+    else the latest record (loops are over by the time a task outside them is made)."""
+    own_loop = cw.loop_of.get(task.spec.name)
+    out = {}
+    for name in cw.prerequisites[task.spec.name]:
+        if own_loop is not None and cw.loop_of.get(name) == own_loop:
+            out[name] = workflow_task_id(task.workflow_id or "", name, task.iteration)
+        else:
+            out[name] = records[name].id
+    return out
+
+
+def split_task(
+    svc: Services, wf: Workflow, cw: CompiledWorkflow, task: Task, records: Mapping[str, Task]
+) -> bool:
+    """Store the task's jobs (registered -> ready). For a lazy task, every parent has ended:
+    each job starts activated, or cancelled when a parent failed (unless the task continues)."""
+    now = svc.clock.now()
+    ids = _resolve(cw, task, records)
+    lazy = task.spec.name in cw.lazy
+    specs = list(_job_specs(svc, wf, cw, task, ids)) if lazy else _job_specs(svc, wf, cw, task, ids)
+    statuses: dict[str, JobStatus] = {}
+    if lazy:
+        wanted = list({p for s in specs for p in s.parents})
+        statuses = {j.id: j.status for j in svc.store.get_jobs(wanted).values()}
+    jobs = (_made(task, s, now, statuses, cw.continues(task.spec.name), lazy) for s in specs)
+    nudge = ev.jobs_activated(task.spec.queue, task.n_jobs, key=task.id)
+    won = svc.store.add_jobs(
+        task.id,
+        jobs,
+        expect=TaskStatus.REGISTERED,
+        to=TaskStatus.READY,
+        events=[nudge],
+        parent_status=statuses,
+    )
+    if won:
+        log.info("workflow %s: task %s made (iteration %d)", wf.id, task.spec.name, task.iteration)
+    return won
+
+
+def _made(
+    task: Task, spec: JobSpec, now: float, ended: Mapping[str, JobStatus], goes_on: bool, lazy: bool
+) -> Job:
+    job = new_job(task, spec, now)
+    if not lazy or not spec.parents:
+        return job
+    parents = summarize({p: ended.get(p) for p in spec.parents})
+    status = child_status(parents, continue_on_failure=goes_on) or JobStatus.DEFINED
+    if status is JobStatus.CANCELLED:
+        update = {"status": status, "ended_at": now, "error_diag": missing_parent(parents)}
+        return job.model_copy(update=update)
+    return job.model_copy(update={"status": status})
+
+
+# -- advance ------------------------------------------------------------------------------------
+
+
+def _facts(svc: Services, cw: CompiledWorkflow, records: list[Task]) -> list[TaskFacts]:
+    tested = {t.when.task for t in cw.spec.tasks if t.when and t.when.flag}
+    tested |= {lp.until.task for lp in cw.spec.loops if lp.until.flag}
+    out = []
+    for t in records:
+        flags: dict[str, frozenset[str]] = {}
+        if t.spec.name in tested and t.status in TASK_FINAL:
+            flags = {k: frozenset(v) for k, v in svc.store.task_flags(t.id).items()}
+        out.append(TaskFacts(t.spec.name, t.iteration, t.status, flags))
+    return out
+
+
+def advance(svc: Services, workflow_id: str) -> WorkflowStatus | None:
+    """Apply the workflow's plan until nothing is left to do; return its final state if it ended.
+
+    Bounded by the workflow's number of tasks (and loop iterations), never by its jobs.
+    """
+    wf = svc.store.get_workflow(workflow_id)
+    if wf.status is not WorkflowStatus.RUNNING:
+        return None
+    cw = compiled(svc, workflow_id)
+    for _ in range(len(cw.order) * 4 + 10):
+        records = svc.store.workflow_tasks(workflow_id)
+        latest = _latest(records)
+        step = plan(cw, _facts(svc, cw, records))
+        if step.empty:
+            return None
+        if step.final is not None:
+            if svc.store.set_workflow_status(
+                workflow_id, [WorkflowStatus.RUNNING], step.final, reason=step.reason
+            ):
+                log.info("workflow %s %s %s", workflow_id, step.final, step.reason)
+            return step.final
+        _apply(svc, wf, cw, step, latest)
+    return None
+
+
+def _latest(records: list[Task]) -> dict[str, Task]:
+    latest: dict[str, Task] = {}
+    for t in records:
+        if t.spec.name not in latest or t.iteration > latest[t.spec.name].iteration:
+            latest[t.spec.name] = t
+    return latest
+
+
+def _apply(
+    svc: Services, wf: Workflow, cw: CompiledWorkflow, step: Plan, latest: dict[str, Task]
+) -> None:
+    from skypanda.handlers.release import roll_up_task
+
+    for end in step.ends:
+        _end(svc, latest[end.name], end)
+    for s in step.splits:
+        task = latest[s.name]
+        if split_task(svc, wf, cw, task, latest):
+            roll_up_task(svc, task.id)  # every job may have started cancelled
+    for r in step.repeats:
+        _repeat(svc, wf, cw, r)
+
+
+def _end(svc: Services, task: Task, end: EndTask) -> None:
+    svc.store.set_task_status(task.id, [TaskStatus.REGISTERED], end.status, reason=end.reason)
+
+
+def _repeat(svc: Services, wf: Workflow, cw: CompiledWorkflow, r: Repeat) -> None:
+    now = svc.clock.now()
+    for name in r.tasks:
+        record = _task_record(wf, cw, name, r.iteration, count_jobs(cw.spec.task(name)), now)
+        with contextlib.suppress(InvalidInput):  # made already by another planner (same id)
+            svc.store.add_task(record, [])
+    log.info("workflow %s: loop %s iteration %d", wf.id, r.loop, r.iteration)
+
+
+# -- retry, kill --------------------------------------------------------------------------------
+
+
+def retry(svc: Services, workflow_id: str) -> int:
+    """Rerun a failed workflow's failed and cancelled jobs (finished ones are kept); tasks that
+    were never made wait for their inputs again. Returns how many jobs were reset.
+
+    Raises:
+        NotFound: no such workflow.
+        Conflict: the workflow has not failed (nothing to retry).
+    """
+    from skypanda.handlers.release import forget
+
+    wf = svc.store.get_workflow(workflow_id)
+    if wf.status is not WorkflowStatus.FAILED:
+        raise Conflict(f"workflow {workflow_id} is {wf.status}: only a failed workflow is retried")
+    cw = compiled(svc, workflow_id)
+    latest = _latest(svc.store.workflow_tasks(workflow_id))
+    if not svc.store.set_workflow_status(
+        workflow_id, [WorkflowStatus.FAILED], WorkflowStatus.RUNNING
+    ):
+        raise Conflict(f"workflow {workflow_id} changed while being retried; try again")
+    reset = 0
+    for name in cw.order:  # parents before children: a child sees its parents' edges reset
+        task = latest[name]
+        forget(task.id)
+        if task.status is TaskStatus.CANCELLED:
+            svc.store.set_task_status(task.id, [TaskStatus.CANCELLED], TaskStatus.REGISTERED)
+        elif task.status is TaskStatus.FAILED and task.n_jobs:
+            svc.store.set_task_status(task.id, [TaskStatus.FAILED], TaskStatus.RUNNING)
+            n = svc.store.retry_jobs(task.id, svc.clock.now())
+            reset += n
+            svc.store.add_events(
+                [ev.jobs_activated(task.spec.queue, n, key=f"{task.id}:retry:{reset}")]
+            )
+    advance(svc, workflow_id)
+    return reset
+
+
+def retry_task(svc: Services, task_id: str) -> int:
+    """Rerun a failed (plain) task's failed and cancelled jobs. Returns how many were reset.
+
+    Raises:
+        NotFound: no such task.
+        Conflict: the task has not failed, or belongs to a workflow (retry the workflow).
+    """
+    from skypanda.handlers.release import forget
+
+    task = svc.store.get_task(task_id, counts=False)
+    if task.workflow_id is not None:
+        raise Conflict(f"task {task_id} belongs to workflow {task.workflow_id}: retry that")
+    if task.status is not TaskStatus.FAILED or not task.n_jobs:
+        raise Conflict(f"task {task_id} is {task.status}: only a failed task with jobs is retried")
+    forget(task_id)
+    if not svc.store.set_task_status(task_id, [TaskStatus.FAILED], TaskStatus.RUNNING):
+        raise Conflict(f"task {task_id} changed while being retried; try again")
+    n = svc.store.retry_jobs(task_id, svc.clock.now())
+    svc.store.add_events(
+        [ev.jobs_activated(task.spec.queue, n, key=f"{task_id}:retry:{svc.clock.now()}")]
+    )
+    return n
+
+
+def kill(svc: Services, workflow_id: str, reason: str) -> Workflow:
+    """Abort every task of the workflow that has not ended, then the workflow.
+
+    Raises:
+        NotFound: no such workflow.
+        IllegalTransition: the workflow has ended.
+    """
+    wf = svc.store.get_workflow(workflow_id)
+    if wf.status in (WorkflowStatus.DONE, WorkflowStatus.ABORTED):
+        raise Conflict(f"workflow {workflow_id} has ended ({wf.status}); nothing to kill")
+    svc.store.set_workflow_status(
+        workflow_id,
+        [WorkflowStatus.REGISTERED, WorkflowStatus.RUNNING, WorkflowStatus.FAILED],
+        WorkflowStatus.ABORTED,
+        reason=reason,
+    )
+    for task in svc.store.workflow_tasks(workflow_id):
+        if task.status not in TASK_FINAL:
+            try:
+                svc.store.abort_task(task.id, reason)
+            except (Conflict, NotFound) as e:
+                log.info("workflow %s: task %s not aborted: %s", workflow_id, task.id, e)
+    return svc.store.get_workflow(workflow_id)
