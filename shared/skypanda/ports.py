@@ -128,6 +128,11 @@ class Store(Protocol):
 
         Idempotent; costs work proportional to the children, never to the workflow."""
 
+    def release_roots(self, task_id: str, now: float) -> int:
+        """Activate the task's defined jobs that have no parent at all. A workflow's eager
+        tasks are stored with every job defined and their roots released once all of them
+        exist, so no job can end before its children exist. Returns how many."""
+
     def retry_jobs(self, task_id: str, now: float) -> int:
         """A user's retry: the task's failed and cancelled jobs start a new attempt, activated,
         or defined while a parent of theirs is pending; the edges out of them become pending

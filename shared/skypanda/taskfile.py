@@ -1,4 +1,5 @@
-"""Task files: YAML (or JSON) into a validated TaskSpec, with errors that name field and line.
+"""Task and workflow files: YAML (or JSON) into a validated TaskSpec or WorkflowSpec, with errors
+that name field and line. A document with a `tasks:` list is a workflow.
 
 PyYAML's composed node tree keeps each value's position; a pydantic error's `loc` is walked down
 that tree to report the line of the offending value (or of its parent, for a missing field).
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import TaskSpec
+from skypanda.domain.workflow import WorkflowSpec
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
@@ -42,15 +44,9 @@ def _describe(errors: list[Any], root: yaml.Node | None, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_task(text: str, source: str = "<task>") -> TaskSpec:
-    """Parse and validate a task document.
-
-    Raises:
-        InvalidInput: not YAML, not a mapping, or not a valid task; the message names the field
-            and the line.
-    """
+def _document(text: str, source: str) -> tuple[yaml.Node | None, dict[str, Any]]:
     if len(text) > MAX_FILE_BYTES:
-        raise InvalidInput(f"{source}: task file is larger than {MAX_FILE_BYTES} bytes")
+        raise InvalidInput(f"{source}: file is larger than {MAX_FILE_BYTES} bytes")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -58,18 +54,65 @@ def parse_task(text: str, source: str = "<task>") -> TaskSpec:
         raise InvalidInput(f"{source}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise InvalidInput(
-            f"{source}: a task file must be a mapping of fields (name, command, ...)"
+            f"{source}: a task or workflow file must be a mapping of fields (name, command, ...)"
         )
+    return root, data
+
+
+def parse_spec(text: str, source: str = "<task>") -> TaskSpec | WorkflowSpec:
+    """Parse and validate a task or workflow document (a workflow has a `tasks` list).
+
+    Raises:
+        InvalidInput: not YAML, not a mapping, or not valid; the message names field and line.
+    """
+    root, data = _document(text, source)
+    model: type[TaskSpec] | type[WorkflowSpec] = WorkflowSpec if "tasks" in data else TaskSpec
     try:
-        return TaskSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise InvalidInput(_describe(e.errors(), root, source), errors=len(e.errors())) from e
 
 
+def parse_task(text: str, source: str = "<task>") -> TaskSpec:
+    """Parse and validate a task document.
+
+    Raises:
+        InvalidInput: not YAML, not a mapping, or not a valid task; the message names the field
+            and the line.
+    """
+    spec = parse_spec(text, source)
+    if not isinstance(spec, TaskSpec):
+        raise InvalidInput(f"{source}: this is a workflow (it has tasks:); submit it as one")
+    return spec
+
+
+def parse_workflow(text: str, source: str = "<workflow>") -> WorkflowSpec:
+    """Parse and validate a workflow document. Raises InvalidInput."""
+    spec = parse_spec(text, source)
+    if not isinstance(spec, WorkflowSpec):
+        raise InvalidInput(f"{source}: a workflow needs a tasks: list")
+    return spec
+
+
 def load_task_file(path: Path) -> TaskSpec:
     """Read and validate a task file. Raises InvalidInput (also for an unreadable file)."""
+    spec = load_file(path)
+    if not isinstance(spec, TaskSpec):
+        raise InvalidInput(f"{path}: this is a workflow (it has tasks:)")
+    return spec
+
+
+def load_file(path: Path) -> TaskSpec | WorkflowSpec:
+    """Read and validate a task or workflow file. Raises InvalidInput (also if unreadable)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"{path}: cannot read task file: {e}") from e
-    return parse_task(text, str(path))
+        raise InvalidInput(f"{path}: cannot read file: {e}") from e
+    return parse_spec(text, str(path))
+
+
+def graph_path(spec: WorkflowSpec, workflow_file: Path) -> Path | None:
+    """Where a workflow's job graph file is: relative to the workflow file."""
+    if spec.graph is None:
+        return None
+    return (workflow_file.parent / spec.graph).resolve()

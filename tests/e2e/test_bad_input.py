@@ -43,7 +43,7 @@ def test_bad_task_file_is_refused_with_exit_2_and_nothing_stored(
 
 def test_missing_file_is_bad_input(tmp_path: Path) -> None:
     out = cli(None, "run", str(tmp_path / "nope.yaml"), home=tmp_path)
-    assert out.returncode == 2 and "cannot read task file" in out.stderr
+    assert out.returncode == 2 and "cannot read file" in out.stderr
 
 
 def _raw(

@@ -17,7 +17,18 @@ from typing import Any
 import pytest
 
 from skypanda.domain.codes import ErrorCode
-from skypanda.pilot.runner import PayloadResult, kill_recorded_groups, run_payload
+from skypanda.pilot.held import HeldJob
+from skypanda.pilot.reporting import job_report
+from skypanda.pilot.runner import (
+    FLAGS_FILE,
+    MAX_FLAGS,
+    MAX_FLAGS_FILE_BYTES,
+    PayloadResult,
+    kill_recorded_groups,
+    parse_flags,
+    read_flags,
+    run_payload,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the pilot is POSIX only")
 
@@ -254,3 +265,170 @@ def test_groups_recorded_by_a_sigkilled_pilot_can_be_killed(tmp_path: Path) -> N
         pilot.wait()
         if pilot.stdout is not None:
             pilot.stdout.close()
+
+
+# -- flags ($SKYPANDA_FLAGS) ---------------------------------------------------------------------
+
+
+def test_flags_written_by_the_payload_are_in_the_result_and_the_final_report(
+    tmp_path: Path,
+) -> None:
+    # Given a payload that leaves its workdir, then appends flags (one twice) to $SKYPANDA_FLAGS
+    script = (
+        'cd / && echo converged=no >> "$SKYPANDA_FLAGS" && echo "note=a = b " >> "$SKYPANDA_FLAGS"'
+        ' && echo converged=yes >> "$SKYPANDA_FLAGS" && echo "$SKYPANDA_FLAGS"'
+    )
+    workdir = tmp_path / "job-1.2"
+    # When it runs
+    result, out = run(job(["sh", "-c", script]), workdir)
+    # Then the flags file was the one in its workdir, and the last value of each flag counts
+    assert result.status == "finished"
+    assert out.data == f"{workdir / FLAGS_FILE}\n".encode()
+    assert result.flags == {"converged": "yes", "note": "a = b "}
+    # And the final report carries them, the running report does not
+    held = HeldJob(job(["true"]))
+    assert job_report(held, result)["flags"] == {"converged": "yes", "note": "a = b "}
+    assert "flags" not in job_report(held, None)
+
+
+def test_a_payload_writing_no_flags_gets_an_empty_file_and_yields_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a relative workdir holding a flags file left by an earlier run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / FLAGS_FILE).write_text("stale=1\n")
+    code = (
+        "import os; p = os.environ['SKYPANDA_FLAGS']; print(os.path.isabs(p), os.path.getsize(p))"
+    )
+    # When a payload that writes no flag runs there
+    result, out = run(job(py(code)), Path("w"))
+    # Then it saw an absolute path to an empty file, and there are no flags and no notes
+    assert result.status == "finished"
+    assert out.data == b"True 0\n"
+    assert result.flags == {}
+    assert job_report(HeldJob(job(["true"])), result)["flags"] == {}
+
+
+def test_bad_flag_lines_are_noted_in_the_log_and_never_fail_the_job(tmp_path: Path) -> None:
+    # Given a payload writing a good flag, a bad line and a bad name, then exiting 0
+    script = 'printf "ok=1\\nno equals sign\\n9lives=x\\n" >> "$SKYPANDA_FLAGS"'
+    # When it runs
+    result, out = run(job(["sh", "-c", script]), tmp_path / "w")
+    # Then the job finished with the good flag, and the log says what was dropped and why
+    assert result.status == "finished" and result.error_diag == ""
+    assert result.flags == {"ok": "1"}
+    assert out.data == (
+        b"[skypanda-pilot] flags: line 2: not name=value: 'no equals sign'\n"
+        b"[skypanda-pilot] flags: line 3: bad flag name '9lives'\n"
+    )
+
+
+def test_a_failed_payload_still_reports_its_flags(tmp_path: Path) -> None:
+    # Given a payload that sets a flag, then fails
+    script = 'echo reason=diverged >> "$SKYPANDA_FLAGS"; exit 3'
+    # When it runs
+    result, _ = run(job(["sh", "-c", script]), tmp_path / "w")
+    # Then the failed result and its final report have the flag
+    assert (result.status, result.exit_code) == ("failed", 3)
+    assert result.flags == {"reason": "diverged"}
+    report = job_report(HeldJob(job(["true"])), result)
+    assert (report["status"], report["flags"]) == ("failed", {"reason": "diverged"})
+
+
+def test_a_payload_not_started_has_no_flags(tmp_path: Path) -> None:
+    result, _ = run(job(["/nonexistent/skypanda-no-such-program"]), tmp_path / "w")
+    assert result.status == "failed" and result.flags == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "flags"),
+    [
+        ("", {}),
+        ("a=1", {"a": "1"}),
+        ("a=1\n", {"a": "1"}),
+        ("\n  \n# a comment\n#x=1\na=1\n\n", {"a": "1"}),
+        ("a=1\nb=2\na=3\n", {"a": "3", "b": "2"}),
+        ("a=\n", {"a": ""}),
+        ("a==b=c\n", {"a": "=b=c"}),
+        ("a= spaced out \t\n", {"a": " spaced out \t"}),
+        ("a=crlf\r\n", {"a": "crlf\r"}),
+        ("A_b.c-9=x\n_=y\n", {"A_b.c-9": "x", "_": "y"}),
+        ("v=é ü ∞\n", {"v": "é ü ∞"}),
+        ("n" * 100 + "=x", {"n" * 100: "x"}),
+    ],
+)
+def test_parse_flags_reads_valid_lines(text: str, flags: dict[str, str]) -> None:
+    assert parse_flags(text) == (flags, [])
+
+
+@pytest.mark.parametrize(
+    ("line", "note"),
+    [
+        ("no equals", "line 1: not name=value: 'no equals'"),
+        ("=x", "line 1: bad flag name ''"),
+        ("9a=x", "line 1: bad flag name '9a'"),
+        (" a=x", "line 1: bad flag name ' a'"),
+        ("a b=x", "line 1: bad flag name 'a b'"),
+        ("a/b=x", "line 1: bad flag name 'a/b'"),
+        ("-a=x", "line 1: bad flag name '-a'"),
+        ("n" * 101 + "=x", f"line 1: bad flag name {'n' * 60 + '...'!r}"),
+        ("a" + "=" + "x" * 1000, "line 1: flag 'a' longer than 1000 characters"),
+    ],
+)
+def test_parse_flags_drops_bad_lines_with_a_note(line: str, note: str) -> None:
+    # Given a bad line between two good ones
+    text = f"before=1\n{line}\nafter=2\n"
+    # When parsed
+    flags, notes = parse_flags(text)
+    # Then the good ones are kept and the bad one is named, with its line number
+    assert flags == {"before": "1", "after": "2"}
+    assert notes == [note.replace("line 1", "line 2")]
+
+
+def test_parse_flags_limits_are_on_name_plus_value() -> None:
+    # 1000 characters of name plus value is allowed; an overlong override keeps the old value
+    fits = "ab=" + "x" * 998
+    flags, notes = parse_flags(f"{fits}\nab={'y' * 999}\n")
+    assert flags == {"ab": "x" * 998}
+    assert notes == ["line 2: flag 'ab' longer than 1000 characters"]
+
+
+def test_parse_flags_keeps_the_first_names_up_to_the_limit() -> None:
+    # Given more names than allowed, then a change to one of the first
+    lines = [f"f{i}={i}" for i in range(MAX_FLAGS + 2)] + ["f0=changed"]
+    # When parsed
+    flags, notes = parse_flags("\n".join(lines))
+    # Then the first MAX_FLAGS names are kept (the kept one changed), the rest noted
+    assert list(flags) == [f"f{i}" for i in range(MAX_FLAGS)]
+    assert flags["f0"] == "changed"
+    assert notes == [
+        f"line {MAX_FLAGS + 1}: flag 'f{MAX_FLAGS}' beyond the first {MAX_FLAGS}",
+        f"line {MAX_FLAGS + 2}: flag 'f{MAX_FLAGS + 1}' beyond the first {MAX_FLAGS}",
+    ]
+
+
+def test_parse_flags_notes_are_capped() -> None:
+    flags, notes = parse_flags("bad\n" * 20 + "ok=1\n")
+    assert flags == {"ok": "1"}
+    assert len(notes) == 6 and notes[-1] == "15 more line(s) dropped"
+
+
+def test_read_flags_missing_fifo_and_oversized_files(tmp_path: Path) -> None:
+    # A missing file: no flags, nothing to say
+    assert read_flags(tmp_path / "missing") == ({}, [])
+    # A FIFO (whose open would block): ignored, with a note
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert read_flags(fifo) == ({}, ["fifo is not a regular file: ignored"])
+    # A file over the size limit: its whole lines within the limit are read, the rest noted
+    big = tmp_path / "big"
+    line = b"a=" + b"x" * 98 + b"\n"
+    big.write_bytes(b"first=1\n" + line * (MAX_FLAGS_FILE_BYTES // len(line) + 1) + b"last=1\n")
+    flags, notes = read_flags(big)
+    assert flags == {"first": "1", "a": "x" * 98}
+    assert notes == [f"the file is larger than {MAX_FLAGS_FILE_BYTES} bytes: the rest is ignored"]
+    # Bytes that are not UTF-8 are replaced, not fatal
+    odd = tmp_path / "odd"
+    odd.write_bytes(b"v=\xff\n")
+    assert read_flags(odd) == ({"v": "\ufffd"}, [])

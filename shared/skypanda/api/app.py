@@ -14,11 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skypanda import __version__
 from skypanda.api import errors
+from skypanda.api.workflows import workflow_routes
 from skypanda.domain.errors import InvalidInput, Unauthorized
 from skypanda.domain.jobflow import log_key
 from skypanda.domain.models import JobReport, Resources, TaskSpec, jsonable
 from skypanda.domain.states import JobStatus, PilotStatus
 from skypanda.handlers import dispatch
+from skypanda.handlers import workflow as flows
 from skypanda.handlers.dispatch import Reply
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
@@ -153,7 +155,11 @@ def _user_routes(app: Flask, svc: Services) -> None:
     @app.post("/v1/tasks/<task_id>/kill")
     def kill_task(task_id: str) -> Response:
         task = svc.store.abort_task(task_id, reason="killed by user")
+        if task.workflow_id is not None:
+            flows.advance(svc, task.workflow_id)  # tasks that wait for it are cancelled
         return jsonify(jsonable(task))
+
+    workflow_routes(app, svc)
 
 
 def _monitor_routes(app: Flask, svc: Services) -> None:

@@ -17,13 +17,15 @@ import click
 
 from skypanda import __version__
 from skypanda.adapters.local.runtime import LocalOptions, LocalSystem, default_home
-from skypanda.cli import bench, bench_cloud
+from skypanda.cli import bench, bench_cloud, bench_dag, flows
 from skypanda.cli.connect import FINAL_TASK_STATES, call, client
 from skypanda.cli.render import print_jobs, print_pilots, print_task
 from skypanda.domain.errors import InvalidInput, SkypandaError
+from skypanda.domain.export import FORMATS, export
 from skypanda.domain.models import TaskSpec
+from skypanda.domain.workflow import WorkflowSpec, compile_workflow
 from skypanda.pilot.client import ApiClient
-from skypanda.taskfile import load_task_file
+from skypanda.taskfile import load_file
 
 server_opt = click.option(
     "--server",
@@ -33,9 +35,9 @@ server_opt = click.option(
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _load(path: str) -> TaskSpec:
+def _load(path: str) -> TaskSpec | WorkflowSpec:
     try:
-        return load_task_file(Path(path))
+        return load_file(Path(path))
     except InvalidInput as e:
         click.echo(f"error: {e.message}", err=True)
         raise SystemExit(2) from e
@@ -132,35 +134,50 @@ def _finish(result: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(result))
     else:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(result["jobs"].items()))
+        kind = "workflow" if "tasks" in result else "task"
         click.echo(
-            f"task {result['id']} ({result['name']}): {result['status']} "
+            f"{kind} {result['id']} ({result['name']}): {result['status']} "
             f"in {result['seconds']} s: {counts}"
         )
+        if result.get("tasks"):
+            click.echo("  " + ", ".join(f"{n} {s}" for n, s in result["tasks"].items()))
     raise SystemExit(0 if result["status"] == "done" else 1)
+
+
+def _send_and_wait(
+    api: ApiClient, spec: TaskSpec | WorkflowSpec, file: str, *, wait: bool, quiet: bool
+) -> dict[str, Any] | None:
+    """Submit a task or workflow file; with `wait`, wait for its end and return the outcome."""
+    start = time.monotonic()
+    if isinstance(spec, WorkflowSpec):
+        view = flows.send(api, spec, Path(file))
+        if not wait:
+            return view
+        if not quiet:
+            click.echo(f"submitted workflow {view['id']} ({flows.total_jobs(view)} jobs)", err=True)
+        return flows.outcome(flows.wait(api, view["id"], quiet=quiet), time.monotonic() - start)
+    task = call(api, "POST", "/v1/tasks", spec.model_dump(mode="json", by_alias=True))
+    if not wait:
+        return dict(task)
+    if not quiet:
+        click.echo(f"submitted task {task['id']} ({task['n_jobs']} jobs)", err=True)
+    return outcome(wait_for(api, task["id"], task["n_jobs"], quiet=quiet), time.monotonic() - start)
 
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
-    "--wait", is_flag=True, help="Wait until the task ends; exit 0 only if every job finished."
-)
+@click.option("--wait", is_flag=True, help="Wait until it ends; exit 0 only if every job finished.")
 @json_opt
 @server_opt
 def submit(file: str, wait: bool, as_json: bool, server: str | None) -> None:
-    """Submit a task file to a running server."""
+    """Submit a task or workflow file (a workflow has `tasks:`) to a running server."""
     spec = _load(file)
-    api = client(server)
-    start = time.monotonic()
-    task = call(api, "POST", "/v1/tasks", spec.model_dump(mode="json", by_alias=True))
+    result = _send_and_wait(client(server), spec, file, wait=wait, quiet=as_json)
+    assert result is not None
     if not wait:
-        click.echo(json.dumps(task) if as_json else task["id"])
+        click.echo(json.dumps(result) if as_json else result["id"])
         return
-    if not as_json:
-        click.echo(f"submitted task {task['id']} ({task['n_jobs']} jobs)", err=True)
-    _finish(
-        outcome(wait_for(api, task["id"], task["n_jobs"], quiet=False), time.monotonic() - start),
-        as_json,
-    )
+    _finish(result, as_json)
 
 
 @cli.command()
@@ -171,38 +188,77 @@ def submit(file: str, wait: bool, as_json: bool, server: str | None) -> None:
 )
 @backend_opt
 def run(file: str, as_json: bool, home: str | None, backend: str) -> None:
-    """Start a private local system, run FILE to the end, print the outcome and shut down.
+    """Start a private local system, run FILE (task or workflow) to the end, print the outcome
+    and shut down.
 
-    Exit 0 when every job finished, 1 when the task failed, 2 for bad input.
+    Exit 0 when every job finished, 1 when the task or workflow failed, 2 for bad input.
     """
     spec = _load(file)
     run_home = Path(home) if home else default_home() / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    start = time.monotonic()
     system = make_system(backend, run_home)
     try:
         system.start()
         api = ApiClient(system.url, system.token)
-        task = call(api, "POST", "/v1/tasks", spec.model_dump(mode="json", by_alias=True))
-        result = outcome(
-            wait_for(api, task["id"], task["n_jobs"], quiet=as_json), time.monotonic() - start
-        )
+        result = _send_and_wait(api, spec, file, wait=True, quiet=as_json)
     except SkypandaError as e:
         raise click.ClickException(e.message) from e
     finally:
         system.stop()
     if not as_json:
         click.echo(f"state and logs kept in {run_home}", err=True)
+    assert result is not None
     _finish(result, as_json)
 
 
 @cli.command()
-@click.argument("task_id")
+@click.argument("ident", metavar="ID")
 @json_opt
 @server_opt
-def status(task_id: str, as_json: bool, server: str | None) -> None:
-    """Show a task: its state and its jobs counted by state."""
-    task = call(client(server), "GET", f"/v1/tasks/{task_id}")
+def status(ident: str, as_json: bool, server: str | None) -> None:
+    """Show a task (its jobs counted by state) or a workflow (each task's jobs by state)."""
+    if flows.is_workflow_id(ident):
+        view = call(client(server), "GET", f"/v1/workflows/{ident}")
+        click.echo(json.dumps(view, indent=2) if as_json else flows.render(view))
+        return
+    task = call(client(server), "GET", f"/v1/tasks/{ident}")
     click.echo(json.dumps(task, indent=2) if as_json else print_task(task))
+
+
+@cli.command()
+@click.argument("ident", metavar="ID")
+@json_opt
+@server_opt
+def retry(ident: str, as_json: bool, server: str | None) -> None:
+    """Rerun a failed workflow or task: only its failed and cancelled jobs run again."""
+    kind = "workflows" if flows.is_workflow_id(ident) else "tasks"
+    body = call(client(server), "POST", f"/v1/{kind}/{ident}/retry")
+    if as_json:
+        click.echo(json.dumps(body))
+    else:
+        click.echo(f"{kind[:-1]} {ident}: {body['status']}, {body['jobs_reset']} jobs to rerun")
+
+
+@cli.command()
+@click.argument("what", metavar="WORKFLOW")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="dot", show_default=True)
+@server_opt
+def dag(what: str, fmt: str, server: str | None) -> None:
+    """Print a workflow's task graph as Graphviz DOT or Mermaid.
+
+    WORKFLOW is a workflow id (states shown) or a workflow file (no server needed).
+    """
+    if Path(what).is_file():
+        spec = _load(what)
+        if not isinstance(spec, WorkflowSpec):
+            raise click.BadParameter(f"{what} is a task, not a workflow", param_hint="WORKFLOW")
+        try:
+            click.echo(export(compile_workflow(spec), fmt), nl=False)
+        except InvalidInput as e:
+            click.echo(f"error: {e.message}", err=True)
+            raise SystemExit(2) from e
+        return
+    text = call(client(server), "GET", f"/v1/workflows/{what}/dag", params={"format": fmt})
+    click.echo(text, nl=False)
 
 
 @cli.command()
@@ -229,12 +285,13 @@ def logs(job_id: str, attempt: int | None, server: str | None) -> None:
 
 
 @cli.command()
-@click.argument("task_id")
+@click.argument("ident", metavar="ID")
 @server_opt
-def kill(task_id: str, server: str | None) -> None:
-    """Kill a task: queued jobs are cancelled, running ones killed by their pilots."""
-    task = call(client(server), "POST", f"/v1/tasks/{task_id}/kill")
-    click.echo(f"task {task['id']}: {task['status']}")
+def kill(ident: str, server: str | None) -> None:
+    """Kill a task or a workflow: queued jobs are cancelled, running ones killed by pilots."""
+    kind = "workflow" if flows.is_workflow_id(ident) else "task"
+    body = call(client(server), "POST", f"/v1/{kind}s/{ident}/kill")
+    click.echo(f"{kind} {body['id']}: {body['status']}")
 
 
 @cli.command()
@@ -282,6 +339,7 @@ def pilot(ctx: click.Context) -> None:
 
 bench.bench.add_command(bench_cloud.cost)
 bench.bench.add_command(bench_cloud.dispatch)
+bench.bench.add_command(bench_dag.dag)
 cli.add_command(bench.bench)
 
 

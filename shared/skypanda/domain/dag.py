@@ -60,29 +60,29 @@ def parents_by_job(
         InvalidInput: a mapping that leaves a job without its parents (a key value no parent
             carries, a job without the key), or too many parents for one job.
     """
-    indices = {d.on: key_index(parents[d.task], d.on) for d in child.depends if d.on != INDEX}
-    patterns = {d.on: re.compile(child.keys[d.on]) for d in child.depends if d.on != INDEX}
+    indices = {d.by: key_index(parents[d.task], d.by) for d in child.depends if d.by != INDEX}
+    patterns = {d.by: re.compile(child.keys[d.by]) for d in child.depends if d.by != INDEX}
     groups = input_groups(child)
     for i in range(count_jobs(child)):
         group = next(groups, [])
         refs: list[ParentRef] = []
         for d in child.depends:
-            if d.on == INDEX:
+            if d.by == INDEX:
                 refs.append((d.task, i))
                 continue
-            values = key_values(patterns[d.on], group)
+            values = key_values(patterns[d.by], group)
             if not values:
                 raise InvalidInput(
-                    f"task {child.name!r} job {i} (inputs {group}): no value of key {d.on!r} "
+                    f"task {child.name!r} job {i} (inputs {group}): no value of key {d.by!r} "
                     f"in its inputs, so it cannot be matched to jobs of {d.task!r}",
                     task=child.name,
                 )
             found: set[int] = set()
             for v in sorted(values):
-                matches = indices[d.on].get(v)
+                matches = indices[d.by].get(v)
                 if not matches:
                     raise InvalidInput(
-                        f"task {child.name!r} job {i}: {d.on}={v!r} matches no job of {d.task!r}",
+                        f"task {child.name!r} job {i}: {d.by}={v!r} matches no job of {d.task!r}",
                         task=child.name,
                     )
                 found.update(matches)

@@ -86,13 +86,18 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _inputs_or_n_jobs(self) -> TaskSpec:
-        if self.inputs is None and self.n_jobs is None:
-            raise ValueError("give either inputs (one job per input group) or n_jobs")
-        if self.inputs is not None and self.n_jobs is not None:
-            raise ValueError("give inputs or n_jobs, not both")
-        if self.n_jobs is not None and self.files_per_job != 1:
-            raise ValueError("files_per_job needs inputs; with n_jobs there are no files")
+        check_job_source(self)
         return self
+
+
+def check_job_source(spec: TaskSpec) -> None:
+    """A task's jobs come from inputs or from n_jobs, exactly one. Raises ValueError."""
+    if spec.inputs is None and spec.n_jobs is None:
+        raise ValueError("give either inputs (one job per input group) or n_jobs")
+    if spec.inputs is not None and spec.n_jobs is not None:
+        raise ValueError("give inputs or n_jobs, not both")
+    if spec.n_jobs is not None and spec.files_per_job != 1:
+        raise ValueError("files_per_job needs inputs; with n_jobs there are no files")
 
 
 class JobSpec(_Strict):

@@ -3,8 +3,8 @@
 A workflow file names tasks (each a task spec) and how they depend on each other:
 
     after: [A]                   task level: this task is made once all of A has ended well
-    depends: [{task: A, on: index}]   job level: job i waits for job i of A
-    depends: [{task: A, on: visit}]   job level: a job waits for every job of A sharing a
+    depends: [{task: A, by: index}]   job level: job i waits for job i of A
+    depends: [{task: A, by: visit}]   job level: a job waits for every job of A sharing a
                                        value of the key `visit` (keys: regexes over inputs)
     graph: true                  job level, explicit: jobs and parents come from the
                                  workflow's job graph file (JSON lines)
@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from skypanda.domain.errors import InvalidInput
-from skypanda.domain.models import NAME_PATTERN, TaskSpec, _Strict
+from skypanda.domain.models import NAME_PATTERN, TaskSpec, _Strict, check_job_source
 from skypanda.domain.states import WorkflowStatus
 
 MAX_TASKS = 500
@@ -43,7 +43,7 @@ class JobDependency(_Strict):
     """Job-level dependency on another task: by index, or by a key both tasks declare."""
 
     task: str
-    on: str = Field(default=INDEX, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    by: str = Field(default=INDEX, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Condition(_Strict):
@@ -88,7 +88,8 @@ class WorkflowTask(TaskSpec):
             if self.depends:
                 raise ValueError("a graph task's parents come from the graph file: no depends")
             return self
-        return super()._inputs_or_n_jobs()  # type: ignore[return-value]
+        check_job_source(self)
+        return self
 
     @field_validator("keys")
     @classmethod
@@ -238,7 +239,7 @@ def _check_job_dependencies(spec: WorkflowSpec) -> None:
                 raise InvalidInput(
                     f"task {t.name!r}: depends on graph task {d.task!r} job by job; use after"
                 )
-            if d.on == INDEX:
+            if d.by == INDEX:
                 nc, np_ = count_jobs(t), count_jobs(parent)
                 if nc != np_:
                     raise InvalidInput(
@@ -248,15 +249,15 @@ def _check_job_dependencies(spec: WorkflowSpec) -> None:
                     )
                 continue
             for side in (t, parent):
-                if d.on not in side.keys:
+                if d.by not in side.keys:
                     raise InvalidInput(
-                        f"task {t.name!r}: depends on {d.task!r} on key {d.on!r}, but task "
-                        f"{side.name!r} declares no key {d.on!r} (keys: {sorted(side.keys)})",
+                        f"task {t.name!r}: depends on {d.task!r} on key {d.by!r}, but task "
+                        f"{side.name!r} declares no key {d.by!r} (keys: {sorted(side.keys)})",
                         task=t.name,
                     )
                 if side.inputs is None:
                     raise InvalidInput(
-                        f"task {side.name!r}: key {d.on!r} is read from inputs, and it has none"
+                        f"task {side.name!r}: key {d.by!r} is read from inputs, and it has none"
                     )
 
 

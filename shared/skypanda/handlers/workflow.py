@@ -174,6 +174,9 @@ def start(svc: Services, workflow_id: str) -> None:
     for name in reversed(cw.eager):
         if records[name].status is TaskStatus.REGISTERED:
             split_task(svc, wf, cw, records[name], records)
+    # Every eager job was stored defined; now that all exist, the roots may run.
+    for name in cw.eager:
+        svc.store.release_roots(records[name].id, svc.clock.now())
     svc.store.set_workflow_status(workflow_id, [WorkflowStatus.REGISTERED], WorkflowStatus.RUNNING)
     advance(svc, workflow_id)
 
@@ -208,6 +211,8 @@ def _resolve(cw: CompiledWorkflow, task: Task, records: Mapping[str, Task]) -> d
     else the latest record (loops are over by the time a task outside them is made)."""
     own_loop = cw.loop_of.get(task.spec.name)
     out = {}
+    if cw.spec.task(task.spec.name).graph:  # graph parents may be in any graph task
+        out.update({t.name: records[t.name].id for t in cw.spec.tasks if t.graph})
     for name in cw.prerequisites[task.spec.name]:
         if own_loop is not None and cw.loop_of.get(name) == own_loop:
             out[name] = workflow_task_id(task.workflow_id or "", name, task.iteration)
@@ -248,7 +253,9 @@ def _made(
     task: Task, spec: JobSpec, now: float, ended: Mapping[str, JobStatus], goes_on: bool, lazy: bool
 ) -> Job:
     job = new_job(task, spec, now)
-    if not lazy or not spec.parents:
+    if not lazy:
+        return job.model_copy(update={"status": JobStatus.DEFINED})  # see release_roots
+    if not spec.parents:
         return job
     parents = summarize({p: ended.get(p) for p in spec.parents})
     status = child_status(parents, continue_on_failure=goes_on) or JobStatus.DEFINED

@@ -4,7 +4,8 @@ Standard library only (plus `skypanda.domain.codes`), so that it can ship as a s
 zipapp into any payload image with Python >= 3.9. Run it as `python -m skypanda.pilot.agent`.
 
     ApiClient, ApiError      JSON over HTTP with retries (also used by the CLI)
-    run_payload              run one payload: output streaming, walltime, kill
+    run_payload              run one payload: output streaming, walltime, kill, and the
+                             flags it wrote to the file named by $SKYPANDA_FLAGS (runner)
     PilotConfig, parse_args  how a pilot runs, from the command line (config)
     run_pilot, main          the pull-mode pilot loop (agent; its parts in held and reporting)
 

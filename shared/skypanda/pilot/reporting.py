@@ -239,7 +239,10 @@ class Heartbeat:
 
 
 def job_report(held: HeldJob, result: PayloadResult | None) -> dict[str, Any]:
-    """A report for /update: "running" when result is None, else the final status."""
+    """A report for /update: "running" when result is None, else the final status.
+
+    Only a final report carries "flags" (what the payload wrote to $SKYPANDA_FLAGS).
+    """
     if result is None:
         return {
             "job_id": held.id,
@@ -256,4 +259,5 @@ def job_report(held: HeldJob, result: PayloadResult | None) -> dict[str, Any]:
         "exit_code": result.exit_code,
         "error_code": None if result.error_code is None else int(result.error_code),
         "error_diag": result.error_diag,
+        "flags": dict(result.flags),
     }

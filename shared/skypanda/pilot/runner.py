@@ -5,6 +5,21 @@ grandchildren) with one signal to the process group, and leftovers cannot outliv
 pilot killed with SIGKILL cannot clean up: it records each live payload's group id in a
 directory, and whoever finds the pilot dead (the local launcher) kills those groups.
 
+The payload's environment (see `payload_env`) holds the pilot's own, the job's env, then:
+
+    SKYPANDA_JOB_ID     the job's id
+    SKYPANDA_ATTEMPT    the attempt number (1, 2, ...)
+    SKYPANDA_WORKDIR    the payload's working directory
+    SKYPANDA_FLAGS      absolute path of an empty file (FLAGS_FILE in the workdir) where the
+                        payload may append `name=value` lines, e.g.
+                        `echo converged=yes >> "$SKYPANDA_FLAGS"`; workflow conditions test them
+
+After the payload ends (also when it failed or was killed) the pilot reads that file with
+`parse_flags` into `PayloadResult.flags`, sent with the job's final report. Blank lines and
+`#` comments are skipped; a later line wins over an earlier one; bad lines and flags beyond
+the limits (MAX_FLAGS names, MAX_FLAG_CHARS for name plus value) are dropped and noted in the
+job's log, never failing the job.
+
 POSIX only (process groups, poll); standard library only (the pilot ships as a zipapp).
 """
 
@@ -13,13 +28,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import select
 import signal
+import stat
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +53,18 @@ open (a process that left the group with setsid) before giving up on the rest of
 
 _READ_SIZE = 65536
 
+FLAGS_FILE = ".skypanda-flags"
+"""The file, in the payload's workdir, whose absolute path the payload gets as $SKYPANDA_FLAGS."""
+FLAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
+"""What a flag's name must be (whole name)."""
+MAX_FLAGS = 32
+"""Flags kept per job: the first this many names (as the server's JobReport allows)."""
+MAX_FLAG_CHARS = 1000
+"""Characters of a flag's name plus value (as the server's JobReport allows)."""
+MAX_FLAGS_FILE_BYTES = 1024 * 1024
+"""Bytes of the flags file read; the rest is ignored (and noted)."""
+_MAX_FLAG_NOTES = 5
+
 
 @dataclass
 class PayloadResult:
@@ -48,6 +77,7 @@ class PayloadResult:
         error_diag: one line for humans; empty when finished.
         started_at: epoch seconds when the pilot tried to start it.
         ended_at: epoch seconds when it was over (output fully delivered).
+        flags: what the payload wrote to $SKYPANDA_FLAGS (see `parse_flags`); {} if nothing.
     """
 
     status: str
@@ -56,6 +86,7 @@ class PayloadResult:
     error_diag: str
     started_at: float
     ended_at: float
+    flags: dict[str, str] = field(default_factory=dict)
 
 
 def run_payload(
@@ -85,7 +116,8 @@ def run_payload(
             dead (the local launcher) can kill what it left running; see `kill_recorded_groups`.
 
     Returns:
-        The result. Failures of the payload are results, never exceptions.
+        The result, with the flags the payload wrote (also when it failed or was killed).
+        Failures of the payload are results, never exceptions.
     """
     started_at = time.time()
     argv = [str(word) for word in job.get("command") or []]
@@ -111,7 +143,12 @@ def run_payload(
         pump.deliver(f"[skypanda-pilot] killed: {killed[1]}\n".encode())
     elif leftovers:
         pump.deliver(b"[skypanda-pilot] killed processes the payload left running\n")
-    return _result(proc.returncode, killed, started_at)
+    flags, notes = read_flags(flags_path(workdir))
+    for note in notes:
+        pump.deliver(f"[skypanda-pilot] flags: {note}\n".encode())
+    result = _result(proc.returncode, killed, started_at)
+    result.flags = flags
+    return result
 
 
 def _start(argv: list[str], job: dict[str, Any], workdir: Path) -> subprocess.Popen[bytes]:
@@ -124,6 +161,7 @@ def _start(argv: list[str], job: dict[str, Any], workdir: Path) -> subprocess.Po
     if not argv or not argv[0]:
         raise ValueError("the job has an empty command")
     workdir.mkdir(parents=True, exist_ok=True)
+    flags_path(workdir).write_bytes(b"")  # empty, also if an earlier run left one
     return subprocess.Popen(
         argv,
         cwd=str(workdir),
@@ -146,7 +184,86 @@ def payload_env(job: dict[str, Any], workdir: Path) -> dict[str, str]:
     env["SKYPANDA_JOB_ID"] = str(job.get("id", ""))
     env["SKYPANDA_ATTEMPT"] = str(job.get("attempt", 1))
     env["SKYPANDA_WORKDIR"] = str(workdir)
+    env["SKYPANDA_FLAGS"] = str(flags_path(workdir))
     return env
+
+
+def flags_path(workdir: Path) -> Path:
+    """The absolute path of the payload's flags file ($SKYPANDA_FLAGS) in `workdir`."""
+    return Path(os.path.abspath(workdir / FLAGS_FILE))
+
+
+def read_flags(path: Path) -> tuple[dict[str, str], list[str]]:
+    """Read a payload's flags file: the flags and notes on what was dropped (see parse_flags).
+
+    A missing file gives no flags; an unreadable one, or one that is not a regular file (a
+    payload could leave a FIFO there, whose open would block), gives none and a note. Only
+    the first MAX_FLAGS_FILE_BYTES are read. Never raises.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return {}, []
+    except OSError as e:
+        return {}, [f"cannot read {path.name}: {e.strerror or e}"]
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return {}, [f"{path.name} is not a regular file: ignored"]
+        with os.fdopen(fd, "rb") as f:
+            fd = -1  # the file object closes it
+            data = f.read(MAX_FLAGS_FILE_BYTES + 1)
+    except OSError as e:
+        return {}, [f"cannot read {path.name}: {e.strerror or e}"]
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    notes = []
+    if len(data) > MAX_FLAGS_FILE_BYTES:
+        # Cut at the last whole line, so no flag is read with half its value.
+        data = data[: data.rfind(b"\n", 0, MAX_FLAGS_FILE_BYTES) + 1]
+        notes.append(f"the file is larger than {MAX_FLAGS_FILE_BYTES} bytes: the rest is ignored")
+    flags, problems = parse_flags(data.decode("utf-8", errors="replace"))
+    return flags, notes + problems
+
+
+def parse_flags(text: str) -> tuple[dict[str, str], list[str]]:
+    """Parse `name=value` lines (a payload's flags file) into flags; pure.
+
+    Blank lines and lines starting with "#" are skipped. A name matches FLAG_NAME; the value is
+    the rest of the line after the first "=", as it is (only the line's "\\n" is removed). A
+    later line of a name replaces its value. Dropped, each with a note: lines that are not
+    `name=value` with a valid name, lines whose name and value together exceed
+    MAX_FLAG_CHARS (an earlier value of the name stays), and new names past the first
+    MAX_FLAGS.
+
+    Returns:
+        The flags, in the order their names first appeared, and notes for humans (at most
+        a few, then a count of the rest).
+    """
+    flags: dict[str, str] = {}
+    problems: list[str] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        if not equals:
+            problems.append(f"line {number}: not name=value: {_clip(line)!r}")
+        elif not FLAG_NAME.fullmatch(name):
+            problems.append(f"line {number}: bad flag name {_clip(name)!r}")
+        elif len(name) + len(value) > MAX_FLAG_CHARS:
+            problems.append(f"line {number}: flag {name!r} longer than {MAX_FLAG_CHARS} characters")
+        elif name not in flags and len(flags) >= MAX_FLAGS:
+            problems.append(f"line {number}: flag {name!r} beyond the first {MAX_FLAGS}")
+        else:
+            flags[name] = value
+    notes = problems[:_MAX_FLAG_NOTES]
+    if len(problems) > _MAX_FLAG_NOTES:
+        notes.append(f"{len(problems) - _MAX_FLAG_NOTES} more line(s) dropped")
+    return flags, notes
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _result(returncode: int, killed: tuple[int, str] | None, started_at: float) -> PayloadResult:

@@ -477,6 +477,16 @@ class SqliteStore:
                 children[child] = ParentsState(pending is not None, tuple(r[0] for r in failed))
         return children
 
+    def release_roots(self, task_id: str, now: float) -> int:
+        advance(JobStatus.DEFINED, JobStatus.ACTIVATED)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, updated_at = ? WHERE task_id = ? AND status = ? "
+                "AND NOT EXISTS (SELECT 1 FROM job_edges WHERE child = jobs.id)",
+                (str(JobStatus.ACTIVATED), now, task_id, str(JobStatus.DEFINED)),
+            )
+            return cur.rowcount
+
     def retry_jobs(self, task_id: str, now: float) -> int:
         for s in (JobStatus.FAILED, JobStatus.CANCELLED):
             advance(s, JobStatus.DEFINED)

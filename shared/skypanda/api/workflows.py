@@ -1,0 +1,117 @@
+"""Workflow routes: submit, list, show (per-task counts), export the task graph, retry, kill.
+
+A workflow without a job graph is posted as JSON `{"workflow": {...}}` or as YAML. One with a
+job graph is posted as JSON lines (`application/x-ndjson`): the first line is
+`{"workflow": {...}}`, every further line one job of the graph. The body is read as a stream,
+so a graph of a million jobs never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from pydantic import ValidationError
+
+from skypanda.domain.errors import InvalidInput
+from skypanda.domain.export import FORMATS, export
+from skypanda.domain.models import jsonable
+from skypanda.domain.workflow import Workflow, WorkflowSpec, compile_workflow
+from skypanda.handlers import workflow as flows
+from skypanda.handlers.services import Services
+from skypanda.taskfile import parse_workflow
+
+MAX_GRAPH_BYTES = 4 * 1024 * 1024 * 1024
+NDJSON = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+YAML = ("application/yaml", "application/x-yaml", "text/yaml")
+
+
+def _spec(data: Any) -> WorkflowSpec:
+    if not isinstance(data, dict) or not isinstance(data.get("workflow"), dict):
+        raise InvalidInput('the body must be {"workflow": {...}}')
+    try:
+        return WorkflowSpec.model_validate(data["workflow"])
+    except ValidationError as e:
+        raise InvalidInput(f"workflow: {e}", errors=len(e.errors())) from e
+
+
+def _ndjson() -> tuple[WorkflowSpec, Iterator[bytes]]:
+    request.max_content_length = MAX_GRAPH_BYTES
+    stream = request.stream
+    first = stream.readline()
+    try:
+        head = json.loads(first)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f'line 1 must be {{"workflow": {{...}}}}: {e}') from e
+    return _spec(head), iter(stream)
+
+
+def view(svc: Services, wf: Workflow) -> dict[str, Any]:
+    """The workflow with each task's state and job counts (latest iteration first listed)."""
+    tasks = []
+    for t in svc.store.workflow_tasks(wf.id):
+        counts = {str(k): v for k, v in svc.store.job_counts(t.id).items()}
+        tasks.append(
+            {
+                "id": t.id,
+                "name": t.spec.name,
+                "iteration": t.iteration,
+                "status": str(t.status),
+                "reason": t.reason,
+                "n_jobs": t.n_jobs,
+                "job_counts": counts,
+            }
+        )
+    return {**jsonable(wf), "tasks": tasks}
+
+
+def workflow_routes(app: Flask, svc: Services) -> None:
+    @app.post("/v1/workflows")
+    def create_workflow() -> tuple[Response, int]:
+        graph = None
+        if request.mimetype in NDJSON:
+            spec, graph = _ndjson()
+        elif request.mimetype in YAML:
+            spec = parse_workflow(request.get_data(as_text=True), "request body")
+        else:
+            spec = _spec(request.get_json(silent=True))
+        wf = flows.submit_workflow(svc, spec, owner=g.owner, graph=graph)
+        return jsonify(view(svc, wf)), 201
+
+    @app.get("/v1/workflows")
+    def list_workflows() -> Response:
+        limit = request.args.get("limit", "50")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            raise InvalidInput("query parameter limit must be an integer from 1 to 1000")
+        wfs = svc.store.list_workflows(limit=int(limit))
+        return jsonify({"workflows": [jsonable(w) for w in wfs]})
+
+    @app.get("/v1/workflows/<workflow_id>")
+    def get_workflow(workflow_id: str) -> Response:
+        return jsonify(view(svc, svc.store.get_workflow(workflow_id)))
+
+    @app.get("/v1/workflows/<workflow_id>/dag")
+    def get_dag(workflow_id: str) -> Response:
+        fmt = request.args.get("format", "dot")
+        if fmt not in FORMATS:
+            raise InvalidInput(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        wf = svc.store.get_workflow(workflow_id)
+        states = {t.spec.name: str(t.status) for t in svc.store.workflow_tasks(workflow_id)}
+        text = export(compile_workflow(wf.spec), fmt, states)
+        return Response(text, mimetype="text/plain")
+
+    @app.post("/v1/workflows/<workflow_id>/retry")
+    def retry_workflow(workflow_id: str) -> Response:
+        n = flows.retry(svc, workflow_id)
+        return jsonify({**view(svc, svc.store.get_workflow(workflow_id)), "jobs_reset": n})
+
+    @app.post("/v1/workflows/<workflow_id>/kill")
+    def kill_workflow(workflow_id: str) -> Response:
+        return jsonify(view(svc, flows.kill(svc, workflow_id, reason="killed by user")))
+
+    @app.post("/v1/tasks/<task_id>/retry")
+    def retry_task(task_id: str) -> Response:
+        n = flows.retry_task(svc, task_id)
+        return jsonify({**jsonable(svc.store.get_task(task_id)), "jobs_reset": n})

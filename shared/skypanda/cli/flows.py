@@ -1,0 +1,108 @@
+"""CLI support for workflows: send one (with its job graph), wait for it, show it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skypanda.cli.connect import BadInput, call
+from skypanda.domain.states import WORKFLOW_FINAL
+from skypanda.domain.workflow import WorkflowSpec
+from skypanda.pilot.client import ApiClient
+from skypanda.taskfile import graph_path
+
+FINAL_WORKFLOW_STATES = {str(s) for s in WORKFLOW_FINAL}
+ENDED_JOB_STATES = ("finished", "failed", "cancelled", "closed")
+
+
+def is_workflow_id(ident: str) -> bool:
+    return ident.startswith("w")
+
+
+def send(api: ApiClient, spec: WorkflowSpec, source: Path) -> dict[str, Any]:
+    """Submit a workflow; its job graph file (if any) goes along as JSON lines."""
+    body = {"workflow": spec.model_dump(mode="json", by_alias=True)}
+    graph = graph_path(spec, source)
+    if graph is None:
+        return dict(call(api, "POST", "/v1/workflows", body))
+    try:
+        lines = graph.read_bytes()
+    except OSError as e:
+        raise BadInput(f"{source}: cannot read graph file {graph}: {e}") from e
+    raw = json.dumps(body).encode() + b"\n" + lines
+    return dict(call(api, "POST", "/v1/workflows", raw=raw, content_type="application/x-ndjson"))
+
+
+def total_jobs(view: dict[str, Any]) -> int:
+    return sum(int(t["n_jobs"]) for t in view["tasks"])
+
+
+def wait(api: ApiClient, workflow_id: str, *, quiet: bool) -> dict[str, Any]:
+    """Poll until the workflow ends, with a progress bar over its jobs on a terminal."""
+    show = not quiet and sys.stderr.isatty()
+    view = call(api, "GET", f"/v1/workflows/{workflow_id}")
+    bar_cm = click.progressbar(length=total_jobs(view), label="jobs", file=sys.stderr)
+    with bar_cm if show else contextlib.nullcontext(None) as bar:
+        seen = 0
+        while True:
+            view = call(api, "GET", f"/v1/workflows/{workflow_id}")
+            ended = sum(t["job_counts"].get(s, 0) for t in view["tasks"] for s in ENDED_JOB_STATES)
+            if bar is not None:
+                bar.length = max(total_jobs(view), 1)  # loops add tasks as they go
+                if ended > seen:
+                    bar.update(ended - seen)
+                    seen = ended
+            if view["status"] in FINAL_WORKFLOW_STATES:
+                return dict(view)
+            time.sleep(0.25)
+
+
+def outcome(view: dict[str, Any], seconds: float) -> dict[str, Any]:
+    jobs: dict[str, int] = {}
+    for t in view["tasks"]:
+        for s, n in t["job_counts"].items():
+            jobs[s] = jobs.get(s, 0) + n
+    return {
+        "id": view["id"],
+        "name": view["spec"]["name"],
+        "status": view["status"],
+        "reason": view["reason"],
+        "jobs": jobs,
+        "tasks": {_task_name(t): t["status"] for t in view["tasks"]},
+        "seconds": round(seconds, 3),
+    }
+
+
+def _task_name(t: dict[str, Any]) -> str:
+    return t["name"] if t["iteration"] == 1 else f"{t['name']}#{t['iteration']}"
+
+
+STATE_COLUMNS = ("defined", "activated", "sent", "running", "finished", "failed", "cancelled")
+
+
+def render(view: dict[str, Any]) -> str:
+    """A workflow and its tasks, one line per task (and per loop iteration) with job counts."""
+    lines = [
+        f"workflow {view['id']}  {view['spec']['name']}",
+        f"status   {view['status']}" + (f"  ({view['reason']})" if view["reason"] else ""),
+        "",
+        f"{'TASK':<22} {'STATUS':<10} {'JOBS':>7} "
+        + " ".join(f"{c.upper():>9}" for c in STATE_COLUMNS),
+    ]
+    for t in view["tasks"]:
+        counts = t["job_counts"]
+        live = counts.get("starting", 0) + counts.get("running", 0)
+        cells = [counts.get(c, 0) if c != "running" else live for c in STATE_COLUMNS]
+        lines.append(
+            f"{_task_name(t):<22} {t['status']:<10} {t['n_jobs']:>7} "
+            + " ".join(f"{n:>9}" for n in cells)
+        )
+        if t["reason"] and t["status"] in ("skipped", "cancelled"):
+            lines.append(f"{'':<22} {t['reason']}")
+    return "\n".join(lines)
