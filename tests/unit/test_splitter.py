@@ -182,7 +182,7 @@ def test_bad_placeholders_are_rejected_naming_the_word(word: str, problem: str) 
 def test_unknown_placeholder_message_lists_the_known_ones() -> None:
     with pytest.raises(InvalidInput) as info:
         check_command(["{nope}"])
-    assert "known: {index}, {input}, {inputs}, {task}" in info.value.message
+    assert "known: {index}, {input}, {inputs}, {iteration}, {task}" in info.value.message
 
 
 @pytest.mark.parametrize("fields", [{"inputs": ["a", "b"]}, {"n_jobs": 3}])

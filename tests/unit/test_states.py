@@ -25,9 +25,12 @@ from skypanda.domain.states import (
     PILOT_TRANSITIONS,
     TASK_FINAL,
     TASK_TRANSITIONS,
+    WORKFLOW_FINAL,
+    WORKFLOW_TRANSITIONS,
     JobStatus,
     PilotStatus,
     TaskStatus,
+    WorkflowStatus,
     advance,
     allowed,
     sources,
@@ -37,6 +40,7 @@ TABLES: dict[type[StrEnum], Mapping[Any, frozenset[Any]]] = {
     JobStatus: JOB_TRANSITIONS,
     TaskStatus: TASK_TRANSITIONS,
     PilotStatus: PILOT_TRANSITIONS,
+    WorkflowStatus: WORKFLOW_TRANSITIONS,
 }
 
 
@@ -138,17 +142,31 @@ def test_allowed_never_says_yes_across_machines() -> None:
 # --- final, live and queued sets -------------------------------------------------------------
 
 
-def test_task_final_states_are_exactly_those_without_exits() -> None:
+def test_task_final_states_are_those_without_exits_and_the_retryable_ones() -> None:
     assert {
         TaskStatus.DONE,
         TaskStatus.FINISHED,
         TaskStatus.FAILED,
         TaskStatus.ABORTED,
+        TaskStatus.SKIPPED,
+        TaskStatus.CANCELLED,
     } == TASK_FINAL
-    for state in TASK_FINAL:
+    # Failed and cancelled (in a workflow) are left only by a user's retry
+    assert TASK_TRANSITIONS[TaskStatus.FAILED] == {TaskStatus.RUNNING}
+    assert TASK_TRANSITIONS[TaskStatus.CANCELLED] == {TaskStatus.REGISTERED}
+    for state in TASK_FINAL - {TaskStatus.FAILED, TaskStatus.CANCELLED}:
         assert TASK_TRANSITIONS[state] == frozenset()
     for state in set(TaskStatus) - TASK_FINAL:
         assert TASK_TRANSITIONS[state]
+
+
+def test_workflow_final_states() -> None:
+    assert {WorkflowStatus.DONE, WorkflowStatus.FAILED, WorkflowStatus.ABORTED} == WORKFLOW_FINAL
+    # A failed workflow is retried (running again) or killed
+    assert WORKFLOW_TRANSITIONS[WorkflowStatus.FAILED] == {
+        WorkflowStatus.RUNNING,
+        WorkflowStatus.ABORTED,
+    }
 
 
 def test_pilot_final_states_are_exactly_those_without_exits() -> None:
@@ -175,9 +193,10 @@ def test_job_final_states_can_only_be_left_by_a_new_attempt() -> None:
     # Then finished and closed are terminal
     assert JOB_TRANSITIONS[JobStatus.FINISHED] == frozenset()
     assert JOB_TRANSITIONS[JobStatus.CLOSED] == frozenset()
-    # And failed and cancelled have one exit only: a user's retry back to activated
-    assert JOB_TRANSITIONS[JobStatus.FAILED] == {JobStatus.ACTIVATED}
-    assert JOB_TRANSITIONS[JobStatus.CANCELLED] == {JobStatus.ACTIVATED}
+    # And failed and cancelled are left only by a user's retry: activated, or defined when
+    # the job waits again for parents that run again
+    assert JOB_TRANSITIONS[JobStatus.FAILED] == {JobStatus.ACTIVATED, JobStatus.DEFINED}
+    assert JOB_TRANSITIONS[JobStatus.CANCELLED] == {JobStatus.ACTIVATED, JobStatus.DEFINED}
 
 
 def test_job_states_are_partitioned_into_queued_live_and_final() -> None:
@@ -226,11 +245,19 @@ def test_sources_is_the_inverse_of_the_table(target: StrEnum) -> None:
 
 
 @pytest.mark.parametrize(
-    "initial", [JobStatus.DEFINED, TaskStatus.REGISTERED, PilotStatus.SUBMITTED]
+    ("initial", "retried_from"),
+    [
+        (JobStatus.DEFINED, {JobStatus.FAILED, JobStatus.CANCELLED}),
+        (TaskStatus.REGISTERED, {TaskStatus.CANCELLED}),
+        (PilotStatus.SUBMITTED, set()),
+        (WorkflowStatus.REGISTERED, set()),
+    ],
 )
-def test_initial_states_have_no_sources(initial: StrEnum) -> None:
-    # Objects are created in their initial state; nothing moves back into it
-    assert sources(initial) == frozenset()
+def test_initial_states_are_reached_again_only_by_a_retry(
+    initial: StrEnum, retried_from: set[StrEnum]
+) -> None:
+    # Objects are created in their initial state; only a user's retry moves back into it
+    assert sources(initial) == retried_from
 
 
 # --- property: random walks ------------------------------------------------------------------
@@ -262,7 +289,8 @@ def test_any_walk_over_allowed_transitions_never_raises(
         with pytest.raises(IllegalTransition):
             advance(state, target)
 
-    if machine is not JobStatus:
-        # And tasks and pilots have no cycles: every walk ends within one step per state
+    if machine is PilotStatus:
+        # And pilots have no cycles (jobs, tasks and workflows have retries): every walk ends
+        # within one step per state
         assert not table[state]
         assert steps < len(machine)

@@ -10,6 +10,7 @@ infra/FIRESTORE.md lists every field and which ones are indexed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -22,7 +23,15 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task, TaskSpec
-from skypanda.domain.states import JOB_LIVE, JobStatus, PilotStatus, TaskStatus
+from skypanda.domain.states import (
+    JOB_FINAL,
+    JOB_LIVE,
+    JobStatus,
+    PilotStatus,
+    TaskStatus,
+    WorkflowStatus,
+)
+from skypanda.domain.workflow import Workflow, WorkflowSpec
 from skypanda.ports import JobChange
 
 Doc = dict[str, Any]
@@ -64,6 +73,8 @@ def task_doc(task: Task) -> Doc:
         "spec": task.spec.model_dump_json(by_alias=True),
         "created_at": task.created_at,
         "updated_at": task.updated_at,
+        "workflow_id": task.workflow_id,
+        "iteration": task.iteration,
     }
 
 
@@ -78,6 +89,34 @@ def task_from(task_id: str, d: Mapping[str, Any], counts: dict[str, int]) -> Tas
         created_at=d["created_at"],
         updated_at=d["updated_at"],
         job_counts=counts,
+        # Absent on tasks written before workflows existed.
+        workflow_id=d.get("workflow_id"),
+        iteration=d.get("iteration", 1),
+    )
+
+
+# -- workflows -------------------------------------------------------------------------------------
+def workflow_doc(wf: Workflow) -> Doc:
+    return {
+        "name": wf.spec.name,
+        "owner": wf.owner,
+        "status": str(wf.status),
+        "reason": wf.reason,
+        "spec": wf.spec.model_dump_json(by_alias=True),
+        "created_at": wf.created_at,
+        "updated_at": wf.updated_at,
+    }
+
+
+def workflow_from(workflow_id: str, d: Mapping[str, Any]) -> Workflow:
+    return Workflow(
+        id=workflow_id,
+        spec=WorkflowSpec.model_validate_json(d["spec"]),
+        owner=d["owner"],
+        status=WorkflowStatus(d["status"]),
+        reason=d["reason"],
+        created_at=d["created_at"],
+        updated_at=d["updated_at"],
     )
 
 
@@ -113,6 +152,8 @@ def job_doc(job: Job, live_attempt: Attempt | None = None) -> Doc:
         "started_at": job.started_at,
         "ended_at": job.ended_at,
         "live_attempt": None if live_attempt is None else live_attempt.model_dump_json(),
+        "flags": json.dumps(job.flags),  # names are the payload's: JSON, like env
+        "flagged": bool(job.flags),  # what `task_flags` queries
     }
 
 
@@ -145,6 +186,7 @@ def job_from(job_id: str, d: Mapping[str, Any]) -> Job:
         updated_at=float(d["updated_at"]),
         started_at=_float(d["started_at"]),
         ended_at=_float(d["ended_at"]),
+        flags=flags_from(d),  # absent on jobs written before flags
     )
 
 
@@ -161,6 +203,17 @@ def cancelled_fields(reason: str, now: float) -> Doc:
     """What killing a task writes on its queued jobs."""
     return {"status": str(JobStatus.CANCELLED), "error_diag": reason, "updated_at": now,
             "ended_at": now}  # fmt: skip
+
+
+def retried_fields(attempt: int, now: float) -> Doc:
+    """What a user's retry writes on a failed or cancelled job: a new attempt, waiting for its
+    parents (defined), with the results of the last attempt cleared."""
+    return {
+        "status": str(JobStatus.DEFINED), "attempt": attempt + 1, "failures": 0,
+        "pilot_id": None, "kill_requested": False, "exit_code": None, "error_code": None,
+        "error_diag": "", "log_uri": None, "started_at": None, "ended_at": None,
+        "live_attempt": None, "flags": "{}", "flagged": False, "updated_at": now,
+    }  # fmt: skip
 
 
 def choose(window: Sequence[T], need: int, losses: int) -> list[T]:
@@ -183,6 +236,43 @@ def claim_window(n: int, losses: int = 0) -> int:
     if not losses:
         return n
     return n + min(max(n // 4, 2) << min(losses, 6), 200)
+
+
+# -- job dependencies ------------------------------------------------------------------------------
+FINAL = frozenset(str(s) for s in JOB_FINAL)
+BAD_ENDS = sorted(FINAL - {str(JobStatus.FINISHED)})  # a parent that ended so: a failed parent
+
+
+def edge_id(parent: str, child: str) -> str:
+    """The document id of the edge parent -> child: deterministic (a repeated split finds the
+    edge it made) and hashed, so edges spread over the key space (DESIGN law 5)."""
+    return hashlib.blake2b(f"{parent}>{child}".encode(), digest_size=16).hexdigest()
+
+
+def edge_doc(parent: str, child: str, parent_status: JobStatus | str | None) -> Doc:
+    """An edge. `parent_status` is None while the parent has not ended (a status that is not
+    final is recorded as None too), then the parent's final status."""
+    status = None if parent_status is None else str(parent_status)
+    return {
+        "parent": parent,
+        "child": child,
+        "parent_status": status if status in FINAL else None,
+    }
+
+
+def job_edges(
+    job_id: str, parents: Iterable[str], parent_status: Mapping[str, JobStatus]
+) -> Iterator[tuple[str, Doc]]:
+    """(id, document) of the edges from each of a job's parents to it, ended as
+    `parent_status` says (a parent it does not name, or not as final: pending)."""
+    for p in dict.fromkeys(parents):
+        yield edge_id(p, job_id), edge_doc(p, job_id, parent_status.get(p))
+
+
+def flags_from(d: Mapping[str, Any]) -> dict[str, str]:
+    """The flags of a stored job (`flags` may be all that was read of it)."""
+    flags: dict[str, str] = json.loads(d.get("flags") or "{}")
+    return flags
 
 
 # -- attempts --------------------------------------------------------------------------------------
@@ -290,14 +380,16 @@ SEQS = SeqSource()
 
 # -- chunking --------------------------------------------------------------------------------------
 def chunks(
-    docs: Iterable[tuple[str, Doc]], writes_per_doc: int = 1
+    docs: Iterable[tuple[str, Doc]], writes_per_doc: int = 1, *, room: int = 0
 ) -> Iterator[list[tuple[str, Doc]]]:
-    """(id, doc) pairs in runs that fit one commit: at most MAX_WRITES writes and ~MAX_BYTES."""
+    """(id, doc) pairs in runs that fit one commit: at most MAX_WRITES writes and ~MAX_BYTES,
+    leaving room for `room` more small writes."""
     run: list[tuple[str, Doc]] = []
     size = 0
     for doc_id, doc in docs:
         approx = len(doc_id) + len(json.dumps(doc, default=str)) + 64
-        if run and ((len(run) + 1) * writes_per_doc > MAX_WRITES or size + approx > MAX_BYTES):
+        full = (len(run) + 1) * writes_per_doc + room > MAX_WRITES
+        if run and (full or size + approx > MAX_BYTES):
             yield run
             run, size = [], 0
         run.append((doc_id, doc))
