@@ -3,10 +3,10 @@
     gcloud functions deploy NAME --gen2 --runtime python311 --source functions \
         --entry-point NAME ...
 
-submit, dispatch (HTTP); split, scale, sweep (Pub/Sub); release (Firestore document.written on
+submit, dispatch (HTTP); split, workflow, scale, sweep (Pub/Sub); release (Firestore document.written on
 the outbox collection). See skypanda/entrypoints.py for each trigger.
 """
 
-from skypanda.entrypoints import dispatch, release, scale, split, submit, sweep
+from skypanda.entrypoints import dispatch, release, scale, split, submit, sweep, workflow
 
-__all__ = ["dispatch", "release", "scale", "split", "submit", "sweep"]
+__all__ = ["dispatch", "release", "scale", "split", "submit", "sweep", "workflow"]

@@ -5,6 +5,7 @@ emulators` loads this file into functions-framework); `functions/main.py`, the s
 Functions deployment uploads, re-exports them. Deploy each with `--entry-point NAME`. Triggers:
   submit, dispatch   HTTP (users' routes; pilots' routes)
   split              Pub/Sub topic skypanda-task-registered
+  workflow           Pub/Sub topic skypanda-workflow-registered (makes a workflow's jobs)
   scale              Pub/Sub topics skypanda-jobs-activated and skypanda-tick
   sweep              Pub/Sub topic skypanda-tick (Cloud Scheduler, every minute)
   release            Firestore document.written on events/{eventId} (the outbox)
@@ -21,6 +22,7 @@ from skypanda import cloudfn
 from skypanda.handlers import scale as scale_handler
 from skypanda.handlers import split as split_handler
 from skypanda.handlers import sweep as sweep_handler
+from skypanda.handlers import workflow as workflow_handler
 
 
 @functions_framework.http
@@ -36,6 +38,11 @@ def dispatch(request: Request) -> Response:
 @functions_framework.cloud_event
 def split(cloud_event: Any) -> None:
     cloudfn.on_pubsub(cloud_event, split_handler.handle)
+
+
+@functions_framework.cloud_event
+def workflow(cloud_event: Any) -> None:
+    cloudfn.on_pubsub(cloud_event, workflow_handler.handle_registered)
 
 
 @functions_framework.cloud_event

@@ -135,7 +135,9 @@ def test_a_cyclic_workflow_is_refused_naming_the_cycle_and_nothing_is_stored(
     out = cli(system, "submit", str(bad))
     assert out.returncode == 2
     assert "dependency cycle:" in out.stderr
-    assert any(c in out.stderr for c in ("a -> b -> c -> a", "b -> c -> a -> b", "c -> a -> b -> c"))
+    assert any(
+        c in out.stderr for c in ("a -> b -> c -> a", "b -> c -> a -> b", "c -> a -> b -> c")
+    )
     assert api.call("GET", "/v1/workflows")["workflows"] == []
     assert api.call("GET", "/v1/tasks")["tasks"] == []
 

@@ -63,9 +63,7 @@ def _drive(
         }
     )
     lines = [
-        json.dumps(
-            {"id": f"j{j}", "task": task_of[j], "parents": [f"j{p}" for p in ps]}
-        ).encode()
+        json.dumps({"id": f"j{j}", "task": task_of[j], "parents": [f"j{p}" for p in ps]}).encode()
         for j, ps in enumerate(parents)
     ]
     wf = workflow.submit_workflow(svc, spec, "me", iter(lines))
@@ -108,9 +106,11 @@ def _drive(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(parents=dags(), seed=st.integers(0, 2**32))
 def test_every_job_runs_exactly_once_after_its_parents(parents: list[list[int]], seed: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        with sqlite_services(Path(tmp), FakeClock(), Queue(name="local")) as svc:
-            jobs, ran = _drive(svc, parents, set(), False, seed)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        sqlite_services(Path(tmp), FakeClock(), Queue(name="local")) as svc,
+    ):
+        jobs, ran = _drive(svc, parents, set(), False, seed)
     # Then every job ran exactly once, on its first attempt, and finished
     assert sorted(ran) == list(range(len(parents)))
     assert all(j.status is JobStatus.FINISHED and j.attempt == 1 for j in jobs.values())
@@ -122,12 +122,13 @@ def test_failures_cancel_exactly_the_descendants(
     parents: list[list[int]], data: st.DataObject, seed: int, goes_on: bool
 ) -> None:
     failing = data.draw(st.sets(st.integers(0, len(parents) - 1), max_size=3), label="failing")
-    with tempfile.TemporaryDirectory() as tmp:
-        with sqlite_services(Path(tmp), FakeClock(), Queue(name="local")) as svc:
-            jobs, ran = _drive(svc, parents, failing, goes_on, seed)
-            final = None
-            for wf in svc.store.list_workflows():
-                final = wf.status
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        sqlite_services(Path(tmp), FakeClock(), Queue(name="local")) as svc,
+    ):
+        jobs, ran = _drive(svc, parents, failing, goes_on, seed)
+        (wf,) = svc.store.list_workflows()
+        final = wf.status
     below = set() if goes_on else _descendants(parents, failing)
     # Then exactly the descendants of failed jobs never ran and ended cancelled
     assert sorted(ran) == sorted(set(range(len(parents))) - below)

@@ -256,7 +256,9 @@ def test_retry_reruns_only_failed_and_cancelled_jobs_and_keeps_finished_ones(
     failing = {"on": True}
     run = Run(svc, spec, fail=lambda name, i: failing["on"] and name == "a" and i == 2)
     assert run.go() is WorkflowStatus.FAILED
-    finished_before = {j.id: j for j in run.jobs("a") + run.jobs("b") if j.status is JobStatus.FINISHED}
+    finished_before = {
+        j.id: j for j in run.jobs("a") + run.jobs("b") if j.status is JobStatus.FINISHED
+    }
     assert len(finished_before) == 4
     runs_before = len(run.runs)
 

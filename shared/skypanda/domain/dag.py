@@ -29,7 +29,9 @@ def key_values(pattern: re.Pattern[str], inputs: Iterable[str]) -> set[str]:
     out: set[str] = set()
     for text in inputs:
         for m in pattern.finditer(text):
-            out.add(m.group(1) if pattern.groups else m.group(0))
+            value = m.group(1) if pattern.groups else m.group(0)
+            if value is not None:  # an optional group that did not take part
+                out.add(value)
     return out
 
 
@@ -126,12 +128,12 @@ def read_graph(
     where: dict[str, ParentRef] = {}
     counts: dict[str, int] = defaultdict(int)
     for lineno, raw in enumerate(lines, start=1):
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        if not text.strip():
-            continue
         try:
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            if not text.strip():
+                continue
             node = GraphNode.model_validate(json.loads(text))
-        except (json.JSONDecodeError, ValidationError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, ValidationError) as e:
             raise InvalidInput(f"graph line {lineno}: {e}", line=lineno) from e
         task = tasks.get(node.task)
         if task is None or not task.graph:

@@ -1,8 +1,8 @@
 """The task graph of a workflow as Graphviz DOT or Mermaid text.
 
 Nodes are tasks (with their state when known), edges say how a task waits: `after` (the whole
-task), `index` or a key (job by job), `graph` (job graph file), `when ...` (a condition).
-Loops are drawn as clusters / subgraphs.
+task), `job i` or `by KEY` (job by job), `when ...` (a condition). Edges inside a job graph file
+are not drawn (the file is not read here). Loops are drawn as clusters / subgraphs.
 """
 
 from __future__ import annotations
@@ -26,12 +26,22 @@ def _edges(cw: CompiledWorkflow) -> list[tuple[str, str, str]]:
     return out
 
 
-def _label(name: str, states: Mapping[str, str]) -> str:
-    return f"{name}\\n{states[name]}" if name in states else name
+def _lines(name: str, states: Mapping[str, str]) -> list[str]:
+    return [name, states[name]] if name in states else [name]
+
+
+def _esc(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _q(text: str) -> str:
-    return '"' + text.replace('"', '\\"') + '"'
+    """A DOT quoted string."""
+    return '"' + _esc(text) + '"'
+
+
+def _qlines(lines: list[str]) -> str:
+    """A DOT quoted label of several lines."""
+    return '"' + "\\n".join(_esc(line) for line in lines) + '"'
 
 
 def to_dot(cw: CompiledWorkflow, states: Mapping[str, str] | None = None) -> str:
@@ -44,7 +54,7 @@ def to_dot(cw: CompiledWorkflow, states: Mapping[str, str] | None = None) -> str
         lines += [f"    {_q(n)};" for n in lp.tasks]
         lines.append("  }")
     for name in cw.order:
-        lines.append(f"  {_q(name)} [label={_q(_label(name, states))}];")
+        lines.append(f"  {_q(name)} [label={_qlines(_lines(name, states))}];")
     for a, b, label in _edges(cw):
         lines.append(f"  {_q(a)} -> {_q(b)} [label={_q(label)}];")
     lines.append("}")
@@ -52,8 +62,26 @@ def to_dot(cw: CompiledWorkflow, states: Mapping[str, str] | None = None) -> str
 
 
 def _mid(name: str) -> str:
-    """A Mermaid node id (names may hold . and -, which Mermaid ids may not)."""
-    return "t_" + "".join(c if c.isalnum() else "_" for c in name)
+    """A Mermaid node id: names may hold . and -, which ids may not; the escape is one to one
+    (letters and digits kept, `_` doubled, anything else `_xHH`)."""
+    out = []
+    for c in name:
+        if c.isascii() and c.isalnum():
+            out.append(c)
+        elif c == "_":
+            out.append("__")
+        else:
+            out.append(f"_x{ord(c):02x}")
+    return "t_" + "".join(out)
+
+
+def _mtext(text: str) -> str:
+    """Mermaid label text: quotes and pipes would end the label."""
+    return text.replace('"', "#quot;").replace("|", "#124;")
+
+
+def _mlines(lines: list[str]) -> str:
+    return "<br/>".join(_mtext(line) for line in lines)
 
 
 def to_mermaid(cw: CompiledWorkflow, states: Mapping[str, str] | None = None) -> str:
@@ -61,18 +89,15 @@ def to_mermaid(cw: CompiledWorkflow, states: Mapping[str, str] | None = None) ->
     lines = ["flowchart LR"]
     in_loop = set(cw.loop_of)
     for lp in cw.spec.loops:
-        lines.append(f'  subgraph {_mid(lp.name)}["loop {lp.name} until {describe(lp.until)}"]')
-        lines += [
-            f'    {_mid(n)}["{_label(n, states).replace(chr(92) + "n", "<br/>")}"]'
-            for n in lp.tasks
-        ]
+        title = _mtext(f"loop {lp.name} until {describe(lp.until)}")
+        lines.append(f'  subgraph {_mid(lp.name)}["{title}"]')
+        lines += [f'    {_mid(n)}["{_mlines(_lines(n, states))}"]' for n in lp.tasks]
         lines.append("  end")
     for name in cw.order:
         if name not in in_loop:
-            text = _label(name, states).replace("\\n", "<br/>")
-            lines.append(f'  {_mid(name)}["{text}"]')
+            lines.append(f'  {_mid(name)}["{_mlines(_lines(name, states))}"]')
     for a, b, label in _edges(cw):
-        lines.append(f"  {_mid(a)} -->|{label}| {_mid(b)}")
+        lines.append(f"  {_mid(a)} -->|{_mtext(label)}| {_mid(b)}")
     return "\n".join(lines) + "\n"
 
 

@@ -228,6 +228,30 @@ def _check_loops(spec: WorkflowSpec, names: set[str]) -> dict[str, str]:
     return loop_of
 
 
+def _check_loops_closed(prereqs: Mapping[str, frozenset[str]], loop_of: Mapping[str, str]) -> None:
+    """Each loop must be one step of the graph: no path may leave a loop and come back into it
+    (a task outside that waits for one body task and is needed by another would wait for the
+    loop to end while the loop waits for it). Checked on the graph with each loop as one node.
+    """
+
+    def node(name: str) -> str:
+        return f"loop {loop_of[name]!r}" if name in loop_of else repr(name)
+
+    condensed: dict[str, set[str]] = {}
+    for name, needs in prereqs.items():
+        mine = condensed.setdefault(node(name), set())
+        mine.update(node(n) for n in needs if node(n) != node(name))
+    try:
+        tuple(graphlib.TopologicalSorter(condensed).static_order())
+    except graphlib.CycleError as e:
+        cycle = list(e.args[1])
+        raise InvalidInput(
+            f"a loop is not closed: {_cycle_message(cycle)}; a task outside a loop cannot both "
+            "need one of its tasks and be needed by another",
+            cycle=cycle,
+        ) from e
+
+
 def _check_job_dependencies(spec: WorkflowSpec) -> None:
     """Key dependencies need the key on both sides; index ones need equal job counts."""
     from skypanda.domain.splitter import count_jobs  # splitter imports models only
@@ -286,6 +310,7 @@ def compile_workflow(spec: WorkflowSpec) -> CompiledWorkflow:
         raise InvalidInput(
             f"workflow {spec.name}: dependency cycle: {_cycle_message(cycle)}", cycle=cycle
         ) from e
+    _check_loops_closed(prereqs, loop_of)
     _check_job_dependencies(spec)
     total = 0
     for t in spec.tasks:

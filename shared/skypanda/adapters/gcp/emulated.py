@@ -35,7 +35,12 @@ from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
 
-PUSHED = {"split": "split", "scale": "scale", "sweep": "sweep"}  # handler -> entry point
+PUSHED = {
+    "split": "split",
+    "workflow": "workflow",
+    "scale": "scale",
+    "sweep": "sweep",
+}  # handler -> entry point
 BUCKET = "skypanda-logs"
 
 
