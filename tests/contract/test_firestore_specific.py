@@ -26,6 +26,7 @@ from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.jobflow import JobChange, apply_report
 from skypanda.domain.models import Attempt, Job, JobReport, Pilot, Queue
 from skypanda.domain.states import JobStatus, TaskStatus
+from skypanda.domain.workflow import Workflow, WorkflowSpec, WorkflowTask
 
 from .conftest import FakeClock, FirestoreBackend, add_split_task, fits_all, make_jobs, make_task
 
@@ -438,6 +439,17 @@ def _documents(clock: FakeClock) -> dict[str, codec.Doc]:
         "queues": codec.queue_doc(Queue(name="q")),
         "pilots": codec.pilot_doc(Pilot(id="p", queue="q", created_at=clock.now())),
         "events": codec.event_doc(ev.task_registered("t"), 1, clock.now()),
+        "workflows": codec.workflow_doc(
+            Workflow(
+                id="w",
+                spec=WorkflowSpec(
+                    name="w", tasks=[WorkflowTask(name="a", command=["x"], n_jobs=1)]
+                ),
+                created_at=0,
+                updated_at=0,
+            )
+        ),
+        "edges": codec.edge_doc("p", "c", None),
     }
 
 

@@ -3,6 +3,7 @@ functions-framework, the Eventarc stand-in, real pilots. Same outcomes as the lo
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,3 +74,43 @@ def test_killed_task_stops(cloud: EmulatedCloud) -> None:
         "cancelled",
     )
     assert _status(api, tid) == "aborted"
+
+
+@pytest.mark.parametrize("name", ["rubin-drp", "refine-loop"])
+def test_workflows_finish_on_the_emulators(cloud: EmulatedCloud, name: str) -> None:
+    # Given a workflow (job-level keys; or a loop with flags and conditions) on the emulators
+    done = cli(cloud, "submit", str(REPO / "workflows" / f"{name}.yaml"), "--wait", "--json")
+    # Then it ends done, as on the embedded backend
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "done" and set(result["jobs"]) == {"finished"}
+    if name == "refine-loop":
+        assert result["tasks"]["give_up"] == "skipped" and result["tasks"]["check#3"] == "done"
+
+
+def test_failed_workflow_is_retried_on_the_emulators(cloud: EmulatedCloud, tmp_path: Path) -> None:
+    # Given a workflow whose job use[1] fails until a file exists
+    from tests.e2e.test_workflows import FLAKY
+
+    fix = tmp_path / "fixed"
+    wf_file = tmp_path / "flaky.yaml"
+    wf_file.write_text(FLAKY % fix)
+    failed = cli(cloud, "submit", str(wf_file), "--wait", "--json")
+    assert failed.returncode == 1, failed.stderr
+    wf_id = json.loads(failed.stdout)["id"]
+    api = ApiClient(cloud.url, cloud.token)
+
+    # When the cause is fixed and the workflow retried
+    fix.touch()
+    assert cli(cloud, "retry", wf_id).returncode == 0
+    view = wait_until(
+        lambda: (v := api.call("GET", f"/v1/workflows/{wf_id}"))["status"] == "done" and v,
+        timeout=120,
+        what="the retried workflow",
+    )
+
+    # Then only the failed job ran again, and the task that waited for it ran once
+    use = next(t for t in view["tasks"] if t["name"] == "use")
+    jobs = api.call("GET", f"/v1/tasks/{use['id']}/jobs")["jobs"]
+    assert sorted((j["index"], j["attempt"]) for j in jobs) == [(0, 1), (1, 2), (2, 1)]
+    assert {t["name"]: t["status"] for t in view["tasks"]}["publish"] == "done"

@@ -141,6 +141,7 @@ def job_doc(job: Job, live_attempt: Attempt | None = None) -> Doc:
         "inputs": list(job.inputs),
         "env": json.dumps(job.env),
         "parents": list(job.parents),
+        "n_parents": len(job.parents),  # what `release_roots` queries (0: a root)
         "pilot_id": job.pilot_id,
         "kill_requested": job.kill_requested,
         "exit_code": job.exit_code,

@@ -116,7 +116,9 @@ def _attempt_row(a: Attempt) -> tuple[Any, ...]:
 
 
 def _status_or_none(status: JobStatus | None) -> str | None:
-    return None if status is None else str(status)
+    """An edge's recorded parent status: a final one, else None (pending: the parent's release
+    records it when it ends)."""
+    return str(status) if status is not None and str(status) in _FINAL else None
 
 
 def _event_row(e: Event, now: float) -> tuple[Any, ...]:
