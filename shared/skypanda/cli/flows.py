@@ -6,12 +6,13 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from skypanda.cli.connect import BadInput, call
+from skypanda.cli.connect import FINAL_TASK_STATES, BadInput, call
 from skypanda.domain.states import WORKFLOW_FINAL
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.pilot.client import ApiClient
@@ -43,24 +44,55 @@ def total_jobs(view: dict[str, Any]) -> int:
     return sum(int(t["n_jobs"]) for t in view["tasks"])
 
 
-def wait(api: ApiClient, workflow_id: str, *, quiet: bool) -> dict[str, Any]:
-    """Poll until the workflow ends, with a progress bar over its jobs on a terminal."""
+def poll(
+    fetch: Callable[[], dict[str, Any]],
+    progress: Callable[[dict[str, Any]], tuple[int, int]],
+    final: set[str],
+    *,
+    quiet: bool,
+) -> dict[str, Any]:
+    """Fetch until the object's status is in `final`, with a progress bar of (jobs ended,
+    jobs in all) on stderr when it is a terminal and not `quiet`."""
     show = not quiet and sys.stderr.isatty()
-    view = call(api, "GET", f"/v1/workflows/{workflow_id}")
-    bar_cm = click.progressbar(length=total_jobs(view), label="jobs", file=sys.stderr)
+    obj = fetch()
+    bar_cm = click.progressbar(length=max(progress(obj)[1], 1), label="jobs", file=sys.stderr)
     with bar_cm if show else contextlib.nullcontext(None) as bar:
         seen = 0
         while True:
-            view = call(api, "GET", f"/v1/workflows/{workflow_id}")
-            ended = sum(t["job_counts"].get(s, 0) for t in view["tasks"] for s in ENDED_JOB_STATES)
+            ended, total = progress(obj)
             if bar is not None:
-                bar.length = max(total_jobs(view), 1)  # loops add tasks as they go
+                bar.length = max(total, 1)  # a workflow's loops add jobs as they go
                 if ended > seen:
                     bar.update(ended - seen)
                     seen = ended
-            if view["status"] in FINAL_WORKFLOW_STATES:
-                return dict(view)
+            if obj["status"] in final:
+                return obj
             time.sleep(0.25)
+            obj = fetch()
+
+
+def _ended(counts: dict[str, int]) -> int:
+    return sum(counts.get(s, 0) for s in ENDED_JOB_STATES)
+
+
+def wait(api: ApiClient, workflow_id: str, *, quiet: bool) -> dict[str, Any]:
+    """Poll until the workflow ends."""
+    return poll(
+        lambda: dict(call(api, "GET", f"/v1/workflows/{workflow_id}")),
+        lambda v: (sum(_ended(t["job_counts"]) for t in v["tasks"]), total_jobs(v)),
+        FINAL_WORKFLOW_STATES,
+        quiet=quiet,
+    )
+
+
+def wait_task(api: ApiClient, task_id: str, *, quiet: bool) -> dict[str, Any]:
+    """Poll until the task ends."""
+    return poll(
+        lambda: dict(call(api, "GET", f"/v1/tasks/{task_id}")),
+        lambda t: (_ended(t["job_counts"]), int(t["n_jobs"])),
+        FINAL_TASK_STATES,
+        quiet=quiet,
+    )
 
 
 def outcome(view: dict[str, Any], seconds: float) -> dict[str, Any]:

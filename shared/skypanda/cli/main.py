@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +16,7 @@ import click
 from skypanda import __version__
 from skypanda.adapters.local.runtime import LocalOptions, LocalSystem, default_home
 from skypanda.cli import bench, bench_cloud, bench_dag, flows
-from skypanda.cli.connect import FINAL_TASK_STATES, call, client
+from skypanda.cli.connect import call, client
 from skypanda.cli.render import print_jobs, print_pilots, print_task
 from skypanda.domain.errors import InvalidInput, SkypandaError
 from skypanda.domain.export import FORMATS, export
@@ -99,25 +97,6 @@ def up(port: int, backend: str) -> None:
         server_file.unlink(missing_ok=True)
 
 
-def wait_for(api: ApiClient, task_id: str, total: int, *, quiet: bool) -> dict[str, Any]:
-    """Poll the task until it ends, with a progress bar on stderr (unless quiet, or stderr is
-    not a terminal)."""
-    ended_states = ("finished", "failed", "cancelled", "closed")
-    show = not quiet and sys.stderr.isatty()
-    bar_cm = click.progressbar(length=total, label="jobs", file=sys.stderr, show_pos=True)
-    with bar_cm if show else contextlib.nullcontext(None) as bar:
-        seen = 0
-        while True:
-            task = call(api, "GET", f"/v1/tasks/{task_id}")
-            ended = sum(task["job_counts"].get(s, 0) for s in ended_states)
-            if bar is not None and ended > seen:
-                bar.update(ended - seen)
-                seen = ended
-            if task["status"] in FINAL_TASK_STATES:
-                return dict(task)
-            time.sleep(0.25)
-
-
 def outcome(task: dict[str, Any], seconds: float) -> dict[str, Any]:
     return {
         "id": task["id"],
@@ -161,7 +140,7 @@ def _send_and_wait(
         return dict(task)
     if not quiet:
         click.echo(f"submitted task {task['id']} ({task['n_jobs']} jobs)", err=True)
-    return outcome(wait_for(api, task["id"], task["n_jobs"], quiet=quiet), time.monotonic() - start)
+    return outcome(flows.wait_task(api, task["id"], quiet=quiet), time.monotonic() - start)
 
 
 @cli.command()
