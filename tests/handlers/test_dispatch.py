@@ -9,6 +9,7 @@ import pytest
 
 from skypanda.domain import events as ev
 from skypanda.domain.codes import ErrorCode
+from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus
 from skypanda.handlers import dispatch, split
@@ -65,3 +66,38 @@ def test_a_held_job_that_is_no_longer_the_pilots_is_killed(svc: Services) -> Non
     pilot_id, sent = _pilot_with_jobs(svc, 1)
     reply = dispatch.heartbeat(svc, pilot_id, [*sent, "someone-elses-job"])
     assert reply.commands == [{"kill": "someone-elses-job"}]
+
+
+def test_a_push_pilot_acquires_exactly_its_job_once(svc: Services) -> None:
+    # Given a task of three activated jobs and a pilot launched for the second one
+    task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=3), owner="u")
+    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    target = svc.store.list_jobs(task.id)[1]
+    pilot, _ = dispatch.register(
+        svc, pilot_id=None, queue="local", host="h", pid=1, resources=Resources(), version="v"
+    )
+
+    # When it acquires its job (asking for more than one changes nothing)
+    got = dispatch.acquire(svc, pilot.id, 5, job_id=target.id)
+
+    # Then it gets exactly that job, sent to it, with an attempt record; the others stay queued
+    assert [j.id for j in got] == [target.id]
+    stored = svc.store.get_job(target.id)
+    assert (stored.status, stored.pilot_id) == (JobStatus.SENT, pilot.id)
+    assert [a.status for a in svc.store.attempts(target.id)] == [JobStatus.SENT]
+    assert svc.store.count_activated("local") == 2
+    # And asking again (a retried request, or another push pilot) gets nothing
+    assert dispatch.acquire(svc, pilot.id, 1, job_id=target.id) == []
+
+
+def test_a_push_pilot_cannot_take_a_job_that_does_not_fit_it(svc: Services) -> None:
+    task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=1), owner="u")
+    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    job = svc.store.list_jobs(task.id)[0]
+    small = Resources(memory_mb=100, cores=1)
+    pilot, _ = dispatch.register(
+        svc, pilot_id=None, queue="local", host="h", pid=1, resources=small, version="v"
+    )
+    with pytest.raises(InvalidInput, match="needs 2000 MB x 1 cores; the pilot offers 100 MB"):
+        dispatch.acquire(svc, pilot.id, 1, job_id=job.id)
+    assert svc.store.get_job(job.id).status is JobStatus.ACTIVATED

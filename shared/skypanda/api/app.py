@@ -45,6 +45,7 @@ class RegisterBody(_Body):
 
 class AcquireBody(_Body):
     n: int = 1
+    job_id: str | None = None  # push mode: exactly this job
 
 
 class ReportBody(JobReport):
@@ -212,7 +213,8 @@ def _pilot_routes(app: Flask, svc: Services) -> None:
 
     @app.post("/v1/pilots/<pilot_id>/acquire")
     def acquire(pilot_id: str) -> Response:
-        jobs = dispatch.acquire(svc, pilot_id, _body(AcquireBody).n)
+        body = _body(AcquireBody)
+        jobs = dispatch.acquire(svc, pilot_id, body.n, body.job_id)
         return jsonify({"jobs": [jsonable(j) for j in jobs]})
 
     @app.post("/v1/pilots/<pilot_id>/update")

@@ -98,6 +98,31 @@ def _end_attempt(job: Job, outcome: AttemptOutcome, now: float, log_uri: str | N
     return JobChange(job, after, record, (ended,))
 
 
+def claim(job: Job, pilot_id: str, now: float) -> JobChange:
+    """Hand one activated job to a pilot (push mode: the pilot was launched for this job).
+
+    Raises:
+        IllegalTransition: the job is not activated (already taken, waiting, or ended).
+    """
+    after = job.model_copy(
+        update={
+            "status": advance(job.status, JobStatus.SENT),
+            "pilot_id": pilot_id,
+            "updated_at": now,
+            "started_at": now,
+            "exit_code": None,
+            "error_code": None,
+            "error_diag": "",
+            "log_uri": None,
+            "ended_at": None,
+        }
+    )
+    record = Attempt(
+        job_id=job.id, attempt=job.attempt, pilot_id=pilot_id, status=JobStatus.SENT, started_at=now
+    )
+    return JobChange(job, after, record)
+
+
 def apply_report(job: Job, report: JobReport, pilot_id: str, now: float, log_uri: str) -> JobChange:
     """What a pilot's report about its attempt does to the job.
 

@@ -179,6 +179,8 @@ class Queue(_Strict):
     heartbeat_timeout_s: Duration = 60.0
     idle_timeout_s: Duration = 30.0
     jobs_per_acquire: int = Field(default=8, ge=1, le=1000)
+    looping_timeout_s: Duration = 1800.0  # a payload silent this long (no output, no file
+    # change in its workdir) is killed as looping (PanDA's looping job check)
 
     @model_validator(mode="after")
     def _limits(self) -> Queue:

@@ -15,9 +15,9 @@ from typing import Any
 
 from skypanda.domain.codes import ErrorCode
 from skypanda.domain.errors import Conflict, InvalidInput, NotFound
-from skypanda.domain.jobflow import JobChange, apply_report, log_key, requeue_lost
+from skypanda.domain.jobflow import JobChange, apply_report, claim, log_key, requeue_lost
 from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources
-from skypanda.domain.states import PILOT_LIVE, PilotStatus, TaskStatus, advance
+from skypanda.domain.states import PILOT_LIVE, JobStatus, PilotStatus, TaskStatus, advance
 from skypanda.handlers.services import Services, new_id
 
 log = logging.getLogger(__name__)
@@ -76,18 +76,46 @@ def _live_pilot(svc: Services, pilot_id: str) -> Pilot:
     return pilot
 
 
-def acquire(svc: Services, pilot_id: str, n: int) -> list[Job]:
-    """Hand up to `n` activated jobs that fit the pilot to it (priority, then age)."""
+def acquire(svc: Services, pilot_id: str, n: int, job_id: str | None = None) -> list[Job]:
+    """Hand up to `n` activated jobs that fit the pilot to it (priority, then age); or, for a
+    push-mode pilot launched for one job, exactly that job (none if it is no longer activated).
+
+    Raises:
+        InvalidInput: `n` out of range; the named job is on another queue or does not fit.
+        NotFound: the pilot, or the named job, does not exist.
+        Conflict: the pilot has ended.
+    """
     if not 1 <= n <= 1000:
         raise InvalidInput(f"n must be between 1 and 1000, not {n}", field="n")
     pilot = _live_pilot(svc, pilot_id)
     now = svc.clock.now()
-    jobs = svc.store.claim_jobs(pilot.queue, pilot_id, n, pilot.resources, now)
+    if job_id is not None:
+        jobs = _claim_one(svc, pilot, job_id, now)
+    else:
+        jobs = svc.store.claim_jobs(pilot.queue, pilot_id, n, pilot.resources, now)
     for task_id in {j.task_id for j in jobs}:
         svc.store.set_task_status(task_id, [TaskStatus.READY], TaskStatus.RUNNING)
     if jobs:
         log.debug("pilot %s acquired %d jobs", pilot_id, len(jobs))
     return jobs
+
+
+def _claim_one(svc: Services, pilot: Pilot, job_id: str, now: float) -> list[Job]:
+    job = svc.store.get_job(job_id)
+    if job.queue != pilot.queue:
+        raise InvalidInput(
+            f"job {job_id} is on queue {job.queue}, not {pilot.queue}", field="job_id"
+        )
+    if not job.resources.fits(pilot.resources):
+        raise InvalidInput(
+            f"job {job_id} needs {job.resources.memory_mb} MB x {job.resources.cores} cores; "
+            f"the pilot offers {pilot.resources.memory_mb} MB x {pilot.resources.cores}",
+            field="job_id",
+        )
+    if job.status is not JobStatus.ACTIVATED:
+        return []  # taken by another pilot, killed, or ended: the push pilot has nothing to do
+    change = claim(job, pilot.id, now)
+    return [change.after] if svc.store.apply_job_changes([change])[0] else []
 
 
 def append_log(svc: Services, job_id: str, attempt: int, chunk: bytes) -> None:
