@@ -13,7 +13,7 @@ from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from skypanda import __version__
-from skypanda.api import errors
+from skypanda.api import data, errors, pilotzip
 from skypanda.api.workflows import workflow_routes
 from skypanda.domain.errors import InvalidInput, Unauthorized
 from skypanda.domain.jobflow import log_key
@@ -239,3 +239,6 @@ def _pilot_routes(app: Flask, svc: Services) -> None:
         attempt = _int_arg("attempt", 0, 1, 10_000)
         dispatch.append_log(svc, job_id, attempt, request.get_data())
         return "", 204
+
+    pilotzip.routes(app, svc)
+    data.routes(app, svc)
