@@ -322,3 +322,15 @@ def test_a_job_is_changed_only_by_copying() -> None:
     # And its JSON form carries statuses as plain strings
     assert jsonable(sent)["status"] == "sent"
     assert Job.model_validate(jsonable(sent)) == sent
+
+
+def test_every_error_code_is_documented_in_the_readme() -> None:
+    # The README's table is what users read: it must list every code with its name and meaning
+    from pathlib import Path
+
+    from skypanda.domain.codes import DESCRIPTIONS, NOT_COUNTED, ErrorCode
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for code in ErrorCode:
+        counted = "no" if code in NOT_COUNTED else "yes"
+        assert f"| {int(code)} | `{code.name}` | {DESCRIPTIONS[code]} | {counted} |" in readme

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from skypanda.domain.codes import ErrorCode
+
 
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
@@ -24,18 +26,27 @@ def print_task(task: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def error_name(code: int | None) -> str:
+    """An error code with its name (`1201 SIGTERM`), or `-`."""
+    if code is None:
+        return "-"
+    try:
+        return f"{code} {ErrorCode(code).name}"
+    except ValueError:
+        return str(code)
+
+
 def print_jobs(jobs: list[dict[str, Any]]) -> str:
     header = (
-        f"{'JOB':<28} {'INDEX':>5} {'STATUS':<10} {'ATT':>3} {'EXIT':>4} {'ERROR':>5}  "
+        f"{'JOB':<28} {'INDEX':>5} {'STATUS':<10} {'ATT':>3} {'EXIT':>4} {'ERROR':<22} "
         f"{'PILOT':<14} DIAG"
     )
     rows = [header]
     for j in jobs:
         exit_code = "-" if j["exit_code"] is None else str(j["exit_code"])
-        error = "-" if j["error_code"] is None else str(j["error_code"])
         rows.append(
             f"{j['id']:<28} {j['index']:>5} {j['status']:<10} {j['attempt']:>3} {exit_code:>4} "
-            f"{error:>5}  {j['pilot_id'] or '-':<14} {j['error_diag'][:60]}"
+            f"{error_name(j['error_code']):<22} {j['pilot_id'] or '-':<14} {j['error_diag'][:60]}"
         )
     return "\n".join(rows)
 

@@ -228,9 +228,11 @@ def _requeue_forgotten(svc: Services, candidates: list[Job], now: float) -> None
 
 
 def end(svc: Services, pilot_id: str, status: PilotStatus, reason: str) -> Pilot:
-    """A pilot exits. Jobs it still holds are requeued as new attempts."""
-    if status not in (PilotStatus.FINISHED, PilotStatus.FAILED):
-        raise InvalidInput("a pilot ends as finished or failed", field="status")
+    """A pilot exits: finished (idle, drained, done), failed (an error), or cancelled (stopped
+    from outside: SIGTERM on eviction or preemption, Ctrl-C). Jobs it still holds are requeued
+    as new attempts."""
+    if status not in (PilotStatus.FINISHED, PilotStatus.FAILED, PilotStatus.CANCELLED):
+        raise InvalidInput("a pilot ends as finished, failed or cancelled", field="status")
     pilot = svc.store.get_pilot(pilot_id)
     return retire(svc, pilot, status, reason)
 

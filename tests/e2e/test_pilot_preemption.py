@@ -1,0 +1,59 @@
+"""Preemption end to end: SIGTERM to a pilot mid-job (a Cloud Run or GKE eviction, a spot VM
+reclaimed) requeues its job without counting an attempt; another pilot finishes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from skypanda.adapters.local.runtime import LocalSystem
+from skypanda.domain.codes import ErrorCode
+from skypanda.pilot.client import ApiClient
+from tests.e2e.conftest import cli, fast_queue, wait_until
+
+
+def test_sigterm_to_a_pilot_requeues_its_job_without_counting_the_attempt(
+    make_system: Callable[..., LocalSystem], tmp_path: Path
+) -> None:
+    # Given two pilots and a job allowed one attempt only, that runs for a few seconds
+    system = make_system(fast_queue(min_pilots=2, max_pilots=2))
+    api = ApiClient(system.url, system.token)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = f"echo $$ > {marks}/$SKYPANDA_ATTEMPT; sleep 3; echo survived"
+    task = api.call(
+        "POST",
+        "/v1/tasks",
+        {"name": "evicted", "command": ["sh", "-c", script], "n_jobs": 1, "max_attempts": 1},
+    )
+
+    def running() -> list[dict[str, object]]:
+        jobs = api.call("GET", f"/v1/tasks/{task['id']}/jobs", params={"status": "running"})
+        return list(jobs["jobs"]) if (marks / "1").exists() else []
+
+    (job,) = wait_until(running, 30, "the job to run")
+    pilot = next(p for p in api.call("GET", "/v1/pilots")["pilots"] if p["id"] == job["pilot_id"])
+
+    # When its pilot gets SIGTERM (what Cloud Run and Kubernetes send before killing)
+    os.kill(int(pilot["pid"]), signal.SIGTERM)
+
+    # Then the payload is stopped, the attempt ends with the SIGTERM code, not counted
+    payload_pid = int((marks / "1").read_text())
+    wait_until(lambda: not Path(f"/proc/{payload_pid}").exists(), 15, "the payload to stop")
+    # And another pilot finishes the job as attempt 2, although max_attempts is 1
+    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 60, "done")
+    detail = api.call("GET", f"/v1/jobs/{job['id']}")
+    first, second = detail["attempts"]
+    assert first["error_code"] == ErrorCode.SIGTERM and first["status"] == "failed"
+    assert second["status"] == "finished" and second["pilot_id"] != job["pilot_id"]
+    assert detail["failures"] == 0
+    # And the preempted pilot ended cleanly, having reported its job
+    ended = next(p for p in api.call("GET", "/v1/pilots")["pilots"] if p["id"] == pilot["id"])
+    assert (ended["status"], ended["reason"]) == ("cancelled", "SIGTERM"), ended
+    # And `skypanda jobs` shows the job's latest attempt; the first attempt's code is named by
+    # the API's attempts and in `skypanda jobs` while a job carries it
+    shown = cli(system, "jobs", task["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "finished" in shown.stdout
