@@ -316,6 +316,25 @@ def pilot(ctx: click.Context) -> None:
     raise SystemExit(pilot_main(list(ctx.args)))
 
 
+@cli.command("pilot-zipapp")
+@click.option(
+    "-o", "--output", default="pilot.pyz", show_default=True, type=click.Path(dir_okay=False),
+    help="Where to write it.",
+)  # fmt: skip
+def pilot_zipapp(output: str) -> None:
+    """Write the pilot as one file (the server's /v1/pilot.pyz): `python3 pilot.pyz --help`."""
+    from skypanda.pilot.zipapp import build_zipapp
+
+    try:
+        data = build_zipapp()
+    except SkypandaError as e:
+        raise click.ClickException(e.message) from e
+    path = Path(output)
+    path.write_bytes(data)
+    path.chmod(0o755)  # it starts with a shebang line: `./pilot.pyz` runs it too
+    click.echo(f"wrote {path} ({len(data)} bytes, skypanda {__version__})", err=True)
+
+
 bench.bench.add_command(bench_cloud.cost)
 bench.bench.add_command(bench_cloud.dispatch)
 bench.bench.add_command(bench_dag.dag)

@@ -6,7 +6,8 @@
     ├── Unauthorized              missing or wrong bearer token (HTTP 401)
     ├── Conflict                  a compare-and-set lost: the state was not what the writer expected
     │   └── IllegalTransition     a state machine refused a transition (HTTP 409)
-    └── BackendUnavailable        a store, bus or blob backend failed (retryable; HTTP 503)
+    ├── BackendUnavailable        a store, bus or blob backend failed (retryable; HTTP 503)
+    └── pilot.zipapp.PilotNotPortable   the pilot imports a non-standard library (no zipapp)
 
 Every error carries a message that names the problem; callers `raise ... from e`.
 """
