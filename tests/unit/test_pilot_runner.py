@@ -432,3 +432,139 @@ def test_read_flags_missing_fifo_and_oversized_files(tmp_path: Path) -> None:
     odd = tmp_path / "odd"
     odd.write_bytes(b"v=\xff\n")
     assert read_flags(odd) == ({"v": "\ufffd"}, [])
+
+
+# -- watching: memory and looping -----------------------------------------------------------------
+
+
+def watched(
+    spec: dict[str, Any], workdir: Path, looping_timeout_s: float | None = None
+) -> tuple[PayloadResult, Output, float]:
+    """Run with a fast watch (sampling every 0.1 s); also returns how long it took."""
+    out = Output()
+    began = time.monotonic()
+    result = run_payload(
+        spec,
+        workdir,
+        on_output=out,
+        should_stop=lambda: None,
+        poll_s=0.05,
+        kill_grace_s=1.0,
+        looping_timeout_s=looping_timeout_s,
+        sample_s=0.1,
+    )
+    return result, out, time.monotonic() - began
+
+
+HOG = (
+    "import os, time; print(os.getpid(), flush=True); "
+    "b = bytearray(300 * 2**20); time.sleep(10)"  # bytearray zero-fills: the pages are resident
+)
+"""Python code printing its pid, then holding 300 MB for 10 s."""
+
+linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+
+
+@linux_only
+def test_a_payload_over_its_memory_limit_is_killed_as_out_of_memory(tmp_path: Path) -> None:
+    # Given a payload that takes 300 MB, of a job that asked for 100 MB
+    spec = job(py(HOG))
+    assert spec["resources"]["memory_mb"] == 100
+    # When it runs
+    result, out, took = watched(spec, tmp_path / "w")
+    # Then it is killed within a couple of seconds, as OUT_OF_MEMORY naming usage and limit
+    assert took < 3
+    assert (result.status, result.error_code) == ("failed", ErrorCode.OUT_OF_MEMORY)
+    used = int(result.error_diag.split()[2])
+    assert result.error_diag == f"payload used {used} MB, over the job's 100 MB"
+    assert 100 < used <= 330
+    assert result.exit_code is not None and result.exit_code < 0
+    assert result.max_rss_mb is not None and result.max_rss_mb >= used
+    # And the pilot said so in the log, and the process is gone
+    assert out.data.endswith(f"[skypanda-pilot] killed: {result.error_diag}\n".encode())
+    assert wait_gone(int(out.data.split()[0]))
+
+
+@linux_only
+def test_a_grandchild_over_the_limit_counts_and_the_whole_tree_is_killed(tmp_path: Path) -> None:
+    # Given a payload whose child starts a grandchild that takes 300 MB (each prints its pid)
+    child = (
+        "import os, subprocess, sys; print(os.getpid(), flush=True); "
+        f"subprocess.run([sys.executable, '-c', {HOG!r}])"
+    )
+    leader = (
+        "import os, subprocess, sys, time; print(os.getpid(), flush=True); "
+        f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(10)"
+    )
+    # When it runs with a 100 MB limit
+    result, out, took = watched(job(py(leader)), tmp_path / "w")
+    # Then the tree's memory was over the limit: OUT_OF_MEMORY, quickly
+    assert took < 3
+    assert result.error_code == ErrorCode.OUT_OF_MEMORY
+    assert "over the job's 100 MB" in result.error_diag
+    # And the leader, the child and the grandchild are all gone
+    pids = [int(word) for word in out.data.split()[:3]]
+    assert len(pids) == 3
+    assert all(wait_gone(pid) for pid in pids)
+
+
+@linux_only
+def test_a_payload_under_its_limit_finishes_and_reports_its_peak_memory(tmp_path: Path) -> None:
+    # Given a payload that holds 40 MB for a moment, of a job that asked for 100 MB
+    code = "import time; b = bytearray(40 * 2**20); time.sleep(0.6)"
+    # When it runs
+    result, _, _ = watched(job(py(code)), tmp_path / "w")
+    # Then it finished, and its peak is at least the 40 MB (plus the interpreter), under 100
+    assert (result.status, result.error_code) == ("finished", None)
+    assert result.max_rss_mb is not None and 40 < result.max_rss_mb < 100
+
+
+@linux_only
+def test_no_memory_limit_means_no_memory_kill(tmp_path: Path) -> None:
+    # Given a payload taking 150 MB, of a job whose resources say nothing of memory
+    spec = job(py("b = bytearray(150 * 2**20); import time; time.sleep(0.5)"))
+    del spec["resources"]["memory_mb"]
+    # When it runs, then it finishes, its peak measured
+    result, _, _ = watched(spec, tmp_path / "w")
+    assert result.status == "finished"
+    assert result.max_rss_mb is not None and result.max_rss_mb > 150
+
+
+def test_a_silent_payload_is_killed_as_looping(tmp_path: Path) -> None:
+    # Given a payload that prints once, then sleeps without output or file changes
+    spec = job(["sh", "-c", "echo started; exec sleep 30"])
+    # When it runs with a 0.5 s looping timeout
+    result, out, took = watched(spec, tmp_path / "w", looping_timeout_s=0.5)
+    # Then it is killed soon after, as LOOPING_JOB, and the log says why
+    assert took < 3
+    assert (result.status, result.error_code) == ("failed", ErrorCode.LOOPING_JOB)
+    assert result.error_diag.startswith("looping: no output and no file change in the workdir")
+    assert result.error_diag.endswith("(looping timeout 0.5s)")
+    assert out.data.startswith(b"started\n")
+    assert out.data.endswith(f"[skypanda-pilot] killed: {result.error_diag}\n".encode())
+
+
+def test_a_payload_that_keeps_printing_is_not_looping(tmp_path: Path) -> None:
+    # Given a payload printing every 0.1 s for 1.5 s (three looping timeouts)
+    code = "import time\nfor i in range(15):\n    print(i, flush=True); time.sleep(0.1)"
+    # When it runs with a 0.5 s looping timeout, then it finishes
+    result, _, took = watched(job(py(code)), tmp_path / "w", looping_timeout_s=0.5)
+    assert (result.status, result.error_code) == ("finished", None)
+    assert took > 1.5
+
+
+def test_a_payload_that_keeps_writing_a_file_in_its_workdir_is_not_looping(
+    tmp_path: Path,
+) -> None:
+    # Given a silent payload appending to a file in a subdirectory of its workdir for 1.5 s
+    script = "mkdir sub; for i in $(seq 15); do echo $i >> sub/log; sleep 0.1; done"
+    # When it runs with a 0.5 s looping timeout, then it finishes
+    result, out, _ = watched(job(["sh", "-c", script]), tmp_path / "w", looping_timeout_s=0.5)
+    assert (result.status, result.error_code) == ("finished", None)
+    assert out.data == b""
+    assert (tmp_path / "w" / "sub" / "log").read_text().split()[-1] == "15"
+
+
+def test_without_a_looping_timeout_a_silent_payload_runs_on(tmp_path: Path) -> None:
+    result, _, _ = watched(job(["sleep", "0.8"]), tmp_path / "w")
+    assert (result.status, result.error_code) == ("finished", None)

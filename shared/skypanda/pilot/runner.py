@@ -1,4 +1,4 @@
-"""Run one payload as a real subprocess: stream its output, enforce its walltime, kill on demand.
+"""Run one payload as a real subprocess: stream its output, enforce its limits, kill on demand.
 
 The payload runs in its own session, so the pilot can kill everything it started (children,
 grandchildren) with one signal to the process group, and leftovers cannot outlive the job. A
@@ -13,6 +13,12 @@ The payload's environment (see `payload_env`) holds the pilot's own, the job's e
     SKYPANDA_FLAGS      absolute path of an empty file (FLAGS_FILE in the workdir) where the
                         payload may append `name=value` lines, e.g.
                         `echo converged=yes >> "$SKYPANDA_FLAGS"`; workflow conditions test them
+
+While the payload runs, the pilot watches it (see `watch`): about every SAMPLE_S it sums the
+resident memory of the payload's process tree, keeps the peak (`PayloadResult.max_rss_mb`), and
+kills the payload as OUT_OF_MEMORY when the sum exceeds the job's `resources.memory_mb`; with a
+`looping_timeout_s`, it kills it as LOOPING_JOB once that long passes with no output and no
+file change in its workdir. Its walltime (MAX_TIME_EXCEEDED) and `should_stop` kill it too.
 
 After the payload ends (also when it failed or was killed) the pilot reads that file with
 `parse_flags` into `PayloadResult.flags`, sent with the job's final report. Blank lines and
@@ -41,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from skypanda.domain.codes import ErrorCode
+from skypanda.pilot.watch import SAMPLE_S, PayloadWatch
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,9 @@ class PayloadResult:
         started_at: epoch seconds when the pilot tried to start it.
         ended_at: epoch seconds when it was over (output fully delivered).
         flags: what the payload wrote to $SKYPANDA_FLAGS (see `parse_flags`); {} if nothing.
+        max_rss_mb: the largest resident memory of the payload's process tree seen by the
+            watch's samples, in MB (2**20 bytes); None if never sampled (it ended before the
+            first sample, or there is no /proc). Peaks between samples are missed.
     """
 
     status: str
@@ -87,6 +97,7 @@ class PayloadResult:
     started_at: float
     ended_at: float
     flags: dict[str, str] = field(default_factory=dict)
+    max_rss_mb: int | None = None
 
 
 def run_payload(
@@ -98,12 +109,16 @@ def run_payload(
     poll_s: float = 0.2,
     kill_grace_s: float = KILL_GRACE_S,
     groups: Path | None = None,
+    looping_timeout_s: float | None = None,
+    sample_s: float = SAMPLE_S,
 ) -> PayloadResult:
-    """Run a job's command to its end, or until its walltime or `should_stop` ends it.
+    """Run a job's command to its end, or until a limit of it or `should_stop` ends it.
 
     Args:
         job: the job as the server sends it: id, attempt, command (argv list), env,
-            resources {memory_mb, cores, walltime_s}.
+            resources {memory_mb, cores, walltime_s}. Over memory_mb (the payload's
+            process tree's summed RSS) it is killed as OUT_OF_MEMORY; past walltime_s as
+            MAX_TIME_EXCEEDED. A missing or zero limit is no limit.
         workdir: the payload's working directory; created if missing.
         on_output: called from a reader thread with raw output bytes (stdout and stderr
             merged) as they arrive; all calls have happened when this function returns.
@@ -114,6 +129,9 @@ def run_payload(
         groups: a directory where the payload's process group id is recorded (an empty file
             named after it) while the group may be alive, so that whoever finds this pilot
             dead (the local launcher) can kill what it left running; see `kill_recorded_groups`.
+        looping_timeout_s: kill the payload as LOOPING_JOB once this long passes with no
+            output and no file change in its workdir; None (or 0): never.
+        sample_s: how often the payload's memory (and its looping) is checked.
 
     Returns:
         The result, with the flags the payload wrote (also when it failed or was killed).
@@ -132,7 +150,15 @@ def run_payload(
     record = _record_group(groups, proc.pid)
     pump = _OutputPump(proc.stdout, on_output)
     try:
-        killed = _supervise(proc, job, should_stop, poll_s, kill_grace_s)
+        watch = PayloadWatch(
+            proc.pid,  # start_new_session: the payload's session id is its pid
+            workdir,
+            last_output=lambda: pump.last_output,
+            memory_limit_mb=float((job.get("resources") or {}).get("memory_mb") or 0),
+            looping_timeout_s=looping_timeout_s,
+            sample_s=sample_s,
+        )
+        killed = _supervise(proc, job, should_stop, watch, poll_s, kill_grace_s)
     finally:
         # Whatever happened (also an exception in should_stop), nothing of the job survives.
         leftovers = _kill_group(proc, kill_grace_s)
@@ -148,6 +174,7 @@ def run_payload(
         pump.deliver(f"[skypanda-pilot] flags: {note}\n".encode())
     result = _result(proc.returncode, killed, started_at)
     result.flags = flags
+    result.max_rss_mb = watch.peak_mb
     return result
 
 
@@ -283,10 +310,11 @@ def _supervise(
     proc: subprocess.Popen[bytes],
     job: dict[str, Any],
     should_stop: Callable[[], int | None],
+    watch: PayloadWatch,
     poll_s: float,
     kill_grace_s: float,
 ) -> tuple[int, str] | None:
-    """Wait for the payload; on walltime or a stop request, kill it and say why."""
+    """Wait for the payload; on walltime, a stop request or the watch's word, kill it, say why."""
     walltime = float((job.get("resources") or {}).get("walltime_s") or 0) or None
     deadline = time.monotonic() + walltime if walltime else None
     while True:
@@ -303,6 +331,8 @@ def _supervise(
             code = should_stop()
             if code is not None:
                 reason = (code, f"stopped by the pilot: {_code_name(code)}")
+            else:
+                reason = watch.check()
         if reason is not None:
             _kill_group(proc, kill_grace_s)
             return reason
@@ -373,6 +403,8 @@ class _OutputPump:
         self._on_output = on_output
         self._broken = False
         self._deadline: float | None = None
+        self.last_output = time.time()
+        """Epoch seconds of the latest output read (when reading began, until there is some)."""
         self._thread = threading.Thread(target=self._run, name="payload-output", daemon=True)
         self._thread.start()
 
@@ -407,6 +439,7 @@ class _OutputPump:
                 return
             if not chunk:
                 return
+            self.last_output = time.time()
             self.deliver(chunk)
 
 
