@@ -188,8 +188,9 @@ class Store(Protocol):
     def update_pilot(self, pilot: Pilot, expect: Iterable[PilotStatus]) -> bool:
         """Compare-and-set write of a pilot record; False when its status was not in `expect`."""
 
-    def heartbeat(self, pilot_id: str, now: float) -> bool:
-        """Record a heartbeat (only the pilot record is written). False if the pilot has ended."""
+    def heartbeat(self, pilot_id: str, now: float) -> Pilot | None:
+        """Record a heartbeat (only the pilot record is written) and return the pilot's record
+        (what the server wants of it: e.g. `drain`); None if the pilot has ended or is unknown."""
 
     def list_pilots(self, *, queue: str | None = None, live: bool = False) -> list[Pilot]: ...
 

@@ -19,7 +19,16 @@ from skypanda.domain.errors import IllegalTransition, InvalidInput, NotFound
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.ids import job_id
 from skypanda.domain.jobflow import JobChange, apply_report, new_job, requeue_lost
-from skypanda.domain.models import Attempt, Job, JobReport, JobSpec, Pilot, Resources, Task
+from skypanda.domain.models import (
+    Attempt,
+    Job,
+    JobReport,
+    JobSpec,
+    OutputFile,
+    Pilot,
+    Resources,
+    Task,
+)
 from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import Workflow, WorkflowSpec, WorkflowTask
 from skypanda.ports import Store
@@ -800,11 +809,12 @@ def test_update_pilot_loses_from_another_status_and_changes_nothing(
 
 def test_heartbeat_records_when_a_live_pilot_was_heard(store: Store, clock: FakeClock) -> None:
     store.add_pilot(pilot("p1", clock, status=PilotStatus.RUNNING, heartbeat_at=clock.t))
-    assert store.heartbeat("p1", clock.t + 30) is True
+    beat = store.heartbeat("p1", clock.t + 30)
+    assert beat is not None and beat.id == "p1" and not beat.drain
     assert store.get_pilot("p1").heartbeat_at == clock.t + 30
 
 
-def test_heartbeat_of_an_ended_pilot_returns_false_and_changes_nothing(
+def test_heartbeat_of_an_ended_pilot_returns_none_and_changes_nothing(
     store: Store, clock: FakeClock
 ) -> None:
     # Given a pilot that has finished
@@ -813,8 +823,22 @@ def test_heartbeat_of_an_ended_pilot_returns_false_and_changes_nothing(
     assert store.update_pilot(ended, [PilotStatus.SUBMITTED])
 
     # When a heartbeat from it arrives, Then it is refused and not recorded
-    assert store.heartbeat("p1", clock.t + 30) is False
+    assert store.heartbeat("p1", clock.t + 30) is None
     assert store.get_pilot("p1") == ended
+
+
+def test_a_drain_request_on_the_pilot_record_comes_back_with_its_heartbeat(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given a running pilot an operator asked to drain (a compare-and-set on its status)
+    store.add_pilot(pilot("p1", clock, status=PilotStatus.RUNNING, heartbeat_at=clock.t))
+    asked = store.get_pilot("p1").model_copy(update={"drain": True})
+    assert store.update_pilot(asked, [PilotStatus.RUNNING])
+
+    # When it heartbeats, Then the record it gets back says drain, and the beat is recorded
+    beat = store.heartbeat("p1", clock.t + 5)
+    assert beat is not None and beat.drain is True
+    assert store.get_pilot("p1").heartbeat_at == clock.t + 5
 
 
 def test_silent_pilots_are_live_pilots_of_the_queue_not_heard_since(
@@ -1525,3 +1549,35 @@ def test_retrying_a_parent_makes_its_children_wait_again(store: Store, clock: Fa
     # And once that attempt finishes, the child is released with no failed parent
     end_jobs(store, clock, [p])
     assert store.release_children([p.id]) == {child.id: ParentsState(pending=False)}
+
+
+# --- data staging ------------------------------------------------------------------------------
+
+
+def test_a_jobs_staging_fields_and_outputs_round_trip(
+    backend: Backend, store: ClosableStore, clock: FakeClock
+) -> None:
+    # Given a split task whose jobs stage their inputs in and upload outputs
+    (job,) = add_split_task(store, clock, 1, stage_in=True, outputs=["*.txt", "plots/**"])
+    assert (job.stage_in, job.output_patterns) == (True, ["*.txt", "plots/**"])
+    assert store.get_job(job.id) == job
+
+    # When a pilot claims it (it gets what to stage) and reports it finished with two outputs
+    (held,) = claim_all(store, clock)
+    assert (held.stage_in, held.output_patterns) == (True, ["*.txt", "plots/**"])
+    files = [
+        OutputFile(name="a.txt", uri="gs://b/outputs/a.txt", size=0, sha256="e" * 64),
+        OutputFile(name="plots/x y.png", uri="file:///o/x%20y.png", size=2**31, sha256="0" * 64),
+    ]
+    done = JobReport(
+        job_id=held.id, attempt=held.attempt, status=JobStatus.FINISHED, exit_code=0, outputs=files
+    )
+    (won,) = store.apply_job_changes([apply_report(held, done, "p1", clock.now(), "file:///l")])
+
+    # Then the job reads back with its outputs, in order, also after a restart
+    assert won
+    assert store.get_job(held.id).outputs == files
+    store.close()
+    reopened = backend.open()
+    (stored,) = reopened.list_jobs("t1")
+    assert (stored.status, stored.outputs, stored.stage_in) == (JobStatus.FINISHED, files, True)

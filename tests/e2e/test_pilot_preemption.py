@@ -57,3 +57,40 @@ def test_sigterm_to_a_pilot_requeues_its_job_without_counting_the_attempt(
     shown = cli(system, "jobs", task["id"])
     assert shown.returncode == 0, shown.stderr
     assert "finished" in shown.stdout
+
+
+def test_a_drained_pilot_finishes_its_job_then_exits_and_takes_no_new_one(
+    make_system: Callable[..., LocalSystem], tmp_path: Path
+) -> None:
+    # Given one pilot (the scaler keeps one) running the first of two 2-second jobs
+    system = make_system(fast_queue(min_pilots=1, max_pilots=1, jobs_per_acquire=1))
+    api = ApiClient(system.url, system.token)
+    task = api.call(
+        "POST",
+        "/v1/tasks",
+        {"name": "slow", "command": ["sh", "-c", "sleep 2; echo done"], "n_jobs": 2},
+    )
+
+    def running() -> list[dict[str, object]]:
+        jobs = api.call("GET", f"/v1/tasks/{task['id']}/jobs", params={"status": "running"})
+        return list(jobs["jobs"])
+
+    (job,) = wait_until(running, 30, "a job to run")
+    pilot_id = str(job["pilot_id"])
+
+    # When an operator drains that pilot
+    out = cli(system, "drain", pilot_id)
+    assert out.returncode == 0, out.stderr
+
+    # Then it finishes the job it holds and ends finished ("drained"), not taking the other
+    def ended() -> dict[str, object] | None:
+        p = next(p for p in api.call("GET", "/v1/pilots")["pilots"] if p["id"] == pilot_id)
+        return p if p["status"] != "running" else None
+
+    pilot = wait_until(ended, 30, "the drained pilot to end")
+    assert (pilot["status"], pilot["reason"]) == ("finished", "drained")
+    assert api.call("GET", f"/v1/jobs/{job['id']}")["status"] == "finished"
+    jobs = api.call("GET", f"/v1/tasks/{task['id']}/jobs")["jobs"]
+    assert all(j["pilot_id"] == pilot_id for j in jobs if j["id"] == job["id"])
+    other = next(j for j in jobs if j["id"] != job["id"])
+    assert other["pilot_id"] != pilot_id  # run later by the next pilot, or still queued

@@ -5,15 +5,19 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from skypanda.domain.jobflow import apply_report, new_job
 from skypanda.domain.models import (
     Job,
     JobReport,
+    OutputFile,
     Queue,
     Resources,
+    Task,
     TaskSpec,
     jsonable,
     parse_duration,
 )
+from skypanda.domain.splitter import split
 from skypanda.domain.states import JobStatus
 
 VALID_TASK: dict[str, Any] = {"name": "reco", "command": ["run", "{input}"], "inputs": ["a"]}
@@ -334,3 +338,158 @@ def test_every_error_code_is_documented_in_the_readme() -> None:
     for code in ErrorCode:
         counted = "no" if code in NOT_COUNTED else "yes"
         assert f"| {int(code)} | `{code.name}` | {DESCRIPTIONS[code]} | {counted} |" in readme
+
+
+# --- data staging ------------------------------------------------------------------------------
+
+SHA = "0" * 64
+
+
+def test_a_task_stages_nothing_and_uploads_nothing_by_default() -> None:
+    spec = TaskSpec.model_validate(VALID_TASK)
+    assert (spec.stage_in, spec.outputs) == (False, [])
+
+
+def test_a_staged_task_takes_fetchable_urls_and_relative_output_patterns() -> None:
+    spec = TaskSpec.model_validate(
+        task_data(
+            inputs=["file:///d/a.txt", "https://h/b.txt?sig=1", "gs://bk/run/c.root"],
+            stage_in=True,
+            outputs=["*.txt", "plots/**/*.png"],
+        )
+    )
+    assert spec.stage_in
+    assert spec.outputs == ["*.txt", "plots/**/*.png"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loc", "says"),
+    [
+        pytest.param(
+            {"stage_in": True, "inputs": ["/plain/path"]}, (), "cannot stage in", id="no-scheme"
+        ),
+        pytest.param(
+            {"stage_in": True, "inputs": ["s3://b/o"]}, (), "cannot stage in", id="bad-scheme"
+        ),
+        pytest.param(
+            {"stage_in": True, "inputs": ["https://h/"]}, (), "names no file", id="no-file-name"
+        ),
+        pytest.param(
+            {"stage_in": True, "inputs": ["gs:///o"]}, (), "no bucket", id="gs-without-bucket"
+        ),
+        pytest.param(
+            {"stage_in": True, "inputs": ["gs://a/x.txt", "gs://b/x.txt"], "files_per_job": 2},
+            (),
+            "both be staged in as 'x.txt'",
+            id="same-local-name-in-one-job",
+        ),
+        pytest.param({"outputs": ["/abs/*.txt"]}, ("outputs",), "relative", id="absolute"),
+        pytest.param({"outputs": ["../*.txt"]}, ("outputs",), "climb out", id="dotdot"),
+        pytest.param({"outputs": ["a/../../x"]}, ("outputs",), "climb out", id="inner-dotdot"),
+        pytest.param({"outputs": [""]}, ("outputs",), "1 to 256", id="empty-pattern"),
+        pytest.param({"outputs": ["*"] * 101}, ("outputs",), "at most 100", id="too-many-patterns"),
+    ],
+)
+def test_staging_errors_name_the_field_or_the_input(
+    overrides: dict[str, Any], loc: tuple[str, ...], says: str
+) -> None:
+    (error,) = rejected(TaskSpec, task_data(**overrides))
+    assert error["loc"] == loc
+    assert says in error["msg"]
+
+
+def test_the_same_local_name_in_different_jobs_is_fine() -> None:
+    TaskSpec.model_validate(task_data(stage_in=True, inputs=["gs://a/x.txt", "gs://b/x.txt"]))
+
+
+def test_inputs_are_not_checked_as_urls_without_stage_in() -> None:
+    TaskSpec.model_validate(task_data(inputs=["/plain/path", "whatever"]))
+
+
+def output(name: str = "out.txt", **overrides: Any) -> dict[str, Any]:
+    return {"name": name, "uri": f"file:///blobs/{name}", "size": 3, "sha256": SHA, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loc"),
+    [
+        ({"name": "/abs"}, ("name",)),
+        ({"name": "a/../b"}, ("name",)),
+        ({"name": "a//b"}, ("name",)),
+        ({"name": "bad\nname"}, ("name",)),
+        ({"name": "x" * 513}, ("name",)),
+        ({"size": -1}, ("size",)),
+        ({"sha256": "ABC"}, ("sha256",)),
+        ({"uri": ""}, ("uri",)),
+    ],
+)
+def test_output_file_errors_name_the_field(overrides: dict[str, Any], loc: tuple[str, ...]) -> None:
+    (error,) = rejected(OutputFile, output(**overrides))
+    assert error["loc"] == loc
+
+
+def test_a_finished_report_carries_its_outputs() -> None:
+    r = JobReport.model_validate(report(status="finished", outputs=[output("a"), output("d/b")]))
+    assert [o.name for o in r.outputs] == ["a", "d/b"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"status": "failed", "outputs": [output()]}, "only a finished report"),
+        ({"status": "finished", "outputs": [output(), output()]}, "same name"),
+    ],
+)
+def test_outputs_come_once_each_and_only_with_success(overrides: dict[str, Any], says: str) -> None:
+    (error,) = rejected(JobReport, report(**overrides))
+    assert says in error["msg"]
+
+
+def staged_task(command: list[str], **fields: Any) -> Task:
+    spec = TaskSpec.model_validate(task_data(command=command, **fields))
+    return Task(id="t1", spec=spec, created_at=1.0, updated_at=1.0)
+
+
+def test_a_staged_jobs_placeholders_hold_the_local_names_and_inputs_the_urls() -> None:
+    # Given a task that stages two inputs per job in, and uploads its text files
+    urls = ["gs://bk/run/a.root", "https://h/x/b.root?sig=1"]
+    task = staged_task(
+        ["reco", "--in={input}", "{inputs}", "{index}"],
+        inputs=urls,
+        files_per_job=2,
+        stage_in=True,
+        outputs=["*.txt"],
+    )
+
+    # When its job is made
+    (spec,) = split(task.spec)
+    job = new_job(task, spec, now=1.0)
+
+    # Then the payload is given the local names, the pilot the URLs and the patterns
+    assert job.command == ["reco", "--in=a.root,b.root", "a.root", "b.root", "0"]
+    assert job.inputs == urls
+    assert (job.stage_in, job.output_patterns) == (True, ["*.txt"])
+
+
+def test_an_unstaged_jobs_placeholders_hold_the_inputs_as_given() -> None:
+    task = staged_task(["cat", "{input}"], inputs=["gs://bk/a.txt"])
+    (spec,) = split(task.spec)
+    assert new_job(task, spec, now=1.0).command == ["cat", "gs://bk/a.txt"]
+
+
+def test_a_finished_report_records_the_outputs_on_the_job() -> None:
+    # Given a job running on pilot p1
+    task = staged_task(["true"], inputs=["file:///a.txt"], stage_in=True, outputs=["*"])
+    (spec,) = split(task.spec)
+    job = new_job(task, spec, now=1.0).model_copy(
+        update={"status": JobStatus.RUNNING, "pilot_id": "p1"}
+    )
+    files = [OutputFile.model_validate(output("a.out"))]
+
+    # When the pilot reports it finished, with its outputs
+    done = JobReport(job_id=job.id, attempt=1, status="finished", exit_code=0, outputs=files)
+    change = apply_report(job, done, "p1", 2.0, "file:///log")
+
+    # Then the job keeps them, and shows them in its JSON form
+    assert change.after.outputs == files
+    assert jsonable(change.after)["outputs"] == [output("a.out")]

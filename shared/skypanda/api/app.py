@@ -191,6 +191,10 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
             )
         return jsonify({"queues": out})
 
+    @app.post("/v1/pilots/<pilot_id>/drain")
+    def drain_pilot(pilot_id: str) -> Response:
+        return jsonify(jsonable(dispatch.drain(svc, pilot_id)))
+
     @app.get("/v1/pilots")
     def list_pilots() -> Response:
         pilots = svc.store.list_pilots(queue=request.args.get("queue"))

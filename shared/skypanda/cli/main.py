@@ -301,6 +301,15 @@ def pilots(queue: str | None, as_json: bool, server: str | None) -> None:
     click.echo(json.dumps(body["pilots"], indent=2) if as_json else print_pilots(body["pilots"]))
 
 
+@cli.command()
+@click.argument("pilot_id")
+@server_opt
+def drain(pilot_id: str, server: str | None) -> None:
+    """Drain a pilot: it finishes the jobs it holds, takes no new one, and exits."""
+    pilot = call(client(server), "POST", f"/v1/pilots/{pilot_id}/drain")
+    click.echo(f"pilot {pilot['id']}: {pilot['status']}, draining")
+
+
 @cli.command(
     context_settings={
         "ignore_unknown_options": True,

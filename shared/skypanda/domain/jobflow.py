@@ -13,8 +13,9 @@ from skypanda.domain import events as ev
 from skypanda.domain.codes import DESCRIPTIONS, NOT_COUNTED, ErrorCode
 from skypanda.domain.errors import Conflict
 from skypanda.domain.ids import job_id
-from skypanda.domain.models import Attempt, Job, JobReport, JobSpec, Task
+from skypanda.domain.models import Attempt, Job, JobReport, JobSpec, Task, staged_name
 from skypanda.domain.policy import AttemptOutcome, after_failed_attempt, lost_attempt
+from skypanda.domain.splitter import render
 from skypanda.domain.states import JOB_FINAL, JOB_LIVE, JobStatus, advance
 
 
@@ -35,8 +36,28 @@ def log_key(job_id: str, attempt: int) -> str:
     return f"logs/{job_id}/{attempt}.log"
 
 
+def output_key(job_id: str, attempt: int, name: str) -> str:
+    """The blob key of one output an attempt uploaded (`name` as checked by OutputFile)."""
+    return f"outputs/{job_id}/{attempt}/{name}"
+
+
 def new_job(task: Task, spec: JobSpec, now: float) -> Job:
-    """A job cut from `task`: activated at once unless it waits for parents."""
+    """A job cut from `task`: activated at once unless it waits for parents.
+
+    A task that stages its inputs in runs its payload on local copies: the command's
+    placeholders are filled with the inputs' local names (see TaskSpec), while `inputs` keeps
+    the URLs the pilot fetches.
+    """
+    command = spec.command
+    if task.spec.stage_in and spec.inputs:
+        local = [_local_name(url) for url in spec.inputs]
+        command = render(
+            task.spec.command,
+            task=task.spec.name,
+            index=spec.index,
+            inputs=local,
+            iteration=task.iteration,
+        )
     return Job(
         id=job_id(task.id, spec.index),
         task_id=task.id,
@@ -46,13 +67,25 @@ def new_job(task: Task, spec: JobSpec, now: float) -> Job:
         queue=task.spec.queue,
         priority=task.spec.priority,
         resources=task.spec.resources,
-        command=spec.command,
+        command=command,
         inputs=spec.inputs,
         env=task.spec.env,
         parents=spec.parents,
         created_at=now,
         updated_at=now,
+        stage_in=task.spec.stage_in,
+        output_patterns=task.spec.outputs,
     )
+
+
+def _local_name(url: str) -> str:
+    # TaskSpec checked a task's own inputs; a graph file's are not checked at submission, and
+    # a bad one must not stop the whole split: it stays as given, and the pilot fails that job
+    # with STAGE_IN_FAILED, naming the input.
+    try:
+        return staged_name(url)
+    except ValueError:
+        return url
 
 
 def _attempt_record(job: Job, status: JobStatus, now: float, log_uri: str | None) -> Attempt:
@@ -157,6 +190,7 @@ def apply_report(job: Job, report: JobReport, pilot_id: str, now: float, log_uri
                 "updated_at": now,
                 "ended_at": now,
                 "log_uri": log_uri,
+                "outputs": report.outputs,
             }
         )
         ended = ev.job_ended(job.id, job.attempt, job.task_id, str(JobStatus.FINISHED))

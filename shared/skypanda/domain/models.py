@@ -6,7 +6,10 @@ objects are frozen; a change is a new object made by `model_copy(update=...)`.
 
 from __future__ import annotations
 
+import posixpath
 import re
+import urllib.parse
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import (
@@ -55,8 +58,97 @@ class Resources(_Strict):
         return self.memory_mb <= capacity.memory_mb and self.cores <= capacity.cores
 
 
+STAGE_IN_SCHEMES = ("file", "http", "https", "gs")
+"""URL schemes a pilot can stage an input from (see skypanda.pilot.staging)."""
+MAX_OUTPUT_PATTERNS = 100
+MAX_OUTPUTS = 1000
+"""Output files one job may record (files its patterns match, uploaded after it succeeded)."""
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
+def staged_name(url: str) -> str:
+    """The name an input URL is staged in as, in the job's working directory: the last part
+    of its path (percent-decoded, except for gs:// whose object names are literal), e.g.
+    `gs://bucket/run1/hits.root` -> `hits.root`. skypanda.pilot.staging.local_name applies
+    the same rule on the pilot (a test holds them together).
+
+    Raises:
+        ValueError: not a URL the pilot can fetch, or it names no file.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in STAGE_IN_SCHEMES:
+        raise ValueError(
+            f"cannot stage in {url!r}: use a {', '.join(s + '://' for s in STAGE_IN_SCHEMES)} URL"
+        )
+    if scheme.lower() == "gs":
+        bucket, _, path = rest.partition("/")
+        if not bucket:
+            raise ValueError(f"cannot stage in {url!r}: no bucket (write gs://bucket/object)")
+    else:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    name = posixpath.basename(path)
+    if name in ("", ".", "..") or "\0" in name:
+        raise ValueError(f"cannot stage in {url!r}: its path names no file")
+    return name
+
+
+def check_output_pattern(pattern: str) -> str:
+    """A glob pattern of output files, relative to the job's working directory.
+
+    Raises:
+        ValueError: empty, absolute, climbing out with `..`, or too long.
+    """
+    if not pattern.strip() or len(pattern) > 256 or "\0" in pattern:
+        raise ValueError(f"output pattern {pattern!r} must be 1 to 256 characters")
+    if pattern.startswith("/") or "\\" in pattern:
+        raise ValueError(f"output pattern {pattern!r} must be relative to the job's directory")
+    if ".." in pattern.split("/"):
+        raise ValueError(f"output pattern {pattern!r} must not climb out of it with '..'")
+    return pattern
+
+
+def check_output_name(name: str) -> str:
+    """An output's name: its path relative to the job's working directory (`a.txt`,
+    `plots/a.png`), also the last part of its blob key.
+
+    Raises:
+        ValueError: empty, absolute, with `.`/`..`/empty parts, control characters or
+            backslashes, or longer than 512 characters.
+    """
+    parts = name.split("/")
+    if not name or len(name) > 512 or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(
+            f"output name {name!r} must be a relative path of 1 to 512 characters, "
+            "without empty, '.' or '..' parts"
+        )
+    if "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"output name {name!r} must not hold backslashes or control characters")
+    return name
+
+
+class OutputFile(_Strict):
+    """One output a pilot uploaded after its job succeeded (stage-out)."""
+
+    name: str
+    uri: str = Field(min_length=1, max_length=2048)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=_SHA256)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return check_output_name(name)
+
+
 class TaskSpec(_Strict):
-    """A task as a user writes it (YAML or JSON)."""
+    """A task as a user writes it (YAML or JSON).
+
+    With `stage_in`, each input is a URL (file://, http(s)://, gs://) the pilot fetches into
+    the job's working directory before the payload starts; the command's placeholders then
+    hold the local names (`{input}` of `gs://b/run1/x.root` is `x.root`), so a payload opens
+    its inputs as given. `outputs` are glob patterns, relative to the working directory, of
+    files the pilot uploads once the payload succeeded (staged inputs are never outputs).
+    """
 
     name: str = Field(pattern=NAME_PATTERN)
     command: list[str] = Field(min_length=1)
@@ -69,6 +161,8 @@ class TaskSpec(_Strict):
     queue: str = Field(default="local", pattern=NAME_PATTERN)
     env: dict[str, str] = Field(default_factory=dict)
     allow_partial: bool = False
+    stage_in: bool = False
+    outputs: list[str] = Field(default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
 
     @field_validator("command")
     @classmethod
@@ -84,10 +178,36 @@ class TaskSpec(_Strict):
             raise ValueError("inputs is empty: list at least one input, or use n_jobs")
         return inputs
 
+    @field_validator("outputs")
+    @classmethod
+    def _output_patterns(cls, outputs: list[str]) -> list[str]:
+        return [check_output_pattern(p) for p in outputs]
+
     @model_validator(mode="after")
     def _inputs_or_n_jobs(self) -> TaskSpec:
         check_job_source(self)
         return self
+
+    @model_validator(mode="after")
+    def _stageable_inputs(self) -> TaskSpec:
+        if self.stage_in and self.inputs is not None:
+            check_staged_inputs(self.inputs, self.files_per_job)
+        return self
+
+
+def check_staged_inputs(inputs: Sequence[str], files_per_job: int) -> None:
+    """Every input is a URL a pilot can fetch, and no two inputs of one job land under the
+    same local name. Raises ValueError naming the input."""
+    for start in range(0, len(inputs), files_per_job):
+        seen: dict[str, str] = {}
+        for url in inputs[start : start + files_per_job]:
+            name = staged_name(url)
+            if name in seen:
+                raise ValueError(
+                    f"inputs {seen[name]!r} and {url!r} of one job would both be staged in "
+                    f"as {name!r}"
+                )
+            seen[name] = url
 
 
 def check_job_source(spec: TaskSpec) -> None:
@@ -149,6 +269,9 @@ class Job(_Strict):
     started_at: float | None = None
     ended_at: float | None = None
     flags: dict[str, str] = Field(default_factory=dict)
+    stage_in: bool = False  # inputs are URLs the pilot fetches first (TaskSpec.stage_in)
+    output_patterns: list[str] = Field(default_factory=list)  # TaskSpec.outputs
+    outputs: list[OutputFile] = Field(default_factory=list)  # uploaded when it finished
 
 
 class Attempt(_Strict):
@@ -207,6 +330,7 @@ class Pilot(_Strict):
     ended_at: float | None = None
     n_jobs: int = 0
     reason: str = ""
+    drain: bool = False  # the server asks the pilot to take no new job and exit when idle
 
 
 class JobReport(_Strict):
@@ -220,6 +344,7 @@ class JobReport(_Strict):
     error_diag: str = Field(default="", max_length=4000)
     log_uri: str | None = None
     flags: dict[str, str] = Field(default_factory=dict)
+    outputs: list[OutputFile] = Field(default_factory=list, max_length=MAX_OUTPUTS)
 
     @field_validator("flags")
     @classmethod
@@ -236,6 +361,20 @@ class JobReport(_Strict):
                 f"a pilot cannot report {status!s}; use one of {', '.join(sorted(REPORTABLE))}"
             )
         return status
+
+    @field_validator("outputs")
+    @classmethod
+    def _distinct_outputs(cls, outputs: list[OutputFile]) -> list[OutputFile]:
+        names = [o.name for o in outputs]
+        if len(set(names)) != len(names):
+            raise ValueError("two outputs have the same name")
+        return outputs
+
+    @model_validator(mode="after")
+    def _outputs_of_success(self) -> JobReport:
+        if self.outputs and self.status != JobStatus.FINISHED:
+            raise ValueError("only a finished report carries outputs")
+        return self
 
 
 MAX_FLAGS = 32

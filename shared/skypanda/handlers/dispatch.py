@@ -206,15 +206,36 @@ def heartbeat(
     attempts), and a job the server gave it long ago but it does not hold is requeued."""
     held = list(held) if held is not None else None
     now = svc.clock.now()
-    if touch and not svc.store.heartbeat(pilot_id, now):
-        svc.store.get_pilot(pilot_id)  # NotFound for an unknown pilot
-        return Reply([{"kill": j} for j in held or []], drain=True)
+    drain = False
+    if touch:
+        record = svc.store.heartbeat(pilot_id, now)
+        if record is None:
+            svc.store.get_pilot(pilot_id)  # NotFound for an unknown pilot
+            return Reply([{"kill": j} for j in held or []], drain=True)
+        drain = record.drain
     kill = set(svc.store.jobs_to_kill(pilot_id))
     if held is not None and touch:
         live = svc.store.live_jobs_of_pilot(pilot_id)
         kill |= set(held) - {j.id for j in live}
         _requeue_forgotten(svc, [j for j in live if j.id not in set(held)], now)
-    return Reply([{"kill": j} for j in sorted(kill)])
+    return Reply([{"kill": j} for j in sorted(kill)], drain=drain)
+
+
+def drain(svc: Services, pilot_id: str) -> Pilot:
+    """Ask a pilot to drain: its next heartbeat reply says so; it finishes the jobs it holds,
+    takes no new one and exits. Idempotent.
+
+    Raises:
+        NotFound: no such pilot.
+        Conflict: the pilot has ended.
+    """
+    pilot = _live_pilot(svc, pilot_id)
+    if pilot.drain:
+        return pilot
+    wanted = pilot.model_copy(update={"drain": True})
+    if not svc.store.update_pilot(wanted, [pilot.status]):
+        raise Conflict(f"pilot {pilot_id} changed while being drained; try again")
+    return wanted
 
 
 def _requeue_forgotten(svc: Services, candidates: list[Job], now: float) -> None:

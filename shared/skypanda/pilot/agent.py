@@ -1,4 +1,8 @@
-"""The pull-mode pilot: register, acquire jobs, run them concurrently, report, heartbeat, end.
+"""The pilot: register, acquire jobs, run them concurrently, report, heartbeat, end.
+
+Pull mode (the default) acquires jobs of its queue until it is idle, drained or told to stop.
+Push mode (`--job JOB_ID`, or $SKYPANDA_PUSH_JOB) is a pilot launched for one job: it acquires
+exactly that job, runs it, reports it and ends.
 
 Threads, and what each one owns:
 
@@ -13,16 +17,20 @@ second, so jobs are acquired in bulk, and "running" and final reports of many jo
 
 The pieces live in their own modules: `config` (PilotConfig and the command line), `held` (the
 jobs and cores the pilot holds) and `reporting` (the reporter and heartbeat threads). This module
-is the main and worker threads' side: the acquire loop and running jobs.
+is the main and worker threads' side: the acquire loop and running jobs. A worker runs one
+job as: stage its inputs in (a job with `stage_in`), run the payload, upload its outputs (a job
+with output patterns, once the payload succeeded); see `staging`.
 
-Exit codes: 0 clean (idle, drained, max jobs reached, SIGTERM/SIGINT); 1 the server refused
-the pilot (e.g. a bad token or an unknown queue) or the pilot itself failed; 3 the server could
-not be reached (after the client's retries).
+Exit codes: 0 clean (idle, drained, max jobs reached, SIGTERM/SIGINT; in push mode: the job ran,
+whatever its outcome); 1 the server refused the pilot (e.g. a bad token or an unknown queue) or
+the pilot itself failed; 3 the server could not be reached (after the client's retries); 4 push
+mode only: the job was not available (another pilot took it, or it was killed or ended).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import re
@@ -48,9 +56,18 @@ from skypanda.pilot.config import (
 from skypanda.pilot.held import STOP_CHECK_S, Cores, HeldJob, Registry
 from skypanda.pilot.reporting import LOG_CHUNK_BYTES, Heartbeat, Reporter, job_report
 from skypanda.pilot.runner import PayloadResult, run_payload
+from skypanda.pilot.staging import (
+    StagingError,
+    Stopped,
+    Uploader,
+    output_records,
+    stage_in,
+    stage_out,
+)
 
 __all__ = [
     "EXIT_ERROR",
+    "EXIT_NO_JOB",
     "EXIT_OK",
     "EXIT_UNREACHABLE",
     "GROUPS_DIR",
@@ -67,12 +84,17 @@ log = logging.getLogger("skypanda.pilot")
 PILOT_VERSION = "0.1.0"
 """Sent at registration; keep in step with skypanda.__version__ (not imported: stdlib only)."""
 
-EXIT_OK, EXIT_ERROR, EXIT_UNREACHABLE = 0, 1, 3
+EXIT_OK, EXIT_ERROR, EXIT_UNREACHABLE, EXIT_NO_JOB = 0, 1, 3, 4
+MAX_DIAG_CHARS = 1000
 POLL_MIN_S, POLL_MAX_S = 0.1, 2.0
 PREFETCH_WINDOW_S = 0.5
 GROUPS_DIR = ".payload-groups"  # see runner.kill_recorded_groups
 PREFETCH_BELOW_S = 1.0
 """Hold a second round of jobs only while jobs take less than this (see acquire_size)."""
+
+
+LOOPING_TIMEOUT_S = 1800.0
+"""A payload with no output and no file change this long is looping (the queue may say)."""
 
 
 def acquire_size(
@@ -126,6 +148,7 @@ class _Pilot:
         self.unreachable: ApiError | None = None
         self.refused: ApiError | None = None
         self.draining = False
+        self.missed_job = False  # push mode: the job was not there to run
         self._lock = threading.Lock()
         self._active = 0
         self._acquired = 0
@@ -247,12 +270,16 @@ class _Pilot:
         log.info("pilot %s ended: %s (%s)", self.pilot_id, status, reason)
         if self.unreachable is not None:
             return EXIT_UNREACHABLE
-        return EXIT_ERROR if self.refused is not None else EXIT_OK
+        if self.refused is not None:
+            return EXIT_ERROR
+        return EXIT_NO_JOB if self.missed_job else EXIT_OK
 
     # -- the acquire loop -------------------------------------------------------------------
 
     def _loop(self) -> tuple[str, str]:
         """Acquire and dispatch jobs until idle, drained, done, stopped or cut off."""
+        if self.cfg.job_id is not None:
+            return self._push(self.cfg.job_id)
         idle_timeout = self._setting(
             self.cfg.idle_timeout_s, "idle_timeout_s", DEFAULT_IDLE_TIMEOUT_S
         )
@@ -284,6 +311,28 @@ class _Pilot:
                 wait = min(wait, max(idle_since + idle_timeout - now, 0.01))
             self._sleep(wait)
 
+    def _push(self, job_id: str) -> tuple[str, str]:
+        """Push mode: acquire the one job this pilot was launched for, run it, then end."""
+        log.info("push mode: acquiring job %s", job_id)
+        got = self._acquire(1, job_id)
+        while len(self.registry) and self.unreachable is None and self.stop_code is None:
+            self._sleep(POLL_MAX_S)  # a job's final report (removed from the registry) wakes us
+        if self.unreachable is not None or self.stop_code is not None:
+            ended = self._ending()
+            assert ended is not None  # unreachable or stopping always ends
+            return ended
+        if self.refused is not None:
+            return "failed", f"acquire refused: {self.refused.message}"
+        if not got:
+            self.missed_job = True
+            log.error(
+                "job %s is not available (another pilot took it, or it was killed or ended): "
+                "nothing to run",
+                job_id,
+            )
+            return "finished", f"job {job_id} not available"
+        return "finished", f"ran job {job_id}"
+
     def _ending(self) -> tuple[str, str] | None:
         """Why the loop should end now, as (status, reason) for /end, or None to go on."""
         if self.unreachable is not None:
@@ -292,7 +341,8 @@ class _Pilot:
             return "failed", "server unreachable"
         if self.stop_code is not None:
             log.info("stopping (%s): killing %d running job(s)", self.stop_reason, self._active)
-            return "failed", self.stop_reason
+            # Stopped from outside (SIGTERM/SIGINT: an eviction, a preemption, Ctrl-C): cancelled.
+            return "cancelled", self.stop_reason
         if self._accepting() or len(self.registry):
             return None
         if self.refused is not None:
@@ -317,10 +367,11 @@ class _Pilot:
                 remaining=remaining,
             )
 
-    def _acquire(self, n: int) -> int:
+    def _acquire(self, n: int, job_id: str | None = None) -> int:
         path = f"/v1/pilots/{urllib.parse.quote(self.pilot_id, safe='')}/acquire"
+        body: dict[str, Any] = {"n": n} if job_id is None else {"n": n, "job_id": job_id}
         try:
-            reply = self.client.call("POST", path, {"n": n})
+            reply = self.client.call("POST", path, body)
         except ApiError as e:
             if e.unreachable:
                 self._on_unreachable(e)
@@ -362,8 +413,9 @@ class _Pilot:
 
     def _work(self, held: HeldJob) -> None:
         """Run one job in a worker thread and report it; never raises."""
+        outputs: list[dict[str, Any]] = []
         try:
-            result = self._run_job(held)
+            result, outputs = self._run_job(held)
         except Exception as e:  # a pilot bug must not lose the job silently
             log.exception("job %s: pilot error", held.id)
             now = time.time()
@@ -371,7 +423,7 @@ class _Pilot:
             result = PayloadResult("failed", None, code, f"pilot error: {e}", now, now)
         held.ended = True
         assert self._reporter is not None
-        self._reporter.submit(held, job_report(held, result))
+        self._reporter.submit(held, job_report(held, result, outputs=outputs))
         runtime = result.ended_at - result.started_at
         with self._lock:
             self._active -= 1
@@ -383,25 +435,86 @@ class _Pilot:
             "job %s.%d %s (%s) in %.2fs", held.id, held.attempt, result.status, outcome, runtime
         )
 
-    def _run_job(self, held: HeldJob) -> PayloadResult:
+    def _run_job(self, held: HeldJob) -> tuple[PayloadResult, list[dict[str, Any]]]:
+        """Stage in, run the payload, stage out: the result and the outputs uploaded."""
         taken = self.cores.take(held.cores, lambda: self._should_stop(held) is not None)
         if taken is None:
             code = self._should_stop(held) or ErrorCode.SIGTERM
-            now = time.time()
-            return PayloadResult("failed", None, code, f"not started: {_code_name(code)}", now, now)
+            return _failed(code, f"not started: {_code_name(code)}", time.time()), []
         try:
             assert self.base is not None and self._reporter is not None
             held.started = True
-            self._reporter.submit(held, job_report(held, None))
-            return run_payload(
+            workdir = self.base / f"{_safe(held.id)}.{held.attempt}"
+            staging = bool(held.job.get("stage_in"))
+            self._reporter.submit(
+                held, job_report(held, None, live="starting" if staging else "running")
+            )
+            staged: list[str] = []
+            if staging:
+                staged, failed_in = self._stage_in(held, workdir)
+                if failed_in is not None:
+                    return failed_in, []
+                self._reporter.submit(held, job_report(held, None))
+            result = run_payload(
                 held.job,
-                self.base / f"{_safe(held.id)}.{held.attempt}",
+                workdir,
                 on_output=lambda chunk: self._on_output(held, chunk),
                 should_stop=lambda: self._should_stop(held),
                 groups=self.base / GROUPS_DIR,
+                looping_timeout_s=self._setting(None, "looping_timeout_s", LOOPING_TIMEOUT_S),
             )
+            return self._stage_out(held, workdir, result, staged)
         finally:
             self.cores.give(taken)
+
+    def _stage_in(self, held: HeldJob, workdir: Path) -> tuple[list[str], PayloadResult | None]:
+        """Fetch the job's inputs: their local names, or the failed result (payload not run)."""
+        started = time.time()
+        inputs = [str(url) for url in held.job.get("inputs") or []]
+        try:
+            staged = stage_in(
+                inputs,
+                workdir,
+                should_stop=lambda: self._should_stop(held),
+                note=lambda line: self._note(held, line),
+            )
+        except StagingError as e:
+            self._note(held, f"stage-in failed: {e}")
+            return [], _failed(ErrorCode.STAGE_IN_FAILED, f"stage-in failed: {e}", started)
+        except Stopped as e:
+            diag = f"stopped during stage-in: {_code_name(e.code)}"
+            return [], _failed(e.code, diag, started)
+        return [s.name for s in staged], None
+
+    def _stage_out(
+        self, held: HeldJob, workdir: Path, result: PayloadResult, staged: list[str]
+    ) -> tuple[PayloadResult, list[dict[str, Any]]]:
+        """Upload the outputs of a payload that succeeded; a failed upload fails the job."""
+        patterns = [str(p) for p in held.job.get("output_patterns") or []]
+        if result.status != "finished" or not patterns:
+            return result, []
+        uploader = Uploader(self.client.server, self.client.token, self.pilot_id)
+        try:
+            sent = stage_out(
+                uploader,
+                held.id,
+                held.attempt,
+                workdir,
+                patterns,
+                exclude=staged,
+                should_stop=lambda: self._should_stop(held),
+                note=lambda line: self._note(held, line),
+            )
+        except StagingError as e:
+            self._note(held, f"stage-out failed: {e}")
+            return _after(result, ErrorCode.STAGE_OUT_FAILED, f"stage-out failed: {e}"), []
+        except Stopped as e:
+            return _after(result, e.code, f"stopped during stage-out: {_code_name(e.code)}"), []
+        return dataclasses.replace(result, ended_at=time.time()), output_records(sent)
+
+    def _note(self, held: HeldJob, line: str) -> None:
+        """A line of the pilot's own in the job's log."""
+        self._on_output(held, f"[skypanda-pilot] {line}\n".encode())
 
     def _should_stop(self, held: HeldJob) -> int | None:
         return held.stop_code if held.stop_code is not None else self.stop_code
@@ -436,6 +549,22 @@ class _Pilot:
         if self.unreachable is None:
             self.unreachable = error
             self.wake.set()
+
+
+def _failed(code: int, diag: str, started_at: float) -> PayloadResult:
+    """A job that failed before or without its payload."""
+    return PayloadResult("failed", None, code, diag[:MAX_DIAG_CHARS], started_at, time.time())
+
+
+def _after(result: PayloadResult, code: int, diag: str) -> PayloadResult:
+    """A payload's result, failed by what came after it (its stage-out)."""
+    return dataclasses.replace(
+        result,
+        status="failed",
+        error_code=code,
+        error_diag=diag[:MAX_DIAG_CHARS],
+        ended_at=time.time(),
+    )
 
 
 def _safe(name: str) -> str:

@@ -41,6 +41,8 @@ class PilotConfig:
         idle_timeout_s, heartbeat_interval_s: None takes the queue's values from the server.
         max_jobs: stop acquiring after this many jobs.
         log_flush_s: how often running jobs' output is sent.
+        job_id: push mode: run exactly this job (the one the pilot was launched for), then
+            exit; None: pull mode, acquire jobs of the queue until idle.
     """
 
     server: str
@@ -55,12 +57,15 @@ class PilotConfig:
     heartbeat_interval_s: float | None = None
     max_jobs: int | None = None
     log_flush_s: float = 2.0
+    job_id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.server.startswith(("http://", "https://")):
             raise ValueError(f"server must be an http:// or https:// URL, got {self.server!r}")
         if not self.queue:
             raise ValueError("queue must not be empty")
+        if self.job_id is not None and not self.job_id.strip():
+            raise ValueError("job_id must not be empty (omit it for pull mode)")
         for name in ("memory_mb", "cores", "slots", "max_jobs"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -91,6 +96,12 @@ def parse_args(argv: list[str]) -> PilotConfig:
     p.add_argument("--idle-timeout", type=float, help="seconds without jobs before exiting")
     p.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
     p.add_argument("--max-jobs", type=int, help="stop after this many jobs")
+    p.add_argument(
+        "--job",
+        default=env("SKYPANDA_PUSH_JOB") or None,
+        metavar="JOB_ID",
+        help="push mode: run exactly this job, then exit (default: $SKYPANDA_PUSH_JOB)",
+    )
     args = p.parse_args(argv)
     if not args.server or not args.queue:
         p.error("--server and --queue are required (or SKYPANDA_SERVER and SKYPANDA_QUEUE)")
@@ -113,6 +124,7 @@ def parse_args(argv: list[str]) -> PilotConfig:
             idle_timeout_s=args.idle_timeout,
             heartbeat_interval_s=args.heartbeat_interval,
             max_jobs=args.max_jobs,
+            job_id=args.job,
         )
     except ValueError as e:
         p.error(str(e))

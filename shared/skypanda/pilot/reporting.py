@@ -238,21 +238,29 @@ class Heartbeat:
             self._on_reply(reply)
 
 
-def job_report(held: HeldJob, result: PayloadResult | None) -> dict[str, Any]:
-    """A report for /update: "running" when result is None, else the final status.
+def job_report(
+    held: HeldJob,
+    result: PayloadResult | None,
+    *,
+    live: str = "running",
+    outputs: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A report for /update: `live` ("starting" while staging in, or "running") when result
+    is None, else the final status.
 
-    Only a final report carries "flags" (what the payload wrote to $SKYPANDA_FLAGS).
+    Only a final report carries "flags" (what the payload wrote to $SKYPANDA_FLAGS), and only
+    a finished one "outputs" (what the pilot uploaded: name, uri, size, sha256).
     """
     if result is None:
         return {
             "job_id": held.id,
             "attempt": held.attempt,
-            "status": "running",
+            "status": live,
             "exit_code": None,
             "error_code": None,
             "error_diag": "",
         }
-    return {
+    report: dict[str, Any] = {
         "job_id": held.id,
         "attempt": held.attempt,
         "status": result.status,
@@ -261,3 +269,6 @@ def job_report(held: HeldJob, result: PayloadResult | None) -> dict[str, Any]:
         "error_diag": result.error_diag,
         "flags": dict(result.flags),
     }
+    if outputs and result.status == "finished":
+        report["outputs"] = outputs
+    return report

@@ -22,7 +22,16 @@ from typing import Any, TypeVar
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from skypanda.domain.events import Event, EventType
-from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task, TaskSpec
+from skypanda.domain.models import (
+    Attempt,
+    Job,
+    OutputFile,
+    Pilot,
+    Queue,
+    Resources,
+    Task,
+    TaskSpec,
+)
 from skypanda.domain.states import (
     JOB_FINAL,
     JOB_LIVE,
@@ -155,6 +164,9 @@ def job_doc(job: Job, live_attempt: Attempt | None = None) -> Doc:
         "live_attempt": None if live_attempt is None else live_attempt.model_dump_json(),
         "flags": json.dumps(job.flags),  # names are the payload's: JSON, like env
         "flagged": bool(job.flags),  # what `task_flags` queries
+        "stage_in": job.stage_in,
+        "output_patterns": list(job.output_patterns),
+        "outputs": [o.model_dump() for o in job.outputs],  # maps with fixed keys
     }
 
 
@@ -188,6 +200,10 @@ def job_from(job_id: str, d: Mapping[str, Any]) -> Job:
         started_at=_float(d["started_at"]),
         ended_at=_float(d["ended_at"]),
         flags=flags_from(d),  # absent on jobs written before flags
+        # The data-staging fields are absent on jobs written before them.
+        stage_in=bool(d.get("stage_in", False)),
+        output_patterns=list(d.get("output_patterns") or []),
+        outputs=[OutputFile.model_validate(o) for o in d.get("outputs") or []],
     )
 
 

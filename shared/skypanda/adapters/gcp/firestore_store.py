@@ -979,17 +979,17 @@ class FirestoreStore:
         ref = self._pilots.document(pilot.id)
         return self._cas("update_pilot", ref, lambda d: d["status"] in expected, record)
 
-    def heartbeat(self, pilot_id: str, now: float) -> bool:
+    def heartbeat(self, pilot_id: str, now: float) -> Pilot | None:
         """A read and a blind update of the pilot document only (never a job): no precondition,
         since racing a sweep that ends the pilot is harmless (the sweep's compare-and-set is on
-        the status, which a heartbeat does not touch)."""
+        the status, which a heartbeat does not touch). The read gives the record back."""
         ref = self._pilots.document(pilot_id)
         found = self._read("heartbeat", ref)
         if found is None or found["status"] in {str(s) for s in PILOT_FINAL}:
-            return False
+            return None
         with self._backend("heartbeat"):
             ref.update({"heartbeat_at": now, "heard_at": now})
-        return True
+        return codec.pilot_from({**found, "heartbeat_at": now, "heard_at": now})
 
     def list_pilots(self, *, queue: str | None = None, live: bool = False) -> list[Pilot]:
         query = _where(

@@ -53,7 +53,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     started_at REAL,
     ended_at REAL,
-    flags TEXT NOT NULL DEFAULT '{}'
+    flags TEXT NOT NULL DEFAULT '{}',
+    stage_in INTEGER NOT NULL DEFAULT 0,
+    output_patterns TEXT NOT NULL DEFAULT '[]',
+    outputs TEXT NOT NULL DEFAULT '[]'     -- JSON list of OutputFile, set when it finished
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_task ON jobs (task_id, idx);
 CREATE INDEX IF NOT EXISTS jobs_by_task_status ON jobs (task_id, status);

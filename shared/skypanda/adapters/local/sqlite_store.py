@@ -21,7 +21,17 @@ from typing import Any
 from skypanda.domain.dag import ParentsState
 from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 from skypanda.domain.events import Event, EventType
-from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task, TaskSpec
+from skypanda.domain.models import (
+    Attempt,
+    Job,
+    OutputFile,
+    Pilot,
+    Queue,
+    Resources,
+    Task,
+    TaskSpec,
+    jsonable,
+)
 from skypanda.domain.states import (
     JOB_FINAL,
     JOB_LIVE,
@@ -46,13 +56,17 @@ _UPSERT_ATTEMPT = (
 JOB_COLUMNS = (
     "id, task_id, idx, status, attempt, failures, max_attempts, queue, priority, memory_mb, "
     "cores, walltime_s, command, inputs, env, parents, pilot_id, kill_requested, exit_code, "
-    "error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at, flags"
+    "error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at, flags, "
+    "stage_in, output_patterns, outputs"
 )
 # Columns added after a database may have been created: added on open.
 _ADDED_COLUMNS = (
     ("tasks", "workflow_id", "TEXT"),
     ("tasks", "iteration", "INTEGER NOT NULL DEFAULT 1"),
     ("jobs", "flags", "TEXT NOT NULL DEFAULT '{}'"),
+    ("jobs", "stage_in", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "output_patterns", "TEXT NOT NULL DEFAULT '[]'"),
+    ("jobs", "outputs", "TEXT NOT NULL DEFAULT '[]'"),
     ("job_edges", "parent_status", "TEXT"),
 )
 _FINAL = tuple(str(s) for s in JOB_FINAL)
@@ -72,7 +86,8 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         json.dumps(job.command), json.dumps(job.inputs), json.dumps(job.env),
         json.dumps(job.parents), job.pilot_id, int(job.kill_requested), job.exit_code,
         job.error_code, job.error_diag, job.log_uri, job.created_at, job.updated_at,
-        job.started_at, job.ended_at, json.dumps(job.flags),
+        job.started_at, job.ended_at, json.dumps(job.flags), int(job.stage_in),
+        json.dumps(job.output_patterns), json.dumps([jsonable(o) for o in job.outputs]),
     )  # fmt: skip
 
 
@@ -105,6 +120,9 @@ def _job(row: sqlite3.Row) -> Job:
         started_at=row["started_at"],
         ended_at=row["ended_at"],
         flags=json.loads(row["flags"]),
+        stage_in=bool(row["stage_in"]),
+        output_patterns=json.loads(row["output_patterns"]),
+        outputs=[OutputFile.model_validate(o) for o in json.loads(row["outputs"])],
     )
 
 
@@ -702,15 +720,15 @@ class SqliteStore:
             )
             return cur.rowcount == 1
 
-    def heartbeat(self, pilot_id: str, now: float) -> bool:
+    def heartbeat(self, pilot_id: str, now: float) -> Pilot | None:
         final = [str(s) for s in PILOT_FINAL]
         with self._tx() as db:
-            cur = db.execute(
+            row = db.execute(
                 f"UPDATE pilots SET heard_at = ?, heartbeat_at = ? "
-                f"WHERE id = ? AND status NOT IN ({_marks(final)})",
+                f"WHERE id = ? AND status NOT IN ({_marks(final)}) RETURNING *",
                 (now, now, pilot_id, *final),
-            )
-            return cur.rowcount == 1
+            ).fetchone()
+            return None if row is None else self._pilot(row)
 
     def list_pilots(self, *, queue: str | None = None, live: bool = False) -> list[Pilot]:
         where, args = ["1 = 1"], []
