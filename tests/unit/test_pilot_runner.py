@@ -568,3 +568,22 @@ def test_a_payload_that_keeps_writing_a_file_in_its_workdir_is_not_looping(
 def test_without_a_looping_timeout_a_silent_payload_runs_on(tmp_path: Path) -> None:
     result, _, _ = watched(job(["sleep", "0.8"]), tmp_path / "w")
     assert (result.status, result.error_code) == ("finished", None)
+
+
+def test_the_payload_never_sees_the_pilots_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pilot holding its API token and a Cloud Storage token, and a job with its own env
+    from skypanda.pilot.runner import PILOT_SECRETS, payload_env
+
+    monkeypatch.setenv("SKYPANDA_TOKEN", "pilot-secret")
+    monkeypatch.setenv("SKYPANDA_GCS_TOKEN", "gcs-secret")
+    monkeypatch.setenv("HOME_LIKE", "kept")
+    job = {"id": "j", "attempt": 2, "env": {"MINE": "1"}}
+
+    # When the payload's environment is made
+    env = payload_env(job, tmp_path)
+
+    # Then neither credential is in it, and the rest is
+    assert not PILOT_SECRETS & set(env)
+    assert (env["HOME_LIKE"], env["MINE"], env["SKYPANDA_ATTEMPT"]) == ("kept", "1", "2")

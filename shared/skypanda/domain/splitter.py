@@ -6,7 +6,8 @@ Placeholders in the command are filled per job:
     {index}   the job's index in the task (0-based)
     {task}    the task's name
     {iteration}  the loop iteration (1 outside loops)
-Literal braces are written twice: `{{` and `}}`.
+Literal braces are written twice: `{{` and `}}`. With `stage_in`, inputs are URLs the pilot
+fetches into the job's workdir, and `{input}`/`{inputs}` are the files' local names.
 """
 
 from __future__ import annotations

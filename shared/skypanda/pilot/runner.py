@@ -200,13 +200,17 @@ def _start(argv: list[str], job: dict[str, Any], workdir: Path) -> subprocess.Po
     )
 
 
+PILOT_SECRETS = frozenset({"SKYPANDA_TOKEN", "SKYPANDA_GCS_TOKEN"})
+
+
 def payload_env(job: dict[str, Any], workdir: Path) -> dict[str, str]:
     """The payload's environment: the pilot's own, the job's, then skypanda's variables.
 
-    The pilot's SKYPANDA_TOKEN is left out: a payload must not act as the pilot. A job that
-    needs a token of its own sets it in its env.
+    The pilot's credentials (PILOT_SECRETS: its API token, its Cloud Storage token) are left
+    out: a payload must not act as the pilot. A job that needs a token of its own sets it in
+    its env.
     """
-    env = {k: v for k, v in os.environ.items() if k != "SKYPANDA_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if k not in PILOT_SECRETS}
     env.update({str(k): str(v) for k, v in (job.get("env") or {}).items()})
     env["SKYPANDA_JOB_ID"] = str(job.get("id", ""))
     env["SKYPANDA_ATTEMPT"] = str(job.get("attempt", 1))
