@@ -472,8 +472,20 @@ class SqliteStore:
     # -- job dependencies -----------------------------------------------------------------------
     def release_children(self, parent_ids: Sequence[str]) -> dict[str, ParentsState]:
         children: dict[str, ParentsState] = {}
+        # Most ended jobs have no children (plain tasks, sinks): find the parents that do with
+        # one read, and take the write lock only for those.
+        ids = list(dict.fromkeys(parent_ids))
+        with_edges: list[str] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._read(
+                f"SELECT DISTINCT parent FROM job_edges WHERE parent IN ({_marks(chunk)})", chunk
+            )
+            with_edges.extend(r["parent"] for r in rows)
+        if not with_edges:
+            return children
         with self._tx() as db:
-            for pid in parent_ids:
+            for pid in with_edges:
                 row = db.execute("SELECT status FROM jobs WHERE id = ?", (pid,)).fetchone()
                 if row is None or row["status"] not in _FINAL:
                     continue
@@ -658,7 +670,14 @@ class SqliteStore:
         return [_job(r) for r in rows]
 
     def jobs_to_kill(self, pilot_id: str) -> list[str]:
-        return [j.id for j in self.live_jobs_of_pilot(pilot_id) if j.kill_requested]
+        # Asked on every heartbeat and update reply: ids only, no job decoded.
+        live = [str(s) for s in JOB_LIVE]
+        rows = self._read(
+            f"SELECT id FROM jobs WHERE pilot_id = ? AND status IN ({_marks(live)}) "
+            f"AND kill_requested = 1",
+            (pilot_id, *live),
+        )
+        return [r["id"] for r in rows]
 
     # -- queues ---------------------------------------------------------------------------------
     def put_queue(self, queue: Queue) -> None:
