@@ -15,7 +15,7 @@ import pytest
 
 from skypanda.domain import events as ev
 from skypanda.domain.dag import ParentsState
-from skypanda.domain.errors import IllegalTransition, InvalidInput, NotFound
+from skypanda.domain.errors import BackendUnavailable, IllegalTransition, InvalidInput, NotFound
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.ids import job_id
 from skypanda.domain.jobflow import JobChange, apply_report, new_job, requeue_lost
@@ -496,11 +496,23 @@ def test_concurrent_claims_never_hand_one_job_to_two_pilots(store: Store, clock:
     start = threading.Barrier(n_pilots)
     got: dict[str, list[str]] = {f"p{i}": [] for i in range(n_pilots)}
     errors: list[BaseException] = []
+    retried: list[BaseException] = []
+
+    def claim(pilot_id: str, n: int) -> list[Job]:
+        # A pilot retries a claim the store gave up on under contention (BackendUnavailable is
+        # retryable: the API answers 503 and the pilot's client tries again); a few in a row
+        # are allowed, a store that keeps failing is not.
+        for _ in range(5):
+            try:
+                return store.claim_jobs("q", pilot_id, n, fits_all(), clock.now())
+            except BackendUnavailable as e:
+                retried.append(e)
+        return store.claim_jobs("q", pilot_id, n, fits_all(), clock.now())
 
     def pilot_loop(pilot_id: str, n: int) -> None:
         try:
             start.wait()
-            while claimed := store.claim_jobs("q", pilot_id, n, fits_all(), clock.now()):
+            while claimed := claim(pilot_id, n):
                 got[pilot_id].extend(j.id for j in claimed)
         except BaseException as e:  # reported below: an exception in a thread is otherwise lost
             errors.append(e)
