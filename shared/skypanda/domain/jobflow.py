@@ -13,8 +13,18 @@ from skypanda.domain import events as ev
 from skypanda.domain.codes import DESCRIPTIONS, NOT_COUNTED, ErrorCode
 from skypanda.domain.errors import Conflict
 from skypanda.domain.ids import job_id
-from skypanda.domain.models import Attempt, Job, JobReport, JobSpec, Task, staged_name
+from skypanda.domain.models import (
+    Attempt,
+    Job,
+    JobReport,
+    JobSpec,
+    Resources,
+    RetryRule,
+    Task,
+    staged_name,
+)
 from skypanda.domain.policy import AttemptOutcome, after_failed_attempt, lost_attempt
+from skypanda.domain.retry import Limits, decide
 from skypanda.domain.splitter import render
 from skypanda.domain.states import JOB_FINAL, JOB_LIVE, JobStatus, advance
 
@@ -103,8 +113,15 @@ def _attempt_record(job: Job, status: JobStatus, now: float, log_uri: str | None
     )
 
 
-def _end_attempt(job: Job, outcome: AttemptOutcome, now: float, log_uri: str | None) -> JobChange:
-    """Close the current attempt of `job` (whose result fields are already set) per `outcome`."""
+def _end_attempt(
+    job: Job,
+    outcome: AttemptOutcome,
+    now: float,
+    log_uri: str | None,
+    resources: Resources | None = None,
+) -> JobChange:
+    """Close the current attempt of `job` (whose result fields are already set) per `outcome`;
+    a new attempt asks for `resources` when given (a retry rule raised them)."""
     record = _attempt_record(job, JobStatus.FAILED, now, log_uri)
     if outcome.status == JobStatus.ACTIVATED:
         after = job.model_copy(
@@ -115,6 +132,7 @@ def _end_attempt(job: Job, outcome: AttemptOutcome, now: float, log_uri: str | N
                 "pilot_id": None,
                 "updated_at": now,
                 "log_uri": log_uri,
+                "resources": resources or job.resources,
             }
         )
         return JobChange(job, after, record)
@@ -156,8 +174,25 @@ def claim(job: Job, pilot_id: str, now: float) -> JobChange:
     return JobChange(job, after, record)
 
 
-def apply_report(job: Job, report: JobReport, pilot_id: str, now: float, log_uri: str) -> JobChange:
-    """What a pilot's report about its attempt does to the job.
+@dataclass(frozen=True)
+class RetryContext:
+    """What retry rules need besides the job: the task's rules and its queue's limits."""
+
+    rules: tuple[RetryRule, ...]
+    limits: Limits
+
+
+def apply_report(
+    job: Job,
+    report: JobReport,
+    pilot_id: str,
+    now: float,
+    log_uri: str,
+    retry: RetryContext | None = None,
+) -> JobChange:
+    """What a pilot's report about its attempt does to the job. A failed attempt is retried
+    per `policy.after_failed_attempt`, and, given `retry`, per the task's retry rules (which
+    may refuse the retry, or raise the next attempt's memory or walltime).
 
     Raises:
         Conflict: the report is not about the live attempt this pilot holds (late, duplicate
@@ -204,7 +239,29 @@ def apply_report(job: Job, report: JobReport, pilot_id: str, now: float, log_uri
         error_code=code,
         kill_requested=job.kill_requested,
     )
-    return _end_attempt(result.model_copy(update={"error_code": code}), outcome, now, log_uri)
+    failed = result.model_copy(update={"error_code": code})
+    if retry is None or outcome.status is not JobStatus.ACTIVATED or code in NOT_COUNTED:
+        return _end_attempt(failed, outcome, now, log_uri)
+    decision = decide(
+        retry.rules,
+        error_code=code,
+        exit_code=report.exit_code,
+        diag=report.error_diag,
+        failures=job.failures,
+        resources=job.resources,
+        limits=retry.limits,
+    )
+    if decision.reason:
+        failed = failed.model_copy(
+            update={"error_diag": _joined(failed.error_diag, decision.reason)}
+        )
+    if not decision.retry:
+        outcome = AttemptOutcome(JobStatus.FAILED, outcome.failures)
+    return _end_attempt(failed, outcome, now, log_uri, decision.resources)
+
+
+def _joined(diag: str, note: str) -> str:
+    return f"{diag}; {note}"[-4000:] if diag else note
 
 
 def requeue_lost(

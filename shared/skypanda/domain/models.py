@@ -10,6 +10,7 @@ import posixpath
 import re
 import urllib.parse
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
@@ -64,6 +65,8 @@ MAX_OUTPUT_PATTERNS = 100
 MAX_OUTPUTS = 1000
 """Output files one job may record (files its patterns match, uploaded after it succeeded)."""
 _SHA256 = r"^[0-9a-f]{64}$"
+MAX_EVENTS = 10**15
+"""Bound on event numbers and counts (a task's job count is bounded separately)."""
 
 
 def staged_name(url: str) -> str:
@@ -140,6 +143,55 @@ class OutputFile(_Strict):
         return check_output_name(name)
 
 
+class QueueChoice(_Strict):
+    """Where brokerage may send a task (`queues:` in a task): only `include`d queues when the
+    list is given (a test queue only when included), never `exclude`d ones, and only queues
+    with at least `gpus` GPUs per pilot."""
+
+    include: list[str] = Field(default_factory=list, max_length=1000)
+    exclude: list[str] = Field(default_factory=list, max_length=1000)
+    gpus: int = Field(default=0, ge=0, le=64)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        bad = [n for n in names if not re.match(NAME_PATTERN, n)]
+        if bad:
+            raise ValueError(f"not queue names: {', '.join(map(repr, bad))}")
+        return names
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> QueueChoice:
+        both = sorted(set(self.include) & set(self.exclude))
+        if both:
+            raise ValueError(f"queues both included and excluded: {', '.join(both)}")
+        return self
+
+
+class RetryRule(_Strict):
+    """What to do after a failed attempt that matches (JEDI's retry rules). Rules are tried in
+    order; the first match decides. A rule matches when every matcher it has matches: error
+    `codes`, payload `exit_codes`, a regex `pattern` searched in the diagnosis."""
+
+    codes: list[int] = Field(default_factory=list)
+    exit_codes: list[int] = Field(default_factory=list)
+    pattern: str | None = None
+    action: str = Field(pattern="^(no_retry|retry|increase_memory|increase_walltime)$")
+    max_retries: int | None = Field(default=None, ge=0, le=100)
+    factor: float = Field(default=1.5, gt=1.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> RetryRule:
+        if not (self.codes or self.exit_codes or self.pattern):
+            raise ValueError("a retry rule needs codes, exit_codes or a pattern to match")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as e:
+                raise ValueError(f"bad pattern {self.pattern!r}: {e}") from e
+        return self
+
+
 class TaskSpec(_Strict):
     """A task as a user writes it (YAML or JSON).
 
@@ -155,12 +207,23 @@ class TaskSpec(_Strict):
     inputs: list[str] | None = None
     n_jobs: int | None = Field(default=None, ge=1, le=10_000_000)
     files_per_job: int = Field(default=1, ge=1)
+    n_events: int | None = Field(default=None, ge=1, le=MAX_EVENTS)
+    events_per_job: int | None = Field(default=None, ge=1, le=MAX_EVENTS)
+    first_event: int = Field(default=0, ge=0, le=MAX_EVENTS)
+    events_per_input: int | None = Field(default=None, ge=1, le=MAX_EVENTS)
+    input_sizes_mb: list[Annotated[float, Field(ge=0)]] | None = None
+    size_per_job_mb: float | None = Field(default=None, gt=0)
+    jobs: list[Annotated[list[str], Field(min_length=1)]] | None = Field(
+        default=None, min_length=1
+    )
     resources: Resources = Field(default_factory=Resources)
     max_attempts: int = Field(default=3, ge=1, le=100)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
-    queue: str = Field(default="local", pattern=NAME_PATTERN)
+    queue: str = Field(default="local", pattern=NAME_PATTERN)  # `auto`: brokerage picks it
+    queues: QueueChoice | None = None  # brokerage's include/exclude lists (implies queue: auto)
     env: dict[str, str] = Field(default_factory=dict)
     allow_partial: bool = False
+    retry_rules: list[RetryRule] = Field(default_factory=list, max_length=50)
     stage_in: bool = False
     outputs: list[str] = Field(default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
 
@@ -183,6 +246,14 @@ class TaskSpec(_Strict):
     def _output_patterns(cls, outputs: list[str]) -> list[str]:
         return [check_output_pattern(p) for p in outputs]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _queues_mean_auto(cls, data: Any) -> Any:
+        """`queues:` without `queue:` asks for brokerage, as `queue: auto` does."""
+        if isinstance(data, dict) and data.get("queues") is not None and "queue" not in data:
+            return {**data, "queue": AUTO_QUEUE}
+        return data
+
     @model_validator(mode="after")
     def _inputs_or_n_jobs(self) -> TaskSpec:
         check_job_source(self)
@@ -190,9 +261,15 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _stageable_inputs(self) -> TaskSpec:
-        if self.stage_in and self.inputs is not None:
-            check_staged_inputs(self.inputs, self.files_per_job)
+        if self.stage_in:
+            from skypanda.domain.splitter import check_staged  # splitter imports models
+
+            check_staged(self)
         return self
+
+    @property
+    def split_mode(self) -> SplitMode:
+        return split_mode(self)
 
 
 def check_staged_inputs(inputs: Sequence[str], files_per_job: int) -> None:
@@ -210,15 +287,103 @@ def check_staged_inputs(inputs: Sequence[str], files_per_job: int) -> None:
             seen[name] = url
 
 
-def check_job_source(spec: TaskSpec) -> None:
-    """A task's jobs come from inputs or from n_jobs, exactly one. Raises ValueError."""
-    if spec.inputs is None and spec.n_jobs is None:
-        raise ValueError("give either inputs (one job per input group) or n_jobs")
-    if spec.inputs is not None and spec.n_jobs is not None:
-        raise ValueError("give inputs or n_jobs, not both")
-    if spec.n_jobs is not None and spec.files_per_job != 1:
-        raise ValueError("files_per_job needs inputs; with n_jobs there are no files")
+class SplitMode(StrEnum):
+    """How a task is cut into jobs; the field that selects each mode is in `_MODE_FIELDS`."""
 
+    FILES = "files"  # inputs, files_per_job per job (the default)
+    COUNT = "count"  # n_jobs jobs without inputs
+    EVENTS = "events"  # n_events in ranges of events_per_job, without inputs (generation)
+    EVENTS_PER_INPUT = "events_per_input"  # each input's events in ranges of events_per_job
+    SIZE = "size"  # inputs grouped greedily up to size_per_job_mb
+    JOBS = "jobs"  # an explicit list: each entry is one job's inputs
+
+
+_MODE_FIELDS = {
+    "n_jobs": SplitMode.COUNT,
+    "n_events": SplitMode.EVENTS,
+    "events_per_input": SplitMode.EVENTS_PER_INPUT,
+    "size_per_job_mb": SplitMode.SIZE,
+    "jobs": SplitMode.JOBS,
+}
+EVENT_MODES = frozenset({SplitMode.EVENTS, SplitMode.EVENTS_PER_INPUT})
+
+
+def split_mode(spec: TaskSpec) -> SplitMode:
+    """The split mode of a (validated) task: the one mode field given, else files."""
+    for field, mode in _MODE_FIELDS.items():
+        if getattr(spec, field) is not None:
+            return mode
+    return SplitMode.FILES
+
+
+def check_job_source(spec: TaskSpec) -> None:
+    """A task has exactly one split mode, and only the fields of that mode.
+
+    Raises:
+        ValueError: names the fields that clash or are missing.
+    """
+    given = [f for f in _MODE_FIELDS if getattr(spec, f) is not None]
+    if spec.inputs is None and not given:
+        raise ValueError(
+            "give either inputs (one job per input group), n_jobs, n_events or jobs "
+            "to say how the task is split"
+        )
+    if len(given) > 1:
+        raise ValueError(f"one split mode per task: give one of {', '.join(given)}, not several")
+    mode = split_mode(spec)
+    _check_inputs_for_mode(spec, mode)
+    _check_mode_fields(spec, mode)
+
+
+def _check_inputs_for_mode(spec: TaskSpec, mode: SplitMode) -> None:
+    if mode is SplitMode.COUNT and spec.inputs is not None:
+        raise ValueError("give inputs or n_jobs, not both")
+    if mode is SplitMode.EVENTS and spec.inputs is not None:
+        raise ValueError(
+            "n_events splits a task without inputs (event generation); to split input files "
+            "by events give events_per_input (events in each file) instead of n_events"
+        )
+    if mode is SplitMode.JOBS and spec.inputs is not None:
+        raise ValueError("jobs lists each job's inputs: give jobs or inputs, not both")
+    if mode in (SplitMode.EVENTS_PER_INPUT, SplitMode.SIZE) and spec.inputs is None:
+        raise ValueError(f"{_field_of(mode)} needs inputs")
+    if spec.files_per_job != 1 and mode is not SplitMode.FILES:
+        if mode is SplitMode.COUNT:
+            raise ValueError("files_per_job needs inputs; with n_jobs there are no files")
+        raise ValueError(
+            f"files_per_job groups inputs by count; it cannot be combined with {_field_of(mode)}"
+        )
+
+
+def _check_mode_fields(spec: TaskSpec, mode: SplitMode) -> None:
+    if mode in EVENT_MODES:
+        if spec.events_per_job is None:
+            raise ValueError(f"{_field_of(mode)} needs events_per_job (events in each job)")
+    elif spec.events_per_job is not None or spec.first_event:
+        raise ValueError(
+            "events_per_job and first_event need n_events (events without inputs) or "
+            "events_per_input (events in each input file)"
+        )
+    epi, epj = spec.events_per_input, spec.events_per_job
+    if epi is not None and epj is not None and epj > epi:
+        raise ValueError(
+            f"events_per_job ({epj}) is more than events_per_input ({epi}): a job never spans "
+            "input files; to put several whole files in one job use files_per_job instead"
+        )
+    if mode is SplitMode.SIZE:
+        if spec.input_sizes_mb is None:
+            raise ValueError("size_per_job_mb needs input_sizes_mb (one size in MB per input)")
+        if spec.inputs is not None and len(spec.input_sizes_mb) != len(spec.inputs):
+            raise ValueError(
+                f"input_sizes_mb has {len(spec.input_sizes_mb)} sizes for "
+                f"{len(spec.inputs)} inputs: give one size per input, in the same order"
+            )
+    elif spec.input_sizes_mb is not None:
+        raise ValueError("input_sizes_mb needs size_per_job_mb (the most MB one job reads)")
+
+
+def _field_of(mode: SplitMode) -> str:
+    return next(f for f, m in _MODE_FIELDS.items() if m is mode)
 
 class JobSpec(_Strict):
     """One job cut from a task by the splitter, before it is stored."""
@@ -289,15 +454,38 @@ class Attempt(_Strict):
     log_uri: str | None = None
 
 
+class QueueStatus(StrEnum):
+    """A queue's status (CRIC's): whether brokerage sends tasks there."""
+
+    ONLINE = "online"  # brokered to, pilots run
+    OFFLINE = "offline"  # not brokered to, no pilot starts; queued jobs wait
+    TEST = "test"  # pilots run, but only tasks that name the queue are brokered there
+
+
+AUTO_QUEUE = "auto"
+"""`queue: auto` in a task: brokerage picks the queue. No queue may be named so."""
+
+
 class Queue(_Strict):
-    """Where jobs run (a CRIC PanDA queue), with what the local scaler keeps running there."""
+    """Where jobs run (a CRIC PanDA queue): its status and limits, which brokerage checks,
+    and what the local scaler keeps running there.
+
+    Limits left out (None) are the pilot's own: `max_cores` defaults to `pilot_resources.cores`;
+    memory is always bounded by `pilot_resources.memory_mb`. Older stored queues carry
+    `online: true|false` instead of `status`; they load as online/offline.
+    """
 
     name: str = Field(pattern=NAME_PATTERN)
     mode: str = Field(default="pull", pattern="^(pull|push)$")
-    online: bool = True
+    status: QueueStatus = QueueStatus.ONLINE
     min_pilots: int = Field(default=1, ge=0)
     max_pilots: int = Field(default=2, ge=0, le=10_000)
     pilot_resources: Resources = Field(default_factory=lambda: Resources(memory_mb=4000))
+    max_memory_per_core_mb: int | None = Field(default=None, ge=1, le=4_000_000)
+    max_cores: int | None = Field(default=None, ge=1, le=1024)
+    max_walltime_s: Duration | None = None
+    disk_gb: float | None = Field(default=None, gt=0, le=1_000_000)  # scratch per pilot
+    gpus: int = Field(default=0, ge=0, le=64)  # GPUs per pilot
     heartbeat_interval_s: Duration = 5.0
     heartbeat_timeout_s: Duration = 60.0
     idle_timeout_s: Duration = 30.0
@@ -305,14 +493,47 @@ class Queue(_Strict):
     looping_timeout_s: Duration = 1800.0  # a payload silent this long (no output, no file
     # change in its workdir) is killed as looping (PanDA's looping job check)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _online_to_status(cls, data: Any) -> Any:
+        """Migrate the old `online: bool` field (stored queues, old files) to `status`."""
+        if not isinstance(data, dict) or "online" not in data:
+            return data
+        data = dict(data)
+        online = data.pop("online")
+        if not isinstance(online, bool):
+            raise ValueError(f"online must be true or false, not {online!r} (prefer status)")
+        status = QueueStatus.ONLINE if online else QueueStatus.OFFLINE
+        if "status" in data and str(data["status"]) != status:
+            raise ValueError(f"online: {online} contradicts status: {data['status']}")
+        data.setdefault("status", status)
+        return data
+
+    @property
+    def online(self) -> bool:
+        """Pilots register and are scaled here: the queue is online or test (not offline)."""
+        return self.status is not QueueStatus.OFFLINE
+
+    @property
+    def cores_limit(self) -> int:
+        """Most cores one job may ask for here."""
+        return self.max_cores if self.max_cores is not None else self.pilot_resources.cores
+
     @model_validator(mode="after")
     def _limits(self) -> Queue:
+        if self.name == AUTO_QUEUE:
+            raise ValueError(f"{AUTO_QUEUE!r} is reserved (queue: auto asks for brokerage)")
         if self.min_pilots > self.max_pilots:
             raise ValueError(
                 f"min_pilots ({self.min_pilots}) exceeds max_pilots ({self.max_pilots})"
             )
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s must be longer than heartbeat_interval_s")
+        if self.max_cores is not None and self.max_cores > self.pilot_resources.cores:
+            raise ValueError(
+                f"max_cores ({self.max_cores}) exceeds pilot_resources.cores "
+                f"({self.pilot_resources.cores}): no pilot could run such a job"
+            )
         return self
 
 

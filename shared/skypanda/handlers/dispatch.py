@@ -9,14 +9,23 @@ fire on real state changes only. Replies carry commands: jobs to kill
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from skypanda.domain.codes import ErrorCode
 from skypanda.domain.errors import Conflict, InvalidInput, NotFound
-from skypanda.domain.jobflow import JobChange, apply_report, claim, log_key, requeue_lost
-from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources
+from skypanda.domain.jobflow import (
+    JobChange,
+    RetryContext,
+    apply_report,
+    claim,
+    log_key,
+    requeue_lost,
+)
+from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources, RetryRule
+from skypanda.domain.retry import Limits
 from skypanda.domain.states import PILOT_LIVE, JobStatus, PilotStatus, TaskStatus, advance
 from skypanda.handlers.services import Services, new_id
 
@@ -169,7 +178,8 @@ def _apply_reports(
             if text:
                 svc.blobs.append(key, text.encode())
             uri = svc.blobs.uri(key)
-            change = apply_report(job, report, pilot_id, now, uri)
+            retry = _retry_context(svc, job) if report.status is JobStatus.FAILED else None
+            change = apply_report(job, report, pilot_id, now, uri, retry)
         except (Conflict, NotFound, InvalidInput) as e:
             results[report.job_id] = _result(report.job_id, False, e.message)
             continue
@@ -178,6 +188,26 @@ def _apply_reports(
     merged = _merge([c for _, c in changes])
     outcome = dict(zip(merged, svc.store.apply_job_changes(list(merged.values())), strict=True))
     return [r for r, _ in changes if not outcome[r.job_id]]
+
+
+# Task id -> its retry rules: a task's spec never changes, so this cannot go stale. Read only
+# for failed reports (the success path costs nothing more).
+_RULES: OrderedDict[str, tuple[RetryRule, ...]] = OrderedDict()
+
+
+def _retry_context(svc: Services, job: Job) -> RetryContext:
+    rules = _RULES.get(job.task_id)
+    if rules is None:
+        rules = tuple(svc.store.get_task(job.task_id, counts=False).spec.retry_rules)
+        _RULES[job.task_id] = rules
+        while len(_RULES) > 10_000:
+            _RULES.popitem(last=False)
+    queue = svc.store.get_queue(job.queue)
+    limits = Limits(
+        memory_mb=queue.pilot_resources.memory_mb,
+        walltime_s=getattr(queue, "max_walltime_s", None),
+    )
+    return RetryContext(rules, limits)
 
 
 def _merge(changes: list[JobChange]) -> dict[str, JobChange]:
