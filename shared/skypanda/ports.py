@@ -93,6 +93,15 @@ class Store(Protocol):
         """Kill a task: task -> aborted, its queued jobs -> cancelled, its live jobs flagged for
         their pilots to kill. Raises NotFound; IllegalTransition if the task already ended."""
 
+    def finish_task(self, task_id: str, reason: str, *, hard: bool) -> int:
+        """JEDI's finish: close the task's queued (defined, activated) jobs, which will never
+        run; with `hard`, also flag its live jobs for their pilots to kill. The task then rolls
+        up from its jobs. Returns how many jobs were closed."""
+
+    def reassign_jobs(self, task_id: str, *, queue: str | None, priority: int | None) -> int:
+        """Move the task's queued jobs to `queue` and/or give them `priority` (None: keep).
+        Returns how many jobs changed."""
+
     def task_flags(self, task_id: str) -> dict[str, set[str]]:
         """Flags set by the task's finished jobs: name -> the values set."""
 

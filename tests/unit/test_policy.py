@@ -173,6 +173,13 @@ def test_rollup_of_ended_jobs(
     assert rollup(counts, allow_partial=allow_partial) is expected
 
 
+def test_a_task_finished_early_is_finished_not_done() -> None:
+    # Given a task a user finished: some jobs ran and finished, the rest were closed unrun
+    # Then it is finished (it did not do all its work), with or without allow_partial
+    assert rollup({F: 3, L: 2}, allow_partial=False) is TaskStatus.FINISHED
+    assert rollup({L: 2}, allow_partial=False) is TaskStatus.FINISHED
+
+
 @pytest.mark.parametrize(
     "counts", [{X: 1, L: 3}, {C: 2, L: 1}], ids=["failed+closed", "cancelled+closed"]
 )
@@ -198,13 +205,12 @@ def test_rollup_properties(counts: dict[JobStatus, int], allow_partial: bool) ->
         assert result is None
         return
     assert result in {TaskStatus.DONE, TaskStatus.FINISHED, TaskStatus.FAILED}
-    # DONE exactly when no job failed or was cancelled
-    assert (result is TaskStatus.DONE) == (bad == 0)
-    # Partial success only when the task allows it, and only when something did go wrong
+    closed = counts.get(L, 0)
+    # DONE exactly when no job failed, was cancelled or was closed unrun
+    assert (result is TaskStatus.DONE) == (bad == 0 and closed == 0)
+    # FINISHED: finished early (closed jobs, nothing bad), or a partial success the task allows
     if result is TaskStatus.FINISHED:
-        assert allow_partial
-        assert bad > 0
-        assert counts.get(F, 0) + counts.get(L, 0) > 0
+        assert (bad == 0 and closed > 0) or (allow_partial and bad > 0 and counts.get(F, 0) > 0)
     # Without allow_partial a failure always fails the task
     if not allow_partial and bad:
         assert result is TaskStatus.FAILED

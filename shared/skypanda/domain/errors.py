@@ -4,6 +4,7 @@
     ├── InvalidInput              bad task file, bad body, bad argument (HTTP 400/422, exit 2)
     ├── NotFound                  unknown task, job, pilot or queue id (HTTP 404)
     ├── Unauthorized              missing or wrong bearer token (HTTP 401)
+    ├── Forbidden                 acting on another owner's task (HTTP 403)
     ├── Conflict                  a compare-and-set lost: the state was not what the writer expected
     │   └── IllegalTransition     a state machine refused a transition (HTTP 409)
     ├── BackendUnavailable        a store, bus or blob backend failed (retryable; HTTP 503)
@@ -51,6 +52,12 @@ class Unauthorized(SkypandaError):
     """The request did not carry a valid bearer token."""
 
     http_status = 401
+
+
+class Forbidden(SkypandaError):
+    """The caller may not act on this object (it belongs to another owner)."""
+
+    http_status = 403
 
 
 class Conflict(SkypandaError):

@@ -52,11 +52,12 @@ def rollup(counts: Mapping[JobStatus, int], *, allow_partial: bool) -> TaskStatu
     """The final state of a task from its job counts, or None while any job has not ended."""
     if any(n for status, n in counts.items() if status not in JOB_FINAL):
         return None
-    # Closed jobs were deliberately not run: they are neither a success nor a failure.
+    # Closed jobs were deliberately not run (a user finished the task early): neither a
+    # success nor a failure, but the task did not do all its work, so it is not done.
     finished = counts.get(JobStatus.FINISHED, 0)
     bad = counts.get(JobStatus.FAILED, 0) + counts.get(JobStatus.CANCELLED, 0)
     if bad == 0:
-        return TaskStatus.DONE
+        return TaskStatus.FINISHED if counts.get(JobStatus.CLOSED, 0) else TaskStatus.DONE
     if allow_partial and finished > 0:
         return TaskStatus.FINISHED
     return TaskStatus.FAILED

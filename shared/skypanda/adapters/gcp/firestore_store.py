@@ -425,6 +425,30 @@ class FirestoreStore:
         self._flag_live(task_id, now)
         return self.get_task(task_id)
 
+    def finish_task(self, task_id: str, reason: str, *, hard: bool) -> int:
+        for s in JOB_QUEUED:
+            advance(s, JobStatus.CLOSED)
+        now = self._clock()
+        queued = {str(s) for s in JOB_QUEUED}
+        query = self._of_task(task_id, _in("status", queued))
+        change = {**codec.cancelled_fields(reason, now), "status": str(JobStatus.CLOSED)}
+        closed = self._update_all("finish_task", query, lambda d: d["status"] in queued, change)
+        if hard:
+            self._flag_live(task_id, now)
+        return closed
+
+    def reassign_jobs(self, task_id: str, *, queue: str | None, priority: int | None) -> int:
+        change: codec.Doc = {"updated_at": self._clock()}
+        if queue is not None:
+            change["queue"] = queue
+        if priority is not None:
+            change["priority"] = priority
+        queued = {str(s) for s in JOB_QUEUED}
+        query = self._of_task(task_id, _in("status", queued))
+        return self._update_all(
+            "reassign_jobs", query, lambda d: d["status"] in queued, change, moves_out=False
+        )
+
     def _cancel_queued(self, task_id: str, reason: str, now: float) -> None:
         """Cancel the task's defined and activated jobs, up to 500 per transaction."""
         queued = {str(s) for s in JOB_QUEUED}
@@ -442,18 +466,35 @@ class FirestoreStore:
         )
 
     def _update_all(
-        self, what: str, query: Any, still: Callable[[codec.Doc], bool], change: codec.Doc
-    ) -> None:
-        """Apply `change` to every job `query` finds, re-checking `still` in a transaction."""
+        self,
+        what: str,
+        query: Any,
+        still: Callable[[codec.Doc], bool],
+        change: codec.Doc,
+        *,
+        moves_out: bool = True,
+    ) -> int:
+        """Apply `change` to every job `query` finds, re-checking `still` in a transaction;
+        return how many changed. `moves_out`: the change takes a job out of `query` (so the
+        query is simply repeated until empty); otherwise its matches are listed once first."""
 
-        def write(tx: Tx, refs: list[Any]) -> None:
+        def write(tx: Tx, refs: list[Any]) -> int:
             hits = [s for s in self._get_all(what, refs, tx) if still(_fields(s))]
             for s in hits:
                 tx.update(s.reference, change)
+            return len(hits)
 
-        while page := self._stream(what, query.select([]).limit(codec.MAX_WRITES)):
-            refs = [s.reference for s in page]
-            self._transact(what, partial(write, refs=refs))
+        done = 0
+        if moves_out:
+            while page := self._stream(what, query.select([]).limit(codec.MAX_WRITES)):
+                refs = [s.reference for s in page]
+                done += int(self._transact(what, partial(write, refs=refs)))
+            return done
+        refs = [s.reference for s in self._stream(what, query.select([]))]
+        for start in range(0, len(refs), codec.MAX_WRITES):
+            chunk = refs[start : start + codec.MAX_WRITES]
+            done += int(self._transact(what, partial(write, refs=chunk)))
+        return done
 
     def task_flags(self, task_id: str) -> dict[str, set[str]]:
         """Reads only the finished jobs that set a flag (`flagged`), and only their flags."""

@@ -35,6 +35,7 @@ from skypanda.domain.models import (
 from skypanda.domain.states import (
     JOB_FINAL,
     JOB_LIVE,
+    JOB_QUEUED,
     PILOT_FINAL,
     PILOT_LIVE,
     JobStatus,
@@ -390,6 +391,36 @@ class SqliteStore:
                 (now, task_id, *live),
             )
         return self.get_task(task_id)
+
+    def finish_task(self, task_id: str, reason: str, *, hard: bool) -> int:
+        for s in JOB_QUEUED:
+            advance(s, JobStatus.CLOSED)
+        queued = [str(s) for s in JOB_QUEUED]
+        live = [str(s) for s in JOB_LIVE]
+        now = self._clock()
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET status = ?, error_diag = ?, updated_at = ?, ended_at = ? "
+                f"WHERE task_id = ? AND status IN ({_marks(queued)})",
+                (str(JobStatus.CLOSED), reason, now, now, task_id, *queued),
+            )
+            if hard:
+                db.execute(
+                    f"UPDATE jobs SET kill_requested = 1, updated_at = ? "
+                    f"WHERE task_id = ? AND status IN ({_marks(live)})",
+                    (now, task_id, *live),
+                )
+            return cur.rowcount
+
+    def reassign_jobs(self, task_id: str, *, queue: str | None, priority: int | None) -> int:
+        queued = [str(s) for s in JOB_QUEUED]
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET queue = coalesce(?, queue), priority = coalesce(?, priority), "
+                f"updated_at = ? WHERE task_id = ? AND status IN ({_marks(queued)})",
+                (queue, priority, self._clock(), task_id, *queued),
+            )
+            return cur.rowcount
 
     def task_flags(self, task_id: str) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}

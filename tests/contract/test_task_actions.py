@@ -1,0 +1,58 @@
+"""Store contract for task actions (finish, reassign, priority), on SQLite and Firestore."""
+
+from __future__ import annotations
+
+import pytest
+
+from skypanda.domain.states import JobStatus
+from skypanda.ports import Store
+
+from .conftest import FakeClock, add_split_task, fits_all
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_finish_closes_queued_jobs_and_hard_also_flags_live_ones(
+    store: Store, clock: FakeClock, hard: bool
+) -> None:
+    # Given a task of 4 jobs, one taken by a pilot
+    jobs = add_split_task(store, clock, 4)
+    (taken,) = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+
+    # When the task is finished
+    closed = store.finish_task("t1", "finished by user", hard=hard)
+
+    # Then the 3 queued jobs are closed with the reason, and the live one runs on, or is
+    # flagged for its pilot to kill when the finish is hard
+    assert closed == 3
+    stored = store.get_jobs([j.id for j in jobs])
+    for job in stored.values():
+        if job.id == taken.id:
+            assert job.status is JobStatus.SENT and job.kill_requested is hard
+        else:
+            assert job.status is JobStatus.CLOSED and job.error_diag == "finished by user"
+            assert job.ended_at is not None
+    assert store.jobs_to_kill("p1") == ([taken.id] if hard else [])
+    assert store.count_activated("q") == 0
+    # And finishing again closes nothing more
+    assert store.finish_task("t1", "again", hard=hard) == 0
+
+
+def test_reassign_moves_queued_jobs_and_sets_their_priority(store: Store, clock: FakeClock) -> None:
+    # Given a task of 3 jobs on queue q, one already taken
+    jobs = add_split_task(store, clock, 3)
+    (taken,) = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+
+    # When its queued jobs are moved to q2 with priority 7
+    assert store.reassign_jobs("t1", queue="q2", priority=7) == 2
+
+    # Then they are dispatched from q2 (highest priority first), the taken job stays as it was
+    assert store.count_activated("q") == 0 and store.count_activated("q2") == 2
+    stored = store.get_jobs([j.id for j in jobs])
+    assert stored[taken.id].queue == "q" and stored[taken.id].priority == 0
+    moved = [j for j in stored.values() if j.id != taken.id]
+    assert {(j.queue, j.priority) for j in moved} == {("q2", 7)}
+    # And a priority-only change keeps the queue
+    assert store.reassign_jobs("t1", queue=None, priority=-1) == 2
+    assert {j.queue for j in store.get_jobs([j.id for j in moved]).values()} == {"q2"}
+    claimed = store.claim_jobs("q2", "p2", 5, fits_all(), clock.now())
+    assert {j.id for j in claimed} == {j.id for j in moved}
