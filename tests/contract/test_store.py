@@ -1593,3 +1593,38 @@ def test_a_jobs_staging_fields_and_outputs_round_trip(
     reopened = backend.open()
     (stored,) = reopened.list_jobs("t1")
     assert (stored.status, stored.outputs, stored.stage_in) == (JobStatus.FINISHED, files, True)
+
+
+# --- queue definitions (issue 6) -------------------------------------------------------------
+
+
+def test_queue_limits_and_status_round_trip(backend: Backend, store: ClosableStore) -> None:
+    # Given a queue using every brokerage field
+    q = make_queue(
+        "big", status="test", mode="push", pilot_resources=Resources(memory_mb=32000, cores=8),
+        max_memory_per_core_mb=4000, max_cores=8, max_walltime_s="1d", disk_gb=120.5, gpus=2,
+    )  # fmt: skip
+    # When it is put, and the store is reopened
+    store.put_queue(q)
+    store.close()
+    reopened = backend.open()
+    # Then it reads back equal, by name and in the list
+    assert reopened.get_queue("big") == q
+    assert reopened.list_queues() == [q]
+    assert reopened.get_queue("big").status == "test"
+
+
+def test_a_queue_stored_with_the_old_online_field_still_loads(store: ClosableStore) -> None:
+    from skypanda.adapters.local.sqlite_store import SqliteStore
+
+    # Given a queue record written before `status` replaced `online`
+    legacy = '{"name": "old", "mode": "pull", "online": false, "min_pilots": 0}'
+    if isinstance(store, SqliteStore):
+        with store._tx() as db:
+            db.execute("INSERT INTO queues (name, spec) VALUES (?, ?)", ("old", legacy))
+    else:
+        store._queues.document("old").set({"name": "old", "spec": legacy})  # type: ignore[attr-defined]
+    # Then it loads as an offline queue
+    (old,) = store.list_queues()
+    assert old == store.get_queue("old")
+    assert (old.status, old.online, old.min_pilots) == ("offline", False, 0)

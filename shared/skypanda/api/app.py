@@ -13,13 +13,13 @@ from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from skypanda import __version__
-from skypanda.api import data, errors, pilotzip
+from skypanda.api import data, errors, pilotzip, tasks
 from skypanda.api.workflows import workflow_routes
 from skypanda.domain.errors import InvalidInput, Unauthorized
 from skypanda.domain.jobflow import log_key
-from skypanda.domain.models import JobReport, Resources, TaskSpec, jsonable
+from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec, jsonable
 from skypanda.domain.states import JobStatus, PilotStatus
-from skypanda.handlers import dispatch
+from skypanda.handlers import dispatch, queues
 from skypanda.handlers import workflow as flows
 from skypanda.handlers.dispatch import Reply
 from skypanda.handlers.services import Services
@@ -58,6 +58,11 @@ class UpdateBody(_Body):
 
 class HeartbeatBody(_Body):
     jobs: list[str] | None = None  # the jobs the pilot holds, when it says
+
+
+class ApplyQueuesBody(_Body):
+    queues: list[Queue] = Field(min_length=1, max_length=queues.MAX_APPLY)
+    dry_run: bool = False
 
 
 class EndBody(_Body):
@@ -161,6 +166,7 @@ def _user_routes(app: Flask, svc: Services) -> None:
         return jsonify(jsonable(task))
 
     workflow_routes(app, svc)
+    tasks.routes(app, svc)
 
 
 def _monitor_routes(app: Flask, svc: Services) -> None:
@@ -179,17 +185,13 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
 
     @app.get("/v1/queues")
     def list_queues() -> Response:
-        out = []
-        for q in svc.store.list_queues():
-            live = svc.store.list_pilots(queue=q.name, live=True)
-            out.append(
-                {
-                    **jsonable(q),
-                    "activated": svc.store.count_activated(q.name),
-                    "live_pilots": len(live),
-                }
-            )
-        return jsonify({"queues": out})
+        return jsonify({"queues": queues.overview(svc)})
+
+    @app.post("/v1/queues")
+    def apply_queues() -> Response:
+        body = _body(ApplyQueuesBody)
+        changes = queues.apply(svc, body.queues, dry_run=body.dry_run)
+        return jsonify({"changes": [c.as_dict() for c in changes], "dry_run": body.dry_run})
 
     @app.post("/v1/pilots/<pilot_id>/drain")
     def drain_pilot(pilot_id: str) -> Response:

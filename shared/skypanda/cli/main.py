@@ -15,7 +15,7 @@ import click
 
 from skypanda import __version__
 from skypanda.adapters.local.runtime import LocalOptions, LocalSystem, default_home
-from skypanda.cli import bench, bench_cloud, bench_dag, flows
+from skypanda.cli import actions, bench, bench_cloud, bench_dag, flows
 from skypanda.cli.connect import call, client
 from skypanda.cli.render import print_jobs, print_pilots, print_task
 from skypanda.domain.errors import InvalidInput, SkypandaError
@@ -23,6 +23,7 @@ from skypanda.domain.export import FORMATS, export
 from skypanda.domain.models import TaskSpec
 from skypanda.domain.workflow import WorkflowSpec, compile_workflow
 from skypanda.pilot.client import ApiClient
+from skypanda.queuefile import load_queue_file
 from skypanda.taskfile import load_file
 
 server_opt = click.option(
@@ -273,21 +274,65 @@ def kill(ident: str, server: str | None) -> None:
     click.echo(f"{kind} {body['id']}: {body['status']}")
 
 
-@cli.command()
+def _limits(q: dict[str, Any]) -> str:
+    pilot = q["pilot_resources"]
+    parts = [f"{pilot['memory_mb']}MB"]
+    if q.get("max_memory_per_core_mb"):
+        parts.append(f"{q['max_memory_per_core_mb']}MB/core")
+    parts.append(f"{q.get('max_cores') or pilot['cores']}c")
+    if q.get("max_walltime_s"):
+        parts.append(f"{q['max_walltime_s']:g}s")
+    if q.get("gpus"):
+        parts.append(f"{q['gpus']}gpu")
+    return " ".join(parts)
+
+
+@cli.group(invoke_without_command=True)
 @json_opt
 @server_opt
-def queues(as_json: bool, server: str | None) -> None:
-    """List queues with their activated jobs and live pilots."""
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool, server: str | None) -> None:
+    """List queues: status, mode, limits, activated jobs, live pilots (`queues apply FILE`
+    defines them)."""
+    if ctx.invoked_subcommand is not None:
+        return
     body = call(client(server), "GET", "/v1/queues")
     if as_json:
         click.echo(json.dumps(body["queues"], indent=2))
         return
+    click.echo(f"{'name':<16} {'status':<8} {'mode':<5} {'limits':<28} activated pilots")
     for q in body["queues"]:
-        state = "online" if q["online"] else "offline"
         click.echo(
-            f"{q['name']:<16} {state:<8} activated={q['activated']} "
-            f"pilots={q['live_pilots']}/{q['max_pilots']}"
+            f"{q['name']:<16} {q['status']:<8} {q['mode']:<5} {_limits(q):<28} "
+            f"{q['activated']:<9} {q['live_pilots']}/{q['max_pilots']}"
         )
+
+
+@queues.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Only print what would change.")
+@json_opt
+@server_opt
+def queues_apply(file: str, dry_run: bool, as_json: bool, server: str | None) -> None:
+    """Add or replace the queues defined in FILE (a YAML list, see infra/queues.yaml).
+
+    Every queue is validated before any is stored; exit 2 names each bad queue, field, line.
+    """
+    try:
+        defined = load_queue_file(Path(file))
+    except InvalidInput as e:
+        click.echo(f"error: {e.message}", err=True)
+        raise SystemExit(2) from e
+    payload = {"queues": [q.model_dump(mode="json") for q in defined], "dry_run": dry_run}
+    body = call(client(server), "POST", "/v1/queues", payload)
+    if as_json:
+        click.echo(json.dumps(body))
+        return
+    verb = "would " if dry_run else ""
+    for c in body["changes"]:
+        what = {"add": "add", "update": "update", "unchanged": "leave"}[c["action"]]
+        fields = f" ({', '.join(c['fields'])})" if c["fields"] else ""
+        click.echo(f"{c['name']}: {verb}{what}{' unchanged' if what == 'leave' else ''}{fields}")
 
 
 @cli.command()
@@ -348,6 +393,8 @@ bench.bench.add_command(bench_cloud.cost)
 bench.bench.add_command(bench_cloud.dispatch)
 bench.bench.add_command(bench_dag.dag)
 cli.add_command(bench.bench)
+for _command in actions.COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> int:

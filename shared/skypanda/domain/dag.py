@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import JobSpec, TaskSpec, _Strict
-from skypanda.domain.splitter import count_jobs, render, split
+from skypanda.domain.splitter import count_jobs, job_inputs, render, split
 from skypanda.domain.states import JOB_FINAL, JobStatus
 from skypanda.domain.workflow import INDEX, MAX_PARENTS_PER_JOB, WorkflowTask
 
@@ -36,11 +36,11 @@ def key_values(pattern: re.Pattern[str], inputs: Iterable[str]) -> set[str]:
 
 
 def input_groups(spec: TaskSpec) -> Iterator[list[str]]:
-    """The inputs of each job of a task, in index order (as the splitter groups them)."""
-    inputs = spec.inputs or []
-    step = spec.files_per_job
-    for start in range(0, len(inputs), step):
-        yield inputs[start : start + step]
+    """The inputs of each job of a task, in index order (as the splitter groups them, in any
+    split mode); none for a task without inputs (n_jobs, n_events)."""
+    if spec.inputs is None and spec.jobs is None:
+        return iter(())
+    return job_inputs(spec)
 
 
 def key_index(task: WorkflowTask, key: str) -> dict[str, list[int]]:

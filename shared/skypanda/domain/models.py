@@ -9,7 +9,6 @@ from __future__ import annotations
 import posixpath
 import re
 import urllib.parse
-from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -213,9 +212,7 @@ class TaskSpec(_Strict):
     events_per_input: int | None = Field(default=None, ge=1, le=MAX_EVENTS)
     input_sizes_mb: list[Annotated[float, Field(ge=0)]] | None = None
     size_per_job_mb: float | None = Field(default=None, gt=0)
-    jobs: list[Annotated[list[str], Field(min_length=1)]] | None = Field(
-        default=None, min_length=1
-    )
+    jobs: list[Annotated[list[str], Field(min_length=1)]] | None = Field(default=None, min_length=1)
     resources: Resources = Field(default_factory=Resources)
     max_attempts: int = Field(default=3, ge=1, le=100)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
@@ -270,21 +267,6 @@ class TaskSpec(_Strict):
     @property
     def split_mode(self) -> SplitMode:
         return split_mode(self)
-
-
-def check_staged_inputs(inputs: Sequence[str], files_per_job: int) -> None:
-    """Every input is a URL a pilot can fetch, and no two inputs of one job land under the
-    same local name. Raises ValueError naming the input."""
-    for start in range(0, len(inputs), files_per_job):
-        seen: dict[str, str] = {}
-        for url in inputs[start : start + files_per_job]:
-            name = staged_name(url)
-            if name in seen:
-                raise ValueError(
-                    f"inputs {seen[name]!r} and {url!r} of one job would both be staged in "
-                    f"as {name!r}"
-                )
-            seen[name] = url
 
 
 class SplitMode(StrEnum):
@@ -384,6 +366,7 @@ def _check_mode_fields(spec: TaskSpec, mode: SplitMode) -> None:
 
 def _field_of(mode: SplitMode) -> str:
     return next(f for f, m in _MODE_FIELDS.items() if m is mode)
+
 
 class JobSpec(_Strict):
     """One job cut from a task by the splitter, before it is stored."""

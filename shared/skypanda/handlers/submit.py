@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 from skypanda.domain import events as ev
+from skypanda.domain.broker import Needs, misfits
 from skypanda.domain.errors import InvalidInput, NotFound
-from skypanda.domain.models import Task, TaskSpec
-from skypanda.domain.splitter import check_command, count_jobs
+from skypanda.domain.models import AUTO_QUEUE, Task, TaskSpec
+from skypanda.domain.splitter import check_split, count_jobs
 from skypanda.domain.states import TaskStatus
+from skypanda.handlers import queues
 from skypanda.handlers.services import Services, new_id
 
 MAX_JOBS_PER_TASK = 1_000_000
 
 
-def check_task(svc: Services, spec: TaskSpec, *, count: bool = True) -> int:
+def check_task(svc: Services, spec: TaskSpec, *, count: bool = True, brokered: bool = False) -> int:
     """Check a task against what exists (placeholders, size, queue); return its job count.
+    `brokered`: the queue was chosen by brokerage (`queues.place`), not named by the user.
 
     Raises:
-        InvalidInput: bad placeholders, too many jobs, unknown queue, resources that do not fit.
+        InvalidInput: bad placeholders, too many jobs, unknown queue, resources that do not fit,
+            brokerage asked for where it is not done (inside a workflow).
     """
-    check_command(spec.command)
+    if spec.queue == AUTO_QUEUE or (spec.queues is not None and not brokered):
+        raise InvalidInput(
+            f"task {spec.name}: brokerage (queue: auto, queues:) is for single tasks; "
+            "name a queue for a workflow's task",
+            field="queue",
+        )
+    check_split(spec)
     n = count_jobs(spec) if count else 0
     if n > MAX_JOBS_PER_TASK:
         raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
@@ -36,16 +46,28 @@ def check_task(svc: Services, spec: TaskSpec, *, count: bool = True) -> int:
             f"({queue.pilot_resources.memory_mb} MB x {queue.pilot_resources.cores} cores)",
             field="resources",
         )
+    problems = misfits(Needs.of(spec), queue)
+    if problems:
+        raise InvalidInput(
+            f"task {spec.name}: does not fit queue {queue.name}: {', '.join(problems)}",
+            field="resources",
+        )
     return n
 
 
 def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
     """Register a task. Nothing is stored if the task is invalid.
 
+    A task with `queue: auto` (or `queues:`) is brokered first: its stored spec names the
+    queue chosen. When no queue fits, the task is refused (not stored): a pending task could
+    not be re-brokered later, since the store has no way to rewrite a registered task's queue.
+
     Raises:
-        InvalidInput: bad placeholders, too many jobs, unknown queue.
+        InvalidInput: bad placeholders, too many jobs, unknown queue, no queue fits (the
+            message names each queue and why it was rejected).
     """
-    n = check_task(svc, spec)
+    spec = queues.place(svc, spec)
+    n = check_task(svc, spec, brokered=True)
     now = svc.clock.now()
     task = Task(
         id=new_id("t"),
