@@ -14,6 +14,7 @@ from typing import Protocol
 
 from skypanda.domain.dag import ParentsState
 from skypanda.domain.events import Event
+from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.jobflow import JobChange
 from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task
 from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus, WorkflowStatus
@@ -29,6 +30,10 @@ __all__ = [
     "Store",
     "StoredEvent",
 ]
+
+
+WAITING_COUNT_CAP = 1000
+"""owner_loads counts an owner's waiting jobs up to this: enough for one acquire's shares."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +168,22 @@ class Store(Protocol):
         """Every attempt of a job, oldest first."""
 
     def claim_jobs(
-        self, queue: str, pilot_id: str, n: int, capacity: Resources, now: float
+        self,
+        queue: str,
+        pilot_id: str,
+        n: int,
+        capacity: Resources,
+        now: float,
+        owner: str | None = None,
     ) -> list[Job]:
-        """Move up to `n` activated jobs of `queue` that fit `capacity` to `sent` for the pilot:
-        highest priority first, then oldest. Each job is claimed by at most one pilot."""
+        """Move up to `n` activated jobs of `queue` (of `owner`'s tasks, when given) that fit
+        `capacity` to `sent` for the pilot: highest priority first, then oldest. Each job is
+        claimed by at most one pilot."""
+
+    def owner_loads(self, queue: str) -> dict[str, OwnerLoad]:
+        """For fair share: each owner with jobs live or waiting on the queue, with how many are
+        live and how many wait (counted up to WAITING_COUNT_CAP). Costs a seek per owner, not a
+        scan of the queue."""
 
     def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
         """Apply compare-and-set job writes in one transaction; one result per change. A change

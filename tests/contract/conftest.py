@@ -120,6 +120,7 @@ def make_task(
     task_id: str = "t1",
     queue: str = "q",
     status: TaskStatus = TaskStatus.REGISTERED,
+    owner: str = "local",
     **spec: Any,
 ) -> Task:
     """A task of `n_jobs` jobs on `queue`, created now."""
@@ -130,6 +131,7 @@ def make_task(
             name=f"task-{task_id}", command=["run", "{index}"], n_jobs=n_jobs, queue=queue, **spec
         ),
         status=status,
+        owner=owner,
         n_jobs=n_jobs,
         created_at=now,
         updated_at=now,

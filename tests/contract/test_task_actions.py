@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.states import JobStatus
 from skypanda.ports import Store
 
@@ -56,3 +57,20 @@ def test_reassign_moves_queued_jobs_and_sets_their_priority(store: Store, clock:
     assert {j.queue for j in store.get_jobs([j.id for j in moved]).values()} == {"q2"}
     claimed = store.claim_jobs("q2", "p2", 5, fits_all(), clock.now())
     assert {j.id for j in claimed} == {j.id for j in moved}
+
+
+def test_claims_by_owner_and_owner_loads(store: Store, clock: FakeClock) -> None:
+    # Given alice's task of 5 jobs and bob's of 2 on queue q, one of alice's taken
+    add_split_task(store, clock, 5, task_id="ta", owner="alice")
+    add_split_task(store, clock, 2, task_id="tb", owner="bob")
+    store.claim_jobs("q", "p0", 1, fits_all(), clock.now(), owner="alice")
+
+    # Then the loads say who runs and who waits
+    loads = store.owner_loads("q")
+    assert loads == {"alice": OwnerLoad(1, 4), "bob": OwnerLoad(0, 2)}
+    assert store.owner_loads("elsewhere") == {}
+
+    # And a claim for bob takes only bob's jobs, even when asking for more
+    got = store.claim_jobs("q", "p1", 5, fits_all(), clock.now(), owner="bob")
+    assert [j.owner for j in got] == ["bob", "bob"]
+    assert store.owner_loads("q") == {"alice": OwnerLoad(1, 4), "bob": OwnerLoad(2, 0)}

@@ -62,13 +62,13 @@ def test_sigterm_to_a_pilot_requeues_its_job_without_counting_the_attempt(
 def test_a_drained_pilot_finishes_its_job_then_exits_and_takes_no_new_one(
     make_system: Callable[..., LocalSystem], tmp_path: Path
 ) -> None:
-    # Given one pilot (the scaler keeps one) running the first of two 2-second jobs
+    # Given one pilot (the scaler keeps one) running the first of four 2-second jobs
     system = make_system(fast_queue(min_pilots=1, max_pilots=1, jobs_per_acquire=1))
     api = ApiClient(system.url, system.token)
     task = api.call(
         "POST",
         "/v1/tasks",
-        {"name": "slow", "command": ["sh", "-c", "sleep 2; echo done"], "n_jobs": 2},
+        {"name": "slow", "command": ["sh", "-c", "sleep 2; echo done"], "n_jobs": 4},
     )
 
     def running() -> list[dict[str, object]]:
@@ -78,11 +78,15 @@ def test_a_drained_pilot_finishes_its_job_then_exits_and_takes_no_new_one(
     (job,) = wait_until(running, 30, "a job to run")
     pilot_id = str(job["pilot_id"])
 
-    # When an operator drains that pilot
+    def held() -> set[str]:
+        jobs = api.call("GET", f"/v1/tasks/{task['id']}/jobs")["jobs"]
+        return {str(j["id"]) for j in jobs if j["pilot_id"] == pilot_id}
+
+    # When an operator drains that pilot (it may hold a prefetched job besides the running one)
     out = cli(system, "drain", pilot_id)
     assert out.returncode == 0, out.stderr
 
-    # Then it finishes the job it holds and ends finished ("drained"), not taking the other
+    # Then it finishes the jobs it held and ends finished ("drained"), taking no new one
     def ended() -> dict[str, object] | None:
         p = next(p for p in api.call("GET", "/v1/pilots")["pilots"] if p["id"] == pilot_id)
         return p if p["status"] != "running" else None
@@ -90,7 +94,6 @@ def test_a_drained_pilot_finishes_its_job_then_exits_and_takes_no_new_one(
     pilot = wait_until(ended, 30, "the drained pilot to end")
     assert (pilot["status"], pilot["reason"]) == ("finished", "drained")
     assert api.call("GET", f"/v1/jobs/{job['id']}")["status"] == "finished"
-    jobs = api.call("GET", f"/v1/tasks/{task['id']}/jobs")["jobs"]
-    assert all(j["pilot_id"] == pilot_id for j in jobs if j["id"] == job["id"])
-    other = next(j for j in jobs if j["id"] != job["id"])
-    assert other["pilot_id"] != pilot_id  # run later by the next pilot, or still queued
+    # (at most the running job and one it had prefetched: the rest ran on the next pilot)
+    assert len(held()) <= 2
+    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 60)

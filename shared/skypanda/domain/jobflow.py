@@ -75,6 +75,7 @@ def new_job(task: Task, spec: JobSpec, now: float) -> Job:
         status=JobStatus.DEFINED if spec.parents else JobStatus.ACTIVATED,
         max_attempts=task.spec.max_attempts,
         queue=task.spec.queue,
+        owner=task.owner,
         priority=task.spec.priority,
         resources=task.spec.resources,
         command=command,

@@ -400,6 +400,7 @@ class Job(_Strict):
     failures: int = 0
     max_attempts: int = 3
     queue: str
+    owner: str = "local"  # the task's owner: fair share on a queue is between owners
     priority: int = 0
     resources: Resources = Field(default_factory=Resources)
     command: list[str]
@@ -475,6 +476,9 @@ class Queue(_Strict):
     jobs_per_acquire: int = Field(default=8, ge=1, le=1000)
     looping_timeout_s: Duration = 1800.0  # a payload silent this long (no output, no file
     # change in its workdir) is killed as looping (PanDA's looping job check)
+    shares: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    # fair share between owners on this queue: owner -> weight (others 1; 0: only when no
+    # one else has jobs waiting)
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,7 @@ fire on real state changes only. Replies carry commands: jobs to kill
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from skypanda.domain.codes import ErrorCode
 from skypanda.domain.errors import Conflict, InvalidInput, NotFound
+from skypanda.domain.fairshare import OwnerLoad, allocate
 from skypanda.domain.jobflow import (
     JobChange,
     RetryContext,
@@ -101,11 +103,44 @@ def acquire(svc: Services, pilot_id: str, n: int, job_id: str | None = None) -> 
     if job_id is not None:
         jobs = _claim_one(svc, pilot, job_id, now)
     else:
-        jobs = svc.store.claim_jobs(pilot.queue, pilot_id, n, pilot.resources, now)
+        jobs = _claim_fairly(svc, pilot, n, now)
     for task_id in {j.task_id for j in jobs}:
         svc.store.set_task_status(task_id, [TaskStatus.READY], TaskStatus.RUNNING)
     if jobs:
         log.debug("pilot %s acquired %d jobs", pilot_id, len(jobs))
+    return jobs
+
+
+LOADS_TTL_S = 1.0
+"""How long a queue's owner loads (and shares) are reused between acquires in one process."""
+_LOADS: dict[str, tuple[float, dict[str, OwnerLoad], dict[str, float]]] = {}
+
+
+def _loads(svc: Services, queue: str) -> tuple[dict[str, OwnerLoad], dict[str, float]]:
+    cached = _LOADS.get(queue)
+    if cached is not None and time.monotonic() - cached[0] < LOADS_TTL_S:
+        return cached[1], cached[2]
+    loads = svc.store.owner_loads(queue)
+    shares = svc.store.get_queue(queue).shares if len(loads) > 1 else {}
+    _LOADS[queue] = (time.monotonic(), loads, shares)
+    return loads, shares
+
+
+def _claim_fairly(svc: Services, pilot: Pilot, n: int, now: float) -> list[Job]:
+    """Claim up to `n` jobs, shared between the owners with jobs waiting (fairshare.allocate);
+    with one owner waiting (the usual case) this is one plain claim."""
+    queue = pilot.queue
+    loads, shares = _loads(svc, queue)
+    if sum(1 for load in loads.values() if load.waiting) <= 1:
+        return svc.store.claim_jobs(queue, pilot.id, n, pilot.resources, now)
+    jobs: list[Job] = []
+    for owner, k in sorted(allocate(n, loads, shares).items()):
+        got = svc.store.claim_jobs(queue, pilot.id, k, pilot.resources, now, owner=owner)
+        load = loads[owner]
+        loads[owner] = OwnerLoad(load.running + len(got), max(0, load.waiting - len(got)))
+        jobs.extend(got)
+    if len(jobs) < n:  # an owner's jobs did not fit the pilot, or the loads were stale
+        jobs.extend(svc.store.claim_jobs(queue, pilot.id, n - len(jobs), pilot.resources, now))
     return jobs
 
 

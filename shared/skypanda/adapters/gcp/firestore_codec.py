@@ -142,6 +142,7 @@ def job_doc(job: Job, live_attempt: Attempt | None = None) -> Doc:
         "failures": job.failures,
         "max_attempts": job.max_attempts,
         "queue": job.queue,
+        "owner": job.owner,
         "priority": job.priority,
         "memory_mb": r.memory_mb,
         "cores": r.cores,
@@ -175,6 +176,7 @@ def job_from(job_id: str, d: Mapping[str, Any]) -> Job:
     return Job.model_construct(
         id=job_id,
         task_id=d["task_id"],
+        owner=d.get("owner", "local"),
         index=d["index"],
         status=JobStatus(d["status"]),
         attempt=d["attempt"],

@@ -53,6 +53,7 @@ from skypanda.adapters.gcp import metering
 from skypanda.domain.dag import ParentsState
 from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 from skypanda.domain.events import Event
+from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task
 from skypanda.domain.states import (
     JOB_FINAL,
@@ -68,7 +69,7 @@ from skypanda.domain.states import (
     advance,
 )
 from skypanda.domain.workflow import Workflow
-from skypanda.ports import JobChange, StoredEvent
+from skypanda.ports import WAITING_COUNT_CAP, JobChange, StoredEvent
 
 T = TypeVar("T")
 Tx = Any  # google.cloud.firestore.Transaction
@@ -803,7 +804,13 @@ class FirestoreStore:
         return [records[k] for k in sorted(records)]
 
     def claim_jobs(
-        self, queue: str, pilot_id: str, n: int, capacity: Resources, now: float
+        self,
+        queue: str,
+        pilot_id: str,
+        n: int,
+        capacity: Resources,
+        now: float,
+        owner: str | None = None,
     ) -> list[Job]:
         """Claim in rounds: query a window of candidates, pick (`codec.choose`: the head of the
         window, or after a lost race a random sample), commit the picks compare-and-set
@@ -820,7 +827,7 @@ class FirestoreStore:
                 break
             if not spare:
                 limit = codec.claim_window(need, losses)
-                spare = self._claim_window(queue, capacity, limit)
+                spare = self._claim_window(queue, capacity, limit, owner)
                 if not spare:
                     break
                 complete = len(spare) < limit
@@ -849,12 +856,16 @@ class FirestoreStore:
             self.claim_stats["commits"] += 1
             self.claim_stats["conflicts"] += int(lost)
 
-    def _claim_window(self, queue: str, capacity: Resources, limit: int) -> list[Snapshot]:
-        """The first `limit` activated jobs of `queue` that fit `capacity`, in dispatch order."""
+    def _claim_window(
+        self, queue: str, capacity: Resources, limit: int, owner: str | None = None
+    ) -> list[Snapshot]:
+        """The first `limit` activated jobs of `queue` (of `owner`, when given) that fit
+        `capacity`, in dispatch order."""
         query = _where(
             self._jobs,
             _eq("queue", queue),
             _eq("status", _ACTIVATED),
+            None if owner is None else _eq("owner", owner),
             FieldFilter("memory_mb", "<=", capacity.memory_mb),
             FieldFilter("cores", "<=", capacity.cores),
         ).order_by("priority", direction=firestore.Query.DESCENDING)
@@ -994,6 +1005,35 @@ class FirestoreStore:
             codec.queue_from(_fields(s))
             for s in self._stream("list_queues", self._queues.order_by("name"))
         ]
+
+    def owner_loads(self, queue: str) -> dict[str, OwnerLoad]:
+        """Live jobs read by owner only (a few: what the pilots hold); owners waiting found by
+        a skip scan (one single-document query per owner, ordered by owner), each counted by
+        an aggregation capped at WAITING_COUNT_CAP."""
+        live = _where(self._jobs, _eq("queue", queue), _in("status", JOB_LIVE))
+        running: dict[str, int] = {}
+        for snap in self._stream("owner_loads", live.select(["owner"])):
+            owner = str(_fields(snap).get("owner", "local"))
+            running[owner] = running.get(owner, 0) + 1
+        waiting: dict[str, int] = {}
+        last: str | None = None
+        activated = _where(self._jobs, _eq("queue", queue), _eq("status", _ACTIVATED))
+        for _ in range(1000):  # owners with jobs waiting on one queue: a handful
+            query = (
+                activated if last is None else _where(activated, FieldFilter("owner", ">", last))
+            )
+            found = self._stream("owner_loads", query.order_by("owner").select(["owner"]).limit(1))
+            if not found:
+                break
+            last = str(_fields(found[0])["owner"])
+            with self._backend("owner_loads"):
+                waiting[last] = _count(
+                    _where(activated, _eq("owner", last)).limit(WAITING_COUNT_CAP)
+                )
+        loads = {o: OwnerLoad(running.get(o, 0), n) for o, n in waiting.items()}
+        for owner, n in running.items():
+            loads.setdefault(owner, OwnerLoad(n, 0))
+        return loads
 
     def count_activated(self, queue: str) -> int:
         query = _where(self._jobs, _eq("queue", queue), _eq("status", _ACTIVATED))

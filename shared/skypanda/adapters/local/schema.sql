@@ -56,13 +56,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     flags TEXT NOT NULL DEFAULT '{}',
     stage_in INTEGER NOT NULL DEFAULT 0,
     output_patterns TEXT NOT NULL DEFAULT '[]',
-    outputs TEXT NOT NULL DEFAULT '[]'     -- JSON list of OutputFile, set when it finished
+    outputs TEXT NOT NULL DEFAULT '[]',    -- JSON list of OutputFile, set when it finished
+    owner TEXT NOT NULL DEFAULT 'local'    -- the task's owner (fair share)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_task ON jobs (task_id, idx);
 CREATE INDEX IF NOT EXISTS jobs_by_task_status ON jobs (task_id, status);
 -- Dispatch order: priority, then age; a partial index holds only what can be dispatched.
 CREATE INDEX IF NOT EXISTS jobs_dispatch ON jobs (queue, priority DESC, created_at, idx)
     WHERE status = 'activated';
+-- Fair share: one owner's dispatch order on a queue.
+CREATE INDEX IF NOT EXISTS jobs_dispatch_owner ON jobs (queue, owner, priority DESC, created_at, idx)
+    WHERE status = 'activated';
+-- Live jobs by queue (fair share counts each owner's running jobs).
+CREATE INDEX IF NOT EXISTS jobs_live_by_queue ON jobs (queue, owner)
+    WHERE status IN ('sent', 'starting', 'running');
 CREATE INDEX IF NOT EXISTS jobs_live_by_pilot ON jobs (pilot_id)
     WHERE status IN ('sent', 'starting', 'running');
 

@@ -21,6 +21,7 @@ from typing import Any
 from skypanda.domain.dag import ParentsState
 from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 from skypanda.domain.events import Event, EventType
+from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.models import (
     Attempt,
     Job,
@@ -45,7 +46,7 @@ from skypanda.domain.states import (
     advance,
 )
 from skypanda.domain.workflow import Workflow, WorkflowSpec
-from skypanda.ports import JobChange, StoredEvent
+from skypanda.ports import WAITING_COUNT_CAP, JobChange, StoredEvent
 
 _SCHEMA = resources.files("skypanda.adapters.local").joinpath("schema.sql").read_text()
 _INSERT_CHUNK = 5000
@@ -58,7 +59,7 @@ JOB_COLUMNS = (
     "id, task_id, idx, status, attempt, failures, max_attempts, queue, priority, memory_mb, "
     "cores, walltime_s, command, inputs, env, parents, pilot_id, kill_requested, exit_code, "
     "error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at, flags, "
-    "stage_in, output_patterns, outputs"
+    "stage_in, output_patterns, outputs, owner"
 )
 # Columns added after a database may have been created: added on open.
 _ADDED_COLUMNS = (
@@ -68,6 +69,7 @@ _ADDED_COLUMNS = (
     ("jobs", "stage_in", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "output_patterns", "TEXT NOT NULL DEFAULT '[]'"),
     ("jobs", "outputs", "TEXT NOT NULL DEFAULT '[]'"),
+    ("jobs", "owner", "TEXT NOT NULL DEFAULT 'local'"),
     ("job_edges", "parent_status", "TEXT"),
 )
 _FINAL = tuple(str(s) for s in JOB_FINAL)
@@ -89,6 +91,7 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         job.error_code, job.error_diag, job.log_uri, job.created_at, job.updated_at,
         job.started_at, job.ended_at, json.dumps(job.flags), int(job.stage_in),
         json.dumps(job.output_patterns), json.dumps([jsonable(o) for o in job.outputs]),
+        job.owner,
     )  # fmt: skip
 
 
@@ -96,6 +99,7 @@ def _job(row: sqlite3.Row) -> Job:
     return Job.model_construct(
         id=row["id"],
         task_id=row["task_id"],
+        owner=row["owner"],
         index=row["idx"],
         status=JobStatus(row["status"]),
         attempt=row["attempt"],
@@ -625,17 +629,24 @@ class SqliteStore:
         ]
 
     def claim_jobs(
-        self, queue: str, pilot_id: str, n: int, capacity: Resources, now: float
+        self,
+        queue: str,
+        pilot_id: str,
+        n: int,
+        capacity: Resources,
+        now: float,
+        owner: str | None = None,
     ) -> list[Job]:
+        mine, args = ("AND owner = ? ", [owner]) if owner is not None else ("", [])
         with self._tx() as db:
             rows = db.execute(
                 f"UPDATE jobs SET status = ?, pilot_id = ?, updated_at = ?, started_at = ?, "
                 f"exit_code = NULL, error_code = NULL, error_diag = '', log_uri = NULL, "
                 f"ended_at = NULL WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND "
-                f"status = ? AND memory_mb <= ? AND cores <= ? "
+                f"status = ? {mine}AND memory_mb <= ? AND cores <= ? "
                 f"ORDER BY priority DESC, created_at, idx LIMIT ?) RETURNING {JOB_COLUMNS}",
                 (str(JobStatus.SENT), pilot_id, now, now, queue, str(JobStatus.ACTIVATED),
-                 capacity.memory_mb, capacity.cores, n),
+                 *args, capacity.memory_mb, capacity.cores, n),
             ).fetchall()  # fmt: skip
             jobs = sorted(
                 (_job(r) for r in rows), key=lambda j: (-j.priority, j.created_at, j.index)
@@ -656,6 +667,42 @@ class SqliteStore:
                 ],
             )
         return jobs
+
+    def owner_loads(self, queue: str) -> dict[str, OwnerLoad]:
+        live = [str(s) for s in JOB_LIVE]
+        running = {
+            r["owner"]: r["n"]
+            for r in self._read(
+                f"SELECT owner, count(*) AS n FROM jobs WHERE queue = ? "
+                f"AND status IN ({_marks(live)}) GROUP BY owner",
+                (queue, *live),
+            )
+        }
+        # Owners with jobs waiting: a skip scan of the (queue, owner) dispatch index, one seek
+        # per owner, instead of DISTINCT over every activated job of the queue.
+        activated = str(JobStatus.ACTIVATED)
+        waiting_owners = [
+            r["owner"]
+            for r in self._read(
+                "WITH RECURSIVE o(owner) AS ("
+                " SELECT min(owner) FROM jobs WHERE queue = ?1 AND status = ?2"
+                " UNION ALL SELECT (SELECT min(owner) FROM jobs WHERE queue = ?1 AND status = ?2"
+                " AND owner > o.owner) FROM o WHERE o.owner IS NOT NULL"
+                ") SELECT owner FROM o WHERE owner IS NOT NULL",
+                (queue, activated),
+            )
+        ]
+        loads: dict[str, OwnerLoad] = {}
+        for owner in waiting_owners:
+            (count,) = self._read(
+                "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = ? AND owner = ? "
+                "AND status = ? LIMIT ?)",
+                (queue, owner, activated, WAITING_COUNT_CAP),
+            )[0]
+            loads[owner] = OwnerLoad(running.get(owner, 0), int(count))
+        for owner, n in running.items():
+            loads.setdefault(owner, OwnerLoad(n, 0))
+        return loads
 
     def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
         results: list[bool] = []

@@ -1,0 +1,95 @@
+"""Fair share on the embedded backend: one user's 10,000 queued jobs do not starve another
+user's 10 on the same queue (the dispatch rounds are real acquires through the handlers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skypanda.adapters.local.router import Router
+from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec
+from skypanda.domain.states import JobStatus
+from skypanda.handlers import dispatch
+from skypanda.handlers.services import Services
+from skypanda.handlers.submit import submit
+from tests.support import FakeClock, sqlite_services
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[Services]:
+    queue = Queue(name="local", shares={"vip": 3.0})
+    with sqlite_services(tmp_path, FakeClock(), queue) as services:
+        dispatch._LOADS.clear()  # a fresh queue: no loads cached from another test
+        yield services
+
+
+def _rounds_until_started(
+    svc: Services, small: str, pilots: int = 2, per_acquire: int = 64, max_rounds: int = 50
+) -> tuple[int, list[int]]:
+    """Dispatch rounds (every pilot acquires, runs and finishes its jobs) until all of
+    `small`'s jobs started; also how many of them started in each round."""
+    ids = [
+        dispatch.register(svc, pilot_id=None, queue="local", host="h", pid=None,
+                          resources=Resources(), version="v")[0].id
+        for _ in range(pilots)
+    ]  # fmt: skip
+    per_round: list[int] = []
+    for round_no in range(1, max_rounds + 1):
+        dispatch._LOADS.clear()  # each round is a new second: loads read afresh
+        started = 0
+        for pilot in ids:
+            jobs = dispatch.acquire(svc, pilot, per_acquire)
+            started += sum(1 for j in jobs if j.owner == small)
+            reports = [
+                JobReport(job_id=j.id, attempt=j.attempt, status=JobStatus.FINISHED, exit_code=0)
+                for j in jobs
+            ]
+            dispatch.update(svc, pilot, reports, {})
+        per_round.append(started)
+        if sum(per_round) == 10:
+            return round_no, per_round
+    raise AssertionError(f"the small user's jobs did not all start: {per_round}")
+
+
+def test_ten_jobs_are_not_starved_by_ten_thousand(svc: Services) -> None:
+    # Given a user with 10,000 queued jobs, submitted first, and another with 10, after
+    clock = svc.clock
+    assert isinstance(clock, FakeClock)
+    submit(svc, TaskSpec(name="flood", command=["true"], n_jobs=10_000), owner="alice")
+    Router(svc, svc.store).drain()  # split: alice's jobs are older
+    clock.advance(1.0)
+    submit(svc, TaskSpec(name="few", command=["true"], n_jobs=10), owner="bob")
+    Router(svc, svc.store).drain()
+
+    # When pilots acquire in rounds
+    rounds, per_round = _rounds_until_started(svc, "bob")
+
+    # Then all of bob's jobs start in the first round (without fair share: after ~80 rounds)
+    assert rounds == 1, per_round
+    # And alice's jobs still went by priority then age: the first ones she got were her first
+    alice = svc.store.list_jobs(svc.store.list_tasks()[-1].id, limit=20)
+    assert all(j.status is JobStatus.FINISHED for j in alice[:20])
+
+
+def test_shares_weight_the_split_and_priorities_order_jobs_within_a_user(svc: Services) -> None:
+    # Given three users with plenty waiting; vip has share 3 on this queue; bob's second
+    # task has a higher priority than his first
+    submit(svc, TaskSpec(name="a", command=["true"], n_jobs=500), owner="alice")
+    submit(svc, TaskSpec(name="v", command=["true"], n_jobs=500), owner="vip")
+    low = submit(svc, TaskSpec(name="b1", command=["true"], n_jobs=500), owner="bob")
+    high = submit(svc, TaskSpec(name="b2", command=["true"], n_jobs=100, priority=10), owner="bob")
+    Router(svc, svc.store).drain()
+    pilot = dispatch.register(svc, pilot_id=None, queue="local", host="h", pid=None,
+                              resources=Resources(), version="v")[0].id  # fmt: skip
+
+    # When one pilot acquires 100 jobs
+    jobs = dispatch.acquire(svc, pilot, 100)
+
+    # Then vip gets three times alice's and bob's share, and bob's jobs come from his
+    # higher-priority task first
+    by_owner = {o: sum(1 for j in jobs if j.owner == o) for o in ("alice", "vip", "bob")}
+    assert by_owner == {"alice": 20, "vip": 60, "bob": 20}
+    assert {j.task_id for j in jobs if j.owner == "bob"} == {high.id}
+    assert low.id not in {j.task_id for j in jobs}
