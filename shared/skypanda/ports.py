@@ -98,6 +98,14 @@ class Store(Protocol):
         """Kill a task: task -> aborted, its queued jobs -> cancelled, its live jobs flagged for
         their pilots to kill. Raises NotFound; IllegalTransition if the task already ended."""
 
+    def pause_jobs(self, task_id: str) -> int:
+        """A paused task's activated jobs go back to defined (no pilot takes them). Returns
+        how many."""
+
+    def resume_jobs(self, task_id: str) -> int:
+        """A resumed task's defined jobs that wait for no parent (none pending) are activated.
+        Returns how many."""
+
     def finish_task(self, task_id: str, reason: str, *, hard: bool) -> int:
         """JEDI's finish: close the task's queued (defined, activated) jobs, which will never
         run; with `hard`, also flag its live jobs for their pilots to kill. The task then rolls

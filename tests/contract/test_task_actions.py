@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from skypanda.domain.fairshare import OwnerLoad
-from skypanda.domain.states import JobStatus
+from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.ports import Store
 
-from .conftest import FakeClock, add_split_task, fits_all
+from .conftest import FakeClock, add_split_task, fits_all, make_jobs, make_task
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
@@ -74,3 +74,29 @@ def test_claims_by_owner_and_owner_loads(store: Store, clock: FakeClock) -> None
     got = store.claim_jobs("q", "p1", 5, fits_all(), clock.now(), owner="bob")
     assert [j.owner for j in got] == ["bob", "bob"]
     assert store.owner_loads("q") == {"alice": OwnerLoad(1, 4), "bob": OwnerLoad(2, 0)}
+
+
+def test_pause_holds_activated_jobs_back_and_resume_releases_those_not_waiting(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given a task of 3 jobs, one taken, and a child job (of another task) waiting for one
+    jobs = add_split_task(store, clock, 3)
+    (taken,) = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+    child_task = make_task(clock, 1, task_id="tc")
+    store.add_task(child_task, [])
+    (child,) = make_jobs(child_task, clock.now())
+    waiting = child.model_copy(update={"status": JobStatus.DEFINED, "parents": [taken.id]})
+    assert store.add_jobs("tc", [waiting], expect=TaskStatus.REGISTERED, to=TaskStatus.READY)
+
+    # When the task is paused, Then its 2 activated jobs are held back (no pilot gets them)
+    assert store.pause_jobs("t1") == 2
+    assert store.claim_jobs("q", "p2", 5, fits_all(), clock.now()) == []
+    stored = store.get_jobs([j.id for j in jobs])
+    assert stored[taken.id].status is JobStatus.SENT  # a running job goes on
+    assert {stored[j.id].status for j in jobs if j.id != taken.id} == {JobStatus.DEFINED}
+
+    # When it is resumed, Then they are activated again; the child still waits for its parent
+    assert store.resume_jobs("t1") == 2
+    assert store.resume_jobs("tc") == 0
+    assert store.count_activated("q") == 2
+    assert store.get_job(waiting.id).status is JobStatus.DEFINED

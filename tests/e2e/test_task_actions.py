@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from skypanda.adapters.local.runtime import LocalSystem
@@ -103,4 +104,36 @@ def test_actions_on_an_ended_task_or_to_an_unknown_queue_are_refused(
     assert cli(system, "finish", task["id"]).returncode == 0
     assert api.call("GET", f"/v1/tasks/{task['id']}")["job_counts"] == {"closed": 2}
     out = cli(system, "finish", task["id"])
-    assert out.returncode == 1 and "it is finished, not ready or running" in out.stderr
+    assert out.returncode == 1 and "it is finished, not ready, running or paused" in out.stderr
+
+
+def test_pause_stops_dispatch_and_resume_restarts_it(
+    make_system: Callable[..., LocalSystem],
+) -> None:
+    # Given a task of 6 short jobs run one at a time, its first job running
+    system, api = _one_at_a_time(make_system)
+    spec = {"name": "steady", "command": ["sh", "-c", "sleep 0.5"], "n_jobs": 6}
+    task = api.call("POST", "/v1/tasks", spec)
+    wait_until(lambda: _running(api, task["id"]), 30, "a job to run")
+
+    # When the user pauses it
+    out = cli(system, "pause", task["id"])
+    assert out.returncode == 0 and "paused" in out.stdout, out.stderr
+
+    # Then the jobs the pilot held finish, and no other job starts while it is paused
+    def settled() -> dict[str, int] | None:
+        counts = api.call("GET", f"/v1/tasks/{task['id']}")["job_counts"]
+        live = sum(counts.get(s, 0) for s in ("sent", "starting", "running"))
+        return counts if live == 0 else None
+
+    paused_counts = wait_until(settled, 30, "the held jobs to finish")
+    time.sleep(2.0)  # several heartbeats and acquire rounds
+    assert api.call("GET", f"/v1/tasks/{task['id']}")["job_counts"] == paused_counts
+    assert set(paused_counts) == {"finished", "defined"} and paused_counts["defined"] >= 2
+    assert api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "paused"
+
+    # When it is resumed, Then the rest run and the task is done
+    out = cli(system, "resume", task["id"])
+    assert out.returncode == 0, out.stderr
+    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 60)
+    assert api.call("GET", f"/v1/tasks/{task['id']}")["job_counts"] == {"finished": 6}

@@ -322,3 +322,26 @@ def test_an_unknown_queue_stores_nothing(svc: Services) -> None:
     with pytest.raises(InvalidInput, match="task a: unknown queue 'nowhere'"):
         workflow.submit_workflow(svc, spec, "me")
     assert svc.store.list_workflows() == []
+
+
+def test_a_paused_task_keeps_its_released_children_waiting_until_resumed(svc: Services) -> None:
+    from skypanda.handlers import task_actions
+
+    # Given a -> b job by job, started, and b paused by its owner
+    spec = _spec(
+        [{"name": "a", "n_jobs": 3}, {"name": "b", "n_jobs": 3, "depends": [{"task": "a"}]}]
+    )
+    run = Run(svc, spec)
+    workflow.start(svc, run.wf.id)
+    b = next(t for t in svc.store.workflow_tasks(run.wf.id) if t.spec.name == "b")
+    assert task_actions.pause(svc, b.id, "me").status is TaskStatus.PAUSED
+
+    # When all of a's jobs finish, Then b's jobs are not released while b is paused
+    with pytest.raises(RuntimeError, match="stuck"):
+        run.go()
+    assert [j.status for j in run.jobs("b")] == [JobStatus.DEFINED] * 3
+    assert run.status() is WorkflowStatus.RUNNING
+
+    # When b is resumed, Then its jobs run and the workflow ends done
+    task_actions.resume(svc, b.id, "me")
+    assert run.go() is WorkflowStatus.DONE

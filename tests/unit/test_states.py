@@ -247,16 +247,18 @@ def test_sources_is_the_inverse_of_the_table(target: StrEnum) -> None:
 @pytest.mark.parametrize(
     ("initial", "retried_from"),
     [
-        (JobStatus.DEFINED, {JobStatus.FAILED, JobStatus.CANCELLED}),
+        # (and a job of a paused task goes back to defined until the resume)
+        (JobStatus.DEFINED, {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ACTIVATED}),
         (TaskStatus.REGISTERED, {TaskStatus.CANCELLED}),
         (PilotStatus.SUBMITTED, set()),
         (WorkflowStatus.REGISTERED, set()),
     ],
 )
-def test_initial_states_are_reached_again_only_by_a_retry(
+def test_initial_states_are_reached_again_only_by_a_retry_or_a_pause(
     initial: StrEnum, retried_from: set[StrEnum]
 ) -> None:
-    # Objects are created in their initial state; only a user's retry moves back into it
+    # Objects are created in their initial state; only a user's retry (or a pause, for jobs)
+    # moves back into it
     assert sources(initial) == retried_from
 
 

@@ -1,4 +1,5 @@
-"""Task action routes: finish, reassign, priority (kill and retry are in app and workflows)."""
+"""Task action routes: finish, pause, resume, reassign, priority (kill and retry are in app
+and workflows)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,14 @@ def routes(app: Flask, svc: Services) -> None:
     def finish_task(task_id: str) -> Response:
         body = _parse(FinishBody)
         return jsonify(jsonable(task_actions.finish(svc, task_id, g.owner, hard=body.hard)))
+
+    @app.post("/v1/tasks/<task_id>/pause")
+    def pause_task(task_id: str) -> Response:
+        return jsonify(jsonable(task_actions.pause(svc, task_id, g.owner)))
+
+    @app.post("/v1/tasks/<task_id>/resume")
+    def resume_task(task_id: str) -> Response:
+        return jsonify(jsonable(task_actions.resume(svc, task_id, g.owner)))
 
     @app.post("/v1/tasks/<task_id>/reassign")
     def reassign_task(task_id: str) -> Response:

@@ -1,4 +1,4 @@
-"""Task actions on the command line: finish, reassign, priority."""
+"""Task actions on the command line: finish, pause, resume, reassign, priority."""
 
 from __future__ import annotations
 
@@ -16,6 +16,24 @@ server_opt = click.option("--server", envvar="SKYPANDA_SERVER", help="Server URL
 def finish(task_id: str, hard: bool, server: str | None) -> None:
     """Finish a task early: no new job runs; running ones complete (or are killed with --hard)."""
     task = call(client(server), "POST", f"/v1/tasks/{task_id}/finish", {"hard": hard})
+    click.echo(f"task {task['id']}: {task['status']}")
+
+
+@click.command()
+@click.argument("task_id")
+@server_opt
+def pause(task_id: str, server: str | None) -> None:
+    """Pause a task: none of its jobs is dispatched (running ones go on) until resumed."""
+    task = call(client(server), "POST", f"/v1/tasks/{task_id}/pause")
+    click.echo(f"task {task['id']}: {task['status']}")
+
+
+@click.command()
+@click.argument("task_id")
+@server_opt
+def resume(task_id: str, server: str | None) -> None:
+    """Resume a paused task: its jobs are dispatched again."""
+    task = call(client(server), "POST", f"/v1/tasks/{task_id}/resume")
     click.echo(f"task {task['id']}: {task['status']}")
 
 
@@ -39,4 +57,4 @@ def priority(task_id: str, value: int, server: str | None) -> None:
     click.echo(f"task {task_id}: {body['jobs_changed']} queued jobs now at priority {value}")
 
 
-COMMANDS = (finish, reassign, priority)
+COMMANDS = (finish, pause, resume, reassign, priority)

@@ -34,6 +34,7 @@ class TaskStatus(StrEnum):
     REGISTERED = "registered"  # stored, not yet split
     READY = "ready"  # split into jobs, none dispatched yet
     RUNNING = "running"  # some job was dispatched
+    PAUSED = "paused"  # a user paused it: none of its jobs is dispatched until resumed
     DONE = "done"  # every job finished
     FINISHED = "finished"  # ended with some jobs failed; the task allows partial success
     FAILED = "failed"  # ended with failed jobs (or could not be split)
@@ -68,7 +69,8 @@ S = TypeVar("S", JobStatus, TaskStatus, PilotStatus, WorkflowStatus)
 _J = JobStatus
 JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     _J.DEFINED: frozenset({_J.ACTIVATED, _J.CANCELLED, _J.CLOSED}),
-    _J.ACTIVATED: frozenset({_J.SENT, _J.CANCELLED, _J.CLOSED}),
+    # Activated -> defined: its task was paused (it waits again, for the resume).
+    _J.ACTIVATED: frozenset({_J.SENT, _J.CANCELLED, _J.CLOSED, _J.DEFINED}),
     # From a live state a job may go back to activated: a new attempt (retry, lost pilot).
     _J.SENT: frozenset(
         {_J.STARTING, _J.RUNNING, _J.FINISHED, _J.FAILED, _J.ACTIVATED, _J.CANCELLED}
@@ -86,8 +88,9 @@ JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
 _T = TaskStatus
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     _T.REGISTERED: frozenset({_T.READY, _T.FAILED, _T.ABORTED, _T.SKIPPED, _T.CANCELLED}),
-    _T.READY: frozenset({_T.RUNNING, _T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED}),
-    _T.RUNNING: frozenset({_T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED}),
+    _T.READY: frozenset({_T.RUNNING, _T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED, _T.PAUSED}),
+    _T.RUNNING: frozenset({_T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED, _T.PAUSED}),
+    _T.PAUSED: frozenset({_T.RUNNING, _T.ABORTED}),
     _T.DONE: frozenset(),
     _T.FINISHED: frozenset(),
     # A user's retry: failed jobs run again (failed), or the task waits for its inputs again.

@@ -96,8 +96,8 @@ def roll_up_task_fresh(svc: Services, task_id: str) -> tuple[TaskStatus | None, 
     if svc.store.has_unended_jobs(task_id):
         return None, False
     task = svc.store.get_task(task_id, counts=False)
-    if task.status in (TaskStatus.REGISTERED,):
-        return None, False  # not made yet
+    if task.status in (TaskStatus.REGISTERED, TaskStatus.PAUSED):
+        return None, False  # not made yet; or paused (its resume rolls it up)
     if task.status not in (TaskStatus.READY, TaskStatus.RUNNING):
         return _remember(task_id, task.status), True  # rolled up already by another event
     counts = svc.store.job_counts(task_id)
@@ -124,9 +124,16 @@ def release_children(svc: Services, parent_ids: Sequence[str]) -> int:
         return 0
     now = svc.clock.now()
     changes: list[JobChange] = []
+    paused: dict[str, bool] = {}  # task id -> paused (read once per task per batch)
     for job in svc.store.get_jobs(ready).values():
         if job.status is JobStatus.DEFINED:
             change = _release(svc, job, states[job.id], now)
+            if change is not None and change.after.status is JobStatus.ACTIVATED:
+                if job.task_id not in paused:
+                    status = svc.store.get_task(job.task_id, counts=False).status
+                    paused[job.task_id] = status is TaskStatus.PAUSED
+                if paused[job.task_id]:
+                    continue  # its task's resume activates it
             if change is not None:
                 changes.append(change)
     won = [c for c, ok in zip(changes, svc.store.apply_job_changes(changes), strict=True) if ok]

@@ -17,7 +17,7 @@ from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
 
-ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING)
+ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.PAUSED)
 MAX_PRIORITY = 1_000_000
 
 
@@ -26,7 +26,9 @@ def _owned_active(svc: Services, task_id: str, owner: str, action: str) -> Task:
     if task.owner != owner:
         raise Forbidden(f"task {task_id} belongs to {task.owner}; {owner} cannot {action} it")
     if task.status not in ACTIVE:
-        raise Conflict(f"cannot {action} task {task_id}: it is {task.status}, not ready or running")
+        raise Conflict(
+            f"cannot {action} task {task_id}: it is {task.status}, not ready, running or paused"
+        )
     return task
 
 
@@ -84,3 +86,47 @@ def set_priority(svc: Services, task_id: str, owner: str, priority: int) -> int:
         raise InvalidInput(f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}")
     _owned_active(svc, task_id, owner, "change the priority of")
     return svc.store.reassign_jobs(task_id, queue=None, priority=priority)
+
+
+def pause(svc: Services, task_id: str, owner: str) -> Task:
+    """No job of the task is dispatched until it is resumed: its activated jobs go back to
+    defined (running ones go on; children whose parents end meanwhile wait for the resume).
+
+    Raises:
+        NotFound, Forbidden, Conflict (not ready or running).
+    """
+    task = _owned_active(svc, task_id, owner, "pause")
+    if task.status is TaskStatus.PAUSED:
+        return task
+    if not svc.store.set_task_status(
+        task_id, [task.status], TaskStatus.PAUSED, reason=f"paused by {owner}"
+    ):
+        raise Conflict(f"task {task_id} changed while being paused; try again")
+    held = svc.store.pause_jobs(task_id)
+    log.info("task %s paused: %d queued jobs held back", task_id, held)
+    return svc.store.get_task(task_id)
+
+
+def resume(svc: Services, task_id: str, owner: str) -> Task:
+    """Dispatch a paused task's jobs again (those not waiting for a parent).
+
+    Raises:
+        NotFound, Forbidden, Conflict (not paused).
+    """
+    from skypanda.handlers import release
+
+    task = svc.store.get_task(task_id, counts=False)
+    if task.owner != owner:
+        raise Forbidden(f"task {task_id} belongs to {task.owner}; {owner} cannot resume it")
+    if task.status is not TaskStatus.PAUSED:
+        raise Conflict(f"cannot resume task {task_id}: it is {task.status}, not paused")
+    if not svc.store.set_task_status(task_id, [TaskStatus.PAUSED], TaskStatus.RUNNING, reason=""):
+        raise Conflict(f"task {task_id} changed while being resumed; try again")
+    back = svc.store.resume_jobs(task_id)
+    if back:
+        svc.store.add_events(
+            [ev.jobs_activated(task.spec.queue, back, key=f"{task_id}:resume:{back}")]
+        )
+    release.roll_up_task(svc, task_id)  # every job may have ended while it was paused
+    log.info("task %s resumed: %d jobs activated", task_id, back)
+    return svc.store.get_task(task_id)

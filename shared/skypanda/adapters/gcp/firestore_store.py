@@ -426,6 +426,49 @@ class FirestoreStore:
         self._flag_live(task_id, now)
         return self.get_task(task_id)
 
+    def pause_jobs(self, task_id: str) -> int:
+        advance(JobStatus.ACTIVATED, JobStatus.DEFINED)
+        query = self._of_task(task_id, _eq("status", _ACTIVATED))
+        change = {"status": str(JobStatus.DEFINED), "updated_at": self._clock()}
+        return self._update_all("pause_jobs", query, lambda d: d["status"] == _ACTIVATED, change)
+
+    def resume_jobs(self, task_id: str) -> int:
+        """Each defined job is checked for a pending edge (a limit-1 query): a user's action,
+        so its cost grows with the task, once."""
+        advance(JobStatus.DEFINED, JobStatus.ACTIVATED)
+        defined = str(JobStatus.DEFINED)
+        waiting = self._stream(
+            "resume_jobs", self._of_task(task_id, _eq("status", defined)).select([])
+        )
+
+        def pending(job_id: str) -> bool:
+            query = _where(self._edges, _eq("child", job_id), _eq("parent_status", None))
+            return bool(self._stream("resume_jobs", query.select([]).limit(1)))
+
+        with self._backend("resume_jobs"):
+            flags = list(self._pool.map(pending, [s.id for s in waiting]))
+        refs = [s.reference for s, p in zip(waiting, flags, strict=True) if not p]
+        change = {"status": _ACTIVATED, "updated_at": self._clock()}
+
+        def write(tx: Tx, chunk: list[Any]) -> int:
+            hits = [
+                s
+                for s in self._get_all("resume_jobs", chunk, tx)
+                if _fields(s)["status"] == defined
+            ]
+            for s in hits:
+                tx.update(s.reference, change)
+            return len(hits)
+
+        done = 0
+        for start in range(0, len(refs), codec.MAX_WRITES):
+            done += int(
+                self._transact(
+                    "resume_jobs", partial(write, chunk=refs[start : start + codec.MAX_WRITES])
+                )
+            )
+        return done
+
     def finish_task(self, task_id: str, reason: str, *, hard: bool) -> int:
         for s in JOB_QUEUED:
             advance(s, JobStatus.CLOSED)

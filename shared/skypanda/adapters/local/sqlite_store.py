@@ -396,6 +396,26 @@ class SqliteStore:
             )
         return self.get_task(task_id)
 
+    def pause_jobs(self, task_id: str) -> int:
+        advance(JobStatus.ACTIVATED, JobStatus.DEFINED)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, updated_at = ? WHERE task_id = ? AND status = ?",
+                (str(JobStatus.DEFINED), self._clock(), task_id, str(JobStatus.ACTIVATED)),
+            )
+            return cur.rowcount
+
+    def resume_jobs(self, task_id: str) -> int:
+        advance(JobStatus.DEFINED, JobStatus.ACTIVATED)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, updated_at = ? WHERE task_id = ? AND status = ? "
+                "AND NOT EXISTS (SELECT 1 FROM job_edges WHERE child = jobs.id "
+                "AND parent_status IS NULL)",
+                (str(JobStatus.ACTIVATED), self._clock(), task_id, str(JobStatus.DEFINED)),
+            )
+            return cur.rowcount
+
     def finish_task(self, task_id: str, reason: str, *, hard: bool) -> int:
         for s in JOB_QUEUED:
             advance(s, JobStatus.CLOSED)
