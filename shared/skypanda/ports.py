@@ -16,7 +16,7 @@ from skypanda.domain.dag import ParentsState
 from skypanda.domain.events import Event
 from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.jobflow import JobChange
-from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task
+from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task, TaskSpec
 from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import Workflow
 
@@ -97,6 +97,10 @@ class Store(Protocol):
     def abort_task(self, task_id: str, reason: str) -> Task:
         """Kill a task: task -> aborted, its queued jobs -> cancelled, its live jobs flagged for
         their pilots to kill. Raises NotFound; IllegalTransition if the task already ended."""
+
+    def place_task(self, task_id: str, spec: TaskSpec, events: Sequence[Event]) -> bool:
+        """A pending task was brokered: store its spec (now naming its queue), clear its reason
+        and emit `events`, compare-and-set on the task still being registered."""
 
     def pause_jobs(self, task_id: str) -> int:
         """A paused task's activated jobs go back to defined (no pilot takes them). Returns

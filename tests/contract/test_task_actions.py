@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from skypanda.domain import events as ev
 from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.ports import Store
@@ -100,3 +101,26 @@ def test_pause_holds_activated_jobs_back_and_resume_releases_those_not_waiting(
     assert store.resume_jobs("tc") == 0
     assert store.count_activated("q") == 2
     assert store.get_job(waiting.id).status is JobStatus.DEFINED
+
+
+def test_place_task_sets_a_registered_tasks_spec_once_with_its_events(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given a pending task (registered, no queue yet)
+    task = make_task(clock, 2, task_id="tp", queue="auto").model_copy(
+        update={"reason": "pending: no queue fits"}
+    )
+    store.add_task(task, [])
+
+    # When brokerage places it on q2, Then its spec names q2, its reason is cleared, and the
+    # event is emitted with the change
+    placed = task.spec.model_copy(update={"queue": "q2"})
+    assert store.place_task("tp", placed, [ev.task_registered("tp")])
+    stored = store.get_task("tp")
+    assert (stored.spec.queue, stored.reason, stored.status) == ("q2", "", TaskStatus.REGISTERED)
+    assert [e.event.id for e in store.pending_events(10)] == ["task-registered:tp"]
+
+    # And once the task has moved on (split), placing it again loses
+    assert store.set_task_status("tp", [TaskStatus.REGISTERED], TaskStatus.FAILED)
+    assert not store.place_task("tp", placed.model_copy(update={"queue": "q3"}), [])
+    assert store.get_task("tp").spec.queue == "q2"

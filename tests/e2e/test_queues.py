@@ -56,7 +56,7 @@ def test_apply_then_broker_to_the_queue_that_fits(system: LocalSystem, tmp_path:
     assert {j.queue for j in system.store.list_jobs(stored.id)} == {"big"}
 
 
-def test_a_task_that_fits_nowhere_is_refused_with_each_reason(
+def test_a_task_that_fits_nowhere_waits_pending_with_each_reason(
     system: LocalSystem, tmp_path: Path
 ) -> None:
     # Given the queues applied
@@ -71,14 +71,15 @@ def test_a_task_that_fits_nowhere_is_refused_with_each_reason(
     )
     out = cli(system, "submit", str(task))
 
-    # Then it is refused (exit 2) naming each queue and why, and nothing is stored
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    assert "no queue fits" in out.stderr
-    assert "big: 32000 MB > 8000 MB per pilot" in out.stderr
-    assert "down: offline" in out.stderr
-    assert "trial: test queue" in out.stderr
-    assert "local: excluded" in out.stderr
-    assert system.store.list_tasks() == []
+    # Then it waits, pending, and `skypanda status` names each queue and why
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    shown = cli(system, "status", out.stdout.strip())
+    assert "registered" in shown.stdout and "pending: task huge: no queue fits" in shown.stdout
+    for why in ("big: 32000 MB > 8000 MB per pilot", "down: offline", "trial: test queue",
+                "local: excluded"):  # fmt: skip
+        assert why in shown.stdout
+    (task,) = system.store.list_tasks()
+    assert system.store.list_jobs(task.id) == []
 
 
 def test_a_bad_queue_file_names_queue_field_and_line_and_stores_nothing(

@@ -11,6 +11,7 @@ import pytest
 from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Queue, Resources, TaskSpec
+from skypanda.domain.states import TaskStatus
 from skypanda.handlers import queues, split
 from skypanda.handlers.envelope import to_cloudevent
 from skypanda.handlers.services import Services
@@ -77,14 +78,29 @@ def test_a_test_queue_is_reached_only_by_name(svc: Services) -> None:
     assert submit(svc, spec(queue="auto"), owner="u").spec.queue == "local"
 
 
-def test_nothing_fits_is_refused_with_reasons_and_nothing_stored(svc: Services) -> None:
+def test_nothing_fits_the_task_waits_pending_with_reasons_until_a_queue_does(
+    svc: Services,
+) -> None:
+    # Given an offline queue besides `local`, and a task needing 9000 MB
     queues.apply(svc, [Queue(name="down", status="offline")])
-    with pytest.raises(InvalidInput) as info:
-        submit(svc, spec(queue="auto", resources={"memory_mb": 9000}), owner="u")
-    assert info.value.message == (
-        "task t: no queue fits: down: offline; local: 9000 MB > 4000 MB per pilot"
+
+    # When it is submitted, Then it waits: registered, unsplit, with each queue's reason
+    task = submit(svc, spec(queue="auto", resources={"memory_mb": 9000}), owner="u")
+    stored = svc.store.get_task(task.id)
+    assert stored.status is TaskStatus.REGISTERED and stored.spec.queue == "auto"
+    assert stored.reason == (
+        "pending: task t: no queue fits: down: offline; local: 9000 MB > 4000 MB per pilot"
     )
-    assert svc.store.list_tasks() == []
+    assert svc.store.pending_events(10) == []  # nothing splits it yet
+
+    # When a queue that fits is applied, Then the task is brokered there and split
+    queues.apply(svc, [Queue(name="big", pilot_resources={"memory_mb": 16000})])
+    placed = svc.store.get_task(task.id)
+    assert (placed.spec.queue, placed.reason) == ("big", "")
+    (event,) = [
+        e.event for e in svc.store.pending_events(10) if e.event.subject.startswith("tasks/")
+    ]
+    assert event.data == {"task_id": task.id}
 
 
 def test_a_named_queue_with_queues_is_refused(svc: Services) -> None:

@@ -137,6 +137,11 @@ def _send_and_wait(
             click.echo(f"submitted workflow {view['id']} ({flows.total_jobs(view)} jobs)", err=True)
         return flows.outcome(flows.wait(api, view["id"], quiet=quiet), time.monotonic() - start)
     task = call(api, "POST", "/v1/tasks", spec.model_dump(mode="json", by_alias=True))
+    if str(task.get("reason", "")).startswith("pending: "):
+        # Stored, but no queue fits it yet: waiting could last until an operator applies one.
+        click.echo(f"task {task['id']} is {task['reason']}", err=True)
+        if wait:
+            raise click.ClickException(f"task {task['id']} waits for a queue; not waiting")
     if not wait:
         return dict(task)
     if not quiet:

@@ -7,6 +7,7 @@ number of tasks or jobs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +15,12 @@ from typing import Any
 from skypanda.domain.broker import Load, Needs, broker
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import AUTO_QUEUE, Queue, TaskSpec, jsonable
+from skypanda.domain.states import TaskStatus
 from skypanda.handlers.services import Services
 
 MAX_APPLY = 1000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ def apply(svc: Services, queues: Sequence[Queue], *, dry_run: bool = False) -> l
         for q, c in zip(queues, changes, strict=True):
             if c.action != "unchanged":
                 svc.store.put_queue(q)
+        if any(c.action != "unchanged" for c in changes):
+            for task_id, queue in rebroker(svc):
+                log.info("pending task %s brokered to %s", task_id, queue)
     return changes
 
 
@@ -82,6 +89,16 @@ def overview(svc: Services) -> list[dict[str, Any]]:
     return out
 
 
+class NoQueueFits(InvalidInput):
+    """Brokerage found no queue for the task (the message names each queue and why)."""
+
+
+PENDING = "pending: "
+"""The reason of a task that waits for a queue it fits (it stays registered, unsplit)."""
+REBROKER_SCAN = 1000
+"""`apply` re-brokers the pending tasks among this many most recent tasks."""
+
+
 def place(svc: Services, spec: TaskSpec) -> TaskSpec:
     """The task with its queue: as named, or chosen by brokerage for `queue: auto`.
 
@@ -100,9 +117,28 @@ def place(svc: Services, spec: TaskSpec) -> TaskSpec:
     queues = svc.store.list_queues()
     decision = broker(Needs.of(spec), queues, {q.name: load(svc, q.name) for q in queues})
     if decision.queue is None:
-        raise InvalidInput(
+        raise NoQueueFits(
             f"task {spec.name}: no queue fits: {decision.reason}",
             field="queues",
             rejected=decision.rejected,
         )
     return spec.model_copy(update={"queue": decision.queue})
+
+
+def rebroker(svc: Services) -> list[tuple[str, str]]:
+    """Broker again the pending tasks (after queues changed): each that now fits a queue gets
+    it and its `task.registered` event, so it is split. Returns (task id, queue) of each."""
+    from skypanda.domain import events as ev
+
+    placed = []
+    for task in svc.store.list_tasks(limit=REBROKER_SCAN):
+        if task.status is not TaskStatus.REGISTERED or not task.reason.startswith(PENDING):
+            continue
+        try:
+            spec = place(svc, task.spec)
+        except NoQueueFits as e:
+            log.info("task %s still pending: %s", task.id, e.message)
+            continue
+        if svc.store.place_task(task.id, spec, [ev.task_registered(task.id)]):
+            placed.append((task.id, spec.queue))
+    return placed

@@ -59,14 +59,16 @@ def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
     """Register a task. Nothing is stored if the task is invalid.
 
     A task with `queue: auto` (or `queues:`) is brokered first: its stored spec names the
-    queue chosen. When no queue fits, the task is refused (not stored): a pending task could
-    not be re-brokered later, since the store has no way to rewrite a registered task's queue.
+    queue chosen. When no queue fits, the task waits: stored registered (not split) with the
+    reason "pending: no queue fits: ...", and brokered again when queues are applied.
 
     Raises:
-        InvalidInput: bad placeholders, too many jobs, unknown queue, no queue fits (the
-            message names each queue and why it was rejected).
+        InvalidInput: bad placeholders, too many jobs, unknown queue.
     """
-    spec = queues.place(svc, spec)
+    try:
+        spec = queues.place(svc, spec)
+    except queues.NoQueueFits as e:
+        return _pending(svc, spec, owner, e.message)
     n = check_task(svc, spec, brokered=True)
     now = svc.clock.now()
     task = Task(
@@ -79,4 +81,20 @@ def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
         updated_at=now,
     )
     svc.store.add_task(task, [ev.task_registered(task.id)])
+    return task
+
+
+def _pending(svc: Services, spec: TaskSpec, owner: str, why: str) -> Task:
+    """A valid task no queue fits yet: stored registered, unsplit, with the reason; brokered
+    again when queues are applied (`queues.rebroker`)."""
+    check_split(spec)
+    n = count_jobs(spec)
+    if n > MAX_JOBS_PER_TASK:
+        raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
+    now = svc.clock.now()
+    task = Task(
+        id=new_id("t"), spec=spec, owner=owner, status=TaskStatus.REGISTERED,
+        reason=queues.PENDING + why, n_jobs=n, created_at=now, updated_at=now,
+    )  # fmt: skip
+    svc.store.add_task(task, [])
     return task

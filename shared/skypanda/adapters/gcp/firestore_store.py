@@ -54,7 +54,7 @@ from skypanda.domain.dag import ParentsState
 from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 from skypanda.domain.events import Event
 from skypanda.domain.fairshare import OwnerLoad
-from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task
+from skypanda.domain.models import Attempt, Job, Pilot, Queue, Resources, Task, TaskSpec
 from skypanda.domain.states import (
     JOB_FINAL,
     JOB_LIVE,
@@ -425,6 +425,16 @@ class FirestoreStore:
         self._cancel_queued(task_id, reason, now)
         self._flag_live(task_id, now)
         return self.get_task(task_id)
+
+    def place_task(self, task_id: str, spec: TaskSpec, events: Sequence[Event]) -> bool:
+        registered = str(TaskStatus.REGISTERED)
+        change = {
+            "spec": spec.model_dump_json(by_alias=True),
+            "reason": "",
+            "updated_at": self._clock(),
+        }
+        ref = self._tasks.document(task_id)
+        return self._cas("place_task", ref, lambda d: d["status"] == registered, change, events)
 
     def pause_jobs(self, task_id: str) -> int:
         advance(JobStatus.ACTIVATED, JobStatus.DEFINED)

@@ -396,6 +396,20 @@ class SqliteStore:
             )
         return self.get_task(task_id)
 
+    def place_task(self, task_id: str, spec: TaskSpec, events: Sequence[Event]) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tasks SET spec = ?, reason = '', updated_at = ? "
+                "WHERE id = ? AND status = ?",
+                (spec.model_dump_json(by_alias=True), self._clock(), task_id,
+                 str(TaskStatus.REGISTERED)),
+            )  # fmt: skip
+            won = cur.rowcount == 1
+            emitted = won and self._emit(db, events)
+        if emitted:
+            self.on_events()
+        return won
+
     def pause_jobs(self, task_id: str) -> int:
         advance(JobStatus.ACTIVATED, JobStatus.DEFINED)
         with self._tx() as db:
