@@ -102,6 +102,13 @@ class Store(Protocol):
         """A pending task was brokered: store its spec (now naming its queue), clear its reason
         and emit `events`, compare-and-set on the task still being registered."""
 
+    def count_jobs_above_memory(self, task_id: str, memory_mb: int) -> int:
+        """How many of the task's jobs ask for more than `memory_mb` (raised by retry rules)."""
+
+    def raise_queued_memory(self, task_id: str, memory_mb: int) -> int:
+        """The task's queued jobs that ask for less than `memory_mb` ask for it. Returns how
+        many changed."""
+
     def pause_jobs(self, task_id: str) -> int:
         """A paused task's activated jobs go back to defined (no pilot takes them). Returns
         how many."""

@@ -7,7 +7,7 @@ import pytest
 from skypanda.domain import events as ev
 from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.states import JobStatus, TaskStatus
-from skypanda.ports import Store
+from skypanda.ports import JobChange, Store
 
 from .conftest import FakeClock, add_split_task, fits_all, make_jobs, make_task
 
@@ -124,3 +124,25 @@ def test_place_task_sets_a_registered_tasks_spec_once_with_its_events(
     assert store.set_task_status("tp", [TaskStatus.REGISTERED], TaskStatus.FAILED)
     assert not store.place_task("tp", placed.model_copy(update={"queue": "q3"}), [])
     assert store.get_task("tp").spec.queue == "q2"
+
+
+def test_jobs_above_a_memory_request_are_counted_and_queued_ones_raised(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given a task of 4 jobs of 2000 MB; one ran out of memory and was requeued asking 3000 MB
+    jobs = add_split_task(store, clock, 4)
+    (taken,) = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+    more = taken.resources.model_copy(update={"memory_mb": 3000})
+    retried = taken.model_copy(
+        update={"status": JobStatus.ACTIVATED, "attempt": 2, "pilot_id": None, "resources": more}
+    )
+    assert store.apply_job_changes([JobChange(taken, retried)]) == [True]
+
+    # Then one job asks for more than 2000 MB
+    assert store.count_jobs_above_memory("t1", 2000) == 1
+    # When the task's queued jobs are raised to 3000 MB, Then the other three are
+    assert store.raise_queued_memory("t1", 3000) == 3
+    stored = store.get_jobs([j.id for j in jobs])
+    assert {j.resources.memory_mb for j in stored.values()} == {3000}
+    assert store.count_jobs_above_memory("t1", 2000) == 4
+    assert store.raise_queued_memory("t1", 3000) == 0

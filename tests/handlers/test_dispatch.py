@@ -10,7 +10,7 @@ import pytest
 from skypanda.domain import events as ev
 from skypanda.domain.codes import ErrorCode
 from skypanda.domain.errors import InvalidInput
-from skypanda.domain.models import Queue, Resources, TaskSpec
+from skypanda.domain.models import Job, JobReport, Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus
 from skypanda.handlers import dispatch, split
 from skypanda.handlers.dispatch import FORGOTTEN_AFTER_S
@@ -101,3 +101,34 @@ def test_a_push_pilot_cannot_take_a_job_that_does_not_fit_it(svc: Services) -> N
     with pytest.raises(InvalidInput, match="needs 2000 MB x 1 cores; the pilot offers 100 MB"):
         dispatch.acquire(svc, pilot.id, 1, job_id=job.id)
     assert svc.store.get_job(job.id).status is JobStatus.ACTIVATED
+
+
+def test_past_30_percent_out_of_memory_the_tasks_queued_jobs_ask_for_more(
+    svc: Services,
+) -> None:
+    # Given a task of 10 jobs of 200 MB; a pilot took 4 of them
+    task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=10,
+                                resources=Resources(memory_mb=200)), owner="u")  # fmt: skip
+    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    pilot, _ = dispatch.register(
+        svc, pilot_id=None, queue="local", host="h", pid=1, resources=Resources(), version="v"
+    )
+    taken = dispatch.acquire(svc, pilot.id, 4)
+
+    def oom(jobs: list[Job]) -> None:
+        reports = [
+            JobReport(job_id=j.id, attempt=j.attempt, status=JobStatus.FAILED,
+                      error_code=ErrorCode.OUT_OF_MEMORY, error_diag="too big")
+            for j in jobs
+        ]  # fmt: skip
+        dispatch.update(svc, pilot.id, reports, {})
+
+    # When 3 of them run out of memory (30 %: not more than 30 %), Then only those ask for more
+    oom(taken[:3])
+    memory = {j.id: j.resources.memory_mb for j in svc.store.list_jobs(task.id)}
+    assert sorted(memory.values()) == [200] * 7 + [300] * 3
+
+    # When a 4th does (40 %), Then every queued job of the task asks for 300 MB
+    oom(taken[3:])
+    by_status = {(j.status, j.resources.memory_mb) for j in svc.store.list_jobs(task.id)}
+    assert by_status == {(JobStatus.ACTIVATED, 300)}

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from skypanda.domain.codes import ErrorCode
 from skypanda.domain.models import Resources, RetryRule
-from skypanda.domain.retry import Limits, RetryDecision, decide
+from skypanda.domain.retry import Limits, RetryDecision, decide, raise_for_task
 
 R = Resources(memory_mb=1000, cores=1, walltime=600)
 LIMITS = Limits(memory_mb=4000, walltime_s=3600)
@@ -128,3 +128,13 @@ def test_more_memory_never_exceeds_the_limit_and_never_shrinks(
         assert memory < d.resources.memory_mb <= limit
     else:
         assert memory >= limit and d.resources == start
+
+
+@pytest.mark.parametrize(
+    ("raised", "n_jobs", "expected"),
+    [(0, 10, False), (3, 10, False), (4, 10, True), (1, 1, True), (0, 0, False), (31, 100, True)],
+)
+def test_a_task_raises_its_remaining_jobs_memory_past_30_percent(
+    raised: int, n_jobs: int, expected: bool
+) -> None:
+    assert raise_for_task(raised, n_jobs) is expected

@@ -100,3 +100,14 @@ def _more_time(rule: RetryRule, r: Resources, limits: Limits, name: str) -> Retr
         r.model_copy(update={"walltime_s": more}),
         f"{name}: walltime {r.walltime_s:g} -> {more:g} s",
     )
+
+
+TASK_RAISE_FRACTION = 0.3
+"""When more than this fraction of a task's jobs needed more memory, its queued jobs get it
+too (JEDI raises the task's request past 30 %): they would likely fail the same way."""
+
+
+def raise_for_task(raised: int, n_jobs: int, fraction: float = TASK_RAISE_FRACTION) -> bool:
+    """Whether a task whose `raised` jobs (of `n_jobs`) needed more memory should raise the
+    request of its remaining jobs."""
+    return n_jobs > 0 and raised / n_jobs > fraction

@@ -27,7 +27,7 @@ from skypanda.domain.jobflow import (
     requeue_lost,
 )
 from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources, RetryRule
-from skypanda.domain.retry import Limits
+from skypanda.domain.retry import Limits, raise_for_task
 from skypanda.domain.states import PILOT_LIVE, JobStatus, PilotStatus, TaskStatus, advance
 from skypanda.handlers.services import Services, new_id
 
@@ -222,7 +222,27 @@ def _apply_reports(
         changes.append((report, change))
     merged = _merge([c for _, c in changes])
     outcome = dict(zip(merged, svc.store.apply_job_changes(list(merged.values())), strict=True))
+    _raise_task_memory(svc, [c for job_id, c in merged.items() if outcome[job_id]])
     return [r for r, _ in changes if not outcome[r.job_id]]
+
+
+def _raise_task_memory(svc: Services, won: list[JobChange]) -> None:
+    """A retry that raised a job's memory: if that now holds for more than 30 % of its task's
+    jobs, its queued jobs ask for as much (retry.raise_for_task). One count per such task."""
+    raised: dict[str, int] = {}
+    for ch in won:
+        if ch.after.resources.memory_mb > ch.before.resources.memory_mb:
+            raised[ch.after.task_id] = max(
+                raised.get(ch.after.task_id, 0), ch.after.resources.memory_mb
+            )
+    for task_id, memory_mb in raised.items():
+        task = svc.store.get_task(task_id, counts=False)
+        above = svc.store.count_jobs_above_memory(task_id, task.spec.resources.memory_mb)
+        if raise_for_task(above, task.n_jobs):
+            n = svc.store.raise_queued_memory(task_id, memory_mb)
+            if n:
+                log.info("task %s: %d of %d jobs needed more memory; %d queued jobs now ask "
+                         "for %d MB", task_id, above, task.n_jobs, n, memory_mb)  # fmt: skip
 
 
 # Task id -> its retry rules: a task's spec never changes, so this cannot go stale. Read only

@@ -436,6 +436,23 @@ class FirestoreStore:
         ref = self._tasks.document(task_id)
         return self._cas("place_task", ref, lambda d: d["status"] == registered, change, events)
 
+    def count_jobs_above_memory(self, task_id: str, memory_mb: int) -> int:
+        query = self._of_task(task_id, FieldFilter("memory_mb", ">", memory_mb))
+        with self._backend("count_jobs_above_memory"):
+            return _count(query)
+
+    def raise_queued_memory(self, task_id: str, memory_mb: int) -> int:
+        queued = {str(s) for s in JOB_QUEUED}
+        query = self._of_task(
+            task_id, _in("status", queued), FieldFilter("memory_mb", "<", memory_mb)
+        )
+        change = {"memory_mb": memory_mb, "updated_at": self._clock()}
+
+        def still(d: codec.Doc) -> bool:
+            return d["status"] in queued and int(d["memory_mb"]) < memory_mb
+
+        return self._update_all("raise_queued_memory", query, still, change)
+
     def pause_jobs(self, task_id: str) -> int:
         advance(JobStatus.ACTIVATED, JobStatus.DEFINED)
         query = self._of_task(task_id, _eq("status", _ACTIVATED))

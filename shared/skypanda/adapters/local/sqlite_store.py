@@ -410,6 +410,23 @@ class SqliteStore:
             self.on_events()
         return won
 
+    def count_jobs_above_memory(self, task_id: str, memory_mb: int) -> int:
+        rows = self._read(
+            "SELECT count(*) AS n FROM jobs WHERE task_id = ? AND memory_mb > ?",
+            (task_id, memory_mb),
+        )
+        return int(rows[0]["n"])
+
+    def raise_queued_memory(self, task_id: str, memory_mb: int) -> int:
+        queued = [str(s) for s in JOB_QUEUED]
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET memory_mb = ?, updated_at = ? WHERE task_id = ? "
+                f"AND memory_mb < ? AND status IN ({_marks(queued)})",
+                (memory_mb, self._clock(), task_id, memory_mb, *queued),
+            )
+            return cur.rowcount
+
     def pause_jobs(self, task_id: str) -> int:
         advance(JobStatus.ACTIVATED, JobStatus.DEFINED)
         with self._tx() as db:
