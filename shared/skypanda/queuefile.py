@@ -11,13 +11,13 @@ from pydantic import ValidationError
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Queue
-from skypanda.taskfile import MAX_FILE_BYTES, _node_at
+from skypanda.taskfile import load_yaml, node_at
 
 MAX_QUEUES = 1000
 
 
 def _line(root: yaml.Node | None, loc: list[int | str]) -> str:
-    node = _node_at(root, loc)
+    node = node_at(root, loc)
     return f"line {node.start_mark.line + 1}: " if node is not None else ""
 
 
@@ -46,13 +46,7 @@ def parse_queues(text: str, source: str = "<queues>") -> list[Queue]:
         InvalidInput: not YAML, not a list, a queue not valid, or a name given twice; the
             message names every bad queue, its field and its line.
     """
-    if len(text) > MAX_FILE_BYTES:
-        raise InvalidInput(f"{source}: file is larger than {MAX_FILE_BYTES} bytes")
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise InvalidInput(f"{source}: not valid YAML: {e}") from e
+    root, data = load_yaml(text, source)
     if not isinstance(data, list) or not data:
         raise InvalidInput(f"{source}: a queue file is a non-empty list of queues (- name: ...)")
     if len(data) > MAX_QUEUES:

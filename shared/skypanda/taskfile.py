@@ -21,7 +21,7 @@ from skypanda.domain.workflow import WorkflowSpec
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
-def _node_at(root: yaml.Node | None, loc: Sequence[int | str]) -> yaml.Node | None:
+def node_at(root: yaml.Node | None, loc: Sequence[int | str]) -> yaml.Node | None:
     node = root
     for key in loc:
         if isinstance(node, yaml.MappingNode):
@@ -38,20 +38,28 @@ def _describe(errors: list[Any], root: yaml.Node | None, source: str) -> str:
     for err in errors:
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         field = ".".join(str(p) for p in loc) or "(top level)"
-        node = _node_at(root, loc)
+        node = node_at(root, loc)
         where = f"line {node.start_mark.line + 1}: " if node is not None else ""
         lines.append(f"{source}: {where}{field}: {err['msg']}")
     return "\n".join(lines)
 
 
-def _document(text: str, source: str) -> tuple[yaml.Node | None, dict[str, Any]]:
+def load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML document in `text`: its node tree (for line numbers) and its data.
+
+    Raises:
+        InvalidInput: too large, or not YAML.
+    """
     if len(text) > MAX_FILE_BYTES:
         raise InvalidInput(f"{source}: file is larger than {MAX_FILE_BYTES} bytes")
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InvalidInput(f"{source}: not valid YAML: {e}") from e
+
+
+def _document(text: str, source: str) -> tuple[yaml.Node | None, dict[str, Any]]:
+    root, data = load_yaml(text, source)
     if not isinstance(data, dict):
         raise InvalidInput(
             f"{source}: a task or workflow file must be a mapping of fields (name, command, ...)"

@@ -9,14 +9,21 @@ from skypanda.cli.connect import call, client
 server_opt = click.option("--server", envvar="SKYPANDA_SERVER", help="Server URL.")
 
 
+def _act(
+    server: str | None, task_id: str, action: str, body: dict[str, object] | None = None
+) -> None:
+    """POST a task action and print the task's state."""
+    task = call(client(server), "POST", f"/v1/tasks/{task_id}/{action}", body)
+    click.echo(f"task {task['id']}: {task['status']}")
+
+
 @click.command()
 @click.argument("task_id")
 @click.option("--hard", is_flag=True, help="Also kill the running jobs (default: let them end).")
 @server_opt
 def finish(task_id: str, hard: bool, server: str | None) -> None:
     """Finish a task early: no new job runs; running ones complete (or are killed with --hard)."""
-    task = call(client(server), "POST", f"/v1/tasks/{task_id}/finish", {"hard": hard})
-    click.echo(f"task {task['id']}: {task['status']}")
+    _act(server, task_id, "finish", {"hard": hard})
 
 
 @click.command()
@@ -24,8 +31,7 @@ def finish(task_id: str, hard: bool, server: str | None) -> None:
 @server_opt
 def pause(task_id: str, server: str | None) -> None:
     """Pause a task: none of its jobs is dispatched (running ones go on) until resumed."""
-    task = call(client(server), "POST", f"/v1/tasks/{task_id}/pause")
-    click.echo(f"task {task['id']}: {task['status']}")
+    _act(server, task_id, "pause")
 
 
 @click.command()
@@ -33,8 +39,7 @@ def pause(task_id: str, server: str | None) -> None:
 @server_opt
 def resume(task_id: str, server: str | None) -> None:
     """Resume a paused task: its jobs are dispatched again."""
-    task = call(client(server), "POST", f"/v1/tasks/{task_id}/resume")
-    click.echo(f"task {task['id']}: {task['status']}")
+    _act(server, task_id, "resume")
 
 
 @click.command()
