@@ -132,3 +132,35 @@ def test_past_30_percent_out_of_memory_the_tasks_queued_jobs_ask_for_more(
     oom(taken[3:])
     by_status = {(j.status, j.resources.memory_mb) for j in svc.store.list_jobs(task.id)}
     assert by_status == {(JobStatus.ACTIVATED, 300)}
+
+
+def test_out_of_memory_at_the_queues_maximum_moves_the_job_to_a_bigger_queue(
+    svc: Services,
+) -> None:
+    # Given a job asking for all of `local`'s 4000 MB, and a queue `big` of 16000 MB
+    svc.store.put_queue(Queue(name="big", pilot_resources=Resources(memory_mb=16000)))
+    task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=1,
+                                resources=Resources(memory_mb=4000)), owner="u")  # fmt: skip
+    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    pilot, _ = dispatch.register(
+        svc, pilot_id=None, queue="local", host="h", pid=1,
+        resources=Resources(memory_mb=4000), version="v",
+    )  # fmt: skip
+    (job,) = dispatch.acquire(svc, pilot.id, 1)
+
+    # When it runs out of memory
+    report = JobReport(
+        job_id=job.id, attempt=1, status=JobStatus.FAILED,
+        error_code=ErrorCode.OUT_OF_MEMORY, error_diag="payload used 4100 MB",
+    )  # fmt: skip
+    dispatch.update(svc, pilot.id, [report], {})
+
+    # Then its next attempt waits on `big` with 1.5 times the memory, and the reason says so
+    moved = svc.store.get_job(job.id)
+    assert (moved.status, moved.queue, moved.resources.memory_mb) == (
+        JobStatus.ACTIVATED,
+        "big",
+        6000,
+    )
+    (first,) = svc.store.attempts(job.id)
+    assert first.error_diag.endswith("rebrokered to queue big with 6000 MB")

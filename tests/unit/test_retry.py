@@ -138,3 +138,12 @@ def test_a_task_raises_its_remaining_jobs_memory_past_30_percent(
     raised: int, n_jobs: int, expected: bool
 ) -> None:
     assert raise_for_task(raised, n_jobs) is expected
+
+
+def test_at_the_queues_maximum_the_decision_asks_for_another_queue() -> None:
+    # Given a job already asking for all its queue offers
+    top = R.model_copy(update={"memory_mb": 4000})
+    d = _decide([], ErrorCode.OUT_OF_MEMORY, resources=top)
+    # Then it is not retried here, but would be with more memory elsewhere
+    assert not d.retry and d.resources == top
+    assert d.rebroker is not None and d.rebroker.memory_mb == 6000

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from skypanda.domain import events as ev
+from skypanda.domain.broker import Needs, broker
 from skypanda.domain.codes import DESCRIPTIONS, NOT_COUNTED, ErrorCode
 from skypanda.domain.errors import Conflict
 from skypanda.domain.ids import job_id
@@ -18,9 +19,11 @@ from skypanda.domain.models import (
     Job,
     JobReport,
     JobSpec,
+    Queue,
     Resources,
     RetryRule,
     Task,
+    TaskSpec,
     staged_name,
 )
 from skypanda.domain.policy import AttemptOutcome, after_failed_attempt, lost_attempt
@@ -181,6 +184,8 @@ class RetryContext:
 
     rules: tuple[RetryRule, ...]
     limits: Limits
+    spec: TaskSpec | None = None  # the task's spec: where it allows its jobs to go
+    queues: tuple[Queue, ...] = ()  # the other queues a job may be moved to (rebrokerage)
 
 
 def apply_report(
@@ -252,13 +257,28 @@ def apply_report(
         resources=job.resources,
         limits=retry.limits,
     )
-    if decision.reason:
-        failed = failed.model_copy(
-            update={"error_diag": _joined(failed.error_diag, decision.reason)}
-        )
-    if not decision.retry:
+    reason, resources, queue = decision.reason, decision.resources, None
+    if decision.rebroker is not None and retry.spec is not None:
+        queue = _rebroker(retry, decision.rebroker)
+        if queue is not None:
+            resources = decision.rebroker
+            reason += f"; rebrokered to queue {queue} with {resources.memory_mb} MB"
+    if reason:
+        failed = failed.model_copy(update={"error_diag": _joined(failed.error_diag, reason)})
+    if not decision.retry and queue is None:
         outcome = AttemptOutcome(JobStatus.FAILED, outcome.failures)
-    return _end_attempt(failed, outcome, now, log_uri, decision.resources)
+    change = _end_attempt(failed, outcome, now, log_uri, resources)
+    if queue is not None and change.after.status is JobStatus.ACTIVATED:
+        moved = change.after.model_copy(update={"queue": queue})
+        change = JobChange(change.before, moved, change.attempt, change.events)
+    return change
+
+
+def _rebroker(retry: RetryContext, wanted: Resources) -> str | None:
+    """Another queue the task allows where a job asking for `wanted` fits, or None."""
+    assert retry.spec is not None
+    needs = Needs.of(retry.spec.model_copy(update={"resources": wanted}))
+    return broker(needs, retry.queues, {}).queue
 
 
 def _joined(diag: str, note: str) -> str:

@@ -3,8 +3,9 @@
 Pure. The task's own rules come first, then the defaults: an out-of-memory attempt is retried
 with more memory, one past its walltime with more time, each step by `factor` and never above
 what the job's queue offers. A job already at the queue's limit is not retried for that reason
-(its next attempt would fail the same way); moving it to a bigger queue (rebrokerage) is the
-broker's business. Preemption and the other uncounted codes never reach these rules.
+(its next attempt would fail the same way) but may be moved to another queue that offers
+more (`rebroker`, decided by the broker in `jobflow`). Preemption and the other uncounted
+codes never reach these rules.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class RetryDecision:
     retry: bool
     resources: Resources
     reason: str = ""
+    rebroker: Resources | None = None  # no retry here, but on another queue offering this
 
 
 def matches(rule: RetryRule, error_code: int | None, exit_code: int | None, diag: str) -> bool:
@@ -79,8 +81,12 @@ def decide(
 
 def _more_memory(rule: RetryRule, r: Resources, limits: Limits, name: str) -> RetryDecision:
     if r.memory_mb >= limits.memory_mb:
+        wanted = r.model_copy(update={"memory_mb": math.ceil(r.memory_mb * rule.factor)})
         return RetryDecision(
-            False, r, f"{name}: memory already at the queue's maximum ({limits.memory_mb} MB)"
+            False,
+            r,
+            f"{name}: memory already at the queue's maximum ({limits.memory_mb} MB)",
+            rebroker=wanted,
         )
     more = min(limits.memory_mb, math.ceil(r.memory_mb * rule.factor))
     return RetryDecision(

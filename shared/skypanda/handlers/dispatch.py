@@ -26,7 +26,7 @@ from skypanda.domain.jobflow import (
     log_key,
     requeue_lost,
 )
-from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources, RetryRule
+from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources, TaskSpec
 from skypanda.domain.retry import Limits, raise_for_task
 from skypanda.domain.states import PILOT_LIVE, JobStatus, PilotStatus, TaskStatus, advance
 from skypanda.handlers.services import Services, new_id
@@ -213,7 +213,8 @@ def _apply_reports(
             if text:
                 svc.blobs.append(key, text.encode())
             uri = svc.blobs.uri(key)
-            retry = _retry_context(svc, job) if report.status is JobStatus.FAILED else None
+            failed = report.status is JobStatus.FAILED
+            retry = _retry_context(svc, job, report.error_code) if failed else None
             change = apply_report(job, report, pilot_id, now, uri, retry)
         except (Conflict, NotFound, InvalidInput) as e:
             results[report.job_id] = _result(report.job_id, False, e.message)
@@ -247,22 +248,23 @@ def _raise_task_memory(svc: Services, won: list[JobChange]) -> None:
 
 # Task id -> its retry rules: a task's spec never changes, so this cannot go stale. Read only
 # for failed reports (the success path costs nothing more).
-_RULES: OrderedDict[str, tuple[RetryRule, ...]] = OrderedDict()
+_SPECS: OrderedDict[str, TaskSpec] = OrderedDict()
 
 
-def _retry_context(svc: Services, job: Job) -> RetryContext:
-    rules = _RULES.get(job.task_id)
-    if rules is None:
-        rules = tuple(svc.store.get_task(job.task_id, counts=False).spec.retry_rules)
-        _RULES[job.task_id] = rules
-        while len(_RULES) > 10_000:
-            _RULES.popitem(last=False)
+def _retry_context(svc: Services, job: Job, error_code: int | None) -> RetryContext:
+    spec = _SPECS.get(job.task_id)
+    if spec is None:
+        spec = svc.store.get_task(job.task_id, counts=False).spec
+        _SPECS[job.task_id] = spec
+        while len(_SPECS) > 10_000:
+            _SPECS.popitem(last=False)
     queue = svc.store.get_queue(job.queue)
-    limits = Limits(
-        memory_mb=queue.pilot_resources.memory_mb,
-        walltime_s=getattr(queue, "max_walltime_s", None),
-    )
-    return RetryContext(rules, limits)
+    limits = Limits(memory_mb=queue.pilot_resources.memory_mb, walltime_s=queue.max_walltime_s)
+    others: tuple[Queue, ...] = ()
+    if error_code == ErrorCode.OUT_OF_MEMORY and job.resources.memory_mb >= limits.memory_mb:
+        # at its queue's maximum: the rules may move it to a bigger queue (rebrokerage)
+        others = tuple(q for q in svc.store.list_queues() if q.name != job.queue)
+    return RetryContext(tuple(spec.retry_rules), limits, spec, others)
 
 
 def _merge(changes: list[JobChange]) -> dict[str, JobChange]:
