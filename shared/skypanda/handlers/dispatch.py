@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +25,10 @@ from skypanda.domain.jobflow import (
     log_key,
     requeue_lost,
 )
-from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources, TaskSpec
+from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources
 from skypanda.domain.retry import Limits, raise_for_task
 from skypanda.domain.states import PILOT_LIVE, JobStatus, PilotStatus, TaskStatus, advance
+from skypanda.handlers import known
 from skypanda.handlers.services import Services, new_id
 
 log = logging.getLogger(__name__)
@@ -248,16 +248,8 @@ def _raise_task_memory(svc: Services, won: list[JobChange]) -> None:
 
 # Task id -> its retry rules: a task's spec never changes, so this cannot go stale. Read only
 # for failed reports (the success path costs nothing more).
-_SPECS: OrderedDict[str, TaskSpec] = OrderedDict()
-
-
 def _retry_context(svc: Services, job: Job, error_code: int | None) -> RetryContext:
-    spec = _SPECS.get(job.task_id)
-    if spec is None:
-        spec = svc.store.get_task(job.task_id, counts=False).spec
-        _SPECS[job.task_id] = spec
-        while len(_SPECS) > 10_000:
-            _SPECS.popitem(last=False)
+    spec = known.task(svc, job.task_id).spec
     queue = svc.store.get_queue(job.queue)
     limits = Limits(memory_mb=queue.pilot_resources.memory_mb, walltime_s=queue.max_walltime_s)
     others: tuple[Queue, ...] = ()

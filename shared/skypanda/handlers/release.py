@@ -25,7 +25,7 @@ from skypanda.domain.jobflow import JobChange
 from skypanda.domain.models import Job
 from skypanda.domain.policy import rollup
 from skypanda.domain.states import JobStatus, TaskStatus, advance
-from skypanda.handlers import workflow
+from skypanda.handlers import known, workflow
 from skypanda.handlers.envelope import JobEnded, decode
 from skypanda.handlers.services import Services
 
@@ -45,7 +45,7 @@ def release(svc: Services, ended: Sequence[JobEnded]) -> None:
     for task_id in dict.fromkeys(e.task_id for e in ended):
         status, fresh = roll_up_task_fresh(svc, task_id)
         if status is not None and fresh:
-            wf_id = _task_workflow(svc, task_id)[0]
+            wf_id = known.task(svc, task_id).workflow_id
             if wf_id is not None:
                 workflow.advance(svc, wf_id)
 
@@ -56,8 +56,6 @@ def release(svc: Services, ended: Sequence[JobEnded]) -> None:
 _ENDED: OrderedDict[str, TaskStatus] = OrderedDict()
 _ENDED_MAX = 10_000
 _FOR_GOOD = frozenset({TaskStatus.DONE, TaskStatus.FINISHED, TaskStatus.ABORTED})
-# Task id -> (workflow id, task name): never changes.
-_TASKS: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
 
 
 def _remember(task_id: str, status: TaskStatus) -> TaskStatus:
@@ -71,16 +69,6 @@ def _remember(task_id: str, status: TaskStatus) -> TaskStatus:
 def forget(task_id: str) -> None:
     """Drop what this process remembers of a task's end (before a retry)."""
     _ENDED.pop(task_id, None)
-
-
-def _task_workflow(svc: Services, task_id: str) -> tuple[str | None, str]:
-    known = _TASKS.get(task_id)
-    if known is None:
-        task = svc.store.get_task(task_id, counts=False)
-        known = _TASKS[task_id] = (task.workflow_id, task.spec.name)
-        while len(_TASKS) > _ENDED_MAX:
-            _TASKS.popitem(last=False)
-    return known
 
 
 def roll_up_task(svc: Services, task_id: str) -> TaskStatus | None:
@@ -124,16 +112,12 @@ def release_children(svc: Services, parent_ids: Sequence[str]) -> int:
         return 0
     now = svc.clock.now()
     changes: list[JobChange] = []
-    paused: dict[str, bool] = {}  # task id -> paused (read once per task per batch)
     for job in svc.store.get_jobs(ready).values():
         if job.status is JobStatus.DEFINED:
             change = _release(svc, job, states[job.id], now)
-            if change is not None and change.after.status is JobStatus.ACTIVATED:
-                if job.task_id not in paused:
-                    status = svc.store.get_task(job.task_id, counts=False).status
-                    paused[job.task_id] = status is TaskStatus.PAUSED
-                if paused[job.task_id]:
-                    continue  # its task's resume activates it
+            activates = change is not None and change.after.status is JobStatus.ACTIVATED
+            if activates and known.paused(svc, job.task_id):
+                continue  # its task's resume activates it
             if change is not None:
                 changes.append(change)
     won = [c for c, ok in zip(changes, svc.store.apply_job_changes(changes), strict=True) if ok]
@@ -151,7 +135,8 @@ def release_children(svc: Services, parent_ids: Sequence[str]) -> int:
 def _release(svc: Services, job: Job, parents: ParentsState, now: float) -> JobChange | None:
     goes_on = False
     if parents.failed:
-        wf_id, name = _task_workflow(svc, job.task_id)
+        task = known.task(svc, job.task_id)
+        wf_id, name = task.workflow_id, task.spec.name
         goes_on = wf_id is not None and workflow.compiled(svc, wf_id).continues(name)
     status = child_status(parents, continue_on_failure=goes_on)
     if status is None:

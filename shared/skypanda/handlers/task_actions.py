@@ -13,6 +13,7 @@ from skypanda.domain import events as ev
 from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from skypanda.domain.models import Task
 from skypanda.domain.states import TaskStatus
+from skypanda.handlers import known
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def pause(svc: Services, task_id: str, owner: str) -> Task:
         task_id, [task.status], TaskStatus.PAUSED, reason=f"paused by {owner}"
     ):
         raise Conflict(f"task {task_id} changed while being paused; try again")
+    known.forget_pause(task_id)
     held = svc.store.pause_jobs(task_id)
     log.info("task %s paused: %d queued jobs held back", task_id, held)
     return svc.store.get_task(task_id)
@@ -122,6 +124,7 @@ def resume(svc: Services, task_id: str, owner: str) -> Task:
         raise Conflict(f"cannot resume task {task_id}: it is {task.status}, not paused")
     if not svc.store.set_task_status(task_id, [TaskStatus.PAUSED], TaskStatus.RUNNING, reason=""):
         raise Conflict(f"task {task_id} changed while being resumed; try again")
+    known.forget_pause(task_id)
     back = svc.store.resume_jobs(task_id)
     if back:
         svc.store.add_events(
