@@ -283,8 +283,10 @@ class LaunchedPilot:
 class Launcher(Protocol):
     """Starts, lists and stops pilots (Harvester's submitter and monitor)."""
 
-    def launch(self, queue: Queue, pilot_id: str) -> str:
-        """Start a pilot for `queue` that will register as `pilot_id`; return the reference."""
+    def launch(self, queue: Queue, pilot_id: str, job: Job | None = None) -> str:
+        """Start a pilot for `queue` that will register as `pilot_id`; return the launcher's
+        reference. With `job` (push mode), the pilot is started for that job alone, with the
+        job's exact memory and cores."""
 
     def list(self) -> list[LaunchedPilot]: ...
 

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from skypanda.domain.launchers import LauncherSpec, LocalLauncherSpec
 from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -477,6 +478,11 @@ class Queue(_Strict):
     looping_timeout_s: Duration = 1800.0  # a payload silent this long (no output, no file
     # change in its workdir) is killed as looping (PanDA's looping job check)
     shares: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    launcher: LauncherSpec = Field(default_factory=LocalLauncherSpec)
+    # scaler (Harvester): pilots kept ready, new ones per decision, queued (not yet running) at
+    # most; push mode launches one pilot per activated job instead
+    max_new_per_cycle: int = Field(default=10, ge=1, le=1000)
+    max_queued: int = Field(default=10, ge=1, le=10_000)
     # fair share between owners on this queue: owner -> weight (others 1; 0: only when no
     # one else has jobs waiting)
 

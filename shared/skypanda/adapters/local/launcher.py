@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from skypanda.domain.models import Queue
+from skypanda.domain.models import Job, Queue
 from skypanda.pilot.agent import GROUPS_DIR
 from skypanda.pilot.runner import kill_recorded_groups
 from skypanda.ports import LaunchedPilot
@@ -37,14 +37,18 @@ class ProcessLauncher:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 
-    def launch(self, queue: Queue, pilot_id: str) -> str:
+    def launch(self, queue: Queue, pilot_id: str, job: Job | None = None) -> str:
+        """A pilot process; for a push-mode job, sized to the job and told to run it alone."""
+        size = job.resources if job is not None else queue.pilot_resources
+        push = ["--job", job.id] if job is not None else []
         argv = [
             sys.executable, "-m", "skypanda", "pilot",
             "--queue", queue.name,
             "--pilot-id", pilot_id,
-            "--memory-mb", str(queue.pilot_resources.memory_mb),
-            "--cores", str(queue.pilot_resources.cores),
+            "--memory-mb", str(size.memory_mb),
+            "--cores", str(size.cores),
             "--workdir", str(self._work / pilot_id),
+            *push,
             *self._extra,
         ]  # fmt: skip
         env = {**os.environ, "SKYPANDA_SERVER": self.server_url, "SKYPANDA_TOKEN": self._token}

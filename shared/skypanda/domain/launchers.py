@@ -1,0 +1,65 @@
+"""Where a queue's pilots run: the launcher settings of a queue definition (validated).
+
+kind: local      pilots are local processes (the embedded default)
+kind: cloudrun   a Cloud Run job per queue (`run_v2`): executions with task counts and
+                 per-execution overrides (environment, timeout, resources for push mode)
+kind: gke        a Kubernetes batch/v1 Job per pilot, on GKE or any cluster
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"  # DNS-1123 label: Cloud Run jobs, k8s names
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalLauncherSpec(_Spec):
+    kind: Literal["local"] = "local"
+
+
+class CloudRunLauncherSpec(_Spec):
+    """A Cloud Run job (one per queue) whose tasks are pilots."""
+
+    kind: Literal["cloudrun"]
+    project: str = Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+    region: str = Field(pattern=r"^[a-z]+-[a-z]+[0-9]$")
+    job: str = Field(pattern=_NAME)
+    image: str = Field(min_length=1)
+    service_account: str | None = None
+    token_secret: str = "skypanda-pilot-token"  # Secret Manager secret with the pilot token
+    max_retries: int = Field(default=0, ge=0, le=10)
+    timeout_s: int = Field(default=3600, ge=60, le=86_400)
+
+
+class Toleration(_Spec):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class GkeLauncherSpec(_Spec):
+    """A Kubernetes batch/v1 Job per pilot."""
+
+    kind: Literal["gke"]
+    namespace: str = Field(default="skypanda", pattern=_NAME)
+    image: str = Field(min_length=1)
+    cluster: str | None = None  # informational (kubeconfig context selects the cluster)
+    context: str | None = None  # kubeconfig context; None: in-cluster or the current one
+    spot: bool = True  # spot/preemptible nodes: node selector and toleration
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    service_account: str | None = None
+    token_secret: str = Field(default="skypanda-pilot-token", pattern=_NAME)
+    ttl_after_finished_s: int = Field(default=300, ge=0, le=604_800)
+
+
+LauncherSpec = Annotated[
+    LocalLauncherSpec | CloudRunLauncherSpec | GkeLauncherSpec, Field(discriminator="kind")
+]
