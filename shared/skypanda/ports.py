@@ -224,6 +224,18 @@ class Store(Protocol):
 
     def count_activated(self, queue: str) -> int: ...
 
+    def list_activated(self, queue: str, limit: int) -> list[Job]:
+        """The queue's activated jobs in dispatch order (push mode: jobs to launch for)."""
+
+    def count_failed_pilots(self, queue: str, since: float) -> int:
+        """Pilots of the queue that ended missed or failed at or after `since` (back-off)."""
+
+    def note_scaling(self, queue: str, note: str, at: float) -> None:
+        """Record the scaler's last decision on a queue and why (for `skypanda queues`)."""
+
+    def scaling_notes(self) -> dict[str, tuple[str, float]]:
+        """Each queue's last scaling decision and when it was taken."""
+
     # -- pilots --------------------------------------------------------------------------------
     def add_pilot(self, pilot: Pilot) -> None: ...
 

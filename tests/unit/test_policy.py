@@ -9,7 +9,6 @@ from skypanda.domain.policy import (
     AttemptOutcome,
     after_failed_attempt,
     lost_attempt,
-    pilots_wanted,
     rollup,
 )
 from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus
@@ -214,63 +213,3 @@ def test_rollup_properties(counts: dict[JobStatus, int], allow_partial: bool) ->
     # Without allow_partial a failure always fails the task
     if not allow_partial and bad:
         assert result is TaskStatus.FAILED
-
-
-# --- pilots_wanted -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("min_pilots", "max_pilots", "live", "activated", "expected"),
-    [
-        (1, 2, 0, 0, 1),  # nothing to do: keep min_pilots ready
-        (1, 2, 1, 0, 0),  # min_pilots already live
-        (0, 5, 0, 0, 0),  # min_pilots 0: an idle queue runs no pilot
-        (2, 10, 5, 0, 0),  # more live than min: never negative, pilots retire on idle timeout
-        (1, 2, 0, 5, 2),  # jobs waiting: boost up to max_pilots
-        (1, 2, 1, 5, 1),
-        (1, 2, 2, 5, 0),  # at max_pilots already
-        (1, 2, 5, 10, 0),  # above max (max was lowered): launch nothing
-        (0, 5, 0, 3, 3),  # one pilot per waiting job, below max
-        (0, 5, 1, 3, 2),
-        (3, 10, 0, 1, 3),  # min_pilots dominates a short queue of jobs
-        (0, 0, 0, 10, 0),  # max_pilots 0 disables the queue
-        (4, 4, 1, 100, 3),
-    ],
-)
-def test_pilots_wanted(
-    min_pilots: int, max_pilots: int, live: int, activated: int, expected: int
-) -> None:
-    got = pilots_wanted(
-        min_pilots=min_pilots, max_pilots=max_pilots, live=live, activated=activated
-    )
-    assert got == expected
-
-
-@settings(max_examples=200)
-@given(data=st.data())
-def test_pilots_wanted_properties(data: st.DataObject) -> None:
-    # Given any valid queue limits (min <= max, as Queue enforces) and any load
-    max_pilots = data.draw(st.integers(min_value=0, max_value=30), label="max_pilots")
-    min_pilots = data.draw(st.integers(min_value=0, max_value=max_pilots), label="min_pilots")
-    live = data.draw(st.integers(min_value=0, max_value=40), label="live")
-    activated = data.draw(st.integers(min_value=0, max_value=100), label="activated")
-
-    # When the scaler decides
-    wanted = pilots_wanted(
-        min_pilots=min_pilots, max_pilots=max_pilots, live=live, activated=activated
-    )
-
-    # Then it never asks for a negative number
-    assert wanted >= 0
-    # And never goes over max_pilots (pilots already above it are left to retire)
-    assert live + wanted <= max(max_pilots, live)
-    if live <= max_pilots:
-        assert live + wanted <= max_pilots
-    # And never launches more than min_pilots or one per waiting job
-    if wanted:
-        assert live + wanted <= max(min_pilots, activated)
-    # And with no job waiting it only tops up to min_pilots
-    if activated == 0:
-        assert live + wanted == max(live, min_pilots)
-    # And it launches enough: one per waiting job up to max_pilots, at least min_pilots
-    assert live + wanted >= min(max_pilots, max(min_pilots, activated))

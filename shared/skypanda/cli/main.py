@@ -311,6 +311,9 @@ def queues(ctx: click.Context, as_json: bool, server: str | None) -> None:
             f"{q['name']:<16} {q['status']:<8} {q['mode']:<5} {_limits(q):<28} "
             f"{q['activated']:<9} {q['live_pilots']}/{q['max_pilots']}"
         )
+        states = ", ".join(f"{n} {s}" for s, n in sorted(q.get("pilots", {}).items()))
+        if states or q.get("last_decision"):
+            click.echo(f"{'':<16} pilots: {states or 'none'}; scaler: {q.get('last_decision')}")
 
 
 @queues.command("apply")

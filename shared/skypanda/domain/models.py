@@ -545,6 +545,7 @@ class Pilot(_Strict):
     n_jobs: int = 0
     reason: str = ""
     drain: bool = False  # the server asks the pilot to take no new job and exit when idle
+    push_job: str | None = None  # push mode: the one job this pilot was launched for
 
 
 class JobReport(_Strict):

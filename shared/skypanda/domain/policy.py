@@ -61,13 +61,3 @@ def rollup(counts: Mapping[JobStatus, int], *, allow_partial: bool) -> TaskStatu
     if allow_partial and finished > 0:
         return TaskStatus.FINISHED
     return TaskStatus.FAILED
-
-
-def pilots_wanted(*, min_pilots: int, max_pilots: int, live: int, activated: int) -> int:
-    """How many new pilots to launch on a pull queue (local scaler).
-
-    Keep `min_pilots` ready; with activated jobs waiting, boost towards one pilot per job up to
-    `max_pilots`. Never negative; pilots retire themselves after their idle timeout.
-    """
-    target = max(min_pilots, min(max_pilots, activated))
-    return max(0, min(max_pilots, target) - live)

@@ -79,13 +79,20 @@ def load(svc: Services, queue: str) -> Load:
 
 
 def overview(svc: Services) -> list[dict[str, Any]]:
-    """Each queue with its activated jobs and live pilots (what `skypanda queues` shows)."""
+    """Each queue with its activated jobs, its pilots by state, and the scaler's last decision
+    and why (what `skypanda queues` shows)."""
     out = []
+    notes = svc.store.scaling_notes()
     for q in svc.store.list_queues():
         now = load(svc, q.name)
+        by_state: dict[str, int] = {}
+        for p in svc.store.list_pilots(queue=q.name, live=True):
+            by_state[str(p.status)] = by_state.get(str(p.status), 0) + 1
+        note, at = notes.get(q.name, ("", None))
         out.append(
-            {**jsonable(q), "online": q.online, "activated": now.queued, "live_pilots": now.running}
-        )
+            {**jsonable(q), "online": q.online, "activated": now.queued, "live_pilots": now.running,
+             "pilots": by_state, "last_decision": note, "decided_at": at}
+        )  # fmt: skip
     return out
 
 

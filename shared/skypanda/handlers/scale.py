@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from skypanda.domain.models import Pilot, Queue
-from skypanda.domain.policy import pilots_wanted
+from skypanda.domain import scaling
+from skypanda.domain.models import Job, Pilot, Queue
 from skypanda.domain.states import PILOT_LIVE, PilotStatus
 from skypanda.handlers.dispatch import retire
 from skypanda.handlers.envelope import QueueNudge, decode
@@ -46,29 +46,63 @@ def reconcile(svc: Services) -> None:
             forget(seen.pilot_id)
 
 
+PUSH_LOOKAHEAD = 1000
+"""Push mode: how many activated jobs (in dispatch order) one decision looks at."""
+
+
 def scale_queue(svc: Services, queue: Queue) -> int:
+    """Decide (domain.scaling) and launch; record the decision and why. Returns launches."""
     assert svc.launcher is not None
-    live = len(svc.store.list_pilots(queue=queue.name, live=True))
-    activated = svc.store.count_activated(queue.name)
-    n = pilots_wanted(
-        min_pilots=queue.min_pilots, max_pilots=queue.max_pilots, live=live, activated=activated
+    now = svc.clock.now()
+    live = svc.store.list_pilots(queue=queue.name, live=True)
+    failures = svc.store.count_failed_pilots(queue.name, now - scaling.BACKOFF_WINDOW_S)
+    limits = scaling.Limits(
+        queue.min_pilots, queue.max_pilots, queue.max_new_per_cycle, queue.max_queued
     )
-    for _ in range(n):
-        now = svc.clock.now()
-        pilot = Pilot(
-            id=new_id("p"), queue=queue.name, resources=queue.pilot_resources, created_at=now
-        )
-        svc.store.add_pilot(pilot)
-        ref = svc.launcher.launch(queue, pilot.id)
-        svc.store.update_pilot(
-            pilot.model_copy(update={"launcher_ref": ref}), [PilotStatus.SUBMITTED]
-        )
-    if n:
-        log.info(
-            "queue %s: %d activated jobs, %d live pilots: launched %d",
-            queue.name,
-            activated,
-            live,
-            n,
-        )
-    return n
+    submitted = sum(p.status is PilotStatus.SUBMITTED for p in live)
+    if queue.mode == "push":
+        served = {p.push_job for p in live if p.push_job}
+        waiting = svc.store.list_activated(queue.name, PUSH_LOOKAHEAD)
+        jobs = {j.id: j for j in waiting if j.id not in served}
+        state = scaling.QueueState(
+            activated=len(waiting), submitted=submitted, running=len(live) - submitted,
+            recent_failures=failures, unserved=tuple(jobs),
+        )  # fmt: skip
+        decision = scaling.decide_push(limits, state)
+        for job_id in decision.push:
+            _launch(svc, queue, jobs[job_id])
+    else:
+        state = scaling.QueueState(
+            activated=svc.store.count_activated(queue.name), submitted=submitted,
+            running=len(live) - submitted, recent_failures=failures,
+        )  # fmt: skip
+        decision = scaling.decide_pull(limits, state)
+        for _ in range(decision.launch):
+            _launch(svc, queue, None)
+    _note(svc, queue.name, decision.reason, now)
+    if decision.total:
+        log.info("queue %s: %s", queue.name, decision.reason)
+    return decision.total
+
+
+_NOTED: dict[str, str] = {}
+
+
+def _note(svc: Services, queue: str, reason: str, now: float) -> None:
+    """Record the decision when it changed (a tick that changes nothing writes nothing)."""
+    if _NOTED.get(queue) != reason:
+        svc.store.note_scaling(queue, reason, now)
+        _NOTED[queue] = reason
+
+
+def _launch(svc: Services, queue: Queue, job: Job | None) -> None:
+    assert svc.launcher is not None
+    now = svc.clock.now()
+    size = job.resources if job is not None else queue.pilot_resources
+    pilot = Pilot(
+        id=new_id("p"), queue=queue.name, resources=size, created_at=now,
+        push_job=job.id if job is not None else None,
+    )  # fmt: skip
+    svc.store.add_pilot(pilot)
+    ref = svc.launcher.launch(queue, pilot.id, job)
+    svc.store.update_pilot(pilot.model_copy(update={"launcher_ref": ref}), [PilotStatus.SUBMITTED])

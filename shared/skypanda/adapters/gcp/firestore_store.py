@@ -116,6 +116,7 @@ class FirestoreStore:
         self._events = client.collection(f"{prefix}events")
         self._workflows = client.collection(f"{prefix}workflows")
         self._edges = client.collection(f"{prefix}edges")
+        self._scaler = client.collection(f"{prefix}scaler")
         self._pool = ThreadPoolExecutor(max_workers=len(JobStatus), thread_name_prefix="fs-query")
         self.on_events: Callable[[], None] = lambda: None
         self.claim_stats: Counter[str] = Counter()  # claim commits tried, and lost to a race
@@ -1104,6 +1105,29 @@ class FirestoreStore:
         for owner, n in running.items():
             loads.setdefault(owner, OwnerLoad(n, 0))
         return loads
+
+    def list_activated(self, queue: str, limit: int) -> list[Job]:
+        query = _where(self._jobs, _eq("queue", queue), _eq("status", _ACTIVATED))
+        query = query.order_by("priority", direction=firestore.Query.DESCENDING)
+        query = query.order_by("created_at").order_by("index").limit(limit)
+        return [codec.job_from(s.id, _fields(s)) for s in self._stream("list_activated", query)]
+
+    def count_failed_pilots(self, queue: str, since: float) -> int:
+        failed = {str(PilotStatus.MISSED), str(PilotStatus.FAILED)}
+        query = _where(
+            self._pilots, _eq("queue", queue), _in("status", failed),
+            FieldFilter("ended_at", ">=", since),
+        )  # fmt: skip
+        with self._backend("count_failed_pilots"):
+            return _count(query)
+
+    def note_scaling(self, queue: str, note: str, at: float) -> None:
+        with self._backend("note_scaling"):
+            self._scaler.document(queue).set({"note": note, "at": at})
+
+    def scaling_notes(self) -> dict[str, tuple[str, float]]:
+        snaps = self._stream("scaling_notes", self._scaler)
+        return {s.id: (str(_fields(s)["note"]), float(_fields(s)["at"])) for s in snaps}
 
     def count_activated(self, queue: str) -> int:
         query = _where(self._jobs, _eq("queue", queue), _eq("status", _ACTIVATED))

@@ -112,6 +112,12 @@ CREATE TABLE IF NOT EXISTS pilots (
 );
 CREATE INDEX IF NOT EXISTS pilots_by_queue ON pilots (queue, status);
 
+CREATE TABLE IF NOT EXISTS scaler_notes (
+    queue TEXT PRIMARY KEY,
+    note TEXT NOT NULL,
+    at REAL NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,

@@ -835,6 +835,25 @@ class SqliteStore:
         )
         return int(rows[0]["n"])
 
+    def list_activated(self, queue: str, limit: int) -> list[Job]:
+        rows = self._read(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ? AND status = ? "
+            f"ORDER BY priority DESC, created_at, idx LIMIT ?",
+            (queue, str(JobStatus.ACTIVATED), limit),
+        )
+        return [_job(r) for r in rows]
+
+    def note_scaling(self, queue: str, note: str, at: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO scaler_notes (queue, note, at) VALUES (?, ?, ?)",
+                (queue, note, at),
+            )
+
+    def scaling_notes(self) -> dict[str, tuple[str, float]]:
+        rows = self._read("SELECT queue, note, at FROM scaler_notes")
+        return {r["queue"]: (r["note"], r["at"]) for r in rows}
+
     # -- pilots ---------------------------------------------------------------------------------
     def add_pilot(self, pilot: Pilot) -> None:
         with self._tx() as db:
@@ -889,6 +908,14 @@ class SqliteStore:
             args.extend(states)
         rows = self._read(f"SELECT * FROM pilots WHERE {' AND '.join(where)} ORDER BY rowid", args)
         return [self._pilot(r) for r in rows]
+
+    def count_failed_pilots(self, queue: str, since: float) -> int:
+        rows = self._read(
+            "SELECT count(*) AS n FROM pilots WHERE queue = ? AND status IN (?, ?) "
+            "AND json_extract(record, '$.ended_at') >= ?",
+            (queue, str(PilotStatus.MISSED), str(PilotStatus.FAILED), since),
+        )
+        return int(rows[0]["n"])
 
     def silent_pilots(self, queue: str, heard_before: float) -> list[Pilot]:
         states = [str(s) for s in PILOT_LIVE]

@@ -1,0 +1,101 @@
+"""How many pilots a queue needs now (Harvester's decisions), as pure functions.
+
+Pull mode: keep `min_pilots` ready (zero allowed); with jobs waiting, boost towards one pilot
+per activated job up to `max_pilots`; at most `max_new_per_cycle` new pilots per decision and
+never more than `max_queued` launched-but-not-yet-running (Harvester's maxNewWorkersPerCycle,
+maxWorkers, nQueueLimitWorker). Push mode: one pilot per activated job that has none, sized to
+it, within the same limits. Either backs off when recent pilots died or never checked in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+BACKOFF_FAILURES = 3
+"""This many pilots missed or failed (without running) in the window: stop launching."""
+BACKOFF_WINDOW_S = 600.0
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What the scaler knows of a queue now."""
+
+    activated: int  # jobs waiting for a pilot
+    submitted: int  # pilots launched, not yet registered (queued at the launcher)
+    running: int  # pilots registered and live
+    recent_failures: int = 0  # pilots missed or failed in the back-off window
+    unserved: Sequence[str] = ()  # push mode: activated jobs without a pilot (ids, in order)
+
+
+@dataclass(frozen=True)
+class Decision:
+    launch: int  # pull mode: new pilots
+    push: tuple[str, ...]  # push mode: one new pilot for each of these jobs
+    reason: str
+
+    @property
+    def total(self) -> int:
+        return self.launch + len(self.push)
+
+
+@dataclass(frozen=True)
+class Limits:
+    min_pilots: int
+    max_pilots: int
+    max_new_per_cycle: int
+    max_queued: int
+
+
+def _room(limits: Limits, state: QueueState) -> tuple[int, str]:
+    """How many pilots may start now, and what bounds it."""
+    live = state.submitted + state.running
+    caps = {
+        f"max_pilots {limits.max_pilots}": limits.max_pilots - live,
+        f"max_new_per_cycle {limits.max_new_per_cycle}": limits.max_new_per_cycle,
+        f"max_queued {limits.max_queued}": limits.max_queued - state.submitted,
+    }
+    name, room = min(caps.items(), key=lambda kv: kv[1])
+    return max(0, room), name
+
+
+def backing_off(state: QueueState) -> str | None:
+    if state.recent_failures >= BACKOFF_FAILURES:
+        return (
+            f"backing off: {state.recent_failures} pilots missed or failed in the last "
+            f"{BACKOFF_WINDOW_S / 60:g} min"
+        )
+    return None
+
+
+def decide_pull(limits: Limits, state: QueueState) -> Decision:
+    """New pull-mode pilots: keep min_pilots, boost to cover waiting jobs, within the caps."""
+    why = backing_off(state)
+    if why is not None:
+        return Decision(0, (), why)
+    live = state.submitted + state.running
+    target = max(limits.min_pilots, min(limits.max_pilots, state.activated))
+    wanted = max(0, target - live)
+    room, cap = _room(limits, state)
+    n = min(wanted, room)
+    base = (
+        f"{state.activated} jobs waiting, {state.running} running + {state.submitted} queued pilots"
+    )
+    if wanted == 0:
+        return Decision(0, (), f"{base}: enough (target {target})")
+    if n < wanted:
+        return Decision(n, (), f"{base}: launch {n} of {wanted} wanted (capped by {cap})")
+    return Decision(n, (), f"{base}: launch {n} (target {target})")
+
+
+def decide_push(limits: Limits, state: QueueState) -> Decision:
+    """Push mode: one pilot per activated job that has none, within the caps."""
+    why = backing_off(state)
+    if why is not None:
+        return Decision(0, (), why)
+    room, cap = _room(limits, state)
+    jobs = tuple(state.unserved[:room])
+    base = f"{len(state.unserved)} jobs without a pilot"
+    if len(jobs) < len(state.unserved):
+        return Decision(0, jobs, f"{base}: launch {len(jobs)} (capped by {cap})")
+    return Decision(0, jobs, f"{base}: launch {len(jobs)}")

@@ -1,0 +1,117 @@
+"""The scaler on the embedded store with a launcher that starts nothing (its pilots never
+check in): launches follow the decisions, silent pilots are declared missed, the queue backs
+off, and the decision is visible."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skypanda.domain import events as ev
+from skypanda.domain.models import Job, Queue, Resources, TaskSpec
+from skypanda.domain.states import PilotStatus
+from skypanda.handlers import queues, scale, split, sweep
+from skypanda.handlers.envelope import to_cloudevent
+from skypanda.handlers.services import Services
+from skypanda.handlers.submit import submit
+from skypanda.ports import LaunchedPilot
+from tests.support import FakeClock, sqlite_services
+
+
+class SilentLauncher:
+    """Records what it is asked to start; starts nothing (a pilot that never checks in)."""
+
+    def __init__(self) -> None:
+        self.launched: list[tuple[str, str, str | None, int]] = []
+
+    def launch(self, queue: Queue, pilot_id: str, job: Job | None = None) -> str:
+        memory = (job.resources if job else queue.pilot_resources).memory_mb
+        self.launched.append((queue.name, pilot_id, job.id if job else None, memory))
+        return f"silent:{pilot_id}"
+
+    def list(self) -> list[LaunchedPilot]:
+        return [
+            LaunchedPilot(pilot_id=p, ref=f"silent:{p}", alive=True) for _, p, _, _ in self.launched
+        ]
+
+    def stop(self, pilot_id: str) -> None:
+        pass
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[Services]:
+    queue = Queue(
+        name="local", min_pilots=0, max_pilots=5, max_new_per_cycle=2, max_queued=3,
+        heartbeat_interval_s=5, heartbeat_timeout_s=60,
+    )  # fmt: skip
+    with sqlite_services(tmp_path, FakeClock(), queue) as services:
+        services.launcher = SilentLauncher()
+        scale._NOTED.clear()
+        yield services
+
+
+def _tick(svc: Services) -> int:
+    launched = scale.handle(svc)
+    sweep.handle(svc)
+    return launched
+
+
+def test_silent_pilots_are_missed_and_the_queue_backs_off_with_the_reason_visible(
+    svc: Services,
+) -> None:
+    clock = svc.clock
+    assert isinstance(clock, FakeClock)
+    launcher = svc.launcher
+    assert isinstance(launcher, SilentLauncher)
+    # Given 100 jobs waiting on a queue whose pilots never check in
+    task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=100), owner="u")
+    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+
+    # When the scaler runs: at most 2 new per cycle, at most 3 queued (never running)
+    assert _tick(svc) == 2
+    assert _tick(svc) == 1
+    assert _tick(svc) == 0
+    (view,) = queues.overview(svc)
+    assert "capped by max_queued 3" in view["last_decision"]
+    assert view["pilots"] == {"submitted": 3}
+
+    # When they stay silent past the heartbeat timeout, Then they are declared missed
+    clock.advance(61)
+    assert _tick(svc) == 0  # the sweep runs after this tick's decision
+    assert {p.status for p in svc.store.list_pilots(queue="local")} == {PilotStatus.MISSED}
+
+    # And the queue backs off instead of launching more that would die the same way
+    assert _tick(svc) == 0
+    (view,) = queues.overview(svc)
+    assert view["last_decision"].startswith("backing off: 3 pilots missed or failed")
+    assert len(launcher.launched) == 3
+
+    # And once the failures are old enough, it tries again
+    clock.advance(601)
+    assert _tick(svc) == 2
+
+
+def test_push_mode_launches_one_pilot_per_job_sized_to_it(svc: Services) -> None:
+    launcher = svc.launcher
+    assert isinstance(launcher, SilentLauncher)
+    svc.store.put_queue(
+        Queue(name="push", mode="push", min_pilots=0, max_pilots=10, max_new_per_cycle=10,
+              max_queued=10, pilot_resources=Resources(memory_mb=8000, cores=4))
+    )  # fmt: skip
+    spec = TaskSpec(name="p", command=["true"], n_jobs=3, queue="push",
+                    resources=Resources(memory_mb=1500, cores=2))  # fmt: skip
+    task = submit(svc, spec, owner="u")
+    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+
+    # When the scaler runs twice, Then exactly one pilot per job, each with the job's memory
+    scale.handle(svc)
+    scale.handle(svc)
+    pushed = [(j, m) for q, _, j, m in launcher.launched if q == "push"]
+    jobs = {j.id for j in svc.store.list_jobs(task.id)}
+    assert sorted(j for j, _ in pushed) == sorted(jobs)
+    assert {m for _, m in pushed} == {1500}
+    pilots = svc.store.list_pilots(queue="push")
+    assert {p.push_job for p in pilots} == jobs
+    assert {(p.resources.memory_mb, p.resources.cores) for p in pilots} == {(1500, 2)}
