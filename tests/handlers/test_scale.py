@@ -12,7 +12,7 @@ import pytest
 from skypanda.domain import events as ev
 from skypanda.domain.models import Job, Queue, Resources, TaskSpec
 from skypanda.domain.states import PilotStatus
-from skypanda.handlers import queues, scale, split, sweep
+from skypanda.handlers import dispatch, queues, scale, split, sweep
 from skypanda.handlers.envelope import to_cloudevent
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
@@ -115,3 +115,36 @@ def test_push_mode_launches_one_pilot_per_job_sized_to_it(svc: Services) -> None
     pilots = svc.store.list_pilots(queue="push")
     assert {p.push_job for p in pilots} == jobs
     assert {(p.resources.memory_mb, p.resources.cores) for p in pilots} == {(1500, 2)}
+
+
+class VanishingLauncher(SilentLauncher):
+    """Reports every pilot it launched as gone without a trace (a deleted pod or task)."""
+
+    def list(self) -> list[LaunchedPilot]:
+        return [
+            LaunchedPilot(pilot_id=p, ref=f"gone:{p}", alive=False, exit_code=None)
+            for _, p, _, _ in self.launched
+        ]
+
+
+def test_a_pilot_that_vanished_from_the_launcher_is_missed_and_its_jobs_requeued(
+    svc: Services,
+) -> None:
+    # Given a pilot holding a job, whose pod (or task, or process) then vanishes
+    svc.launcher = VanishingLauncher()
+    task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=1), owner="u")
+    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    scale.scale_queue(svc, svc.store.get_queue("local"))
+    (pilot,) = svc.store.list_pilots(queue="local")
+    dispatch.register(svc, pilot_id=pilot.id, queue="local", host="h", pid=None,
+                      resources=Resources(), version="v")  # fmt: skip
+    (job,) = dispatch.acquire(svc, pilot.id, 1)
+
+    # When the scaler reconciles with the launcher's view
+    scale.reconcile(svc)
+
+    # Then the pilot is missed (vanished) and its job requeued as a new attempt
+    ended = svc.store.get_pilot(pilot.id)
+    assert ended.status is PilotStatus.MISSED and ended.reason.startswith("vanished")
+    requeued = svc.store.get_job(job.id)
+    assert (requeued.status.value, requeued.attempt) == ("activated", 2)

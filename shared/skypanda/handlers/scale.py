@@ -39,8 +39,13 @@ def reconcile(svc: Services) -> None:
             continue
         pilot = svc.store.get_pilot(seen.pilot_id)
         if pilot.status in PILOT_LIVE:
-            status = PilotStatus.FINISHED if seen.exit_code == 0 else PilotStatus.FAILED
-            retire(svc, pilot, status, f"process exited with code {seen.exit_code}")
+            if seen.exit_code is None:  # its pod, task or process is gone without a trace
+                status, why = PilotStatus.MISSED, f"vanished from the launcher ({seen.ref})"
+            elif seen.exit_code == 0:
+                status, why = PilotStatus.FINISHED, "exited with code 0"
+            else:
+                status, why = PilotStatus.FAILED, f"exited with code {seen.exit_code}"
+            retire(svc, pilot, status, why)
         forget = getattr(svc.launcher, "forget", None)
         if forget is not None:
             forget(seen.pilot_id)
