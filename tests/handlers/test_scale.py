@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from skypanda.adapters.launchers import QueueLaunchers
 from skypanda.domain import events as ev
 from skypanda.domain.models import Job, Queue, Resources, TaskSpec
 from skypanda.domain.states import PilotStatus
@@ -148,3 +149,24 @@ def test_a_pilot_that_vanished_from_the_launcher_is_missed_and_its_jobs_requeued
     assert ended.status is PilotStatus.MISSED and ended.reason.startswith("vanished")
     requeued = svc.store.get_job(job.id)
     assert (requeued.status.value, requeued.attempt) == ("activated", 2)
+
+
+def test_a_queue_whose_launcher_is_not_available_says_so_and_others_still_scale(
+    svc: Services,
+) -> None:
+    # Given the local launcher only, and a Cloud Run queue with jobs waiting
+    silent = SilentLauncher()
+    svc.launcher = QueueLaunchers({"local": lambda queue: silent})
+    cloudrun = {"kind": "cloudrun", "project": "my-project", "region": "europe-west1",
+                "job": "pilots", "image": "img"}  # fmt: skip
+    svc.store.put_queue(Queue(name="cr", min_pilots=1, launcher=cloudrun))
+    svc.store.put_queue(Queue(name="local", min_pilots=1))
+
+    # When the scaler runs, Then the local queue gets its pilot, the other names the problem
+    assert scale.handle(svc) == 1
+    notes = {q["name"]: q["last_decision"] for q in queues.overview(svc)}
+    assert (
+        notes["cr"]
+        == "cannot launch pilots: queue cr: no cloudrun launcher here (available: local)"
+    )
+    assert notes["local"].endswith("launch 1 (target 1)")

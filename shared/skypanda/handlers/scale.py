@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from skypanda.domain import scaling
+from skypanda.domain.errors import SkypandaError
 from skypanda.domain.models import Job, Pilot, Queue
 from skypanda.domain.states import PILOT_LIVE, PilotStatus
 from skypanda.handlers.dispatch import retire
@@ -28,7 +29,11 @@ def handle(svc: Services, cloud_event: Any = None) -> int:
     launched = 0
     for queue in svc.store.list_queues():
         if queue.online and (only is None or queue.name == only):
-            launched += scale_queue(svc, queue)
+            try:
+                launched += scale_queue(svc, queue)
+            except SkypandaError as e:  # this queue's launcher failed; the others go on
+                log.warning("queue %s: cannot launch pilots: %s", queue.name, e.message)
+                _note(svc, queue.name, f"cannot launch pilots: {e.message}", svc.clock.now())
     return launched
 
 

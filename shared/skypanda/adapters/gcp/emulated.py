@@ -26,6 +26,7 @@ from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
 from skypanda.adapters.gcp.metering import meter_firestore
 from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 from skypanda.adapters.gcp.topology import ensure_topology, topic_name
+from skypanda.adapters.launchers import QueueLaunchers
 from skypanda.adapters.local.files import SystemClock
 from skypanda.adapters.local.launcher import ProcessLauncher
 from skypanda.adapters.local.runtime import LocalOptions, ensure_queue, ensure_token
@@ -119,7 +120,8 @@ class EmulatedCloud:
             self.launcher = ProcessLauncher(
                 server_url=self.url, token=self.token, home=self.opts.home
             )
-            self.svc.launcher = self.launcher
+            local = self.launcher
+            self.svc.launcher = QueueLaunchers({"local": lambda queue: local})
         # scale is deployed with --max-instances=1 --concurrency=1: one decision at a time per
         # project, or two concurrent invocations would both launch the pilots a queue lacks.
         pushed = {

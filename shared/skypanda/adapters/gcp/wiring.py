@@ -6,6 +6,8 @@ Environment:
     SKYPANDA_TOKEN         the API token (from Secret Manager)
     SKYPANDA_PREFIX        optional prefix for collections and topics (several deployments
                            in one project, or one test per prefix)
+    SKYPANDA_SERVER_URL    the URL pilots reach the API at (the dispatch function's); with it,
+                           the scaler launches pilots on Cloud Run or GKE as each queue says
 The emulators are used when the usual `*_EMULATOR_HOST` variables are set.
 """
 
@@ -44,4 +46,12 @@ def services_from_env() -> tuple[Services, str]:
     store = FirestoreStore(firestore.Client(project=project), clock=time.time, prefix=prefix)
     bus = PubSubBus(pubsub_v1.PublisherClient(), project, prefix=f"{prefix}skypanda")
     blobs = GcsBlobs(client_from_env(project), _need("SKYPANDA_BUCKET"))
-    return Services(store=store, bus=bus, blobs=blobs, clock=SystemClock()), _need("SKYPANDA_TOKEN")
+    svc = Services(store=store, bus=bus, blobs=blobs, clock=SystemClock())
+    server_url = os.environ.get("SKYPANDA_SERVER_URL")
+    if server_url:
+        from skypanda.adapters.launchers import QueueLaunchers, cloudrun_factory, gke_factory
+
+        svc.launcher = QueueLaunchers(
+            {"cloudrun": cloudrun_factory(server_url), "gke": gke_factory(server_url)}
+        )
+    return svc, _need("SKYPANDA_TOKEN")

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from skypanda.adapters.launchers import QueueLaunchers
 from skypanda.adapters.local.bus import OutboxBus
 from skypanda.adapters.local.files import FileBlobs, SystemClock
 from skypanda.adapters.local.launcher import ProcessLauncher
@@ -94,7 +95,8 @@ class LocalSystem:
         self.launcher: ProcessLauncher | None = None
         if opts.launch_pilots:
             self.launcher = ProcessLauncher(server_url=self.url, token=self.token, home=home)
-            self.svc.launcher = self.launcher
+            local = self.launcher
+            self.svc.launcher = QueueLaunchers({"local": lambda queue: local})
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="skypanda-ticker", daemon=True)
         ensure_queue(self.store, self.opts.queue)

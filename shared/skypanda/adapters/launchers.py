@@ -1,0 +1,74 @@
+"""One Launcher for all queues: each queue's pilots go to the launcher its definition names
+(`launcher.kind`: local processes, Cloud Run, GKE). Launchers are made when first needed, so a
+deployment without a GKE queue never loads the kubernetes client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from skypanda.domain.errors import InvalidInput
+from skypanda.domain.models import Job, Queue
+from skypanda.ports import LaunchedPilot, Launcher
+
+Factory = Callable[[Queue], Launcher]
+
+
+def cloudrun_factory(server_url: str) -> Factory:
+    def make(queue: Queue) -> Launcher:
+        from skypanda.adapters.gcp.cloudrun_launcher import CloudRunLauncher
+
+        return CloudRunLauncher(server_url=server_url)
+
+    return make
+
+
+def gke_factory(server_url: str) -> Factory:
+    def make(queue: Queue) -> Launcher:
+        from skypanda.adapters.gcp.gke_launcher import GkeLauncher, load_api_client
+
+        context = getattr(queue.launcher, "context", None)
+        return GkeLauncher(load_api_client(context), server_url=server_url)
+
+    return make
+
+
+class QueueLaunchers:
+    """The Launcher port over several launchers, chosen per queue by `queue.launcher.kind`."""
+
+    def __init__(self, factories: dict[str, Factory]) -> None:
+        self._factories = factories
+        self._made: dict[str, Launcher] = {}
+        self._owner: dict[str, str] = {}  # pilot id -> launcher kind
+
+    def _for(self, queue: Queue) -> tuple[str, Launcher]:
+        kind = queue.launcher.kind
+        if kind not in self._made:
+            factory = self._factories.get(kind)
+            if factory is None:
+                raise InvalidInput(
+                    f"queue {queue.name}: no {kind} launcher here "
+                    f"(available: {', '.join(sorted(self._factories))})"
+                )
+            self._made[kind] = factory(queue)
+        return kind, self._made[kind]
+
+    def launch(self, queue: Queue, pilot_id: str, job: Job | None = None) -> str:
+        kind, launcher = self._for(queue)
+        ref = launcher.launch(queue, pilot_id, job)
+        self._owner[pilot_id] = kind
+        return ref
+
+    def list(self) -> list[LaunchedPilot]:
+        return [seen for launcher in self._made.values() for seen in launcher.list()]
+
+    def stop(self, pilot_id: str) -> None:
+        kind = self._owner.get(pilot_id)
+        if kind is not None:
+            self._made[kind].stop(pilot_id)
+
+    def forget(self, pilot_id: str) -> None:
+        kind = self._owner.pop(pilot_id, None)
+        forget = getattr(self._made.get(kind or ""), "forget", None)
+        if forget is not None:
+            forget(pilot_id)
