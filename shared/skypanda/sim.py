@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from skypanda.adapters.local.router import Router
 from skypanda.domain.models import Job, JobReport, Resources
@@ -28,9 +28,7 @@ def all_finish(job: Job) -> tuple[JobStatus, dict[str, str]]:
 @dataclass
 class SimStats:
     rounds: int = 0
-    acquired: int = 0
     reported: int = 0
-    order: list[str] = field(default_factory=list)  # job ids in the order they were acquired
 
 
 class SimulatedPilots:
@@ -46,14 +44,12 @@ class SimulatedPilots:
         batch: int = 500,
         outcome: Outcome = all_finish,
         shuffle: random.Random | None = None,
-        record_order: bool = False,
     ) -> None:
         self.svc = svc
         self.router = router
         self.batch = batch
         self.outcome = outcome
         self.shuffle = shuffle
-        self.record_order = record_order
         self.stats = SimStats()
         capacity = Resources(memory_mb=4_000_000, cores=1024)
         self.pilots = [
@@ -74,8 +70,6 @@ class SimulatedPilots:
                 continue
             if self.shuffle is not None:
                 self.shuffle.shuffle(jobs)
-            if self.record_order:
-                self.stats.order.extend(j.id for j in jobs)
             reports = []
             for job in jobs:
                 status, flags = self.outcome(job)
@@ -88,7 +82,6 @@ class SimulatedPilots:
                     )
                 )  # fmt: skip
             dispatch.update(self.svc, pilot, reports, {})
-            self.stats.acquired += len(jobs)
             self.stats.reported += len(reports)
             ran += len(jobs)
         self.stats.rounds += 1

@@ -102,14 +102,6 @@ def parse_workflow(text: str, source: str = "<workflow>") -> WorkflowSpec:
     return spec
 
 
-def load_task_file(path: Path) -> TaskSpec:
-    """Read and validate a task file. Raises InvalidInput (also for an unreadable file)."""
-    spec = load_file(path)
-    if not isinstance(spec, TaskSpec):
-        raise InvalidInput(f"{path}: this is a workflow (it has tasks:)")
-    return spec
-
-
 def load_file(path: Path) -> TaskSpec | WorkflowSpec:
     """Read and validate a task or workflow file. Raises InvalidInput (also if unreadable)."""
     try:

@@ -12,6 +12,7 @@ import pytest
 from skypanda.adapters.local.router import Router
 from skypanda.domain.errors import Conflict, InvalidInput
 from skypanda.domain.models import Job, Queue
+from skypanda.domain.planner import latest_iterations
 from skypanda.domain.states import WORKFLOW_FINAL, JobStatus, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.handlers import workflow
@@ -67,10 +68,8 @@ class Run:
         return self.svc.store.get_workflow(self.wf.id).status
 
     def tasks(self) -> dict[str, TaskStatus]:
-        latest: dict[str, Any] = {}
-        for t in self.svc.store.workflow_tasks(self.wf.id):
-            if t.spec.name not in latest or t.iteration > latest[t.spec.name].iteration:
-                latest[t.spec.name] = t
+        records = self.svc.store.workflow_tasks(self.wf.id)
+        latest = latest_iterations(records, lambda t: t.spec.name, lambda t: t.iteration)
         return {n: t.status for n, t in latest.items()}
 
     def jobs(self, name: str) -> list[Job]:

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.export import FORMATS, export
 from skypanda.domain.models import jsonable
-from skypanda.domain.workflow import Workflow, WorkflowSpec, compile_workflow
+from skypanda.domain.workflow import Workflow, WorkflowSpec
+from skypanda.handlers import known
 from skypanda.handlers import workflow as flows
 from skypanda.handlers.services import Services
 from skypanda.taskfile import parse_workflow
@@ -99,7 +100,7 @@ def workflow_routes(app: Flask, svc: Services) -> None:
             raise InvalidInput(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
         wf = svc.store.get_workflow(workflow_id)
         states = {t.spec.name: str(t.status) for t in svc.store.workflow_tasks(workflow_id)}
-        text = export(compile_workflow(wf.spec), fmt, states)
+        text = export(known.compiled(svc, wf.id), fmt, states)
         return Response(text, mimetype="text/plain")
 
     @app.post("/v1/workflows/<workflow_id>/retry")

@@ -9,8 +9,9 @@ compare-and-set, so two handlers planning the same workflow at once cannot both 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from skypanda.domain.states import TASK_FINAL, TASK_OK, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import CompiledWorkflow, Condition
@@ -85,12 +86,23 @@ def describe(cond: Condition) -> str:
     return f"{cond.task} flag {cond.flag}" + (f"={cond.equals}" if cond.equals is not None else "")
 
 
-def _latest(records: Iterable[TaskFacts]) -> dict[str, TaskFacts]:
-    latest: dict[str, TaskFacts] = {}
+R = TypeVar("R")
+
+
+def latest_iterations(
+    records: Iterable[R], name: Callable[[R], str], iteration: Callable[[R], int]
+) -> dict[str, R]:
+    """Each task's record of its latest iteration (loops make several records of a task)."""
+    latest: dict[str, R] = {}
     for r in records:
-        if r.name not in latest or r.iteration > latest[r.name].iteration:
-            latest[r.name] = r
+        n = name(r)
+        if n not in latest or iteration(r) > iteration(latest[n]):
+            latest[n] = r
     return latest
+
+
+def _latest(records: Iterable[TaskFacts]) -> dict[str, TaskFacts]:
+    return latest_iterations(records, lambda r: r.name, lambda r: r.iteration)
 
 
 def _loops(

@@ -202,6 +202,7 @@ def _apply_reports(
     write lost a compare-and-set (the job changed between read and write, e.g. killed)."""
     now = svc.clock.now()
     jobs = svc.store.get_jobs([r.job_id for r in reports])
+    queues: dict[str, Queue] = {}  # read once per batch, for failed reports only
     changes: list[tuple[JobReport, JobChange]] = []
     for report in reports:
         job = jobs.get(report.job_id)
@@ -214,7 +215,7 @@ def _apply_reports(
                 svc.blobs.append(key, text.encode())
             uri = svc.blobs.uri(key)
             failed = report.status is JobStatus.FAILED
-            retry = _retry_context(svc, job, report.error_code) if failed else None
+            retry = _retry_context(svc, job, report.error_code, queues) if failed else None
             change = apply_report(job, report, pilot_id, now, uri, retry)
         except (Conflict, NotFound, InvalidInput) as e:
             results[report.job_id] = _result(report.job_id, False, e.message)
@@ -237,7 +238,7 @@ def _raise_task_memory(svc: Services, won: list[JobChange]) -> None:
                 raised.get(ch.after.task_id, 0), ch.after.resources.memory_mb
             )
     for task_id, memory_mb in raised.items():
-        task = svc.store.get_task(task_id, counts=False)
+        task = known.task(svc, task_id)  # spec and n_jobs never change once split
         above = svc.store.count_jobs_above_memory(task_id, task.spec.resources.memory_mb)
         if raise_for_task(above, task.n_jobs):
             n = svc.store.raise_queued_memory(task_id, memory_mb)
@@ -248,9 +249,15 @@ def _raise_task_memory(svc: Services, won: list[JobChange]) -> None:
 
 # Task id -> its retry rules: a task's spec never changes, so this cannot go stale. Read only
 # for failed reports (the success path costs nothing more).
-def _retry_context(svc: Services, job: Job, error_code: int | None) -> RetryContext:
+def _retry_context(
+    svc: Services, job: Job, error_code: int | None, queues: dict[str, Queue]
+) -> RetryContext:
+    """What the retry rules need for a failed report; `queues` memoizes queue reads within
+    one batch of reports."""
     spec = known.task(svc, job.task_id).spec
-    queue = svc.store.get_queue(job.queue)
+    if job.queue not in queues:
+        queues[job.queue] = svc.store.get_queue(job.queue)
+    queue = queues[job.queue]
     limits = Limits(memory_mb=queue.pilot_resources.memory_mb, walltime_s=queue.max_walltime_s)
     others: tuple[Queue, ...] = ()
     if error_code == ErrorCode.OUT_OF_MEMORY and job.resources.memory_mb >= limits.memory_mb:

@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 from skypanda.domain.models import Task
 from skypanda.domain.states import TaskStatus
+from skypanda.domain.workflow import CompiledWorkflow, compile_workflow
 from skypanda.handlers.services import Services
 
 MAX_ENTRIES = 10_000
@@ -18,6 +19,7 @@ PAUSE_TTL_S = 2.0
 this (running and just-claimed jobs go on anyway)."""
 
 _TASKS: OrderedDict[str, Task] = OrderedDict()
+_COMPILED: OrderedDict[str, CompiledWorkflow] = OrderedDict()
 _PAUSED: dict[str, tuple[float, bool]] = {}
 
 
@@ -34,6 +36,20 @@ def task(svc: Services, task_id: str) -> Task:
         while len(_TASKS) > MAX_ENTRIES:
             _TASKS.popitem(last=False)
     return known
+
+
+def compiled(svc: Services, workflow_id: str) -> CompiledWorkflow:
+    """The workflow's compiled spec (a workflow's spec never changes).
+
+    Raises:
+        NotFound: no such workflow.
+    """
+    cw = _COMPILED.get(workflow_id)
+    if cw is None:
+        cw = _COMPILED[workflow_id] = compile_workflow(svc.store.get_workflow(workflow_id).spec)
+        while len(_COMPILED) > MAX_ENTRIES:
+            _COMPILED.popitem(last=False)
+    return cw
 
 
 def paused(svc: Services, task_id: str) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from skypanda.domain.broker import Load, Needs, broker
 from skypanda.domain.errors import InvalidInput
-from skypanda.domain.models import AUTO_QUEUE, Queue, TaskSpec, jsonable
+from skypanda.domain.models import AUTO_QUEUE, Pilot, Queue, TaskSpec, jsonable
 from skypanda.domain.states import TaskStatus
 from skypanda.handlers.services import Services
 
@@ -71,11 +71,13 @@ def apply(svc: Services, queues: Sequence[Queue], *, dry_run: bool = False) -> l
     return changes
 
 
-def load(svc: Services, queue: str) -> Load:
+def load(svc: Services, queue: str, live: list[Pilot] | None = None) -> Load:
     """A queue's load for brokerage: live pilots stand in for running jobs (the store counts
-    activated jobs per queue, not running ones), activated jobs are the queued ones."""
-    running = len(svc.store.list_pilots(queue=queue, live=True))
-    return Load(running=running, queued=svc.store.count_activated(queue))
+    activated jobs per queue, not running ones), activated jobs are the queued ones. `live`:
+    the queue's live pilots, when the caller has read them already."""
+    if live is None:
+        live = svc.store.list_pilots(queue=queue, live=True)
+    return Load(running=len(live), queued=svc.store.count_activated(queue))
 
 
 def overview(svc: Services) -> list[dict[str, Any]]:
@@ -84,9 +86,10 @@ def overview(svc: Services) -> list[dict[str, Any]]:
     out = []
     notes = svc.store.scaling_notes()
     for q in svc.store.list_queues():
-        now = load(svc, q.name)
+        live = svc.store.list_pilots(queue=q.name, live=True)
+        now = load(svc, q.name, live)
         by_state: dict[str, int] = {}
-        for p in svc.store.list_pilots(queue=q.name, live=True):
+        for p in live:
             by_state[str(p.status)] = by_state.get(str(p.status), 0) + 1
         note, at = notes.get(q.name, ("", None))
         out.append(

@@ -137,7 +137,7 @@ def _release(svc: Services, job: Job, parents: ParentsState, now: float) -> JobC
     if parents.failed:
         task = known.task(svc, job.task_id)
         wf_id, name = task.workflow_id, task.spec.name
-        goes_on = wf_id is not None and workflow.compiled(svc, wf_id).continues(name)
+        goes_on = wf_id is not None and known.compiled(svc, wf_id).continues(name)
     status = child_status(parents, continue_on_failure=goes_on)
     if status is None:
         return None

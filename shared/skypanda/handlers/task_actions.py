@@ -22,10 +22,15 @@ ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.PAUSED)
 MAX_PRIORITY = 1_000_000
 
 
-def _owned_active(svc: Services, task_id: str, owner: str, action: str) -> Task:
+def _owned(svc: Services, task_id: str, owner: str, action: str) -> Task:
     task = svc.store.get_task(task_id, counts=False)
     if task.owner != owner:
         raise Forbidden(f"task {task_id} belongs to {task.owner}; {owner} cannot {action} it")
+    return task
+
+
+def _owned_active(svc: Services, task_id: str, owner: str, action: str) -> Task:
+    task = _owned(svc, task_id, owner, action)
     if task.status not in ACTIVE:
         raise Conflict(
             f"cannot {action} task {task_id}: it is {task.status}, not ready, running or paused"
@@ -117,9 +122,7 @@ def resume(svc: Services, task_id: str, owner: str) -> Task:
     """
     from skypanda.handlers import release
 
-    task = svc.store.get_task(task_id, counts=False)
-    if task.owner != owner:
-        raise Forbidden(f"task {task_id} belongs to {task.owner}; {owner} cannot resume it")
+    task = _owned(svc, task_id, owner, "resume")
     if task.status is not TaskStatus.PAUSED:
         raise Conflict(f"cannot resume task {task_id}: it is {task.status}, not paused")
     if not svc.store.set_task_status(task_id, [TaskStatus.PAUSED], TaskStatus.RUNNING, reason=""):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -33,7 +32,7 @@ from skypanda.domain.errors import Conflict, InvalidInput, NotFound
 from skypanda.domain.ids import job_id, workflow_task_id
 from skypanda.domain.jobflow import new_job
 from skypanda.domain.models import Job, JobSpec, Task
-from skypanda.domain.planner import EndTask, Plan, Repeat, TaskFacts, plan
+from skypanda.domain.planner import EndTask, Plan, Repeat, TaskFacts, latest_iterations, plan
 from skypanda.domain.splitter import count_jobs
 from skypanda.domain.states import (
     TASK_FINAL,
@@ -42,6 +41,7 @@ from skypanda.domain.states import (
     WorkflowStatus,
 )
 from skypanda.domain.workflow import CompiledWorkflow, Workflow, WorkflowSpec, compile_workflow
+from skypanda.handlers import known
 from skypanda.handlers.envelope import WorkflowRef, decode
 from skypanda.handlers.services import Services, new_id
 from skypanda.handlers.submit import check_task
@@ -141,21 +141,6 @@ def _task_record(
     )
 
 
-# -- compiled workflows, cached (a workflow's spec never changes) ---------------------------------
-
-_COMPILED: OrderedDict[str, CompiledWorkflow] = OrderedDict()
-
-
-def compiled(svc: Services, workflow_id: str) -> CompiledWorkflow:
-    cw = _COMPILED.get(workflow_id)
-    if cw is None:
-        cw = compile_workflow(svc.store.get_workflow(workflow_id).spec)
-        _COMPILED[workflow_id] = cw
-        while len(_COMPILED) > 256:
-            _COMPILED.popitem(last=False)
-    return cw
-
-
 # -- start --------------------------------------------------------------------------------------
 
 
@@ -169,7 +154,7 @@ def start(svc: Services, workflow_id: str) -> None:
     wf = svc.store.get_workflow(workflow_id)
     if wf.status is not WorkflowStatus.REGISTERED:
         return
-    cw = compiled(svc, workflow_id)
+    cw = known.compiled(svc, workflow_id)
     records = {t.spec.name: t for t in svc.store.workflow_tasks(workflow_id) if t.iteration == 1}
     for name in reversed(cw.eager):
         if records[name].status is TaskStatus.REGISTERED:
@@ -288,7 +273,7 @@ def advance(svc: Services, workflow_id: str) -> WorkflowStatus | None:
     wf = svc.store.get_workflow(workflow_id)
     if wf.status is not WorkflowStatus.RUNNING:
         return None
-    cw = compiled(svc, workflow_id)
+    cw = known.compiled(svc, workflow_id)
     for _ in range(len(cw.order) * 4 + 10):
         records = svc.store.workflow_tasks(workflow_id)
         latest = _latest(records)
@@ -306,11 +291,7 @@ def advance(svc: Services, workflow_id: str) -> WorkflowStatus | None:
 
 
 def _latest(records: list[Task]) -> dict[str, Task]:
-    latest: dict[str, Task] = {}
-    for t in records:
-        if t.spec.name not in latest or t.iteration > latest[t.spec.name].iteration:
-            latest[t.spec.name] = t
-    return latest
+    return latest_iterations(records, lambda t: t.spec.name, lambda t: t.iteration)
 
 
 def _apply(
@@ -357,7 +338,7 @@ def retry(svc: Services, workflow_id: str) -> int:
     wf = svc.store.get_workflow(workflow_id)
     if wf.status is not WorkflowStatus.FAILED:
         raise Conflict(f"workflow {workflow_id} is {wf.status}: only a failed workflow is retried")
-    cw = compiled(svc, workflow_id)
+    cw = known.compiled(svc, workflow_id)
     latest = _latest(svc.store.workflow_tasks(workflow_id))
     if not svc.store.set_workflow_status(
         workflow_id, [WorkflowStatus.FAILED], WorkflowStatus.RUNNING
