@@ -1,4 +1,4 @@
-"""Cloud Functions source: the entry points, defined in `skypanda.entrypoints`.
+"""Cloud Functions source: the entry points, defined in `skypanda.runtime.entrypoints`.
 
     gcloud functions deploy NAME --gen2 --runtime python311 --source functions \
         --entry-point NAME ...
@@ -7,6 +7,6 @@ submit, dispatch (HTTP); split, workflow, scale, sweep (Pub/Sub); release (Fires
 document.written on the outbox collection). See skypanda/entrypoints.py for each trigger.
 """
 
-from skypanda.entrypoints import dispatch, release, scale, split, submit, sweep, workflow
+from skypanda.runtime.entrypoints import dispatch, release, scale, split, submit, sweep, workflow
 
 __all__ = ["dispatch", "release", "scale", "split", "submit", "sweep", "workflow"]

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from skypanda.adapters.gcp import emulators
-from skypanda.adapters.gcp.emulators import Emulator
+from skypanda.runtime import emulators
+from skypanda.runtime.emulators import Emulator
 
 
 def _serve(start: object) -> Iterator[Emulator]:

@@ -16,7 +16,6 @@ from uuid import uuid4
 import pytest
 from google.cloud import firestore
 
-from skypanda.adapters.gcp.emulators import PROJECT
 from skypanda.adapters.gcp.firestore_store import FirestoreStore
 from skypanda.adapters.local.sqlite_store import SqliteStore
 from skypanda.domain.jobflow import new_job
@@ -24,6 +23,7 @@ from skypanda.domain.models import Job, Queue, Resources, Task, TaskSpec
 from skypanda.domain.splitter import split
 from skypanda.domain.states import TaskStatus
 from skypanda.ports import Store
+from skypanda.runtime.emulators import PROJECT
 from tests.support import FakeClock
 
 

@@ -18,7 +18,6 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from skypanda.adapters.gcp import firestore_codec as codec
-from skypanda.adapters.gcp.emulators import Emulator
 from skypanda.adapters.gcp.firestore_store import FirestoreStore
 from skypanda.adapters.gcp.metering import FirestoreMeter, meter_firestore
 from skypanda.domain import events as ev
@@ -27,6 +26,7 @@ from skypanda.domain.jobflow import JobChange, apply_report
 from skypanda.domain.models import Attempt, Job, JobReport, Pilot, Queue
 from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.domain.workflow import Workflow, WorkflowSpec, WorkflowTask
+from skypanda.runtime.emulators import Emulator
 
 from .conftest import FakeClock, FirestoreBackend, add_split_task, fits_all, make_jobs, make_task
 

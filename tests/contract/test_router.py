@@ -16,7 +16,6 @@ import pytest
 
 from skypanda.adapters.local.bus import OutboxBus
 from skypanda.adapters.local.files import FileBlobs
-from skypanda.adapters.local.router import Router
 from skypanda.adapters.local.sqlite_store import SqliteStore
 from skypanda.domain import events as ev
 from skypanda.domain.events import Event, EventType
@@ -24,6 +23,7 @@ from skypanda.domain.models import Task, TaskSpec
 from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
+from skypanda.runtime.router import Router
 
 from .conftest import FakeClock, make_queue
 

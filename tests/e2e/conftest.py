@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from skypanda.adapters.local.runtime import LocalOptions, LocalSystem
 from skypanda.domain.models import Queue
 from skypanda.pilot.client import ApiClient
+from skypanda.runtime.local import LocalOptions, LocalSystem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,7 +76,10 @@ def cli(
     )  # fmt: skip
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something true, and return that; AssertionError naming
+    `what` once `timeout` seconds passed. Deadlines are generous: CI runs on 2 busy cores, so a
+    test waits on a condition it controls, never on a sleep or on how fast something starts."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -84,6 +88,55 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
+
+
+class Gate:
+    """Payloads held until the test lets them finish.
+
+    `script()` is a payload shell script that first writes its pid to `started.<mark>` (the
+    mark is the job's index by default; `$SKYPANDA_ATTEMPT` tells attempts apart), then waits
+    until the `go` file exists, which `release()` creates, then runs `then`. So a test knows
+    which payloads run, and they run until it decides otherwise, however slow the machine is.
+    Never released, a payload runs until it is killed (every gate is released once its test
+    ended, so that no payload outlives its test).
+    """
+
+    made: ClassVar[list[Gate]] = []
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        Gate.made.append(self)
+
+    def script(self, then: str = "", mark: str | None = "{index}") -> str:
+        """The payload's shell script; `mark=None`: no mark, only the wait."""
+        root = shlex.quote(str(self.root))
+        body = f"while [ ! -e {root}/go ]; do sleep 0.05; done"
+        if mark is not None:
+            started = f"echo $$ > {root}/.{mark}.tmp && mv {root}/.{mark}.tmp {root}/started.{mark}"
+            body = f"{started}; {body}"
+        return f"{body}; {then}" if then else body
+
+    def command(self, then: str = "", mark: str | None = "{index}") -> list[str]:
+        return ["sh", "-c", self.script(then, mark)]
+
+    def started(self) -> set[str]:
+        """The marks of the payloads that started so far."""
+        return {p.name.removeprefix("started.") for p in self.root.glob("started.*")}
+
+    def pid(self, mark: object) -> int:
+        """The pid of the payload that started with `mark`."""
+        return int((self.root / f"started.{mark}").read_text())
+
+    def release(self) -> None:
+        (self.root / "go").touch()
+
+
+@pytest.fixture(autouse=True)
+def _release_gates() -> Iterator[None]:
+    yield
+    while Gate.made:
+        Gate.made.pop().release()
 
 
 def write_task(path: Path, text: str) -> Path:

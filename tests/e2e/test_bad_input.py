@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from skypanda.adapters.local.runtime import LocalSystem
 from skypanda.pilot.client import ApiClient, ApiError
+from skypanda.runtime.local import LocalSystem
 from tests.e2e.conftest import cli, write_task
 
 BAD_FILES = [

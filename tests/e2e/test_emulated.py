@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from skypanda.adapters.gcp.emulated import EmulatedCloud, EmulatedOptions
-from skypanda.adapters.gcp.emulators import Emulator
 from skypanda.pilot.client import ApiClient
-from tests.e2e.conftest import REPO, cli, fast_queue, wait_until
+from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions
+from skypanda.runtime.emulators import Emulator
+from tests.e2e.conftest import REPO, Gate, cli, fast_queue, wait_until
 
 
 @pytest.fixture
@@ -56,24 +56,28 @@ def test_failing_job_is_retried_then_fails(cloud: EmulatedCloud) -> None:
         assert job["status"] == "failed" and job["attempt"] == 2 and job["exit_code"] == 3
 
 
-def test_killed_task_stops(cloud: EmulatedCloud) -> None:
+def test_killed_task_stops(cloud: EmulatedCloud, tmp_path: Path) -> None:
+    # Given a task whose jobs run until killed, one of them running
     api = ApiClient(cloud.url, cloud.token)
-    task = api.call(
-        "POST", "/v1/tasks", {"name": "sleepy", "command": ["sleep", "60"], "n_jobs": 4}
-    )
+    gate = Gate(tmp_path / "gate")  # never released
+    task = api.call("POST", "/v1/tasks", {"name": "sleepy", "command": gate.command(), "n_jobs": 4})
     tid = task["id"]
     wait_until(
         lambda: api.call("GET", f"/v1/tasks/{tid}")["job_counts"].get("running", 0) >= 1,
-        60,
-        "running",
+        90,
+        "a job to run",
     )
+    wait_until(lambda: gate.started(), what="its payload to start")
+    # When it is killed, Then every job ends cancelled and the running payloads are gone
     assert cli(cloud, "kill", tid).returncode == 0
     wait_until(
         lambda: api.call("GET", f"/v1/tasks/{tid}")["job_counts"] == {"cancelled": 4},
-        30,
-        "cancelled",
+        what="every job cancelled",
     )
     assert _status(api, tid) == "aborted"
+    for mark in gate.started():
+        pid = gate.pid(mark)
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 30, f"payload {pid} to exit")
 
 
 @pytest.mark.parametrize("name", ["rubin-drp", "refine-loop"])

@@ -6,11 +6,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from skypanda.adapters.local.runtime import LocalSystem
-from skypanda.domain.codes import ErrorCode
 from skypanda.domain.states import JOB_LIVE, JobStatus, TaskStatus
 from skypanda.pilot.client import ApiClient
-from tests.e2e.conftest import REPO, cli, fast_queue, wait_until, write_task
+from skypanda.runtime.local import LocalSystem
+from skypanda.wire.codes import ErrorCode
+from tests.e2e.conftest import REPO, Gate, cli, fast_queue, wait_until, write_task
 
 
 def test_sample_runs_to_done_and_logs_are_readable(system: LocalSystem) -> None:
@@ -69,7 +69,7 @@ def test_failed_attempts_are_kept_with_exit_and_error_codes(
             "n_jobs": 1, "max_attempts": 3}  # fmt: skip
     task = api.call("POST", "/v1/tasks", spec)
     # When it runs
-    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 60, "done")
+    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", what="done")
     # Then the job finished on attempt 2 and attempt 1 is kept with its exit and error codes
     (job,) = api.call("GET", f"/v1/tasks/{task['id']}/jobs")["jobs"]
     detail = api.call("GET", f"/v1/jobs/{job['id']}")
@@ -83,19 +83,16 @@ def test_failed_attempts_are_kept_with_exit_and_error_codes(
 def test_kill_stops_running_jobs_within_seconds(
     system: LocalSystem, api: ApiClient, tmp_path: Path
 ) -> None:
-    # Given a task whose jobs sleep for a minute, running on the pilots
-    marker = tmp_path / "pids"
-    marker.mkdir()
-    script = f"echo $$ > {marker}/{{index}}; exec sleep 60"
-    spec = {"name": "sleepy", "command": ["sh", "-c", script],
-            "n_jobs": 6}  # fmt: skip
+    # Given a task whose jobs run until killed, running on the pilots
+    gate = Gate(tmp_path / "gate")  # never released
+    spec = {"name": "sleepy", "command": gate.command(), "n_jobs": 6}
     task = api.call("POST", "/v1/tasks", spec)
     tid = task["id"]
     wait_until(
         lambda: api.call("GET", f"/v1/tasks/{tid}")["job_counts"].get("running", 0) >= 2,
-        30,
-        "running jobs",
+        what="running jobs",
     )
+    wait_until(lambda: len(gate.started()) >= 2, what="their payloads to start")
     # When the user kills the task
     out = cli(system, "kill", tid)
     assert out.returncode == 0, out.stderr
@@ -105,39 +102,38 @@ def test_kill_stops_running_jobs_within_seconds(
         counts = api.call("GET", f"/v1/tasks/{tid}")["job_counts"]
         return counts == {"cancelled": 6}
 
-    wait_until(all_cancelled, 10, "all jobs cancelled")
+    wait_until(all_cancelled, 30, "all jobs cancelled")
     assert api.call("GET", f"/v1/tasks/{tid}")["status"] == "aborted"
-    for pid_file in marker.iterdir():
-        pid = int(pid_file.read_text())
-        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 5, f"payload {pid} to exit")
+    for mark in gate.started():
+        pid = gate.pid(mark)
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 30, f"payload {pid} to exit")
 
 
 def test_sigkilled_pilot_loses_its_job_to_another_pilot(
     make_system: Callable[..., LocalSystem], tmp_path: Path
 ) -> None:
-    # Given two pilots and one job that runs for a few seconds, noting its pid per attempt
+    # Given two pilots and one job that runs until the test lets it end, noting its pid per
+    # attempt
     system = make_system(fast_queue(min_pilots=2, max_pilots=2))
     api = ApiClient(system.url, system.token)
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    script = f"echo $$ > {pids}/$SKYPANDA_ATTEMPT; sleep 3; echo survived"
-    task = api.call(
-        "POST", "/v1/tasks", {"name": "victim", "command": ["sh", "-c", script], "n_jobs": 1}
-    )
+    gate = Gate(tmp_path / "gate")
+    command = gate.command("echo survived", mark="$SKYPANDA_ATTEMPT")
+    task = api.call("POST", "/v1/tasks", {"name": "victim", "command": command, "n_jobs": 1})
 
     def running() -> list[dict[str, object]]:
         jobs = api.call("GET", f"/v1/tasks/{task['id']}/jobs", params={"status": "running"})
-        return list(jobs["jobs"]) if (pids / "1").exists() else []
+        return list(jobs["jobs"]) if "1" in gate.started() else []
 
-    (job,) = wait_until(running, 30, "the job to run")
+    (job,) = wait_until(running, what="the job to run")
     # When the pilot running it is killed with SIGKILL
     assert system.launcher is not None
     system.launcher.kill(str(job["pilot_id"]))
     # Then its orphaned payload is killed too
-    first_pid = int((pids / "1").read_text())
-    wait_until(lambda: not Path(f"/proc/{first_pid}").exists(), 10, "the orphaned payload to die")
+    first_pid = gate.pid(1)
+    wait_until(lambda: not Path(f"/proc/{first_pid}").exists(), what="the orphaned payload to die")
     # And the job is requeued as a new attempt and finished by another pilot
-    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 60, "done")
+    gate.release()
+    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", what="done")
     detail = api.call("GET", f"/v1/jobs/{job['id']}")
     first, second = detail["attempts"]
     assert first["pilot_id"] == job["pilot_id"] and first["error_code"] == ErrorCode.LOST_HEARTBEAT
@@ -150,7 +146,7 @@ def test_sigkilled_pilot_loses_its_job_to_another_pilot(
 def test_pilots_are_listed_with_their_state(system: LocalSystem, api: ApiClient) -> None:
     # Given a task that made the scaler launch pilots
     task = api.call("POST", "/v1/tasks", {"name": "few", "command": ["true"], "n_jobs": 3})
-    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 60, "done")
+    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", what="done")
     # Then `skypanda pilots --json` lists them on the local queue, and the text view too
     listed = json.loads(cli(system, "pilots", "--queue", "local", "--json").stdout)
     assert listed and {p["queue"] for p in listed} == {"local"}
@@ -161,7 +157,7 @@ def test_pilots_are_listed_with_their_state(system: LocalSystem, api: ApiClient)
 def test_no_job_has_two_live_attempts(system: LocalSystem, api: ApiClient) -> None:
     # Given a batch of jobs run by the pilots
     task = api.call("POST", "/v1/tasks", {"name": "many", "command": ["true"], "n_jobs": 40})
-    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 60, "done")
+    wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", what="done")
     # Then every job has exactly one attempt, finished
     for job in system.store.list_jobs(task["id"]):
         attempts = system.store.attempts(job.id)

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from skypanda.adapters.gcp.emulators import Emulator
 from skypanda.adapters.gcp.gcs_blobs import client_from_env
-from skypanda.adapters.local.runtime import LocalSystem
-from skypanda.domain.codes import ErrorCode
 from skypanda.domain.jobflow import output_key
 from skypanda.domain.models import OutputFile
 from skypanda.domain.states import JobStatus
 from skypanda.pilot.client import ApiClient, ApiError
+from skypanda.runtime.emulators import Emulator
+from skypanda.runtime.local import LocalSystem
+from skypanda.wire.codes import ErrorCode
 from tests.e2e.conftest import cli, fast_queue, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ UPPER = ["sh", "-c", "tr a-z A-Z < {input} > upper-{index}.txt"]
 """A payload that reads its staged input by the local name and writes one .txt output."""
 
 
-def run_task(api: ApiClient, spec: dict[str, Any], timeout: float = 30) -> list[dict[str, Any]]:
+def run_task(api: ApiClient, spec: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
     """Submit a task, wait for it to end, return its jobs in index order."""
     task = api.call("POST", "/v1/tasks", {"max_attempts": 1, **spec})
     path = f"/v1/tasks/{task['id']}"
@@ -216,20 +216,27 @@ def test_a_push_pilot_runs_exactly_its_job_and_exits(
     api = ApiClient(system.url, system.token)
     task = api.call("POST", "/v1/tasks", {"name": "push", "command": ["true"], "n_jobs": 3})
     jobs_path = f"/v1/tasks/{task['id']}/jobs"
-    jobs = wait_until(lambda: api.call("GET", jobs_path)["jobs"], 10, "jobs made")
+    jobs = wait_until(
+        lambda: (
+            len(js := api.call("GET", jobs_path)["jobs"]) == 3
+            and {j["status"] for j in js} == {"activated"}
+            and js
+        ),
+        what="the 3 jobs made and activated",
+    )
     target = jobs[1]["id"]
     push = ("pilot", "--server", system.url, "--queue", "local", "--job", target,
             "--cores", "1", "--memory-mb", "4000", "--workdir", str(tmp_path / "push"))  # fmt: skip
 
     # When a push pilot is started for job 1
-    ran = cli(system, *push, timeout=60)
+    ran = cli(system, *push)
 
     # Then it ran that job, exited 0, and left the other jobs activated
     assert ran.returncode == 0, ran.stderr
     statuses = {j["index"]: j["status"] for j in api.call("GET", jobs_path)["jobs"]}
     assert statuses == {0: "activated", 1: "finished", 2: "activated"}
     # And a push pilot for a job that is no longer there exits non-zero, saying so
-    again = cli(system, *push, timeout=60)
+    again = cli(system, *push)
     assert again.returncode == 4
     assert f"job {target} is not available" in again.stderr
 

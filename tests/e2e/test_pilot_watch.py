@@ -8,14 +8,17 @@ from typing import Any
 
 import pytest
 
-from skypanda.adapters.local.runtime import LocalSystem
-from skypanda.domain.codes import ErrorCode
 from skypanda.pilot.client import ApiClient
+from skypanda.runtime.local import LocalSystem
+from skypanda.wire.codes import ErrorCode
 from tests.e2e.conftest import cli, fast_queue, wait_until
 
 HOG = (
-    "import time; b = bytearray(400 * 1024 * 1024); print('allocated', flush=True); time.sleep(30)"
+    "import time; b = bytearray(400 * 1024 * 1024); print('allocated', flush=True)\n"
+    "while True: time.sleep(0.1)"
 )
+FOREVER = ["sh", "-c", "echo start; while :; do sleep 0.1; done"]
+"""Payloads that never end by themselves: only the pilot's watch ends them."""
 
 
 @pytest.mark.parametrize(
@@ -27,12 +30,12 @@ HOG = (
             "150 MB",
         ),
         (
-            {"command": ["sh", "-c", "echo start; sleep 30"], "resources": {"walltime": "2s"}},
+            {"command": FOREVER, "resources": {"walltime": "2s"}},
             ErrorCode.MAX_TIME_EXCEEDED,
             "",
         ),
         (
-            {"command": ["sh", "-c", "echo start; sleep 30"]},
+            {"command": FOREVER},
             ErrorCode.LOOPING_JOB,
             "",
         ),
@@ -53,7 +56,8 @@ def test_a_payload_breaking_a_limit_is_killed_with_its_code(
     # When a job breaks its limit
     task = api.call("POST", "/v1/tasks", body)
     wait_until(
-        lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "failed", 60, "failure"
+        lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "failed",
+        what="the payload to be killed and the task to fail",
     )
 
     # Then it failed with that limit's code and a diagnosis, and `skypanda jobs` names the code

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from skypanda import __version__
-from skypanda.adapters.local.runtime import LocalSystem
 from skypanda.pilot.client import ApiClient
+from skypanda.runtime.local import LocalSystem
 from tests.e2e.conftest import fast_queue, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the pilot is POSIX only")
@@ -83,6 +83,11 @@ def test_downloaded_zipapp_runs_jobs_on_a_python_without_skypanda(
     assert bare.returncode != 0, "the bare venv must not see skypanda"
     token_file = tmp_path / "tokenfile"
     token_file.write_text(system.token + "\n")
+    # (the jobs are queued before the pilot starts: it ends once idle for 3 s)
+    wait_until(
+        lambda: api.call("GET", f"/v1/tasks/{task['id']}")["job_counts"] == {"activated": 4},
+        what="the 4 jobs to be queued",
+    )
     # When the zipapp runs there as a pilot of the queue, until idle
     pilot = subprocess.Popen(
         [python, str(pyz), "--server", system.url, "--queue", "local",
@@ -98,7 +103,7 @@ def test_downloaded_zipapp_runs_jobs_on_a_python_without_skypanda(
     # Then it exits 0 after running every job
     assert pilot.returncode == 0, stderr
     done = wait_until(
-        lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", 30, "task done"
+        lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done", what="task done"
     )
     assert done
     jobs = api.call("GET", f"/v1/tasks/{task['id']}/jobs")["jobs"]

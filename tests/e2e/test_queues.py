@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from skypanda.adapters.local.runtime import LocalSystem
+from skypanda.runtime.local import LocalSystem
 from tests.e2e.conftest import cli, write_task
 
 FAST = "heartbeat_interval_s: 0.5, heartbeat_timeout_s: 4, idle_timeout_s: 3, min_pilots: 0"

@@ -3,12 +3,25 @@ succeeds; a configuration error is not retried. Real pilots, real payloads."""
 
 from __future__ import annotations
 
-from skypanda.adapters.local.runtime import LocalSystem
-from skypanda.domain.codes import ErrorCode
-from skypanda.pilot.client import ApiClient
-from tests.e2e.conftest import wait_until
+from pathlib import Path
 
-HOG = "import time; b = bytearray(260 * 1024 * 1024); time.sleep(1.5); print('fitted')"
+from skypanda.pilot.client import ApiClient
+from skypanda.runtime.local import LocalSystem
+from skypanda.wire.codes import ErrorCode
+from tests.e2e.conftest import Gate, wait_until
+
+
+def _hog(gate: Gate) -> str:
+    """A payload that takes about 270 MB, marks its attempt started, then holds that memory
+    until the gate is released (so the pilot's memory watch, however slow, sees it)."""
+    # (no braces: the task's command template would read them as placeholders)
+    return (
+        "import os, pathlib, time; b = bytearray(260 * 1024 * 1024)\n"
+        f"root = pathlib.Path({str(gate.root)!r})\n"
+        "(root / ('started.' + os.environ['SKYPANDA_ATTEMPT'])).write_text(str(os.getpid()))\n"
+        "while not (root / 'go').exists(): time.sleep(0.05)\n"
+        "print('fitted')"
+    )
 
 
 def _ended(api: ApiClient, task_id: str) -> dict[str, object]:
@@ -22,20 +35,27 @@ def _ended(api: ApiClient, task_id: str) -> dict[str, object]:
 
 
 def test_an_out_of_memory_job_is_retried_with_more_memory_and_succeeds(
-    system: LocalSystem, api: ApiClient
+    system: LocalSystem, api: ApiClient, tmp_path: Path
 ) -> None:
     # Given a job asking for 200 MB whose payload needs about 270 MB, doubling on retry
+    gate = Gate(tmp_path / "gate")
     task = api.call(
         "POST",
         "/v1/tasks",
         {
-            "name": "hungry", "command": ["python3", "-c", HOG], "n_jobs": 1, "max_attempts": 3,
-            "resources": {"memory_mb": 200},
+            "name": "hungry", "command": ["python3", "-c", _hog(gate)], "n_jobs": 1,
+            "max_attempts": 3, "resources": {"memory_mb": 200},
             "retry_rules": [{"codes": [1212], "action": "increase_memory", "factor": 2}],
         },
     )  # fmt: skip
 
-    # When it runs
+    # When it runs: attempt 1 is killed for its memory, and attempt 2 holds the memory until
+    # the test lets it finish
+    wait_until(
+        lambda: "2" in gate.started(),
+        what="attempt 1 to be killed out of memory and attempt 2 to start",
+    )
+    gate.release()
     assert _ended(api, task["id"])["status"] == "done"
 
     # Then attempt 1 was killed out of memory, attempt 2 asked for 400 MB and finished

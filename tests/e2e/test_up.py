@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from skypanda.pilot.client import ApiClient
-from tests.e2e.conftest import REPO, wait_until
+from tests.e2e.conftest import REPO, Gate, wait_until
 
 
 def test_up_serves_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
@@ -32,23 +32,15 @@ def test_up_serves_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
         url = json.loads((home / "server.json").read_text())["url"]
         assert url in banner
         api = ApiClient(url, token_file.read_text().strip())
-        # When a long job runs and the user presses Ctrl-C
-        pids = tmp_path / "pids"
-        pids.mkdir()
-        spec = {
-            "name": "long",
-            "command": ["sh", "-c", f"echo $$ > {pids}/p; exec sleep 60"],
-            "n_jobs": 1,
-        }
-        api.call("POST", "/v1/tasks", spec)
-        wait_until(
-            lambda: (pids / "p").exists() and (pids / "p").read_text().strip(), 30, "the job"
-        )
-        payload = int((pids / "p").read_text())
+        # When a job that runs until killed runs and the user presses Ctrl-C
+        gate = Gate(tmp_path / "gate")  # never released
+        api.call("POST", "/v1/tasks", {"name": "long", "command": gate.command(), "n_jobs": 1})
+        wait_until(lambda: "0" in gate.started(), what="the job's payload to start")
+        payload = gate.pid(0)
         up.send_signal(signal.SIGINT)
         # Then `up` exits 0 within seconds, the payload is gone and the server file removed
-        assert up.wait(timeout=30) == 0
-        wait_until(lambda: not Path(f"/proc/{payload}").exists(), 10, "the payload to exit")
+        assert up.wait(timeout=60) == 0
+        wait_until(lambda: not Path(f"/proc/{payload}").exists(), 30, "the payload to exit")
         assert not (home / "server.json").exists()
     finally:
         if up.poll() is None:

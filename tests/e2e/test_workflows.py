@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from skypanda.adapters.local.runtime import LocalSystem
 from skypanda.pilot.client import ApiClient
+from skypanda.runtime.local import LocalSystem
 from tests.e2e.conftest import REPO, cli, wait_until
 
 EXAMPLES = ["diamond", "scatter-gather", "rubin-drp", "refine-loop", "graph/quanta"]

@@ -6,9 +6,9 @@ import json
 
 from cloudevents.http import from_http
 
-from skypanda import cloudfn
-from skypanda.adapters.gcp.bridge import gateway, is_pilot_route, written_event
 from skypanda.domain import events as ev
+from skypanda.runtime import cloudfn
+from skypanda.runtime.bridge import gateway, is_pilot_route, written_event
 
 
 def test_written_event_round_trips_through_the_release_decoder() -> None:

@@ -17,7 +17,6 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 from google.events.cloud.firestore_v1.types import Document, DocumentEventData, Value
 
-from skypanda import cloudfn
 from skypanda.domain import events as ev
 from skypanda.domain.events import Event
 from skypanda.domain.models import JobReport, Pilot, Queue, Resources, TaskSpec
@@ -25,6 +24,7 @@ from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus
 from skypanda.handlers import dispatch
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
+from skypanda.runtime import cloudfn
 from tests.support import FakeClock, sqlite_services
 
 MAIN = str(Path(__file__).resolve().parents[2] / "functions" / "main.py")  # as deployed

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from skypanda.adapters.gcp import emulators
-from skypanda.adapters.gcp.emulators import EmulatorMissing
+from skypanda.runtime import emulators
+from skypanda.runtime.emulators import EmulatorMissing
 
 
 @pytest.mark.parametrize(

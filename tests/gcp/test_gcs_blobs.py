@@ -13,9 +13,9 @@ from uuid import uuid4
 import pytest
 from google.cloud import storage
 
-from skypanda.adapters.gcp.emulators import Emulator
 from skypanda.adapters.gcp.gcs_blobs import MAX_COMPOSE_SOURCES, GcsBlobs, client_from_env
 from skypanda.domain.errors import BackendUnavailable, InvalidInput, NotFound
+from skypanda.runtime.emulators import Emulator
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
-from skypanda.adapters.gcp.emulators import Emulator
 from skypanda.adapters.gcp.metering import FirestoreMeter, meter_firestore, operation
+from skypanda.runtime.emulators import Emulator
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from google.cloud import pubsub_v1
 from google.protobuf import field_mask_pb2
 from google.pubsub_v1 import types as pubsub_types
 
-from skypanda.adapters.gcp.emulators import Emulator
 from skypanda.adapters.gcp.pubsub_bus import PubSubBus, decode_message, decode_push
 from skypanda.adapters.gcp.topology import (
     ACK_DEADLINE_S,
@@ -37,6 +36,7 @@ from skypanda.domain import events as ev
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
 from skypanda.domain.events import Event, EventType
 from skypanda.handlers.routes import ROUTES
+from skypanda.runtime.emulators import Emulator
 
 # --- fixtures ----------------------------------------------------------------------------------
 

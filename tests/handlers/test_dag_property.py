@@ -13,16 +13,16 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from skypanda.domain.events import JobEnded
 
-from skypanda.adapters.local.router import Router
 from skypanda.domain.ids import job_id
 from skypanda.domain.models import Job, Queue
 from skypanda.domain.states import JOB_FINAL, WORKFLOW_FINAL, JobStatus, WorkflowStatus
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.handlers import release, workflow
-from skypanda.handlers.envelope import JobEnded
 from skypanda.handlers.services import Services
-from skypanda.sim import SimulatedPilots
+from skypanda.runtime.router import Router
+from skypanda.runtime.sim import SimulatedPilots
 from tests.support import FakeClock, sqlite_services
 
 TASKS = ("t0", "t1", "t2")

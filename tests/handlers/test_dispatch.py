@@ -6,17 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from skypanda.domain.events import TaskRef
 
 from skypanda.domain import events as ev
-from skypanda.domain.codes import ErrorCode
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Job, JobReport, Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus
 from skypanda.handlers import dispatch, split
 from skypanda.handlers.dispatch import FORGOTTEN_AFTER_S
-from skypanda.handlers.envelope import to_cloudevent
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
+from skypanda.wire.codes import ErrorCode
 from tests.support import FakeClock, sqlite_services
 
 
@@ -28,7 +28,7 @@ def svc(tmp_path: Path) -> Iterator[Services]:
 
 def _pilot_with_jobs(svc: Services, n: int) -> tuple[str, list[str]]:
     task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=n), owner="u")
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    split.handle(svc, TaskRef(task_id=task.id))
     pilot, _ = dispatch.register(
         svc, pilot_id=None, queue="local", host="h", pid=1, resources=Resources(), version="v"
     )
@@ -71,7 +71,7 @@ def test_a_held_job_that_is_no_longer_the_pilots_is_killed(svc: Services) -> Non
 def test_a_push_pilot_acquires_exactly_its_job_once(svc: Services) -> None:
     # Given a task of three activated jobs and a pilot launched for the second one
     task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=3), owner="u")
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    split.handle(svc, TaskRef(task_id=task.id))
     target = svc.store.list_jobs(task.id)[1]
     pilot, _ = dispatch.register(
         svc, pilot_id=None, queue="local", host="h", pid=1, resources=Resources(), version="v"
@@ -92,7 +92,7 @@ def test_a_push_pilot_acquires_exactly_its_job_once(svc: Services) -> None:
 
 def test_a_push_pilot_cannot_take_a_job_that_does_not_fit_it(svc: Services) -> None:
     task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=1), owner="u")
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    split.handle(svc, TaskRef(task_id=task.id))
     job = svc.store.list_jobs(task.id)[0]
     small = Resources(memory_mb=100, cores=1)
     pilot, _ = dispatch.register(
@@ -109,7 +109,7 @@ def test_past_30_percent_out_of_memory_the_tasks_queued_jobs_ask_for_more(
     # Given a task of 10 jobs of 200 MB; a pilot took 4 of them
     task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=10,
                                 resources=Resources(memory_mb=200)), owner="u")  # fmt: skip
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    split.handle(svc, TaskRef(task_id=task.id))
     pilot, _ = dispatch.register(
         svc, pilot_id=None, queue="local", host="h", pid=1, resources=Resources(), version="v"
     )
@@ -141,7 +141,7 @@ def test_out_of_memory_at_the_queues_maximum_moves_the_job_to_a_bigger_queue(
     svc.store.put_queue(Queue(name="big", pilot_resources=Resources(memory_mb=16000)))
     task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=1,
                                 resources=Resources(memory_mb=4000)), owner="u")  # fmt: skip
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    split.handle(svc, TaskRef(task_id=task.id))
     pilot, _ = dispatch.register(
         svc, pilot_id=None, queue="local", host="h", pid=1,
         resources=Resources(memory_mb=4000), version="v",

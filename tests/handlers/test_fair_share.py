@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from skypanda.adapters.local.router import Router
 from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus
 from skypanda.handlers import dispatch
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
+from skypanda.runtime.router import Router
 from tests.support import FakeClock, sqlite_services
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from skypanda.domain.events import TaskRef
 
 from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Queue, Resources, TaskSpec
 from skypanda.domain.states import TaskStatus
 from skypanda.handlers import queues, split
-from skypanda.handlers.envelope import to_cloudevent
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import check_task, submit
 from tests.support import FakeClock, sqlite_services
@@ -64,7 +64,7 @@ def test_queues_include_exclude_and_the_load_weight(svc: Services) -> None:
     queues.apply(svc, [Queue(name="a"), Queue(name="b"), Queue(name="c")])
     # Given 2 jobs queued on a (an earlier task), b and c idle; local excluded
     earlier = submit(svc, spec(queue="a"), owner="u")
-    split.handle(svc, to_cloudevent(ev.task_registered(earlier.id)))
+    split.handle(svc, TaskRef(task_id=earlier.id))
     assert svc.store.count_activated("a") == 2
     task = submit(svc, spec(queues={"exclude": ["local"]}), owner="u")
     # Then b wins: equal weight to c, first by name; a weighs less

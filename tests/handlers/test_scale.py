@@ -8,16 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from skypanda.domain.events import TaskRef
 
-from skypanda.adapters.launchers import QueueLaunchers
 from skypanda.domain import events as ev
 from skypanda.domain.models import Job, Queue, Resources, TaskSpec
 from skypanda.domain.states import PilotStatus
 from skypanda.handlers import dispatch, queues, scale, split, sweep
-from skypanda.handlers.envelope import to_cloudevent
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
 from skypanda.ports import LaunchedPilot
+from skypanda.runtime.launchers import QueueLaunchers
 from tests.support import FakeClock, sqlite_services
 
 
@@ -68,7 +68,7 @@ def test_silent_pilots_are_missed_and_the_queue_backs_off_with_the_reason_visibl
     assert isinstance(launcher, SilentLauncher)
     # Given 100 jobs waiting on a queue whose pilots never check in
     task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=100), owner="u")
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    split.handle(svc, TaskRef(task_id=task.id))
 
     # When the scaler runs: at most 2 new per cycle, at most 3 queued (never running)
     assert _tick(svc) == 2
@@ -104,7 +104,7 @@ def test_push_mode_launches_one_pilot_per_job_sized_to_it(svc: Services) -> None
     spec = TaskSpec(name="p", command=["true"], n_jobs=3, queue="push",
                     resources=Resources(memory_mb=1500, cores=2))  # fmt: skip
     task = submit(svc, spec, owner="u")
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    split.handle(svc, TaskRef(task_id=task.id))
 
     # When the scaler runs twice, Then exactly one pilot per job, each with the job's memory
     scale.handle(svc)
@@ -134,7 +134,7 @@ def test_a_pilot_that_vanished_from_the_launcher_is_missed_and_its_jobs_requeued
     # Given a pilot holding a job, whose pod (or task, or process) then vanishes
     svc.launcher = VanishingLauncher()
     task = submit(svc, TaskSpec(name="t", command=["true"], n_jobs=1), owner="u")
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    split.handle(svc, TaskRef(task_id=task.id))
     scale.scale_queue(svc, svc.store.get_queue("local"))
     (pilot,) = svc.store.list_pilots(queue="local")
     dispatch.register(svc, pilot_id=pilot.id, queue="local", host="h", pid=None,

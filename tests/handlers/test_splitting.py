@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from skypanda.domain.events import TaskRef
 
 from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Queue, TaskSpec
 from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.handlers import split
-from skypanda.handlers.envelope import to_cloudevent
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import MAX_JOBS_PER_TASK, submit
 from tests.support import FakeClock, sqlite_services
@@ -39,8 +39,8 @@ def test_a_task_split_by_events_becomes_jobs_over_consecutive_event_ranges(
     # When it is submitted and split (twice: the event may be delivered again)
     task = submit(svc, spec, owner="u")
     assert task.n_jobs == 3
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
-    split.handle(svc, to_cloudevent(ev.task_registered(task.id)))
+    split.handle(svc, TaskRef(task_id=task.id))
+    split.handle(svc, TaskRef(task_id=task.id))
 
     # Then the task is ready with three activated jobs covering events 1000..1249
     assert svc.store.get_task(task.id).status is TaskStatus.READY

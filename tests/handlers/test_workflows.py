@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from skypanda.adapters.local.router import Router
 from skypanda.domain.errors import Conflict, InvalidInput
 from skypanda.domain.models import Job, Queue
 from skypanda.domain.planner import latest_iterations
@@ -17,7 +16,8 @@ from skypanda.domain.states import WORKFLOW_FINAL, JobStatus, TaskStatus, Workfl
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.handlers import workflow
 from skypanda.handlers.services import Services
-from skypanda.sim import SimulatedPilots
+from skypanda.runtime.router import Router
+from skypanda.runtime.sim import SimulatedPilots
 from tests.support import FakeClock, sqlite_services
 
 

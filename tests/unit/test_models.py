@@ -332,7 +332,7 @@ def test_every_error_code_is_documented_in_the_readme() -> None:
     # The README's table is what users read: it must list every code with its name and meaning
     from pathlib import Path
 
-    from skypanda.domain.codes import DESCRIPTIONS, NOT_COUNTED, ErrorCode
+    from skypanda.wire.codes import DESCRIPTIONS, NOT_COUNTED, ErrorCode
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for code in ErrorCode:

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from skypanda import __version__
-from skypanda.pilot import zipapp
-from skypanda.pilot.zipapp import PilotNotPortable, build_zipapp, closure
+from skypanda.api import zipapp
+from skypanda.api.zipapp import PilotNotPortable, build_zipapp, closure
 
 TARGET = "3.9"
 TYPE_NAMES = {"bool", "bytes", "bytearray", "complex", "dict", "float", "frozenset", "int",
@@ -86,7 +86,7 @@ def test_closure_is_the_pilot_package_and_what_it_imports() -> None:
     names = {m.name for m in closure()}
     # Then it holds the pilot's modules and the error codes, but not the builder
     assert {"skypanda.pilot", "skypanda.pilot.agent", "skypanda.pilot.client",
-            "skypanda.pilot.runner", "skypanda.domain.codes"} <= names  # fmt: skip
+            "skypanda.pilot.runner", "skypanda.wire.codes"} <= names  # fmt: skip
     assert zipapp.__name__ not in names
     # And nothing of the server side (pydantic models, handlers, adapters)
     assert not {n for n in names if n.startswith(("skypanda.handlers", "skypanda.adapters"))}
@@ -150,7 +150,7 @@ def test_relative_imports_are_followed(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(zipapp, "_roots", lambda: [zipapp.Module("skypanda.pilot.rel", rel)])
     # Then the modules they name are in the closure
     names = {m.name for m in closure()}
-    assert {"skypanda.pilot.client", "skypanda.domain.codes"} <= names
+    assert {"skypanda.pilot.client", "skypanda.wire.codes"} <= names
 
 
 # -- the archive ----------------------------------------------------------------------------

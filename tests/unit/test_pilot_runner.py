@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from skypanda.domain.codes import ErrorCode
 from skypanda.pilot.held import HeldJob
 from skypanda.pilot.reporting import job_report
 from skypanda.pilot.runner import (
@@ -24,11 +23,12 @@ from skypanda.pilot.runner import (
     MAX_FLAGS,
     MAX_FLAGS_FILE_BYTES,
     PayloadResult,
-    kill_recorded_groups,
     parse_flags,
     read_flags,
     run_payload,
 )
+from skypanda.wire.codes import ErrorCode
+from skypanda.wire.groups import kill_recorded_groups
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the pilot is POSIX only")
 

@@ -4,7 +4,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skypanda.domain.codes import NOT_COUNTED, ErrorCode
 from skypanda.domain.policy import (
     AttemptOutcome,
     after_failed_attempt,
@@ -12,6 +11,7 @@ from skypanda.domain.policy import (
     rollup,
 )
 from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus
+from skypanda.wire.codes import NOT_COUNTED, ErrorCode
 
 COUNTED_CODES = sorted(set(ErrorCode) - NOT_COUNTED)
 

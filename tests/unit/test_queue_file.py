@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Queue, QueueStatus
-from skypanda.queuefile import load_queue_file, parse_queues
+from skypanda.formats.queuefile import load_queue_file, parse_queues
 
 REPO = Path(__file__).resolve().parents[2]
 

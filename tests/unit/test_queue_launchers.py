@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from skypanda.adapters.launchers import QueueLaunchers
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Job, Queue
 from skypanda.ports import LaunchedPilot
+from skypanda.runtime.launchers import QueueLaunchers
 
 
 class Recording:

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from skypanda.domain.codes import ErrorCode
 from skypanda.domain.models import Resources, RetryRule
 from skypanda.domain.retry import Limits, RetryDecision, decide, raise_for_task
+from skypanda.wire.codes import ErrorCode
 
 R = Resources(memory_mb=1000, cores=1, walltime=600)
 LIMITS = Limits(memory_mb=4000, walltime_s=3600)

@@ -25,7 +25,7 @@ from skypanda.domain.workflow import (
     WorkflowTask,
     compile_workflow,
 )
-from skypanda.taskfile import load_file
+from skypanda.formats.taskfile import load_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "workflows"
 

@@ -19,12 +19,11 @@ from skypanda.domain.errors import InvalidInput, Unauthorized
 from skypanda.domain.jobflow import log_key
 from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec, jsonable
 from skypanda.domain.states import JobStatus, PilotStatus
-from skypanda.handlers import dispatch, queues
-from skypanda.handlers import workflow as flows
+from skypanda.formats.taskfile import parse_task
+from skypanda.handlers import dispatch, queues, task_actions
 from skypanda.handlers.dispatch import Reply
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
-from skypanda.taskfile import parse_task
 
 B = TypeVar("B", bound=BaseModel)
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -160,10 +159,7 @@ def _user_routes(app: Flask, svc: Services) -> None:
 
     @app.post("/v1/tasks/<task_id>/kill")
     def kill_task(task_id: str) -> Response:
-        task = svc.store.abort_task(task_id, reason="killed by user")
-        if task.workflow_id is not None:
-            flows.advance(svc, task.workflow_id)  # tasks that wait for it are cancelled
-        return jsonify(jsonable(task))
+        return jsonify(jsonable(task_actions.kill(svc, task_id, g.owner, "killed by user")))
 
     workflow_routes(app, svc)
     tasks.routes(app, svc)

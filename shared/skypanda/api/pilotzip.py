@@ -15,8 +15,8 @@ import hashlib
 
 from flask import Flask, Response, request
 
+from skypanda.api.zipapp import build_zipapp
 from skypanda.handlers.services import Services
-from skypanda.pilot.zipapp import build_zipapp
 
 
 @functools.cache

@@ -19,10 +19,10 @@ from skypanda.domain.errors import InvalidInput
 from skypanda.domain.export import FORMATS, export
 from skypanda.domain.models import jsonable
 from skypanda.domain.workflow import Workflow, WorkflowSpec
-from skypanda.handlers import known
+from skypanda.formats.taskfile import parse_workflow
+from skypanda.handlers import known, task_actions, workflow_actions
 from skypanda.handlers import workflow as flows
 from skypanda.handlers.services import Services
-from skypanda.taskfile import parse_workflow
 
 MAX_GRAPH_BYTES = 4 * 1024 * 1024 * 1024
 NDJSON = ("application/x-ndjson", "application/jsonl", "application/json-lines")
@@ -105,14 +105,14 @@ def workflow_routes(app: Flask, svc: Services) -> None:
 
     @app.post("/v1/workflows/<workflow_id>/retry")
     def retry_workflow(workflow_id: str) -> Response:
-        n = flows.retry(svc, workflow_id)
+        n = workflow_actions.retry(svc, workflow_id)
         return jsonify({**view(svc, svc.store.get_workflow(workflow_id)), "jobs_reset": n})
 
     @app.post("/v1/workflows/<workflow_id>/kill")
     def kill_workflow(workflow_id: str) -> Response:
-        return jsonify(view(svc, flows.kill(svc, workflow_id, reason="killed by user")))
+        return jsonify(view(svc, workflow_actions.kill(svc, workflow_id, reason="killed by user")))
 
     @app.post("/v1/tasks/<task_id>/retry")
     def retry_task(task_id: str) -> Response:
-        n = flows.retry_task(svc, task_id)
+        n = task_actions.retry(svc, task_id, g.owner)
         return jsonify({**jsonable(svc.store.get_task(task_id)), "jobs_reset": n})

@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
-from skypanda.adapters.local.runtime import LocalOptions, LocalSystem
 from skypanda.domain.models import Queue, TaskSpec
 from skypanda.domain.states import PilotStatus, TaskStatus
 from skypanda.handlers.submit import submit
+from skypanda.runtime.local import LocalOptions, LocalSystem
 
 
 def _rss_mb(who: int) -> float:

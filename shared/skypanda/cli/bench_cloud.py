@@ -15,11 +15,11 @@ from typing import Any
 
 import click
 
-from skypanda import cloudfn
 from skypanda.cli.bench import wait_for_condition
 from skypanda.domain.models import Queue, Resources, TaskSpec
 from skypanda.domain.states import PilotStatus, TaskStatus
 from skypanda.handlers.submit import submit
+from skypanda.runtime import cloudfn
 
 # List prices (USD) used for the estimate; see BENCHMARKS.md for where they come from.
 PRICES = {
@@ -40,7 +40,7 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 
 
 def run_cost(jobs: int, pilots: int, home: Path) -> dict[str, Any]:
-    from skypanda.adapters.gcp.emulated import EmulatedCloud, EmulatedOptions
+    from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions
 
     queue = Queue(
         name="bench", min_pilots=pilots, max_pilots=pilots, jobs_per_acquire=64,
@@ -141,9 +141,9 @@ def _claimer(store: Any, pilot: str, taken: list[str], errors: list[str]) -> Non
 def run_dispatch(jobs: int, pilots: int) -> dict[str, Any]:
     from google.cloud import firestore
 
-    from skypanda.adapters.gcp import emulators
     from skypanda.adapters.gcp.firestore_store import FirestoreStore
     from skypanda.handlers.split import handle as split
+    from skypanda.runtime import emulators
 
     emu = emulators.firestore()
     try:
@@ -156,14 +156,13 @@ def run_dispatch(jobs: int, pilots: int) -> dict[str, Any]:
 
 
 def _dispatch_round(store: Any, jobs: int, pilots: int, split: Any) -> dict[str, Any]:
-    from skypanda.domain import events as ev
-    from skypanda.handlers.envelope import to_cloudevent
+    from skypanda.domain.events import TaskRef
     from skypanda.handlers.services import Services
 
     store.put_queue(Queue(name="bench", max_pilots=pilots))
     svc = Services(store=store, bus=_NoBus(), blobs=_NoBlobs(), clock=_Clock())
     task = submit(svc, TaskSpec(name="d", command=["true"], n_jobs=jobs, queue="bench"), owner="b")
-    split(svc, to_cloudevent(ev.task_registered(task.id)))
+    split(svc, TaskRef(task_id=task.id))
     taken: list[list[str]] = [[] for _ in range(pilots)]
     errors: list[str] = []
     threads = [

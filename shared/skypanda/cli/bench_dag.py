@@ -18,16 +18,18 @@ from typing import Any
 
 import click
 
+from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.local.bus import OutboxBus
-from skypanda.adapters.local.files import FileBlobs, SystemClock
-from skypanda.adapters.local.router import Router
+from skypanda.adapters.local.files import FileBlobs
 from skypanda.adapters.local.sqlite_store import SqliteStore
 from skypanda.domain.models import Queue, Resources
 from skypanda.domain.states import WORKFLOW_FINAL
+from skypanda.formats.shapes import SHAPES, make
 from skypanda.handlers import workflow
+from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
-from skypanda.shapes import SHAPES, make
-from skypanda.sim import SimulatedPilots
+from skypanda.runtime.router import Router
+from skypanda.runtime.sim import SimulatedPilots
 
 
 def _rss_mb() -> float:
@@ -41,7 +43,7 @@ def run_dag(
     store = SqliteStore(home / "bench.db", clock=clock.now)
     store.put_queue(Queue(name="bench", pilot_resources=Resources(memory_mb=8000, cores=8)))
     svc = Services(store=store, bus=OutboxBus(store), blobs=FileBlobs(home / "blobs"), clock=clock)
-    router = Router(svc, store, batch=2000)
+    router = Router(Pipeline(svc), store, batch=2000)
     try:
         spec, graph = make(shape, jobs, queue="bench")
         t0 = time.perf_counter()

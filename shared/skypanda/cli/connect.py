@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from skypanda.adapters.local.runtime import default_home
 from skypanda.domain.states import TASK_FINAL
 from skypanda.pilot.client import ApiClient, ApiError
+from skypanda.runtime.local import default_home
 
 FINAL_TASK_STATES = {str(s) for s in TASK_FINAL}
 

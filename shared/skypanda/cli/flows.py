@@ -15,8 +15,8 @@ import click
 from skypanda.cli.connect import FINAL_TASK_STATES, BadInput, call
 from skypanda.domain.states import WORKFLOW_FINAL
 from skypanda.domain.workflow import WorkflowSpec
+from skypanda.formats.taskfile import graph_path
 from skypanda.pilot.client import ApiClient
-from skypanda.taskfile import graph_path
 
 FINAL_WORKFLOW_STATES = {str(s) for s in WORKFLOW_FINAL}
 ENDED_JOB_STATES = ("finished", "failed", "cancelled", "closed")

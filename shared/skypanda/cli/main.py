@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from skypanda import __version__
-from skypanda.adapters.local.runtime import LocalOptions, LocalSystem, default_home
 from skypanda.cli import actions, bench, bench_cloud, bench_dag, flows
 from skypanda.cli.connect import call, client
 from skypanda.cli.render import print_jobs, print_pilots, print_task
@@ -22,9 +21,10 @@ from skypanda.domain.errors import InvalidInput, SkypandaError
 from skypanda.domain.export import FORMATS, export
 from skypanda.domain.models import TaskSpec
 from skypanda.domain.workflow import WorkflowSpec, compile_workflow
+from skypanda.formats.queuefile import load_queue_file
+from skypanda.formats.taskfile import load_file
 from skypanda.pilot.client import ApiClient
-from skypanda.queuefile import load_queue_file
-from skypanda.taskfile import load_file
+from skypanda.runtime.local import LocalOptions, LocalSystem, default_home
 
 server_opt = click.option(
     "--server",
@@ -64,7 +64,7 @@ backend_opt = click.option(
 def make_system(backend: str, home: Path, port: int = 0) -> Any:
     """A LocalSystem or an EmulatedCloud (both: start/stop, url, token)."""
     if backend == "emulators":
-        from skypanda.adapters.gcp.emulated import EmulatedCloud, EmulatedOptions
+        from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions
 
         return EmulatedCloud(EmulatedOptions(home=home, port=port))
     return LocalSystem(LocalOptions(home=home, port=port))
@@ -385,7 +385,7 @@ def pilot(ctx: click.Context) -> None:
 )  # fmt: skip
 def pilot_zipapp(output: str) -> None:
     """Write the pilot as one file (the server's /v1/pilot.pyz): `python3 pilot.pyz --help`."""
-    from skypanda.pilot.zipapp import build_zipapp
+    from skypanda.api.zipapp import build_zipapp
 
     try:
         data = build_zipapp()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from skypanda.domain.codes import ErrorCode
+from skypanda.wire.codes import ErrorCode
 
 
 def _when(ts: float | None) -> str:

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skypanda.domain.errors import InvalidInput
+
 
 class EventType(StrEnum):
     """CloudEvent `type` values skypanda emits (reverse-DNS, as CloudEvents recommends)."""
@@ -19,6 +23,7 @@ class EventType(StrEnum):
     JOBS_ACTIVATED = "dev.skypanda.jobs.activated"  # -> scale (a nudge: new work on a queue)
     JOB_ENDED = "dev.skypanda.job.ended"  # -> release (rollup, children)
     TICK = "dev.skypanda.tick"  # -> scale, sweep (Cloud Scheduler on GCP, a timer locally)
+    TASK_BULK = "dev.skypanda.task.bulk"  # -> bulk (one page of a task-wide job change)
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,90 @@ class Event:
     type: EventType
     subject: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+# -- payloads: what each event type carries, decoded once (`payload_of`) before any handler --
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TaskRef(Payload):
+    task_id: str = Field(min_length=1)
+
+
+class WorkflowRef(Payload):
+    workflow_id: str = Field(min_length=1)
+
+
+class JobEnded(Payload):
+    job_id: str = Field(min_length=1)
+    task_id: str = Field(min_length=1)
+    attempt: int = Field(ge=1)
+    status: str
+
+
+class QueueNudge(Payload):
+    """New work on a queue (None: look at every queue)."""
+
+    queue: str | None = None
+    count: int = 0
+
+
+class Tick(Payload):
+    """A timer's tick (Cloud Scheduler on Google Cloud): scale and sweep every queue."""
+
+
+class TaskBulk(Payload):
+    """The next page of a task-wide job change (kill, finish, pause, ...)."""
+
+    task_id: str = Field(min_length=1)
+    action: str = Field(min_length=1)
+    run: str = Field(min_length=1)
+    page: int = Field(default=0, ge=0)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+PAYLOADS: dict[EventType, type[Payload]] = {
+    EventType.TASK_REGISTERED: TaskRef,
+    EventType.WORKFLOW_REGISTERED: WorkflowRef,
+    EventType.JOBS_ACTIVATED: QueueNudge,
+    EventType.JOB_ENDED: JobEnded,
+    EventType.TICK: Tick,
+    EventType.TASK_BULK: TaskBulk,
+}
+
+SUBSCRIBERS: dict[EventType, tuple[str, ...]] = {
+    EventType.TASK_REGISTERED: ("split",),
+    EventType.WORKFLOW_REGISTERED: ("workflow",),
+    EventType.JOBS_ACTIVATED: ("scale",),
+    EventType.JOB_ENDED: ("release",),
+    EventType.TICK: ("scale", "sweep"),
+    EventType.TASK_BULK: ("bulk",),
+}
+"""Who receives each event type, by handler name: the routing table as data. On Google Cloud
+each name is a Cloud Function with a subscription to the type's topic (job.ended: the
+outbox trigger); locally the router delivers to the same names (`handlers.routes`)."""
+
+
+def payload_of(event: Event) -> Payload:
+    """The event's data as its type's payload model.
+
+    Raises:
+        InvalidInput: the data is not of the type's shape (the event is poison: delivering it
+            again cannot help).
+    """
+    model = PAYLOADS[event.type]
+    try:
+        return model.model_validate(event.data or {})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}" for err in e.errors()
+        )
+        raise InvalidInput(
+            f"event {event.id}: bad data for {event.type}: {problems}", event_id=event.id
+        ) from e
 
 
 def job_ended(job_id: str, attempt: int, task_id: str, status: str) -> Event:
@@ -63,4 +152,22 @@ def workflow_registered(workflow_id: str) -> Event:
         type=EventType.WORKFLOW_REGISTERED,
         subject=f"workflows/{workflow_id}",
         data={"workflow_id": workflow_id},
+    )
+
+
+def tick(key: str) -> Event:
+    """A tick; `key` makes its id (the timer's time, or the scheduler's message id)."""
+    return Event(id=f"tick:{key}", type=EventType.TICK, subject="ticks", data={})
+
+
+def task_bulk(
+    task_id: str, action: str, run: str, page: int, args: dict[str, Any] | None = None
+) -> Event:
+    # One id per (task, action, run, page): a page redelivered or re-emitted is one event;
+    # `run` tells two pauses of the same task apart.
+    return Event(
+        id=f"task-bulk:{task_id}:{action}:{run}:{page}",
+        type=EventType.TASK_BULK,
+        subject=f"tasks/{task_id}",
+        data={"task_id": task_id, "action": action, "run": run, "page": page, "args": args or {}},
     )

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from skypanda.domain import events as ev
 from skypanda.domain.broker import Needs, broker
-from skypanda.domain.codes import DESCRIPTIONS, NOT_COUNTED, ErrorCode
 from skypanda.domain.errors import Conflict
 from skypanda.domain.ids import job_id
 from skypanda.domain.models import (
@@ -30,6 +29,7 @@ from skypanda.domain.policy import AttemptOutcome, after_failed_attempt, lost_at
 from skypanda.domain.retry import Limits, decide
 from skypanda.domain.splitter import render
 from skypanda.domain.states import JOB_FINAL, JOB_LIVE, JobStatus, advance
+from skypanda.wire.codes import DESCRIPTIONS, NOT_COUNTED, ErrorCode
 
 
 @dataclass(frozen=True)

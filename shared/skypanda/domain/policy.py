@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from skypanda.domain.codes import NOT_COUNTED, ErrorCode
 from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus
+from skypanda.wire.codes import NOT_COUNTED, ErrorCode
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from skypanda.domain.codes import ErrorCode
 from skypanda.domain.models import Resources, RetryRule
+from skypanda.wire.codes import ErrorCode
 
 DEFAULT_RULES: tuple[RetryRule, ...] = (
     RetryRule(codes=[ErrorCode.OUT_OF_MEMORY], action="increase_memory"),

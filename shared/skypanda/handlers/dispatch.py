@@ -9,12 +9,10 @@ fire on real state changes only. Replies carry commands: jobs to kill
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skypanda.domain.codes import ErrorCode
 from skypanda.domain.errors import Conflict, InvalidInput, NotFound
 from skypanda.domain.fairshare import OwnerLoad, allocate
 from skypanda.domain.jobflow import (
@@ -30,6 +28,7 @@ from skypanda.domain.retry import Limits, raise_for_task
 from skypanda.domain.states import PILOT_LIVE, JobStatus, PilotStatus, TaskStatus, advance
 from skypanda.handlers import known
 from skypanda.handlers.services import Services, new_id
+from skypanda.wire.codes import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +110,14 @@ def acquire(svc: Services, pilot_id: str, n: int, job_id: str | None = None) -> 
     return jobs
 
 
-LOADS_TTL_S = 1.0
-"""How long a queue's owner loads (and shares) are reused between acquires in one process."""
-_LOADS: dict[str, tuple[float, dict[str, OwnerLoad], dict[str, float]]] = {}
-
-
 def _loads(svc: Services, queue: str) -> tuple[dict[str, OwnerLoad], dict[str, float]]:
-    cached = _LOADS.get(queue)
-    if cached is not None and time.monotonic() - cached[0] < LOADS_TTL_S:
-        return cached[1], cached[2]
+    """The queue's owner loads and shares, reused for LOADS_TTL_S (services.Memory)."""
+    cached: tuple[dict[str, OwnerLoad], dict[str, float]] | None = svc.memory.loads.get(queue)
+    if cached is not None:
+        return cached
     loads = svc.store.owner_loads(queue)
     shares = svc.store.get_queue(queue).shares if len(loads) > 1 else {}
-    _LOADS[queue] = (time.monotonic(), loads, shares)
+    svc.memory.loads[queue] = (loads, shares)
     return loads, shares
 
 

@@ -1,26 +1,11 @@
-"""What handlers remember between events in one process (a Cloud Function instance serves
-many in a row): things that never change once stored, so no entry can go stale, and one
-short-lived fact (a task being paused) whose staleness is bounded and harmless.
-"""
+"""Reads through the services' `Memory`: what never changes is read once per process."""
 
 from __future__ import annotations
-
-import time
-from collections import OrderedDict
 
 from skypanda.domain.models import Task
 from skypanda.domain.states import TaskStatus
 from skypanda.domain.workflow import CompiledWorkflow, compile_workflow
 from skypanda.handlers.services import Services
-
-MAX_ENTRIES = 10_000
-PAUSE_TTL_S = 2.0
-"""How long a task's paused-or-not is reused: a pause holds released children back within
-this (running and just-claimed jobs go on anyway)."""
-
-_TASKS: OrderedDict[str, Task] = OrderedDict()
-_COMPILED: OrderedDict[str, CompiledWorkflow] = OrderedDict()
-_PAUSED: dict[str, tuple[float, bool]] = {}
 
 
 def task(svc: Services, task_id: str) -> Task:
@@ -30,11 +15,9 @@ def task(svc: Services, task_id: str) -> Task:
     Raises:
         NotFound: no such task.
     """
-    known = _TASKS.get(task_id)
+    known = svc.memory.tasks.get(task_id)
     if known is None:
-        known = _TASKS[task_id] = svc.store.get_task(task_id, counts=False)
-        while len(_TASKS) > MAX_ENTRIES:
-            _TASKS.popitem(last=False)
+        known = svc.memory.tasks[task_id] = svc.tasks.get_task(task_id, counts=False)
     return known
 
 
@@ -44,26 +27,22 @@ def compiled(svc: Services, workflow_id: str) -> CompiledWorkflow:
     Raises:
         NotFound: no such workflow.
     """
-    cw = _COMPILED.get(workflow_id)
+    cw = svc.memory.compiled.get(workflow_id)
     if cw is None:
-        cw = _COMPILED[workflow_id] = compile_workflow(svc.store.get_workflow(workflow_id).spec)
-        while len(_COMPILED) > MAX_ENTRIES:
-            _COMPILED.popitem(last=False)
+        spec = svc.workflows.get_workflow(workflow_id).spec
+        cw = svc.memory.compiled[workflow_id] = compile_workflow(spec)
     return cw
 
 
 def paused(svc: Services, task_id: str) -> bool:
     """Whether the task is paused, as read at most PAUSE_TTL_S ago."""
-    now = time.monotonic()
-    seen = _PAUSED.get(task_id)
-    if seen is None or now - seen[0] > PAUSE_TTL_S:
-        status = svc.store.get_task(task_id, counts=False).status
-        seen = _PAUSED[task_id] = (now, status is TaskStatus.PAUSED)
-        if len(_PAUSED) > MAX_ENTRIES:
-            _PAUSED.clear()
-    return seen[1]
+    seen = svc.memory.paused.get(task_id)
+    if seen is None:
+        status = svc.tasks.get_task(task_id, counts=False).status
+        seen = svc.memory.paused[task_id] = status is TaskStatus.PAUSED
+    return seen
 
 
-def forget_pause(task_id: str) -> None:
+def forget_pause(svc: Services, task_id: str) -> None:
     """This process paused or resumed the task: read it afresh next time."""
-    _PAUSED.pop(task_id, None)
+    svc.memory.paused.pop(task_id, None)

@@ -15,29 +15,27 @@ a batch does the same steps with one transaction per step instead of one per eve
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 from skypanda.domain import events as ev
 from skypanda.domain.dag import ParentsState, child_status, missing_parent
+from skypanda.domain.events import JobEnded
 from skypanda.domain.jobflow import JobChange
 from skypanda.domain.models import Job
-from skypanda.domain.policy import rollup
-from skypanda.domain.states import JobStatus, TaskStatus, advance
+from skypanda.domain.states import JobStatus, advance
 from skypanda.handlers import known, workflow
-from skypanda.handlers.envelope import JobEnded, decode
+from skypanda.handlers.rollup import roll_up_task_fresh
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def handle(svc: Services, cloud_event: Any) -> None:
-    release(svc, [decode(cloud_event, JobEnded)])
+def handle(svc: Services, ended: JobEnded) -> None:
+    release(svc, [ended])
 
 
-def handle_batch(svc: Services, cloud_events: Sequence[Any]) -> None:
-    release(svc, [decode(c, JobEnded) for c in cloud_events])
+def handle_batch(svc: Services, ended: Sequence[JobEnded]) -> None:
+    release(svc, ended)
 
 
 def release(svc: Services, ended: Sequence[JobEnded]) -> None:
@@ -48,56 +46,6 @@ def release(svc: Services, ended: Sequence[JobEnded]) -> None:
             wf_id = known.task(svc, task_id).workflow_id
             if wf_id is not None:
                 workflow.advance(svc, wf_id)
-
-
-# Tasks this process saw end for good. Such a state never changes, so the cache cannot go
-# stale; it spares the events that arrive after their task's rollup any read (a function
-# instance serves many events in a row). Failed tasks are not cached: a user may retry them.
-_ENDED: OrderedDict[str, TaskStatus] = OrderedDict()
-_ENDED_MAX = 10_000
-_FOR_GOOD = frozenset({TaskStatus.DONE, TaskStatus.FINISHED, TaskStatus.ABORTED})
-
-
-def _remember(task_id: str, status: TaskStatus) -> TaskStatus:
-    if status in _FOR_GOOD:
-        _ENDED[task_id] = status
-        while len(_ENDED) > _ENDED_MAX:
-            _ENDED.popitem(last=False)
-    return status
-
-
-def forget(task_id: str) -> None:
-    """Drop what this process remembers of a task's end (before a retry)."""
-    _ENDED.pop(task_id, None)
-
-
-def roll_up_task(svc: Services, task_id: str) -> TaskStatus | None:
-    """Move the task to its final state if every job has ended; return that state."""
-    return roll_up_task_fresh(svc, task_id)[0]
-
-
-def roll_up_task_fresh(svc: Services, task_id: str) -> tuple[TaskStatus | None, bool]:
-    """Like roll_up_task; also says whether this process learnt of the end just now (so the
-    workflow should be advanced: after a crash, a redelivered event does it again)."""
-    if task_id in _ENDED:
-        return _ENDED[task_id], False
-    if svc.store.has_unended_jobs(task_id):
-        return None, False
-    task = svc.store.get_task(task_id, counts=False)
-    if task.status in (TaskStatus.REGISTERED, TaskStatus.PAUSED):
-        return None, False  # not made yet; or paused (its resume rolls it up)
-    if task.status not in (TaskStatus.READY, TaskStatus.RUNNING):
-        return _remember(task_id, task.status), True  # rolled up already by another event
-    counts = svc.store.job_counts(task_id)
-    final = rollup(counts, allow_partial=task.spec.allow_partial)
-    if final is None:
-        return None, False
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    if svc.store.set_task_status(
-        task_id, [TaskStatus.READY, TaskStatus.RUNNING], final, reason=summary
-    ):
-        log.info("task %s %s (%s)", task_id, final, summary)
-    return _remember(task_id, final), True
 
 
 # -- children -----------------------------------------------------------------------------------

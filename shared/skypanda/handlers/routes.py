@@ -1,26 +1,30 @@
-"""Which handlers receive which events: the one routing table both backends follow.
-
-On Google Cloud each row is a Cloud Function subscribed to the event's topic (or, for
-job.ended, triggered by the job document's change); locally the router reads this table.
-"""
+"""Which handlers receive which events: `domain.events.SUBSCRIBERS` (the table, by name) made
+into functions. Both backends follow it: locally the router, on Google Cloud the topology (one
+subscription per name) and the Cloud Functions (`runtime.entrypoints`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from skypanda.domain.events import EventType
-from skypanda.handlers import release, scale, split, sweep, workflow
+from skypanda.domain.events import SUBSCRIBERS, EventType
+from skypanda.handlers import bulk, release, scale, split, sweep, workflow
 from skypanda.handlers.services import Services
 
 Handler = Callable[[Services, Any], object]
+"""A handler takes the services and its event type's payload (`domain.events.PAYLOADS`)."""
+
+HANDLERS: dict[str, Handler] = {  # every name in SUBSCRIBERS (checked by a test)
+    "split": split.handle,
+    "workflow": workflow.handle_registered,
+    "scale": scale.handle,
+    "release": release.handle,
+    "sweep": sweep.handle,
+    "bulk": bulk.handle,
+}
 
 ROUTES: dict[EventType, tuple[Handler, ...]] = {
-    EventType.TASK_REGISTERED: (split.handle,),
-    EventType.WORKFLOW_REGISTERED: (workflow.handle_registered,),
-    EventType.JOBS_ACTIVATED: (scale.handle,),
-    EventType.JOB_ENDED: (release.handle,),
-    EventType.TICK: (scale.handle, sweep.handle),
+    kind: tuple(HANDLERS[name] for name in names) for kind, names in SUBSCRIBERS.items()
 }
 
 BatchHandler = Callable[[Services, Sequence[Any]], object]

@@ -7,24 +7,24 @@ its record is live is ended, and its jobs are requeued without waiting for the h
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from skypanda.domain import scaling
 from skypanda.domain.errors import SkypandaError
+from skypanda.domain.events import QueueNudge, Tick
 from skypanda.domain.models import Job, Pilot, Queue
 from skypanda.domain.states import PILOT_LIVE, PilotStatus
 from skypanda.handlers.dispatch import retire
-from skypanda.handlers.envelope import QueueNudge, decode
 from skypanda.handlers.services import Services, new_id
 
 log = logging.getLogger(__name__)
 
 
-def handle(svc: Services, cloud_event: Any = None) -> int:
-    """Returns how many pilots were launched."""
+def handle(svc: Services, nudge: QueueNudge | Tick | None = None) -> int:
+    """Scale the nudged queue (a tick or None: every queue). Returns how many pilots were
+    launched."""
     if svc.launcher is None:
         return 0
-    only = decode(cloud_event, QueueNudge).queue if cloud_event is not None else None
+    only = nudge.queue if isinstance(nudge, QueueNudge) else None
     reconcile(svc)
     launched = 0
     for queue in svc.store.list_queues():
@@ -95,14 +95,11 @@ def scale_queue(svc: Services, queue: Queue) -> int:
     return decision.total
 
 
-_NOTED: dict[str, str] = {}
-
-
 def _note(svc: Services, queue: str, reason: str, now: float) -> None:
     """Record the decision when it changed (a tick that changes nothing writes nothing)."""
-    if _NOTED.get(queue) != reason:
+    if svc.memory.noted.get(queue) != reason:
         svc.store.note_scaling(queue, reason, now)
-        _NOTED[queue] = reason
+        svc.memory.noted[queue] = reason
 
 
 def _launch(svc: Services, queue: Queue, job: Job | None) -> None:

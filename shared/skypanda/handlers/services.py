@@ -1,16 +1,58 @@
-"""What a handler is given: the ports, wired by the backend (local runtime or Cloud Function)."""
+"""What a handler is given: the ports, wired by the backend (local runtime or Cloud Function),
+and what handlers remember between events in this process (`Memory`)."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
-from skypanda.ports import Blobs, Bus, Clock, Launcher, Store
+from cachetools import LRUCache, TTLCache
+
+from skypanda.domain.models import Task
+from skypanda.domain.states import TaskStatus
+from skypanda.domain.workflow import CompiledWorkflow
+from skypanda.ports import (
+    Blobs,
+    Bus,
+    Clock,
+    FleetStore,
+    JobStore,
+    Launcher,
+    Outbox,
+    Store,
+    TaskStore,
+    WorkflowStore,
+)
+
+MAX_ENTRIES = 10_000
+PAUSE_TTL_S = 2.0
+"""How long a task's paused-or-not is reused: a pause holds released children back within
+this (running and just-claimed jobs go on anyway)."""
+LOADS_TTL_S = 1.0
+"""How long a queue's owner loads (and shares) are reused between acquires."""
 
 
 def new_id(prefix: str) -> str:
     """A random id: `prefix` + 12 hex digits (48 random bits; never sequential)."""
     return f"{prefix}{secrets.token_hex(6)}"
+
+
+class Memory:
+    """What handlers remember between events in one process (a Cloud Function instance serves
+    many in a row): facts that never change once stored (task specs, compiled workflows, tasks
+    ended for good), so no entry can go stale, and short-lived ones whose staleness is bounded
+    and harmless (a task being paused, a queue's owner loads), timed by the services' clock.
+    Every cache is bounded (LRU). One per Services: tests get a fresh one with their services.
+    """
+
+    def __init__(self, clock: Clock, max_entries: int = MAX_ENTRIES) -> None:
+        self.tasks: LRUCache[str, Task] = LRUCache(max_entries)
+        self.compiled: LRUCache[str, CompiledWorkflow] = LRUCache(max_entries)
+        self.ended: LRUCache[str, TaskStatus] = LRUCache(max_entries)
+        self.paused: TTLCache[str, bool] = TTLCache(max_entries, PAUSE_TTL_S, timer=clock.now)
+        self.loads: TTLCache[str, Any] = TTLCache(1000, LOADS_TTL_S, timer=clock.now)
+        self.noted: LRUCache[str, str] = LRUCache(1000)
 
 
 @dataclass
@@ -21,3 +63,28 @@ class Services:
     clock: Clock
     launcher: Launcher | None = None
     settings: dict[str, object] = field(default_factory=dict)
+    memory: Memory = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.memory = Memory(self.clock)
+
+    # The store by aggregate: a handler names the narrow port it uses.
+    @property
+    def tasks(self) -> TaskStore:
+        return self.store
+
+    @property
+    def workflows(self) -> WorkflowStore:
+        return self.store
+
+    @property
+    def jobs(self) -> JobStore:
+        return self.store
+
+    @property
+    def fleet(self) -> FleetStore:
+        return self.store
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.store

@@ -7,21 +7,19 @@ so a second delivery finds the task ready and does nothing.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput
+from skypanda.domain.events import TaskRef
 from skypanda.domain.jobflow import new_job
 from skypanda.domain.splitter import split as split_task
 from skypanda.domain.states import TaskStatus
-from skypanda.handlers.envelope import TaskRef, decode
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def handle(svc: Services, cloud_event: Any) -> None:
-    ref = decode(cloud_event, TaskRef)
+def handle(svc: Services, ref: TaskRef) -> None:
     task = svc.store.get_task(ref.task_id)
     if task.status is not TaskStatus.REGISTERED:
         log.debug("task %s is %s: already split", task.id, task.status)

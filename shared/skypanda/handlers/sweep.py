@@ -4,8 +4,8 @@ their jobs requeued as new attempts. Idempotent: the pilot's move to missed is c
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from skypanda.domain.events import Tick
 from skypanda.domain.states import PilotStatus
 from skypanda.handlers.dispatch import retire
 from skypanda.handlers.services import Services
@@ -13,7 +13,7 @@ from skypanda.handlers.services import Services
 log = logging.getLogger(__name__)
 
 
-def handle(svc: Services, cloud_event: Any = None) -> int:
+def handle(svc: Services, tick: Tick | None = None) -> int:
     """Returns how many pilots were declared missed."""
     now = svc.clock.now()
     missed = 0

@@ -1,8 +1,11 @@
-"""Task actions (JEDI's): finish, reassign, change priority; each checked against ownership.
+"""Task actions (JEDI's): kill, finish, pause, resume, reassign, change priority, retry; each
+checked against ownership.
 
-Kill (abort) and retry live in the store and `handlers.workflow`; these are the rest. Each
-touches only the task's queued jobs (one bulk compare-and-set write per job in the store) and
-never a running payload, except a hard finish, which asks the pilots to kill them.
+Each but retry is a task-wide change of jobs (`domain.bulk`) carried out by `handlers.bulk`:
+the task moves compare-and-set with the first page's event in the same commit, so a crash part
+way is resumed by the outbox. They touch only the task's queued jobs, except kill and a hard
+finish, which ask the pilots to kill the running ones (the pilot learns it from its next
+heartbeat reply).
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import logging
 
 from skypanda.domain import events as ev
+from skypanda.domain.bulk import Action
 from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from skypanda.domain.models import Task
-from skypanda.domain.states import TaskStatus
-from skypanda.handlers import known
+from skypanda.domain.states import TaskStatus, advance
+from skypanda.handlers import bulk, known, workflow
+from skypanda.handlers.rollup import forget
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -22,9 +27,10 @@ ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.PAUSED)
 MAX_PRIORITY = 1_000_000
 
 
-def _owned(svc: Services, task_id: str, owner: str, action: str) -> Task:
-    task = svc.store.get_task(task_id, counts=False)
-    if task.owner != owner:
+def _owned(svc: Services, task_id: str, owner: str | None, action: str) -> Task:
+    """The task, if `owner` may act on it (None: the system acts, e.g. a workflow's kill)."""
+    task = svc.tasks.get_task(task_id, counts=False)
+    if owner is not None and task.owner != owner:
         raise Forbidden(f"task {task_id} belongs to {task.owner}; {owner} cannot {action} it")
     return task
 
@@ -38,6 +44,25 @@ def _owned_active(svc: Services, task_id: str, owner: str, action: str) -> Task:
     return task
 
 
+def kill(
+    svc: Services, task_id: str, owner: str | None, reason: str, *, advance_workflow: bool = True
+) -> Task:
+    """Abort the task: its queued jobs are cancelled, its running ones killed by their pilots;
+    in a workflow, the tasks waiting for it are cancelled (`advance_workflow`).
+
+    Raises:
+        NotFound, Forbidden; IllegalTransition: the task has ended already.
+    """
+    task = _owned(svc, task_id, owner, "kill")
+    advance(task.status, TaskStatus.ABORTED)
+    bulk.start(svc, task, Action.KILL, {"reason": reason}, to=TaskStatus.ABORTED, reason=reason)
+    known.forget_pause(svc, task_id)
+    log.info("task %s killed: %s", task_id, reason)
+    if advance_workflow and task.workflow_id is not None:
+        workflow.advance(svc, task.workflow_id)
+    return svc.tasks.get_task(task_id)
+
+
 def finish(svc: Services, task_id: str, owner: str, *, hard: bool) -> Task:
     """No new job of the task runs: its queued jobs are closed. Soft: running jobs complete;
     hard: they are killed too. The task then ends `finished` (or failed, if jobs failed).
@@ -45,27 +70,24 @@ def finish(svc: Services, task_id: str, owner: str, *, hard: bool) -> Task:
     Raises:
         NotFound, Forbidden, Conflict (the task is not ready or running).
     """
-    from skypanda.handlers import release, workflow
-
     task = _owned_active(svc, task_id, owner, "finish")
     how = "hard" if hard else "soft"
-    closed = svc.store.finish_task(task_id, f"closed: task finished ({how}) by {owner}", hard=hard)
-    log.info("task %s finished (%s): %d queued jobs closed", task_id, how, closed)
-    ended, fresh = release.roll_up_task_fresh(svc, task_id)
-    if ended is not None and fresh and task.workflow_id is not None:
-        workflow.advance(svc, task.workflow_id)
-    return svc.store.get_task(task_id)
+    action = Action.FINISH_HARD if hard else Action.FINISH
+    closed = bulk.start(svc, task, action, {"reason": f"closed: task finished ({how}) by {owner}"})
+    log.info("task %s finished (%s): %s queued jobs closed", task_id, how, closed)
+    return svc.tasks.get_task(task_id)
 
 
-def reassign(svc: Services, task_id: str, owner: str, queue: str) -> int:
-    """Move the task's queued jobs to another queue (they must fit it). Returns how many.
+def reassign(svc: Services, task_id: str, owner: str, queue: str) -> int | None:
+    """Move the task's queued jobs to another queue (they must fit it). Returns how many moved
+    (None: the move goes on in pages).
 
     Raises:
         NotFound, Forbidden, Conflict; InvalidInput: unknown queue, or the jobs do not fit it.
     """
     task = _owned_active(svc, task_id, owner, "reassign")
     try:
-        target = svc.store.get_queue(queue)
+        target = svc.fleet.get_queue(queue)
     except NotFound as e:
         raise InvalidInput(f"unknown queue {queue!r}", field="queue") from e
     if not task.spec.resources.fits(target.pilot_resources):
@@ -75,23 +97,21 @@ def reassign(svc: Services, task_id: str, owner: str, queue: str) -> int:
             f"{target.pilot_resources.memory_mb} MB x {target.pilot_resources.cores}",
             field="queue",
         )
-    moved = svc.store.reassign_jobs(task_id, queue=queue, priority=None)
-    if moved:
-        svc.store.add_events([ev.jobs_activated(queue, moved, key=f"{task_id}:to:{queue}:{moved}")])
-    log.info("task %s: %d queued jobs reassigned to %s", task_id, moved, queue)
+    moved = bulk.start(svc, task, Action.MOVE, {"queue": queue})
+    log.info("task %s: %s queued jobs reassigned to %s", task_id, moved, queue)
     return moved
 
 
-def set_priority(svc: Services, task_id: str, owner: str, priority: int) -> int:
-    """Give the task's queued jobs a new priority. Returns how many.
+def set_priority(svc: Services, task_id: str, owner: str, priority: int) -> int | None:
+    """Give the task's queued jobs a new priority. Returns how many (None: in pages).
 
     Raises:
         NotFound, Forbidden, Conflict; InvalidInput: priority out of range.
     """
     if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
         raise InvalidInput(f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}")
-    _owned_active(svc, task_id, owner, "change the priority of")
-    return svc.store.reassign_jobs(task_id, queue=None, priority=priority)
+    task = _owned_active(svc, task_id, owner, "change the priority of")
+    return bulk.start(svc, task, Action.MOVE, {"priority": priority})
 
 
 def pause(svc: Services, task_id: str, owner: str) -> Task:
@@ -104,14 +124,12 @@ def pause(svc: Services, task_id: str, owner: str) -> Task:
     task = _owned_active(svc, task_id, owner, "pause")
     if task.status is TaskStatus.PAUSED:
         return task
-    if not svc.store.set_task_status(
-        task_id, [task.status], TaskStatus.PAUSED, reason=f"paused by {owner}"
-    ):
-        raise Conflict(f"task {task_id} changed while being paused; try again")
-    known.forget_pause(task_id)
-    held = svc.store.pause_jobs(task_id)
-    log.info("task %s paused: %d queued jobs held back", task_id, held)
-    return svc.store.get_task(task_id)
+    held = bulk.start(
+        svc, task, Action.PAUSE, {}, to=TaskStatus.PAUSED, reason=f"paused by {owner}"
+    )
+    known.forget_pause(svc, task_id)
+    log.info("task %s paused: %s queued jobs held back", task_id, held)
+    return svc.tasks.get_task(task_id)
 
 
 def resume(svc: Services, task_id: str, owner: str) -> Task:
@@ -120,19 +138,31 @@ def resume(svc: Services, task_id: str, owner: str) -> Task:
     Raises:
         NotFound, Forbidden, Conflict (not paused).
     """
-    from skypanda.handlers import release
-
     task = _owned(svc, task_id, owner, "resume")
     if task.status is not TaskStatus.PAUSED:
         raise Conflict(f"cannot resume task {task_id}: it is {task.status}, not paused")
-    if not svc.store.set_task_status(task_id, [TaskStatus.PAUSED], TaskStatus.RUNNING, reason=""):
-        raise Conflict(f"task {task_id} changed while being resumed; try again")
-    known.forget_pause(task_id)
-    back = svc.store.resume_jobs(task_id)
-    if back:
-        svc.store.add_events(
-            [ev.jobs_activated(task.spec.queue, back, key=f"{task_id}:resume:{back}")]
-        )
-    release.roll_up_task(svc, task_id)  # every job may have ended while it was paused
-    log.info("task %s resumed: %d jobs activated", task_id, back)
-    return svc.store.get_task(task_id)
+    back = bulk.start(svc, task, Action.RESUME, {}, to=TaskStatus.RUNNING)
+    known.forget_pause(svc, task_id)
+    log.info("task %s resumed: %s jobs activated", task_id, back)
+    return svc.tasks.get_task(task_id)
+
+
+def retry(svc: Services, task_id: str, owner: str | None = None) -> int:
+    """Rerun a failed (plain) task's failed and cancelled jobs. Returns how many were reset.
+
+    Raises:
+        NotFound, Forbidden; Conflict: the task has not failed, or belongs to a workflow
+            (retry the workflow).
+    """
+    task = _owned(svc, task_id, owner, "retry")
+    if task.workflow_id is not None:
+        raise Conflict(f"task {task_id} belongs to workflow {task.workflow_id}: retry that")
+    if task.status is not TaskStatus.FAILED or not task.n_jobs:
+        raise Conflict(f"task {task_id} is {task.status}: only a failed task with jobs is retried")
+    forget(svc, task_id)
+    if not svc.tasks.set_task_status(task_id, [TaskStatus.FAILED], TaskStatus.RUNNING):
+        raise Conflict(f"task {task_id} changed while being retried; try again")
+    now = svc.clock.now()
+    n = svc.workflows.retry_jobs(task_id, now)
+    svc.outbox.add_events([ev.jobs_activated(task.spec.queue, n, key=f"{task_id}:retry:{now}")])
+    return n

@@ -15,7 +15,6 @@ import contextlib
 import io
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
 from skypanda.domain import events as ev
 from skypanda.domain.dag import (
@@ -28,7 +27,8 @@ from skypanda.domain.dag import (
     summarize,
     task_job_specs,
 )
-from skypanda.domain.errors import Conflict, InvalidInput, NotFound
+from skypanda.domain.errors import InvalidInput
+from skypanda.domain.events import WorkflowRef
 from skypanda.domain.ids import job_id, workflow_task_id
 from skypanda.domain.jobflow import new_job
 from skypanda.domain.models import Job, JobSpec, Task
@@ -42,7 +42,7 @@ from skypanda.domain.states import (
 )
 from skypanda.domain.workflow import CompiledWorkflow, Workflow, WorkflowSpec, compile_workflow
 from skypanda.handlers import known
-from skypanda.handlers.envelope import WorkflowRef, decode
+from skypanda.handlers.rollup import roll_up_task
 from skypanda.handlers.services import Services, new_id
 from skypanda.handlers.submit import check_task
 
@@ -144,8 +144,7 @@ def _task_record(
 # -- start --------------------------------------------------------------------------------------
 
 
-def handle_registered(svc: Services, cloud_event: Any) -> None:
-    ref = decode(cloud_event, WorkflowRef)
+def handle_registered(svc: Services, ref: WorkflowRef) -> None:
     start(svc, ref.workflow_id)
 
 
@@ -276,7 +275,7 @@ def advance(svc: Services, workflow_id: str) -> WorkflowStatus | None:
     cw = known.compiled(svc, workflow_id)
     for _ in range(len(cw.order) * 4 + 10):
         records = svc.store.workflow_tasks(workflow_id)
-        latest = _latest(records)
+        newest = latest(records)
         step = plan(cw, _facts(svc, cw, records))
         if step.empty:
             return None
@@ -286,19 +285,18 @@ def advance(svc: Services, workflow_id: str) -> WorkflowStatus | None:
             ):
                 log.info("workflow %s %s %s", workflow_id, step.final, step.reason)
             return step.final
-        _apply(svc, wf, cw, step, latest)
+        _apply(svc, wf, cw, step, newest)
     return None
 
 
-def _latest(records: list[Task]) -> dict[str, Task]:
+def latest(records: list[Task]) -> dict[str, Task]:
+    """The latest iteration of each task of a workflow, by name."""
     return latest_iterations(records, lambda t: t.spec.name, lambda t: t.iteration)
 
 
 def _apply(
     svc: Services, wf: Workflow, cw: CompiledWorkflow, step: Plan, latest: dict[str, Task]
 ) -> None:
-    from skypanda.handlers.release import roll_up_task
-
     for end in step.ends:
         _end(svc, latest[end.name], end)
     for s in step.splits:
@@ -320,91 +318,3 @@ def _repeat(svc: Services, wf: Workflow, cw: CompiledWorkflow, r: Repeat) -> Non
         with contextlib.suppress(InvalidInput):  # made already by another planner (same id)
             svc.store.add_task(record, [])
     log.info("workflow %s: loop %s iteration %d", wf.id, r.loop, r.iteration)
-
-
-# -- retry, kill --------------------------------------------------------------------------------
-
-
-def retry(svc: Services, workflow_id: str) -> int:
-    """Rerun a failed workflow's failed and cancelled jobs (finished ones are kept); tasks that
-    were never made wait for their inputs again. Returns how many jobs were reset.
-
-    Raises:
-        NotFound: no such workflow.
-        Conflict: the workflow has not failed (nothing to retry).
-    """
-    from skypanda.handlers.release import forget
-
-    wf = svc.store.get_workflow(workflow_id)
-    if wf.status is not WorkflowStatus.FAILED:
-        raise Conflict(f"workflow {workflow_id} is {wf.status}: only a failed workflow is retried")
-    cw = known.compiled(svc, workflow_id)
-    latest = _latest(svc.store.workflow_tasks(workflow_id))
-    if not svc.store.set_workflow_status(
-        workflow_id, [WorkflowStatus.FAILED], WorkflowStatus.RUNNING
-    ):
-        raise Conflict(f"workflow {workflow_id} changed while being retried; try again")
-    reset = 0
-    for name in cw.order:  # parents before children: a child sees its parents' edges reset
-        task = latest[name]
-        forget(task.id)
-        if task.status is TaskStatus.CANCELLED:
-            svc.store.set_task_status(task.id, [TaskStatus.CANCELLED], TaskStatus.REGISTERED)
-        elif task.status is TaskStatus.FAILED and task.n_jobs:
-            svc.store.set_task_status(task.id, [TaskStatus.FAILED], TaskStatus.RUNNING)
-            n = svc.store.retry_jobs(task.id, svc.clock.now())
-            reset += n
-            svc.store.add_events(
-                [ev.jobs_activated(task.spec.queue, n, key=f"{task.id}:retry:{reset}")]
-            )
-    advance(svc, workflow_id)
-    return reset
-
-
-def retry_task(svc: Services, task_id: str) -> int:
-    """Rerun a failed (plain) task's failed and cancelled jobs. Returns how many were reset.
-
-    Raises:
-        NotFound: no such task.
-        Conflict: the task has not failed, or belongs to a workflow (retry the workflow).
-    """
-    from skypanda.handlers.release import forget
-
-    task = svc.store.get_task(task_id, counts=False)
-    if task.workflow_id is not None:
-        raise Conflict(f"task {task_id} belongs to workflow {task.workflow_id}: retry that")
-    if task.status is not TaskStatus.FAILED or not task.n_jobs:
-        raise Conflict(f"task {task_id} is {task.status}: only a failed task with jobs is retried")
-    forget(task_id)
-    if not svc.store.set_task_status(task_id, [TaskStatus.FAILED], TaskStatus.RUNNING):
-        raise Conflict(f"task {task_id} changed while being retried; try again")
-    n = svc.store.retry_jobs(task_id, svc.clock.now())
-    svc.store.add_events(
-        [ev.jobs_activated(task.spec.queue, n, key=f"{task_id}:retry:{svc.clock.now()}")]
-    )
-    return n
-
-
-def kill(svc: Services, workflow_id: str, reason: str) -> Workflow:
-    """Abort every task of the workflow that has not ended, then the workflow.
-
-    Raises:
-        NotFound: no such workflow.
-        IllegalTransition: the workflow has ended.
-    """
-    wf = svc.store.get_workflow(workflow_id)
-    if wf.status in (WorkflowStatus.DONE, WorkflowStatus.ABORTED):
-        raise Conflict(f"workflow {workflow_id} has ended ({wf.status}); nothing to kill")
-    svc.store.set_workflow_status(
-        workflow_id,
-        [WorkflowStatus.REGISTERED, WorkflowStatus.RUNNING, WorkflowStatus.FAILED],
-        WorkflowStatus.ABORTED,
-        reason=reason,
-    )
-    for task in svc.store.workflow_tasks(workflow_id):
-        if task.status not in TASK_FINAL:
-            try:
-                svc.store.abort_task(task.id, reason)
-            except (Conflict, NotFound) as e:
-                log.info("workflow %s: task %s not aborted: %s", workflow_id, task.id, e)
-    return svc.store.get_workflow(workflow_id)

@@ -45,7 +45,6 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from skypanda.domain.codes import ErrorCode
 from skypanda.pilot.client import ApiClient, ApiError
 from skypanda.pilot.config import (
     DEFAULT_HEARTBEAT_S,
@@ -64,6 +63,8 @@ from skypanda.pilot.staging import (
     stage_in,
     stage_out,
 )
+from skypanda.wire.codes import ErrorCode
+from skypanda.wire.groups import GROUPS_DIR
 
 __all__ = [
     "EXIT_ERROR",
@@ -88,7 +89,6 @@ EXIT_OK, EXIT_ERROR, EXIT_UNREACHABLE, EXIT_NO_JOB = 0, 1, 3, 4
 MAX_DIAG_CHARS = 1000
 POLL_MIN_S, POLL_MAX_S = 0.1, 2.0
 PREFETCH_WINDOW_S = 0.5
-GROUPS_DIR = ".payload-groups"  # see runner.kill_recorded_groups
 PREFETCH_BELOW_S = 1.0
 """Hold a second round of jobs only while jobs take less than this (see acquire_size)."""
 

@@ -4,7 +4,7 @@
     Heartbeat   tells the server which jobs the pilot holds; hands its replies (commands) back
     job_report  one job's report for /update
 
-Standard library only (plus `skypanda.domain.codes`; the pilot ships as a zipapp).
+Standard library only (plus `skypanda.wire.codes`; the pilot ships as a zipapp).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from skypanda.domain.codes import ErrorCode
 from skypanda.pilot.client import ApiClient, ApiError
 from skypanda.pilot.held import HeldJob, Registry
 from skypanda.pilot.runner import PayloadResult
+from skypanda.wire.codes import ErrorCode
 
 log = logging.getLogger("skypanda.pilot")
 

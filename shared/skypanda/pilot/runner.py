@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skypanda.domain.codes import ErrorCode
 from skypanda.pilot.watch import SAMPLE_S, PayloadWatch
+from skypanda.wire.codes import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def run_payload(
         kill_grace_s: seconds between SIGTERM and SIGKILL when killing.
         groups: a directory where the payload's process group id is recorded (an empty file
             named after it) while the group may be alive, so that whoever finds this pilot
-            dead (the local launcher) can kill what it left running; see `kill_recorded_groups`.
+            dead (the local launcher) can kill what it left running; see `skypanda.wire.groups`.
         looping_timeout_s: kill the payload as LOOPING_JOB once this long passes with no
             output and no file change in its workdir; None (or 0): never.
         sample_s: how often the payload's memory (and its looping) is checked.
@@ -462,22 +462,6 @@ def _record_group(groups: Path | None, pgid: int) -> Path | None:
     except OSError:
         return None
     return path
-
-
-def kill_recorded_groups(groups: Path) -> int:
-    """SIGKILL the process groups a dead pilot recorded in `groups`; returns how many lived."""
-    killed = 0
-    if not groups.is_dir():
-        return 0
-    for entry in groups.iterdir():
-        if entry.name.isdigit():
-            try:
-                os.killpg(int(entry.name), signal.SIGKILL)
-                killed += 1
-            except (ProcessLookupError, PermissionError):
-                pass
-        entry.unlink(missing_ok=True)
-    return killed
 
 
 def _code_name(code: int) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from skypanda.domain.codes import ErrorCode
+from skypanda.wire.codes import ErrorCode
 
 PROC = "/proc"
 SAMPLE_S = 0.5

@@ -25,7 +25,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from skypanda.adapters.gcp.topology import topic_name
+from skypanda.adapters.gcp.topology import dead_letter_topic_name, topic_name
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
 from skypanda.domain.events import Event, EventType
 
@@ -99,6 +99,24 @@ class PubSubBus:
                 f"(first: {event.id} on {topic_name(event.type, self._prefix)}: {error})",
                 event_ids=[e.id for e, _ in failed],
             ) from error
+
+    def dead_letter(
+        self, event_id: str, data: bytes, attributes: Mapping[str, str], reason: str
+    ) -> None:
+        """Park a message on the dead-letter topic with why (attribute `dead_reason`), as
+        received (`data`, `attributes`): the pipeline found it poison, or out of tries.
+
+        Raises:
+            BackendUnavailable: Pub/Sub did not accept it (the caller lets the transport
+                redeliver, so the message is not lost).
+        """
+        topic = self._publisher.topic_path(self._project, dead_letter_topic_name(self._prefix))
+        attrs = {**{k: str(v) for k, v in attributes.items()}, "dead_reason": reason[:1000]}
+        attrs.setdefault("event_id", event_id)
+        try:
+            self._publisher.publish(topic, data, **attrs).result(timeout=self._timeout)
+        except (gexc.GoogleAPIError, TimeoutError) as e:
+            raise BackendUnavailable(f"could not dead-letter event {event_id}: {e}") from e
 
 
 def decode_message(message_data: bytes, attributes: Mapping[str, str]) -> Event:

@@ -3,7 +3,7 @@
     {prefix}-{kind}                       one topic per EventType (dev.skypanda.task.registered
                                           -> skypanda-task-registered, dev.skypanda.tick ->
                                           skypanda-tick)
-    {topic}--{handler}                    one subscription per route in handlers.routes.ROUTES
+    {topic}--{handler}                    one subscription per name in domain.events.SUBSCRIBERS
                                           (skypanda-tick--scale, skypanda-tick--sweep)
     {prefix}-dead-letter                  where a message goes after MAX_DELIVERY_ATTEMPTS
     {prefix}-dead-letter--hold            keeps dead letters for inspection (a topic without a
@@ -32,8 +32,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from google.pubsub_v1 import types as pubsub_types
 
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
-from skypanda.domain.events import EventType
-from skypanda.handlers.routes import ROUTES
+from skypanda.domain.events import SUBSCRIBERS, EventType
 
 __all__ = [
     "ACK_DEADLINE_S",
@@ -96,11 +95,6 @@ def dead_letter_topic_name(prefix: str = "skypanda") -> str:
     return _checked(f"{prefix}-dead-letter")
 
 
-def handler_name(handler: object) -> str:
-    """A route's handler by its module's last name (`skypanda.handlers.scale` -> `scale`)."""
-    return str(handler.__module__).rsplit(".", 1)[-1]
-
-
 def topology(prefix: str = "skypanda", push_endpoints: Mapping[str, str] | None = None) -> Topology:
     """The topics and subscriptions skypanda needs, from the routing table.
 
@@ -112,7 +106,7 @@ def topology(prefix: str = "skypanda", push_endpoints: Mapping[str, str] | None 
         InvalidInput: a name Pub/Sub would refuse, or a push endpoint for no known handler.
     """
     push_endpoints = dict(push_endpoints or {})
-    known = {handler_name(h) for handlers in ROUTES.values() for h in handlers}
+    known = {name for names in SUBSCRIBERS.values() for name in names}
     if unknown := sorted(set(push_endpoints) - known):
         raise InvalidInput(
             f"push endpoints for unknown handlers {unknown}; known: {sorted(known)}",
@@ -121,14 +115,14 @@ def topology(prefix: str = "skypanda", push_endpoints: Mapping[str, str] | None 
     dead_letter = dead_letter_topic_name(prefix)
     subscriptions = [
         SubscriptionSpec(
-            name=subscription_name(event_type, handler_name(h), prefix),
+            name=subscription_name(event_type, name, prefix),
             topic=topic_name(event_type, prefix),
-            handler=handler_name(h),
-            push_endpoint=push_endpoints.get(handler_name(h)),
+            handler=name,
+            push_endpoint=push_endpoints.get(name),
             dead_letter_topic=dead_letter,
         )
-        for event_type, handlers in ROUTES.items()
-        for h in handlers
+        for event_type, names in SUBSCRIBERS.items()
+        for name in names
     ]
     subscriptions.append(
         SubscriptionSpec(_checked(f"{dead_letter}--{DEAD_LETTER_HOLD}"), dead_letter, None)

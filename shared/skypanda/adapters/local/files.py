@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 from skypanda.domain.errors import InvalidInput, NotFound
@@ -50,8 +49,3 @@ class FileBlobs:
 
     def uri(self, key: str) -> str:
         return "file://" + self._path(key)
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()

@@ -11,9 +11,8 @@ import threading
 from pathlib import Path
 
 from skypanda.domain.models import Job, Queue
-from skypanda.pilot.agent import GROUPS_DIR
-from skypanda.pilot.runner import kill_recorded_groups
 from skypanda.ports import LaunchedPilot
+from skypanda.wire.groups import GROUPS_DIR, kill_recorded_groups
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from skypanda.adapters.local.router import Router
 from skypanda.domain.models import Job, JobReport, Resources
 from skypanda.domain.states import JobStatus
 from skypanda.handlers import dispatch
 from skypanda.handlers.services import Services
+from skypanda.runtime.router import Router
 
 Outcome = Callable[[Job], tuple[JobStatus, dict[str, str]]]
 

@@ -12,18 +12,20 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from skypanda.adapters.launchers import QueueLaunchers
+from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.local.bus import OutboxBus
-from skypanda.adapters.local.files import FileBlobs, SystemClock
+from skypanda.adapters.local.files import FileBlobs
 from skypanda.adapters.local.launcher import ProcessLauncher
-from skypanda.adapters.local.router import Router, tick_event
 from skypanda.adapters.local.sqlite_store import SqliteStore
 from skypanda.api.app import create_app
 from skypanda.api.server import ApiServer
 from skypanda.domain.errors import NotFound
 from skypanda.domain.models import Queue
+from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
 from skypanda.ports import Store
+from skypanda.runtime.launchers import QueueLaunchers
+from skypanda.runtime.router import Router, tick_event
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ class LocalSystem:
         self.svc = Services(
             store=self.store, bus=OutboxBus(self.store), blobs=self.blobs, clock=clock
         )
-        self.router = Router(self.svc, self.store)
+        self.router = Router(Pipeline(self.svc), self.store)
         self.store.on_events = self.router.nudge
         self.server = ApiServer(create_app(self.svc, self.token), port=opts.port)
         self.launcher: ProcessLauncher | None = None

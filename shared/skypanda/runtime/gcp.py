@@ -16,9 +16,31 @@ from __future__ import annotations
 import os
 import time
 
-from skypanda.adapters.local.files import SystemClock
+from skypanda.adapters.clock import SystemClock
 from skypanda.domain.errors import InvalidInput
+from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
+from skypanda.ports import Launcher
+from skypanda.runtime.launchers import Factory, QueueLaunchers
+
+
+def cloudrun_factory(server_url: str) -> Factory:
+    def make(queue: Queue) -> Launcher:
+        from skypanda.adapters.gcp.cloudrun_launcher import CloudRunLauncher
+
+        return CloudRunLauncher(server_url=server_url)
+
+    return make
+
+
+def gke_factory(server_url: str) -> Factory:
+    def make(queue: Queue) -> Launcher:
+        from skypanda.adapters.gcp.gke_launcher import GkeLauncher, load_api_client
+
+        context = getattr(queue.launcher, "context", None)
+        return GkeLauncher(load_api_client(context), server_url=server_url)
+
+    return make
 
 
 def _need(name: str) -> str:
@@ -49,8 +71,6 @@ def services_from_env() -> tuple[Services, str]:
     svc = Services(store=store, bus=bus, blobs=blobs, clock=SystemClock())
     server_url = os.environ.get("SKYPANDA_SERVER_URL")
     if server_url:
-        from skypanda.adapters.launchers import QueueLaunchers, cloudrun_factory, gke_factory
-
         svc.launcher = QueueLaunchers(
             {"cloudrun": cloudrun_factory(server_url), "gke": gke_factory(server_url)}
         )

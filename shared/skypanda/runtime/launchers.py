@@ -1,6 +1,8 @@
 """One Launcher for all queues: each queue's pilots go to the launcher its definition names
-(`launcher.kind`: local processes, Cloud Run, GKE). Launchers are made when first needed, so a
-deployment without a GKE queue never loads the kubernetes client.
+(`launcher.kind`: local processes, Cloud Run, GKE). Launchers are made when first needed, by
+the factories the runtime gives (`runtime.gcp` has Cloud Run's and GKE's), so a deployment
+without a GKE queue never loads the kubernetes client, and the embedded system never loads
+a Google client.
 """
 
 from __future__ import annotations
@@ -12,25 +14,6 @@ from skypanda.domain.models import Job, Queue
 from skypanda.ports import LaunchedPilot, Launcher
 
 Factory = Callable[[Queue], Launcher]
-
-
-def cloudrun_factory(server_url: str) -> Factory:
-    def make(queue: Queue) -> Launcher:
-        from skypanda.adapters.gcp.cloudrun_launcher import CloudRunLauncher
-
-        return CloudRunLauncher(server_url=server_url)
-
-    return make
-
-
-def gke_factory(server_url: str) -> Factory:
-    def make(queue: Queue) -> Launcher:
-        from skypanda.adapters.gcp.gke_launcher import GkeLauncher, load_api_client
-
-        context = getattr(queue.launcher, "context", None)
-        return GkeLauncher(load_api_client(context), server_url=server_url)
-
-    return make
 
 
 class QueueLaunchers:

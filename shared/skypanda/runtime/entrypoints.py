@@ -1,4 +1,4 @@
-"""Cloud Functions entry points: a few lines each, delegating to skypanda's handlers.
+"""Cloud Functions entry points: a few lines each, delegating to the event pipeline.
 
 They live in the package so that an installed skypanda can serve them (`skypanda up --backend
 emulators` loads this file into functions-framework); `functions/main.py`, the source a Cloud
@@ -8,7 +8,13 @@ Functions deployment uploads, re-exports them. Deploy each with `--entry-point N
   workflow           Pub/Sub topic skypanda-workflow-registered (makes a workflow's jobs)
   scale              Pub/Sub topics skypanda-jobs-activated and skypanda-tick
   sweep              Pub/Sub topic skypanda-tick (Cloud Scheduler, every minute)
+  bulk               Pub/Sub topic skypanda-task-bulk (a page of a task-wide action)
   release            Firestore document.written on events/{eventId} (the outbox)
+
+A Pub/Sub function runs the handlers the routing table names for the event's type
+(`domain.events.SUBSCRIBERS`): its subscription delivers only the types that name it. The tick
+topic has two subscriptions (scale, sweep), so `scale` and `sweep` receive the same tick: each
+runs only its own handler.
 """
 
 from __future__ import annotations
@@ -18,11 +24,7 @@ from typing import Any
 import functions_framework
 from flask import Request, Response
 
-from skypanda import cloudfn
-from skypanda.handlers import scale as scale_handler
-from skypanda.handlers import split as split_handler
-from skypanda.handlers import sweep as sweep_handler
-from skypanda.handlers import workflow as workflow_handler
+from skypanda.runtime import cloudfn
 
 
 @functions_framework.http
@@ -37,22 +39,27 @@ def dispatch(request: Request) -> Response:
 
 @functions_framework.cloud_event
 def split(cloud_event: Any) -> None:
-    cloudfn.on_pubsub(cloud_event, split_handler.handle)
+    cloudfn.on_pubsub(cloud_event, only="split")
 
 
 @functions_framework.cloud_event
 def workflow(cloud_event: Any) -> None:
-    cloudfn.on_pubsub(cloud_event, workflow_handler.handle_registered)
+    cloudfn.on_pubsub(cloud_event, only="workflow")
 
 
 @functions_framework.cloud_event
 def scale(cloud_event: Any) -> None:
-    cloudfn.on_pubsub(cloud_event, scale_handler.handle)
+    cloudfn.on_pubsub(cloud_event, only="scale")
 
 
 @functions_framework.cloud_event
 def sweep(cloud_event: Any) -> None:
-    cloudfn.on_pubsub(cloud_event, sweep_handler.handle)
+    cloudfn.on_pubsub(cloud_event, only="sweep")
+
+
+@functions_framework.cloud_event
+def bulk(cloud_event: Any) -> None:
+    cloudfn.on_pubsub(cloud_event, only="bulk")
 
 
 @functions_framework.cloud_event

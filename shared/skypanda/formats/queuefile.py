@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Queue
-from skypanda.taskfile import load_yaml, node_at
+from skypanda.formats.taskfile import load_yaml, node_at
 
 MAX_QUEUES = 1000
 

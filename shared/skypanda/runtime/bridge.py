@@ -29,7 +29,7 @@ from google.events.cloud.firestore_v1.types import (
     Value,
 )
 
-from skypanda.cloudfn import FIRESTORE_WRITTEN
+from skypanda.runtime.cloudfn import FIRESTORE_WRITTEN
 
 log = logging.getLogger(__name__)
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

@@ -18,21 +18,20 @@ from typing import Any
 
 from functions_framework import create_app as create_function
 
-from skypanda import cloudfn, entrypoints
-from skypanda.adapters.gcp import emulators
-from skypanda.adapters.gcp.bridge import OutboxBridge, gateway
-from skypanda.adapters.gcp.emulators import Emulator
+from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
 from skypanda.adapters.gcp.metering import meter_firestore
 from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 from skypanda.adapters.gcp.topology import ensure_topology, topic_name
-from skypanda.adapters.launchers import QueueLaunchers
-from skypanda.adapters.local.files import SystemClock
 from skypanda.adapters.local.launcher import ProcessLauncher
-from skypanda.adapters.local.runtime import LocalOptions, ensure_queue, ensure_token
 from skypanda.api.server import ApiServer
 from skypanda.domain.events import EventType
 from skypanda.handlers.services import Services
+from skypanda.runtime import cloudfn, emulators, entrypoints
+from skypanda.runtime.bridge import OutboxBridge, gateway
+from skypanda.runtime.emulators import Emulator
+from skypanda.runtime.launchers import QueueLaunchers
+from skypanda.runtime.local import LocalOptions, ensure_queue, ensure_token
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,7 @@ PUSHED = {
     "workflow": "workflow",
     "scale": "scale",
     "sweep": "sweep",
+    "bulk": "bulk",
 }  # handler -> entry point
 BUCKET = "skypanda-logs"
 

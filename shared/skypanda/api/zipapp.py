@@ -155,7 +155,7 @@ def _roots() -> list[Module]:
 def closure() -> list[Module]:
     """The skypanda modules the pilot imports, transitively, sorted by name.
 
-    Parent packages are not in it unless imported by name: importing `skypanda.domain.codes`
+    Parent packages are not in it unless imported by name: importing `skypanda.wire.codes`
     runs `skypanda/domain/__init__.py`, but the zipapp gives it a stub.
 
     Raises:

@@ -14,28 +14,34 @@ router calls:
   at least three times (created, claimed, ended) and each write would be a billed invocation,
   against one for its end record.
 
+Every event goes through the one pipeline (`handlers.pipeline`), with its outcome mapped onto
+what Google Cloud understands: DELIVERED returns (acknowledged), RETRY raises (Pub/Sub and
+Eventarc redeliver with backoff), DEAD publishes the message, with its reason, to the
+dead-letter topic and returns (acknowledged: a poison event stops costing invocations).
+
 Services are built once per instance from the environment (`configure` overrides that: tests,
 and `skypanda up --backend emulators`, which serves these functions in-process).
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from cloudevents.http import CloudEvent
 from flask import Flask, Request, Response
 
 from skypanda.adapters.gcp.pubsub_bus import decode_push
 from skypanda.api.app import create_app
+from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput, SkypandaError
 from skypanda.domain.events import Event, EventType
-from skypanda.handlers.envelope import to_cloudevent
-from skypanda.handlers.routes import ROUTES, Handler
+from skypanda.handlers.pipeline import Outcome, Pipeline, Result
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -49,21 +55,48 @@ invocations: Counter[str] = Counter()
 Cloud Functions bills per call. Read by `skypanda bench cost`."""
 
 
-def configure(svc: Services, token: str, forward: Callable[[Event], None] | None = None) -> None:
+class DeadLetters(Protocol):
+    def dead_letter(
+        self, event_id: str, data: bytes, attributes: Mapping[str, str], reason: str
+    ) -> None: ...
+
+
+class RetryLater(Exception):
+    """Raised out of an entry point so that Pub/Sub or Eventarc delivers the event again."""
+
+
+def configure(
+    svc: Services,
+    token: str,
+    forward: Callable[[Event], None] | None = None,
+    dead_letters: DeadLetters | None = None,
+) -> None:
     """Use these services (and this API token) for every entry point in this process.
 
-    `forward` publishes an event that `release` does not handle itself (default: `svc.bus`)."""
+    `forward` publishes an event that `release` does not handle itself (default: `svc.bus`);
+    `dead_letters` parks dead events (default: `svc.bus`, a PubSubBus)."""
     _state.clear()
-    _state.update(svc=svc, token=token, forward=forward or (lambda e: svc.bus.publish([e])))
+    _state.update(
+        svc=svc,
+        token=token,
+        pipeline=Pipeline(svc),
+        forward=forward or (lambda e: svc.bus.publish([e])),
+        dead_letters=dead_letters or svc.bus,
+    )
 
 
 def services() -> Services:
     if "svc" not in _state:
-        from skypanda.adapters.gcp.wiring import services_from_env
+        from skypanda.runtime.gcp import services_from_env
 
         svc, token = services_from_env()
         configure(svc, token)
     return _state["svc"]  # type: ignore[no-any-return]
+
+
+def pipeline() -> Pipeline:
+    services()
+    return _state["pipeline"]  # type: ignore[no-any-return]
 
 
 def _app(parts: tuple[str, ...]) -> Flask:
@@ -94,42 +127,66 @@ def event_from_pubsub(cloud_event: Any) -> Event:
     """
     if cloud_event["type"] != PUBSUB_PUBLISHED:
         raise InvalidInput(f"expected a {PUBSUB_PUBLISHED} CloudEvent, got {cloud_event['type']}")
-    message = (cloud_event.get_data() or {}).get("message") or {}
+    message = _message(cloud_event)
     attributes = message.get("attributes") or {}
     if "type" not in attributes:
         # Cloud Scheduler publishes ticks with no attributes of ours: such a message is a tick.
-        msg_id = message.get("messageId") or cloud_event["id"]
-        return Event(id=f"tick:{msg_id}", type=EventType.TICK, subject="ticks")
+        return ev.tick(str(message.get("messageId") or cloud_event["id"]))
     return decode_push({"message": message})
 
 
-def _run(handlers: tuple[Handler, ...], event: Event) -> None:
-    svc = services()
-    cloud_event = to_cloudevent(event)
-    for handler in handlers:
-        handler(svc, cloud_event)
+def _message(cloud_event: Any) -> dict[str, Any]:
+    data = cloud_event.get_data()
+    message = data.get("message") if isinstance(data, dict) else None
+    return message if isinstance(message, dict) else {}
 
 
-def on_pubsub(cloud_event: Any, handler: Handler) -> None:
-    """A Pub/Sub-triggered entry point. Poison messages are logged and acknowledged (returning
-    normally acks them; raising would make Pub/Sub redeliver until the dead-letter topic)."""
+def _tries(message: Mapping[str, Any]) -> int:
+    """Failed deliveries before this one: Pub/Sub counts attempts when a subscription has a
+    dead-letter policy (ours all have); 0 when it does not say."""
+    try:
+        return max(0, int(message.get("deliveryAttempt") or 1) - 1)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _settle(result: Result, event_id: str, data: bytes, attributes: Mapping[str, str]) -> None:
+    """Map the pipeline's outcome onto the transport: return (ack), raise (redeliver), or
+    dead-letter then return."""
+    if result.outcome is Outcome.RETRY:
+        raise RetryLater(f"event {event_id}: {result.reason}")
+    if result.outcome is Outcome.DEAD:
+        _state["dead_letters"].dead_letter(event_id, data, attributes, result.reason)
+
+
+def on_pubsub(cloud_event: Any, *, only: str, transport: str = "pubsub") -> None:
+    """A Pub/Sub-triggered entry point: the message's event through the pipeline, to the
+    handler `only` (the one its subscription feeds)."""
     invocations["pubsub"] += 1
+    pipe = pipeline()
+    message = _message(cloud_event)
+    raw_id = str(message.get("messageId") or cloud_event["id"])
+    try:
+        data = base64.b64decode(message.get("data") or "")
+    except (ValueError, TypeError):
+        data = b""
+    attributes = {str(k): str(v) for k, v in (message.get("attributes") or {}).items()}
     try:
         event = event_from_pubsub(cloud_event)
     except InvalidInput as e:
-        log.error("dropping message: %s", e.message)
+        _settle(pipe.poison(raw_id, e.message, transport), raw_id, data, attributes)
         return
-    try:
-        _run((handler,), event)
-    except SkypandaError as e:
-        if e.retryable:
-            raise  # Pub/Sub redelivers with backoff
-        log.error("event %s: %s", event.id, e.message)
+    result = pipe.deliver(event, tries=_tries(message), transport=transport, only=only)
+    _settle(result, event.id, data, attributes)
 
 
 def event_from_document(cloud_event: Any) -> Event | None:
     """Our event from a Firestore `written` CloudEvent on an outbox document, or None when the
-    write is not the creation of an undelivered event (an update, a delete)."""
+    write is not the creation of an undelivered event (an update, a delete).
+
+    Raises:
+        InvalidInput: not such a CloudEvent, or the document is not a skypanda event.
+    """
     from google.events.cloud.firestore_v1.types import DocumentEventData
 
     if cloud_event["type"] != FIRESTORE_WRITTEN:
@@ -158,16 +215,29 @@ def event_from_document(cloud_event: Any) -> Event | None:
 
 
 def on_outbox_written(cloud_event: Any) -> None:
-    """Release a job's end right here; forward any other event to its Pub/Sub topic."""
+    """Release a job's end right here (through the pipeline); forward any other event to its
+    Pub/Sub topic."""
     invocations["firestore"] += 1
-    event = event_from_document(cloud_event)
+    pipe = pipeline()
+    raw = cloud_event.get_data()
+    body = raw if isinstance(raw, bytes) else json.dumps(raw, default=str).encode()
+    try:
+        event = event_from_document(cloud_event)
+    except InvalidInput as e:
+        raw_id = str(cloud_event["id"])
+        _settle(pipe.poison(raw_id, e.message, "eventarc"), raw_id, body, {"source": "outbox"})
+        return
     if event is None:
         return
-    if event.type is EventType.JOB_ENDED:
-        _run(ROUTES[EventType.JOB_ENDED], event)
-    else:
-        services()
-        _state["forward"](event)
+    attributes = {"event_id": event.id, "type": str(event.type), "subject": event.subject}
+    data = json.dumps(event.data, separators=(",", ":")).encode()
+    if event.type is not EventType.JOB_ENDED:
+        try:
+            _state["forward"](event)
+        except SkypandaError as e:  # Pub/Sub refused: let Eventarc deliver the document again
+            raise RetryLater(f"event {event.id}: could not forward: {e.message}") from e
+        return
+    _settle(pipe.deliver(event, transport="eventarc"), event.id, data, attributes)
 
 
 def cloud_event(attributes: dict[str, str], data: Any) -> CloudEvent:

@@ -1,0 +1,2 @@
+"""The files users write (task, workflow and queue YAML) read into domain values, and the
+workflow shapes the benchmarks generate."""

@@ -1,0 +1,74 @@
+"""Workflow actions: retry (rerun what failed) and kill (abort every task not ended)."""
+
+from __future__ import annotations
+
+import logging
+
+from skypanda.domain import events as ev
+from skypanda.domain.errors import Conflict, IllegalTransition, NotFound
+from skypanda.domain.states import TASK_FINAL, TaskStatus, WorkflowStatus
+from skypanda.domain.workflow import Workflow
+from skypanda.handlers import known, task_actions, workflow
+from skypanda.handlers.rollup import forget
+from skypanda.handlers.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def retry(svc: Services, workflow_id: str) -> int:
+    """Rerun a failed workflow's failed and cancelled jobs (finished ones are kept); tasks that
+    were never made wait for their inputs again. Returns how many jobs were reset.
+
+    Raises:
+        NotFound: no such workflow.
+        Conflict: the workflow has not failed (nothing to retry).
+    """
+    wf = svc.store.get_workflow(workflow_id)
+    if wf.status is not WorkflowStatus.FAILED:
+        raise Conflict(f"workflow {workflow_id} is {wf.status}: only a failed workflow is retried")
+    cw = known.compiled(svc, workflow_id)
+    latest = workflow.latest(svc.store.workflow_tasks(workflow_id))
+    if not svc.store.set_workflow_status(
+        workflow_id, [WorkflowStatus.FAILED], WorkflowStatus.RUNNING
+    ):
+        raise Conflict(f"workflow {workflow_id} changed while being retried; try again")
+    reset = 0
+    for name in cw.order:  # parents before children: a child sees its parents' edges reset
+        task = latest[name]
+        forget(svc, task.id)
+        if task.status is TaskStatus.CANCELLED:
+            svc.store.set_task_status(task.id, [TaskStatus.CANCELLED], TaskStatus.REGISTERED)
+        elif task.status is TaskStatus.FAILED and task.n_jobs:
+            svc.store.set_task_status(task.id, [TaskStatus.FAILED], TaskStatus.RUNNING)
+            n = svc.store.retry_jobs(task.id, svc.clock.now())
+            reset += n
+            svc.store.add_events(
+                [ev.jobs_activated(task.spec.queue, n, key=f"{task.id}:retry:{reset}")]
+            )
+    workflow.advance(svc, workflow_id)
+    return reset
+
+
+def kill(svc: Services, workflow_id: str, reason: str) -> Workflow:
+    """Abort every task of the workflow that has not ended, then the workflow.
+
+    Raises:
+        NotFound: no such workflow.
+        IllegalTransition: the workflow has ended.
+    """
+    wf = svc.store.get_workflow(workflow_id)
+    if wf.status in (WorkflowStatus.DONE, WorkflowStatus.ABORTED):
+        raise Conflict(f"workflow {workflow_id} has ended ({wf.status}); nothing to kill")
+    svc.store.set_workflow_status(
+        workflow_id,
+        [WorkflowStatus.REGISTERED, WorkflowStatus.RUNNING, WorkflowStatus.FAILED],
+        WorkflowStatus.ABORTED,
+        reason=reason,
+    )
+    for task in svc.store.workflow_tasks(workflow_id):
+        if task.status not in TASK_FINAL:
+            try:
+                task_actions.kill(svc, task.id, None, reason, advance_workflow=False)
+            except (Conflict, IllegalTransition, NotFound) as e:
+                log.info("workflow %s: task %s not aborted: %s", workflow_id, task.id, e)
+    return svc.store.get_workflow(workflow_id)

@@ -1,0 +1,79 @@
+"""JobStore: jobs one by one (claims, reports, requeues) and task-wide bulks of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from skypanda.domain.bulk import JobBulk
+from skypanda.domain.fairshare import OwnerLoad
+from skypanda.domain.jobflow import JobChange
+from skypanda.domain.models import Attempt, Job, Resources
+from skypanda.domain.states import JobStatus
+
+WAITING_COUNT_CAP = 1000
+"""owner_loads counts an owner's waiting jobs up to this: enough for one acquire's shares."""
+
+
+class JobStore(Protocol):
+    """Jobs: read, claimed, changed compare-and-set one by one or in bulk."""
+
+    def get_job(self, job_id: str) -> Job:
+        """Raises NotFound."""
+
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs that exist among `job_ids`."""
+
+    def list_jobs(
+        self, task_id: str, *, status: JobStatus | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[Job]:
+        """Jobs of a task in index order."""
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Every attempt of a job, oldest first."""
+
+    def claim_jobs(
+        self,
+        queue: str,
+        pilot_id: str,
+        n: int,
+        capacity: Resources,
+        now: float,
+        owner: str | None = None,
+    ) -> list[Job]:
+        """Move up to `n` activated jobs of `queue` (of `owner`'s tasks, when given) that fit
+        `capacity` to `sent` for the pilot: highest priority first, then oldest. Each job is
+        claimed by at most one pilot."""
+
+    def owner_loads(self, queue: str) -> dict[str, OwnerLoad]:
+        """For fair share: each owner with jobs live or waiting on the queue, with how many are
+        live and how many wait (counted up to WAITING_COUNT_CAP). Costs a seek per owner, not a
+        scan of the queue."""
+
+    def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
+        """Apply compare-and-set job writes in one transaction; one result per change. A change
+        wins only if the stored job still has `before`'s status, attempt and kill flag."""
+
+    def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
+        """Jobs in a live state (sent, starting, running) held by the pilot."""
+
+    def jobs_to_kill(self, pilot_id: str) -> list[str]:
+        """Ids of the pilot's live jobs whose kill was requested."""
+
+    def count_activated(self, queue: str) -> int: ...
+
+    def list_activated(self, queue: str, limit: int) -> list[Job]:
+        """The queue's activated jobs in dispatch order (push mode: jobs to launch for)."""
+
+    def apply_bulk(
+        self, bulk: JobBulk, now: float, *, first_index: int = 0, count: int | None = None
+    ) -> int:
+        """Apply a task-wide change to the task's jobs it selects (`JobBulk.selects`), among
+        those with an index in [first_index, first_index + count) (count None: all of them),
+        each compare-and-set. Idempotent. Returns how many jobs changed."""
+
+    @property
+    def bulk_page(self) -> int | None:
+        """How many job indexes one `apply_bulk` call should cover: None when the store
+        applies a bulk to a whole task at once (one transaction), else a page size that keeps
+        one call (one event, one function invocation) bounded."""

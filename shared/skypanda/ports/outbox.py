@@ -1,0 +1,33 @@
+"""Outbox: the events written with state changes, until they are delivered."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from skypanda.domain.events import Event
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An outbox entry: an event, and how many times delivery was tried."""
+
+    seq: int
+    event: Event
+    tries: int
+
+
+class Outbox(Protocol):
+    """The transactional outbox (events stored in the same commit as the change)."""
+
+    def add_events(self, events: Sequence[Event]) -> None:
+        """Append events to the outbox (ignoring ones whose id is already there)."""
+
+    def pending_events(self, limit: int) -> list[StoredEvent]:
+        """Undelivered events, oldest first."""
+
+    def mark_delivered(self, seqs: Sequence[int], now: float) -> None: ...
+
+    def mark_failed(self, seq: int, error: str, *, dead: bool) -> None:
+        """Count a failed delivery; a dead event is parked (not redelivered) with its error."""

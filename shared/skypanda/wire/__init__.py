@@ -1,0 +1,3 @@
+"""What the server and the pilot share, standard library only: error codes and the record of
+a pilot's payload process groups. The pilot imports nothing else from skypanda (it ships as a
+single-file zipapp), and the server imports nothing of the pilot's."""
