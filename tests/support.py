@@ -9,7 +9,7 @@ from pathlib import Path
 
 from skypanda.adapters.local.bus import OutboxBus
 from skypanda.adapters.local.files import FileBlobs
-from skypanda.adapters.local.sqlite_store import SqliteStore
+from skypanda.adapters.local.sqlite import SqliteStore
 from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
 

@@ -16,8 +16,8 @@ from uuid import uuid4
 import pytest
 from google.cloud import firestore
 
-from skypanda.adapters.gcp.firestore_store import FirestoreStore
-from skypanda.adapters.local.sqlite_store import SqliteStore
+from skypanda.adapters.gcp.firestore import FirestoreStore
+from skypanda.adapters.local.sqlite import SqliteStore
 from skypanda.domain.jobflow import new_job
 from skypanda.domain.models import Job, Queue, Resources, Task, TaskSpec
 from skypanda.domain.splitter import split

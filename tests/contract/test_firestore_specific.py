@@ -17,10 +17,11 @@ from uuid import uuid4
 import pytest
 from google.api_core import exceptions as gexc
 
-from skypanda.adapters.gcp import firestore_codec as codec
-from skypanda.adapters.gcp.firestore_store import FirestoreStore
+from skypanda.adapters.gcp.firestore import FirestoreStore, codec, plans
 from skypanda.adapters.gcp.metering import FirestoreMeter, meter_firestore
 from skypanda.domain import events as ev
+from skypanda.domain.bulk import Action
+from skypanda.domain.bulk import plan as plan_action
 from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.jobflow import JobChange, apply_report
 from skypanda.domain.models import Attempt, Job, JobReport, Pilot, Queue
@@ -43,6 +44,15 @@ def backend(firestore_emulator: Emulator, clock: FakeClock) -> Iterator[Firestor
 @pytest.fixture
 def store(backend: FirestoreBackend) -> FirestoreStore:
     return backend.open()
+
+
+def kill(store: FirestoreStore, task_id: str, now: float) -> None:
+    """Abort the task and apply the kill's bulks to all its jobs at once (as the task.bulk
+    pages would)."""
+    status = store.get_task(task_id, counts=False).status
+    assert store.set_task_status(task_id, [status], TaskStatus.ABORTED, reason="user")
+    for bulk in plan_action(Action.KILL, task_id, {"reason": "user"}):
+        store.apply_bulk(bulk, now)
 
 
 def report(job: Job, status: JobStatus, clock: FakeClock) -> Any:
@@ -124,7 +134,7 @@ def test_jobs_written_by_a_split_the_task_was_aborted_during_are_cancelled(
     create = store._create_jobs
 
     def abort_then_create(jobs: Any) -> int:
-        store.abort_task(task.id, "user")
+        kill(store, task.id, clock.now())
         assert store.job_counts(task.id) == {}
         return create(jobs)
 
@@ -316,7 +326,7 @@ def test_a_change_to_a_job_touched_elsewhere_is_decided_by_a_transaction(
     add_split_task(store, clock, 1)
     [job] = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
     read = store.get_job(job.id)
-    backend.open().abort_task("t1", "user")
+    kill(backend.open(), "t1", clock.now())
     meter.reset()
 
     # When this store applies the pilot's report, computed from the job as it read it
@@ -362,7 +372,7 @@ def test_a_change_ending_a_live_attempt_without_its_record_gets_one_from_the_job
     cancelled = sent.model_copy(update={"status": JobStatus.CANCELLED, "ended_at": clock.now()})
 
     # When it is planned against the job as stored
-    plan = codec.plan_changes([JobChange(sent, cancelled)], {job.id: ("sent", 1, False)})
+    plan = plans.plan_changes([JobChange(sent, cancelled)], {job.id: ("sent", 1, False)})
 
     # Then it wins, and the attempt it ends is recorded as the job held it
     assert plan.won == [True]

@@ -16,11 +16,12 @@ import pytest
 
 from skypanda.adapters.local.bus import OutboxBus
 from skypanda.adapters.local.files import FileBlobs
-from skypanda.adapters.local.sqlite_store import SqliteStore
+from skypanda.adapters.local.sqlite import SqliteStore
 from skypanda.domain import events as ev
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.models import Task, TaskSpec
 from skypanda.domain.states import JobStatus, TaskStatus
+from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
 from skypanda.runtime.router import Router
@@ -44,7 +45,7 @@ class Node:
             clock=clock,
             launcher=None,
         )
-        self.router = Router(self.svc, self.store)
+        self.router = Router(Pipeline(self.svc), self.store)
 
     def submit(self, name: str, n_jobs: int) -> Task:
         spec = TaskSpec(name=name, command=["run", "{index}"], n_jobs=n_jobs, queue="q")
@@ -190,11 +191,13 @@ def test_a_duplicate_delivery_racing_the_first_creates_the_jobs_once(node: Node)
     task = node.submit("gen", 3)
     registered = registered_event(node.store, task)
     racer = Router(
-        Services(
-            store=StaleTaskReads(node.store, node.store.get_task(task.id)),
-            bus=node.svc.bus,
-            blobs=node.svc.blobs,
-            clock=node.svc.clock,
+        Pipeline(
+            Services(
+                store=StaleTaskReads(node.store, node.store.get_task(task.id)),
+                bus=node.svc.bus,
+                blobs=node.svc.blobs,
+                clock=node.svc.clock,
+            )
         ),
         node.store,
     )

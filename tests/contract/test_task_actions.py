@@ -1,15 +1,115 @@
-"""Store contract for task actions (finish, reassign, priority), on SQLite and Firestore."""
+"""Task actions (`domain.bulk.plan`) carried out through the store as the handlers do it
+(`helpers.apply_action`: the task moved compare-and-set, then each bulk page by page): what a
+user sees of kill, finish, pause, resume, reassign and a memory raise, on every backend."""
 
 from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
 
 import pytest
 
 from skypanda.domain import events as ev
+from skypanda.domain.bulk import Action, JobBulk, plan
+from skypanda.domain.dag import ParentsState
+from skypanda.domain.errors import BackendUnavailable, IllegalTransition, InvalidInput, NotFound
 from skypanda.domain.fairshare import OwnerLoad
-from skypanda.domain.states import JobStatus, TaskStatus
-from skypanda.ports import JobChange, Store
+from skypanda.domain.ids import job_id
+from skypanda.domain.jobflow import JobChange, apply_report, new_job, requeue_lost
+from skypanda.domain.models import (
+    Attempt,
+    Job,
+    JobReport,
+    JobSpec,
+    OutputFile,
+    Pilot,
+    Resources,
+    Task,
+)
+from skypanda.domain.states import JOB_LIVE, JOB_QUEUED, JobStatus, PilotStatus, TaskStatus, WorkflowStatus
+from skypanda.domain.workflow import Workflow, WorkflowSpec, WorkflowTask
+from skypanda.ports import Store
+from tests.support import FakeClock
 
-from .conftest import FakeClock, add_split_task, fits_all, make_jobs, make_task
+from .conftest import (
+    Backend,
+    ClosableStore,
+    add_split_task,
+    fits_all,
+    make_jobs,
+    make_queue,
+    make_task,
+)
+from .helpers import (
+    add_jobs_with_parents,
+    apply_action,
+    claim_all,
+    end_jobs,
+    event,
+    flagged,
+    ids,
+    kill,
+    pending_ids,
+    pilot,
+    report,
+)
+
+
+# --- kill ----------------------------------------------------------------------------------------
+
+
+def test_kill_cancels_queued_jobs_and_flags_live_ones_for_their_pilots(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given a task of four jobs: p1 holds two (one running), two are still activated
+    jobs = add_split_task(store, clock, 4)
+    held = store.claim_jobs("q", "p1", 2, fits_all(), clock.now())
+    store.apply_job_changes([report(held[0], JobStatus.RUNNING, clock)])
+    assert store.jobs_to_kill("p1") == []
+
+    # When the task is killed
+    clock.advance(2)
+    changed = kill(store, "t1", "user asked", now=clock.now())
+
+    # Then the task is aborted with the reason; queued jobs are cancelled with it, ended now;
+    # the live jobs stay live (their pilots end them) but are flagged, and p1 is told to kill
+    # them
+    assert changed == 4
+    task = store.get_task("t1")
+    assert (task.status, task.reason) == (TaskStatus.ABORTED, "user asked")
+    queued = [j for j in jobs if j.id not in {h.id for h in held}]
+    for job in store.get_jobs(ids(queued)).values():
+        assert (job.status, job.error_diag, job.ended_at) == (
+            JobStatus.CANCELLED,
+            "user asked",
+            clock.t,
+        )
+    live = store.live_jobs_of_pilot("p1")
+    assert {j.id for j in live} == {h.id for h in held}
+    assert all(j.kill_requested for j in live)
+    assert sorted(store.jobs_to_kill("p1")) == sorted(h.id for h in held)
+    assert store.jobs_to_kill("p2") == []
+    # And killing it again (a redelivered page) changes nothing
+    assert apply_action(store, "t1", Action.KILL, {"reason": "again"}, now=clock.now()) == 0
+
+
+def test_a_killed_job_that_ended_is_no_longer_to_be_killed(store: Store, clock: FakeClock) -> None:
+    # Given a killed task whose live job p1 holds
+    add_split_task(store, clock, 1)
+    [job] = claim_all(store, clock)
+    kill(store, "t1", "user", now=clock.now())
+    [flagged] = store.live_jobs_of_pilot("p1")
+
+    # When the pilot reports the job failed (it killed it)
+    store.apply_job_changes([report(flagged, JobStatus.FAILED, clock)])
+
+    # Then there is nothing left to kill, and the job was cancelled rather than retried
+    assert store.jobs_to_kill("p1") == []
+    assert store.get_job(job.id).status is JobStatus.CANCELLED
+
+
+# --- finish --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
@@ -21,60 +121,27 @@ def test_finish_closes_queued_jobs_and_hard_also_flags_live_ones(
     (taken,) = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
 
     # When the task is finished
-    closed = store.finish_task("t1", "finished by user", hard=hard)
+    action = Action.FINISH_HARD if hard else Action.FINISH
+    clock.advance(3)
+    changed = apply_action(store, "t1", action, {"reason": "finished by user"}, now=clock.now())
 
     # Then the 3 queued jobs are closed with the reason, and the live one runs on, or is
     # flagged for its pilot to kill when the finish is hard
-    assert closed == 3
-    stored = store.get_jobs([j.id for j in jobs])
+    assert changed == (4 if hard else 3)
+    stored = store.get_jobs(ids(jobs))
     for job in stored.values():
         if job.id == taken.id:
             assert job.status is JobStatus.SENT and job.kill_requested is hard
         else:
             assert job.status is JobStatus.CLOSED and job.error_diag == "finished by user"
-            assert job.ended_at is not None
+            assert job.ended_at == clock.t
     assert store.jobs_to_kill("p1") == ([taken.id] if hard else [])
     assert store.count_activated("q") == 0
     # And finishing again closes nothing more
-    assert store.finish_task("t1", "again", hard=hard) == 0
+    assert apply_action(store, "t1", action, {"reason": "again"}, now=clock.now()) == 0
 
 
-def test_reassign_moves_queued_jobs_and_sets_their_priority(store: Store, clock: FakeClock) -> None:
-    # Given a task of 3 jobs on queue q, one already taken
-    jobs = add_split_task(store, clock, 3)
-    (taken,) = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
-
-    # When its queued jobs are moved to q2 with priority 7
-    assert store.reassign_jobs("t1", queue="q2", priority=7) == 2
-
-    # Then they are dispatched from q2 (highest priority first), the taken job stays as it was
-    assert store.count_activated("q") == 0 and store.count_activated("q2") == 2
-    stored = store.get_jobs([j.id for j in jobs])
-    assert stored[taken.id].queue == "q" and stored[taken.id].priority == 0
-    moved = [j for j in stored.values() if j.id != taken.id]
-    assert {(j.queue, j.priority) for j in moved} == {("q2", 7)}
-    # And a priority-only change keeps the queue
-    assert store.reassign_jobs("t1", queue=None, priority=-1) == 2
-    assert {j.queue for j in store.get_jobs([j.id for j in moved]).values()} == {"q2"}
-    claimed = store.claim_jobs("q2", "p2", 5, fits_all(), clock.now())
-    assert {j.id for j in claimed} == {j.id for j in moved}
-
-
-def test_claims_by_owner_and_owner_loads(store: Store, clock: FakeClock) -> None:
-    # Given alice's task of 5 jobs and bob's of 2 on queue q, one of alice's taken
-    add_split_task(store, clock, 5, task_id="ta", owner="alice")
-    add_split_task(store, clock, 2, task_id="tb", owner="bob")
-    store.claim_jobs("q", "p0", 1, fits_all(), clock.now(), owner="alice")
-
-    # Then the loads say who runs and who waits
-    loads = store.owner_loads("q")
-    assert loads == {"alice": OwnerLoad(1, 4), "bob": OwnerLoad(0, 2)}
-    assert store.owner_loads("elsewhere") == {}
-
-    # And a claim for bob takes only bob's jobs, even when asking for more
-    got = store.claim_jobs("q", "p1", 5, fits_all(), clock.now(), owner="bob")
-    assert [j.owner for j in got] == ["bob", "bob"]
-    assert store.owner_loads("q") == {"alice": OwnerLoad(1, 4), "bob": OwnerLoad(2, 0)}
+# --- pause and resume ----------------------------------------------------------------------------
 
 
 def test_pause_holds_activated_jobs_back_and_resume_releases_those_not_waiting(
@@ -90,40 +157,49 @@ def test_pause_holds_activated_jobs_back_and_resume_releases_those_not_waiting(
     assert store.add_jobs("tc", [waiting], expect=TaskStatus.REGISTERED, to=TaskStatus.READY)
 
     # When the task is paused, Then its 2 activated jobs are held back (no pilot gets them)
-    assert store.pause_jobs("t1") == 2
+    paused = TaskStatus.PAUSED
+    assert apply_action(store, "t1", Action.PAUSE, now=clock.now(), to=paused) == 2
+    assert store.get_task("t1").status is paused
     assert store.claim_jobs("q", "p2", 5, fits_all(), clock.now()) == []
-    stored = store.get_jobs([j.id for j in jobs])
+    stored = store.get_jobs(ids(jobs))
     assert stored[taken.id].status is JobStatus.SENT  # a running job goes on
     assert {stored[j.id].status for j in jobs if j.id != taken.id} == {JobStatus.DEFINED}
 
     # When it is resumed, Then they are activated again; the child still waits for its parent
-    assert store.resume_jobs("t1") == 2
-    assert store.resume_jobs("tc") == 0
+    running = TaskStatus.RUNNING
+    assert apply_action(store, "t1", Action.RESUME, now=clock.now(), to=running) == 2
+    assert apply_action(store, "tc", Action.RESUME, now=clock.now()) == 0
     assert store.count_activated("q") == 2
     assert store.get_job(waiting.id).status is JobStatus.DEFINED
 
 
-def test_place_task_sets_a_registered_tasks_spec_once_with_its_events(
-    store: Store, clock: FakeClock
-) -> None:
-    # Given a pending task (registered, no queue yet)
-    task = make_task(clock, 2, task_id="tp", queue="auto").model_copy(
-        update={"reason": "pending: no queue fits"}
-    )
-    store.add_task(task, [])
+# --- reassign and priority -----------------------------------------------------------------------
 
-    # When brokerage places it on q2, Then its spec names q2, its reason is cleared, and the
-    # event is emitted with the change
-    placed = task.spec.model_copy(update={"queue": "q2"})
-    assert store.place_task("tp", placed, [ev.task_registered("tp")])
-    stored = store.get_task("tp")
-    assert (stored.spec.queue, stored.reason, stored.status) == ("q2", "", TaskStatus.REGISTERED)
-    assert [e.event.id for e in store.pending_events(10)] == ["task-registered:tp"]
 
-    # And once the task has moved on (split), placing it again loses
-    assert store.set_task_status("tp", [TaskStatus.REGISTERED], TaskStatus.FAILED)
-    assert not store.place_task("tp", placed.model_copy(update={"queue": "q3"}), [])
-    assert store.get_task("tp").spec.queue == "q2"
+def test_reassign_moves_queued_jobs_and_sets_their_priority(store: Store, clock: FakeClock) -> None:
+    # Given a task of 3 jobs on queue q, one already taken
+    jobs = add_split_task(store, clock, 3)
+    (taken,) = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+
+    # When its queued jobs are moved to q2 with priority 7
+    move = {"queue": "q2", "priority": 7}
+    assert apply_action(store, "t1", Action.MOVE, move, now=clock.now()) == 2
+
+    # Then they are dispatched from q2 (highest priority first), the taken job stays as it was
+    assert store.count_activated("q") == 0 and store.count_activated("q2") == 2
+    stored = store.get_jobs(ids(jobs))
+    assert stored[taken.id].queue == "q" and stored[taken.id].priority == 0
+    moved = [j for j in stored.values() if j.id != taken.id]
+    assert {(j.queue, j.priority) for j in moved} == {("q2", 7)}
+    # And a priority-only change keeps the queue; the same move again changes nothing
+    assert apply_action(store, "t1", Action.MOVE, {"priority": -1}, now=clock.now()) == 2
+    assert apply_action(store, "t1", Action.MOVE, {"priority": -1}, now=clock.now()) == 0
+    assert {j.queue for j in store.get_jobs(ids(moved)).values()} == {"q2"}
+    claimed = store.claim_jobs("q2", "p2", 5, fits_all(), clock.now())
+    assert {j.id for j in claimed} == {j.id for j in moved}
+
+
+# --- memory --------------------------------------------------------------------------------------
 
 
 def test_jobs_above_a_memory_request_are_counted_and_queued_ones_raised(
@@ -141,8 +217,12 @@ def test_jobs_above_a_memory_request_are_counted_and_queued_ones_raised(
     # Then one job asks for more than 2000 MB
     assert store.count_jobs_above_memory("t1", 2000) == 1
     # When the task's queued jobs are raised to 3000 MB, Then the other three are
-    assert store.raise_queued_memory("t1", 3000) == 3
-    stored = store.get_jobs([j.id for j in jobs])
+    raise_to = {"memory_mb": 3000}
+    assert apply_action(store, "t1", Action.RAISE_MEMORY, raise_to, now=clock.now()) == 3
+    stored = store.get_jobs(ids(jobs))
     assert {j.resources.memory_mb for j in stored.values()} == {3000}
     assert store.count_jobs_above_memory("t1", 2000) == 4
-    assert store.raise_queued_memory("t1", 3000) == 0
+    assert apply_action(store, "t1", Action.RAISE_MEMORY, raise_to, now=clock.now()) == 0
+    # And a lower request lowers nothing
+    lower = {"memory_mb": 2500}
+    assert apply_action(store, "t1", Action.RAISE_MEMORY, lower, now=clock.now()) == 0

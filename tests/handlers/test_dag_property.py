@@ -13,13 +13,14 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from skypanda.domain.events import JobEnded
 
+from skypanda.domain.events import JobEnded
 from skypanda.domain.ids import job_id
 from skypanda.domain.models import Job, Queue
 from skypanda.domain.states import JOB_FINAL, WORKFLOW_FINAL, JobStatus, WorkflowStatus
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.handlers import release, workflow
+from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
 from skypanda.runtime.router import Router
 from skypanda.runtime.sim import SimulatedPilots
@@ -67,7 +68,7 @@ def _drive(
         for j, ps in enumerate(parents)
     ]
     wf = workflow.submit_workflow(svc, spec, "me", iter(lines))
-    router = Router(svc, svc.store, batch=rng.randint(1, 50))
+    router = Router(Pipeline(svc), svc.store, batch=rng.randint(1, 50))
     ids: dict[str, int] = {}  # job id -> graph index, filled once the jobs exist
     ran: list[int] = []
     ended: list[JobEnded] = []

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from skypanda.domain.events import TaskRef
 
-from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput
+from skypanda.domain.events import TaskRef
 from skypanda.domain.models import Job, JobReport, Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus
 from skypanda.handlers import dispatch, split

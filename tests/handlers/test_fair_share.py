@@ -11,6 +11,7 @@ import pytest
 from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus
 from skypanda.handlers import dispatch
+from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
 from skypanda.runtime.router import Router
@@ -21,7 +22,7 @@ from tests.support import FakeClock, sqlite_services
 def svc(tmp_path: Path) -> Iterator[Services]:
     queue = Queue(name="local", shares={"vip": 3.0})
     with sqlite_services(tmp_path, FakeClock(), queue) as services:
-        dispatch._LOADS.clear()  # a fresh queue: no loads cached from another test
+        services.memory.loads.clear()  # a fresh queue: no loads cached
         yield services
 
 
@@ -37,7 +38,7 @@ def _rounds_until_started(
     ]  # fmt: skip
     per_round: list[int] = []
     for round_no in range(1, max_rounds + 1):
-        dispatch._LOADS.clear()  # each round is a new second: loads read afresh
+        svc.memory.loads.clear()  # each round is a new second: loads read afresh
         started = 0
         for pilot in ids:
             jobs = dispatch.acquire(svc, pilot, per_acquire)
@@ -58,10 +59,10 @@ def test_ten_jobs_are_not_starved_by_ten_thousand(svc: Services) -> None:
     clock = svc.clock
     assert isinstance(clock, FakeClock)
     submit(svc, TaskSpec(name="flood", command=["true"], n_jobs=10_000), owner="alice")
-    Router(svc, svc.store).drain()  # split: alice's jobs are older
+    Router(Pipeline(svc), svc.store).drain()  # split: alice's jobs are older
     clock.advance(1.0)
     submit(svc, TaskSpec(name="few", command=["true"], n_jobs=10), owner="bob")
-    Router(svc, svc.store).drain()
+    Router(Pipeline(svc), svc.store).drain()
 
     # When pilots acquire in rounds
     rounds, per_round = _rounds_until_started(svc, "bob")
@@ -80,7 +81,7 @@ def test_shares_weight_the_split_and_priorities_order_jobs_within_a_user(svc: Se
     submit(svc, TaskSpec(name="v", command=["true"], n_jobs=500), owner="vip")
     low = submit(svc, TaskSpec(name="b1", command=["true"], n_jobs=500), owner="bob")
     high = submit(svc, TaskSpec(name="b2", command=["true"], n_jobs=100, priority=10), owner="bob")
-    Router(svc, svc.store).drain()
+    Router(Pipeline(svc), svc.store).drain()
     pilot = dispatch.register(svc, pilot_id=None, queue="local", host="h", pid=None,
                               resources=Resources(), version="v")[0].id  # fmt: skip
 

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from skypanda.domain.events import TaskRef
 
-from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput
+from skypanda.domain.events import TaskRef
 from skypanda.domain.models import Queue, Resources, TaskSpec
 from skypanda.domain.states import TaskStatus
 from skypanda.handlers import queues, split
@@ -84,12 +83,12 @@ def test_nothing_fits_the_task_waits_pending_with_reasons_until_a_queue_does(
     # Given an offline queue besides `local`, and a task needing 9000 MB
     queues.apply(svc, [Queue(name="down", status="offline")])
 
-    # When it is submitted, Then it waits: registered, unsplit, with each queue's reason
+    # When it is submitted, Then it waits: pending, unsplit, with each queue's reason
     task = submit(svc, spec(queue="auto", resources={"memory_mb": 9000}), owner="u")
     stored = svc.store.get_task(task.id)
-    assert stored.status is TaskStatus.REGISTERED and stored.spec.queue == "auto"
+    assert stored.status is TaskStatus.PENDING and stored.spec.queue == "auto"
     assert stored.reason == (
-        "pending: task t: no queue fits: down: offline; local: 9000 MB > 4000 MB per pilot"
+        "task t: no queue fits: down: offline; local: 9000 MB > 4000 MB per pilot"
     )
     assert svc.store.pending_events(10) == []  # nothing splits it yet
 

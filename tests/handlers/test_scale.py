@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from skypanda.domain.events import TaskRef
 
-from skypanda.domain import events as ev
+from skypanda.domain.events import TaskRef
 from skypanda.domain.models import Job, Queue, Resources, TaskSpec
 from skypanda.domain.states import PilotStatus
 from skypanda.handlers import dispatch, queues, scale, split, sweep
@@ -49,7 +48,7 @@ def svc(tmp_path: Path) -> Iterator[Services]:
     )  # fmt: skip
     with sqlite_services(tmp_path, FakeClock(), queue) as services:
         services.launcher = SilentLauncher()
-        scale._NOTED.clear()
+        services.memory.noted.clear()  # (a fresh Memory anyway)
         yield services
 
 

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from skypanda.domain.events import TaskRef
 
-from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput
+from skypanda.domain.events import TaskRef
 from skypanda.domain.models import Queue, TaskSpec
 from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.handlers import split

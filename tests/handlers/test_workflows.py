@@ -14,7 +14,8 @@ from skypanda.domain.models import Job, Queue
 from skypanda.domain.planner import latest_iterations
 from skypanda.domain.states import WORKFLOW_FINAL, JobStatus, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import WorkflowSpec
-from skypanda.handlers import workflow
+from skypanda.handlers import task_actions, workflow, workflow_actions
+from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
 from skypanda.runtime.router import Router
 from skypanda.runtime.sim import SimulatedPilots
@@ -46,7 +47,7 @@ class Run:
     ) -> None:
         self.svc = svc
         self.wf = workflow.submit_workflow(svc, spec, "me")
-        self.router = Router(svc, svc.store)
+        self.router = Router(Pipeline(svc), svc.store)
         self.fail = fail
         self.flags = flags
         self.runs: list[tuple[str, int, int]] = []  # (task, iteration, index) of each job run
@@ -263,7 +264,7 @@ def test_retry_reruns_only_failed_and_cancelled_jobs_and_keeps_finished_ones(
 
     # When the user retries the workflow (and the job now succeeds)
     failing["on"] = False
-    assert workflow.retry(svc, run.wf.id) == 2  # a[2] failed, b[2] cancelled
+    assert workflow_actions.retry(svc, run.wf.id) == 2  # a[2] failed, b[2] cancelled
     assert run.status() is WorkflowStatus.RUNNING
     assert run.go() is WorkflowStatus.DONE
 
@@ -280,7 +281,7 @@ def test_retry_of_a_workflow_that_did_not_fail_is_refused(svc: Services) -> None
     run = Run(svc, _spec([{"name": "a", "n_jobs": 1}]))
     run.go()
     with pytest.raises(Conflict, match="only a failed workflow is retried"):
-        workflow.retry(svc, run.wf.id)
+        workflow_actions.retry(svc, run.wf.id)
 
 
 def test_killing_a_workflow_aborts_its_tasks(svc: Services) -> None:
@@ -289,7 +290,7 @@ def test_killing_a_workflow_aborts_its_tasks(svc: Services) -> None:
     workflow.start(svc, run.wf.id)
 
     # When it is killed
-    wf = workflow.kill(svc, run.wf.id, "stop")
+    wf = workflow_actions.kill(svc, run.wf.id, "stop")
 
     # Then the workflow and every task are aborted, and nothing is left to run
     assert wf.status is WorkflowStatus.ABORTED
@@ -324,7 +325,6 @@ def test_an_unknown_queue_stores_nothing(svc: Services) -> None:
 
 
 def test_a_paused_task_keeps_its_released_children_waiting_until_resumed(svc: Services) -> None:
-    from skypanda.handlers import task_actions
 
     # Given a -> b job by job, started, and b paused by its owner
     spec = _spec(

@@ -1,10 +1,12 @@
 """Specification of the value objects: bad input fails at construction, naming the field."""
 
+import re
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from skypanda.domain.errors import InvalidInput
 from skypanda.domain.jobflow import apply_report, new_job
 from skypanda.domain.models import (
     Job,
@@ -17,7 +19,7 @@ from skypanda.domain.models import (
     jsonable,
     parse_duration,
 )
-from skypanda.domain.splitter import split
+from skypanda.domain.splitter import check_split, split
 from skypanda.domain.states import JobStatus
 
 VALID_TASK: dict[str, Any] = {"name": "reco", "command": ["run", "{input}"], "inputs": ["a"]}
@@ -365,6 +367,24 @@ def test_a_staged_task_takes_fetchable_urls_and_relative_output_patterns() -> No
 @pytest.mark.parametrize(
     ("overrides", "loc", "says"),
     [
+        pytest.param({"outputs": ["/abs/*.txt"]}, ("outputs",), "relative", id="absolute"),
+        pytest.param({"outputs": ["../*.txt"]}, ("outputs",), "climb out", id="dotdot"),
+        pytest.param({"outputs": ["a/../../x"]}, ("outputs",), "climb out", id="inner-dotdot"),
+        pytest.param({"outputs": [""]}, ("outputs",), "1 to 256", id="empty-pattern"),
+        pytest.param({"outputs": ["*"] * 101}, ("outputs",), "at most 100", id="too-many-patterns"),
+    ],
+)
+def test_staging_errors_name_the_field_or_the_input(
+    overrides: dict[str, Any], loc: tuple[str, ...], says: str
+) -> None:
+    (error,) = rejected(TaskSpec, task_data(**overrides))
+    assert error["loc"] == loc
+    assert says in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loc", "says"),
+    [
         pytest.param(
             {"stage_in": True, "inputs": ["/plain/path"]}, (), "cannot stage in", id="no-scheme"
         ),
@@ -383,19 +403,16 @@ def test_a_staged_task_takes_fetchable_urls_and_relative_output_patterns() -> No
             "both be staged in as 'x.txt'",
             id="same-local-name-in-one-job",
         ),
-        pytest.param({"outputs": ["/abs/*.txt"]}, ("outputs",), "relative", id="absolute"),
-        pytest.param({"outputs": ["../*.txt"]}, ("outputs",), "climb out", id="dotdot"),
-        pytest.param({"outputs": ["a/../../x"]}, ("outputs",), "climb out", id="inner-dotdot"),
-        pytest.param({"outputs": [""]}, ("outputs",), "1 to 256", id="empty-pattern"),
-        pytest.param({"outputs": ["*"] * 101}, ("outputs",), "at most 100", id="too-many-patterns"),
     ],
 )
-def test_staging_errors_name_the_field_or_the_input(
+def test_inputs_that_cannot_be_staged_in_are_refused_at_submit_naming_the_input(
     overrides: dict[str, Any], loc: tuple[str, ...], says: str
 ) -> None:
-    (error,) = rejected(TaskSpec, task_data(**overrides))
-    assert error["loc"] == loc
-    assert says in error["msg"]
+    # Given a task that stages its inputs in, When it is checked before being stored
+    spec = TaskSpec.model_validate(task_data(**overrides))
+    # Then the input that cannot be staged in is named
+    with pytest.raises(InvalidInput, match=re.escape(says)):
+        check_split(spec)
 
 
 def test_the_same_local_name_in_different_jobs_is_fine() -> None:

@@ -146,7 +146,7 @@ def test_imports_under_type_checking_are_not_followed(
 def test_relative_imports_are_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a pilot module importing with relative imports only
     rel = tmp_path / "rel.py"
-    rel.write_text("from . import client\nfrom ..domain.codes import ErrorCode\n")
+    rel.write_text("from . import client\nfrom ..wire.codes import ErrorCode\n")
     monkeypatch.setattr(zipapp, "_roots", lambda: [zipapp.Module("skypanda.pilot.rel", rel)])
     # Then the modules they name are in the closure
     names = {m.name for m in closure()}
@@ -173,12 +173,12 @@ def test_archive_is_the_closure_plus_stubs_main_and_metadata(archive: zipfile.Zi
     expected = {m.arcname for m in closure()} | {
         "__main__.py",
         "skypanda/__init__.py",
-        "skypanda/domain/__init__.py",
+        "skypanda/wire/__init__.py",
         f"skypanda-{__version__}.dist-info/METADATA",
     }
     assert set(archive.namelist()) == expected
     # And parent packages are stubs that import nothing (skypanda's carries the version)
-    for stub in ("skypanda/__init__.py", "skypanda/domain/__init__.py"):
+    for stub in ("skypanda/__init__.py", "skypanda/wire/__init__.py"):
         tree = ast.parse(archive.read(stub))
         assert not [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
     assert f"__version__ = {__version__!r}" in archive.read("skypanda/__init__.py").decode()

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import JobSpec, TaskSpec
-from skypanda.domain.splitter import check_command, count_jobs, render, split
+from skypanda.domain.splitter import check_command, check_split, count_jobs, render, split
 
 
 def spec(command: list[str] | None = None, **fields: Any) -> TaskSpec:
@@ -441,18 +441,20 @@ def test_event_placeholders_need_a_task_split_by_events() -> None:
 def test_staged_inputs_are_checked_per_job_in_every_mode() -> None:
     # Given staged inputs with the same local name: fine in separate jobs, refused in one
     same = ["gs://a/x.root", "gs://b/x.root"]
-    spec(inputs=same, input_sizes_mb=[1, 1], size_per_job_mb=1, stage_in=True)
-    with pytest.raises(ValidationError, match="both be staged in"):
-        spec(inputs=same, input_sizes_mb=[1, 1], size_per_job_mb=2, stage_in=True)
-    with pytest.raises(ValidationError, match="both be staged in"):
-        spec(jobs=[same], stage_in=True)
-    with pytest.raises(ValidationError, match="event placeholders"):
-        spec(
-            ["sim", "{first_event}"],
-            inputs=same,
-            events_per_input=2,
-            events_per_job=1,
-            stage_in=True,
+    check_split(spec(inputs=same, input_sizes_mb=[1, 1], size_per_job_mb=1, stage_in=True))
+    with pytest.raises(InvalidInput, match="both be staged in"):
+        check_split(spec(inputs=same, input_sizes_mb=[1, 1], size_per_job_mb=2, stage_in=True))
+    with pytest.raises(InvalidInput, match="both be staged in"):
+        check_split(spec(jobs=[same], stage_in=True))
+    with pytest.raises(InvalidInput, match="event placeholders"):
+        check_split(
+            spec(
+                ["sim", "{first_event}"],
+                inputs=same,
+                events_per_input=2,
+                events_per_job=1,
+                stage_in=True,
+            )
         )
 
 

@@ -249,7 +249,8 @@ def test_sources_is_the_inverse_of_the_table(target: StrEnum) -> None:
     [
         # (and a job of a paused task goes back to defined until the resume)
         (JobStatus.DEFINED, {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ACTIVATED}),
-        (TaskStatus.REGISTERED, {TaskStatus.CANCELLED}),
+        # (and a pending task, once a queue fits it, is registered: then it is split)
+        (TaskStatus.REGISTERED, {TaskStatus.CANCELLED, TaskStatus.PENDING}),
         (PilotStatus.SUBMITTED, set()),
         (WorkflowStatus.REGISTERED, set()),
     ],

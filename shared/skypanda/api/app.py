@@ -134,22 +134,22 @@ def _user_routes(app: Flask, svc: Services) -> None:
 
     @app.get("/v1/tasks")
     def list_tasks() -> Response:
-        tasks = svc.store.list_tasks(limit=_int_arg("limit", 50, 1, 1000))
+        tasks = svc.tasks.list_tasks(limit=_int_arg("limit", 50, 1, 1000))
         return jsonify({"tasks": [jsonable(t) for t in tasks]})
 
     @app.get("/v1/tasks/<task_id>")
     def get_task(task_id: str) -> Response:
-        return jsonify(jsonable(svc.store.get_task(task_id)))
+        return jsonify(jsonable(svc.tasks.get_task(task_id)))
 
     @app.get("/v1/tasks/<task_id>/jobs")
     def list_jobs(task_id: str) -> Response:
-        svc.store.get_task(task_id)  # 404 for an unknown task
+        svc.tasks.get_task(task_id)  # 404 for an unknown task
         raw = request.args.get("status")
         try:
             status = JobStatus(raw) if raw else None
         except ValueError as e:
             raise InvalidInput(f"unknown job status {raw!r}") from e
-        jobs = svc.store.list_jobs(
+        jobs = svc.jobs.list_jobs(
             task_id,
             status=status,
             limit=_int_arg("limit", 1000, 1, 100_000),
@@ -168,13 +168,13 @@ def _user_routes(app: Flask, svc: Services) -> None:
 def _monitor_routes(app: Flask, svc: Services) -> None:
     @app.get("/v1/jobs/<job_id>")
     def get_job(job_id: str) -> Response:
-        job = svc.store.get_job(job_id)
-        attempts = [jsonable(a) for a in svc.store.attempts(job_id)]
+        job = svc.jobs.get_job(job_id)
+        attempts = [jsonable(a) for a in svc.jobs.attempts(job_id)]
         return jsonify({**jsonable(job), "attempts": attempts})
 
     @app.get("/v1/jobs/<job_id>/log")
     def get_log(job_id: str) -> Response:
-        job = svc.store.get_job(job_id)
+        job = svc.jobs.get_job(job_id)
         attempt = _int_arg("attempt", job.attempt, 1, job.attempt)
         data = svc.blobs.read(log_key(job_id, attempt))
         return Response(data, mimetype="text/plain")
@@ -195,7 +195,7 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
 
     @app.get("/v1/pilots")
     def list_pilots() -> Response:
-        pilots = svc.store.list_pilots(queue=request.args.get("queue"))
+        pilots = svc.fleet.list_pilots(queue=request.args.get("queue"))
         return jsonify({"pilots": [jsonable(p) for p in pilots]})
 
 

@@ -52,8 +52,8 @@ def _ndjson() -> tuple[WorkflowSpec, Iterator[bytes]]:
 def view(svc: Services, wf: Workflow) -> dict[str, Any]:
     """The workflow with each task's state and job counts (latest iteration first listed)."""
     tasks = []
-    for t in svc.store.workflow_tasks(wf.id):
-        counts = {str(k): v for k, v in svc.store.job_counts(t.id).items()}
+    for t in svc.workflows.workflow_tasks(wf.id):
+        counts = {str(k): v for k, v in svc.tasks.job_counts(t.id).items()}
         tasks.append(
             {
                 "id": t.id,
@@ -86,27 +86,27 @@ def workflow_routes(app: Flask, svc: Services) -> None:
         limit = request.args.get("limit", "50")
         if not limit.isdigit() or not 1 <= int(limit) <= 1000:
             raise InvalidInput("query parameter limit must be an integer from 1 to 1000")
-        wfs = svc.store.list_workflows(limit=int(limit))
+        wfs = svc.workflows.list_workflows(limit=int(limit))
         return jsonify({"workflows": [jsonable(w) for w in wfs]})
 
     @app.get("/v1/workflows/<workflow_id>")
     def get_workflow(workflow_id: str) -> Response:
-        return jsonify(view(svc, svc.store.get_workflow(workflow_id)))
+        return jsonify(view(svc, svc.workflows.get_workflow(workflow_id)))
 
     @app.get("/v1/workflows/<workflow_id>/dag")
     def get_dag(workflow_id: str) -> Response:
         fmt = request.args.get("format", "dot")
         if fmt not in FORMATS:
             raise InvalidInput(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-        wf = svc.store.get_workflow(workflow_id)
-        states = {t.spec.name: str(t.status) for t in svc.store.workflow_tasks(workflow_id)}
+        wf = svc.workflows.get_workflow(workflow_id)
+        states = {t.spec.name: str(t.status) for t in svc.workflows.workflow_tasks(workflow_id)}
         text = export(known.compiled(svc, wf.id), fmt, states)
         return Response(text, mimetype="text/plain")
 
     @app.post("/v1/workflows/<workflow_id>/retry")
     def retry_workflow(workflow_id: str) -> Response:
         n = workflow_actions.retry(svc, workflow_id)
-        return jsonify({**view(svc, svc.store.get_workflow(workflow_id)), "jobs_reset": n})
+        return jsonify({**view(svc, svc.workflows.get_workflow(workflow_id)), "jobs_reset": n})
 
     @app.post("/v1/workflows/<workflow_id>/kill")
     def kill_workflow(workflow_id: str) -> Response:
@@ -115,4 +115,4 @@ def workflow_routes(app: Flask, svc: Services) -> None:
     @app.post("/v1/tasks/<task_id>/retry")
     def retry_task(task_id: str) -> Response:
         n = task_actions.retry(svc, task_id, g.owner)
-        return jsonify({**jsonable(svc.store.get_task(task_id)), "jobs_reset": n})
+        return jsonify({**jsonable(svc.tasks.get_task(task_id)), "jobs_reset": n})

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from skypanda.cli.lazy import LazyGroup
+
 from skypanda.domain.models import Queue, TaskSpec
 from skypanda.domain.states import PilotStatus, TaskStatus
 from skypanda.handlers.submit import submit
@@ -67,7 +69,10 @@ def run_throughput(jobs: int, pilots: int, per_acquire: int, home: Path) -> dict
     }
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    lazy={"cost": "skypanda.cli.bench_cloud:cost", "dispatch": "skypanda.cli.bench_cloud:dispatch"},
+)
 def bench() -> None:
     """Benchmarks: measured figures for BENCHMARKS.md."""
 

@@ -63,7 +63,7 @@ def run_cost(jobs: int, pilots: int, home: Path) -> dict[str, Any]:
         task = submit(cloud.svc, spec, owner="bench")
         ended = {TaskStatus.DONE, TaskStatus.FAILED}
         # Watch through a client of its own: the bench's polling is not the system's bill.
-        from skypanda.adapters.gcp.firestore_store import FirestoreStore
+        from skypanda.adapters.gcp.firestore import FirestoreStore
 
         watcher = FirestoreStore(type(cloud.firestore)(), clock=time.time, prefix=prefix)
         done = lambda: watcher.get_task(task.id, counts=False).status in ended  # noqa: E731
@@ -141,7 +141,7 @@ def _claimer(store: Any, pilot: str, taken: list[str], errors: list[str]) -> Non
 def run_dispatch(jobs: int, pilots: int) -> dict[str, Any]:
     from google.cloud import firestore
 
-    from skypanda.adapters.gcp.firestore_store import FirestoreStore
+    from skypanda.adapters.gcp.firestore import FirestoreStore
     from skypanda.handlers.split import handle as split
     from skypanda.runtime import emulators
 

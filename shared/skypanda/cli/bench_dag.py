@@ -21,7 +21,7 @@ import click
 from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.local.bus import OutboxBus
 from skypanda.adapters.local.files import FileBlobs
-from skypanda.adapters.local.sqlite_store import SqliteStore
+from skypanda.adapters.local.sqlite import SqliteStore
 from skypanda.domain.models import Queue, Resources
 from skypanda.domain.states import WORKFLOW_FINAL
 from skypanda.formats.shapes import SHAPES, make

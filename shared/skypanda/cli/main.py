@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from skypanda import __version__
-from skypanda.cli import actions, bench, bench_cloud, bench_dag, flows
+from skypanda.cli import actions, bench, bench_dag, flows
+from skypanda.cli.lazy import load_module
 from skypanda.cli.connect import call, client
 from skypanda.cli.render import print_jobs, print_pilots, print_task
 from skypanda.domain.errors import InvalidInput, SkypandaError
@@ -64,9 +65,8 @@ backend_opt = click.option(
 def make_system(backend: str, home: Path, port: int = 0) -> Any:
     """A LocalSystem or an EmulatedCloud (both: start/stop, url, token)."""
     if backend == "emulators":
-        from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions
-
-        return EmulatedCloud(EmulatedOptions(home=home, port=port))
+        emulated = load_module("skypanda.runtime.emulated", "--backend emulators")
+        return emulated.EmulatedCloud(emulated.EmulatedOptions(home=home, port=port))
     return LocalSystem(LocalOptions(home=home, port=port))
 
 
@@ -137,9 +137,9 @@ def _send_and_wait(
             click.echo(f"submitted workflow {view['id']} ({flows.total_jobs(view)} jobs)", err=True)
         return flows.outcome(flows.wait(api, view["id"], quiet=quiet), time.monotonic() - start)
     task = call(api, "POST", "/v1/tasks", spec.model_dump(mode="json", by_alias=True))
-    if str(task.get("reason", "")).startswith("pending: "):
+    if task.get("status") == "pending":
         # Stored, but no queue fits it yet: waiting could last until an operator applies one.
-        click.echo(f"task {task['id']} is {task['reason']}", err=True)
+        click.echo(f"task {task['id']} is pending: {task['reason']}", err=True)
         if wait:
             raise click.ClickException(f"task {task['id']} waits for a queue; not waiting")
     if not wait:
@@ -397,8 +397,6 @@ def pilot_zipapp(output: str) -> None:
     click.echo(f"wrote {path} ({len(data)} bytes, skypanda {__version__})", err=True)
 
 
-bench.bench.add_command(bench_cloud.cost)
-bench.bench.add_command(bench_cloud.dispatch)
 bench.bench.add_command(bench_dag.dag)
 cli.add_command(bench.bench)
 for _command in actions.COMMANDS:

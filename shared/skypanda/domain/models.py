@@ -257,14 +257,6 @@ class TaskSpec(_Strict):
         check_job_source(self)
         return self
 
-    @model_validator(mode="after")
-    def _stageable_inputs(self) -> TaskSpec:
-        if self.stage_in:
-            from skypanda.domain.splitter import check_staged  # splitter imports models
-
-            check_staged(self)
-        return self
-
     @property
     def split_mode(self) -> SplitMode:
         return split_mode(self)

@@ -99,11 +99,18 @@ def check_command(command: Sequence[str]) -> frozenset[str]:
 
 
 def check_split(spec: TaskSpec) -> None:
-    """Check a task's command against its split mode: event placeholders need an event mode.
+    """Check a task's command against its split mode (event placeholders need an event mode),
+    and with stage_in its inputs (`check_staged`); at submit, before anything is stored.
 
     Raises:
-        InvalidInput: a bad placeholder, or an event placeholder in a task not split by events.
+        InvalidInput: a bad placeholder, an event placeholder in a task not split by events,
+            or inputs that cannot be staged in.
     """
+    if spec.stage_in:
+        try:
+            check_staged(spec)
+        except ValueError as e:
+            raise InvalidInput(f"task {spec.name}: {e}", field="inputs") from e
     events = check_command(spec.command) & EVENT_PLACEHOLDERS
     if events and spec.split_mode not in EVENT_MODES:
         names = ", ".join("{" + p + "}" for p in sorted(events))
@@ -120,7 +127,7 @@ def check_staged(spec: TaskSpec) -> None:
     is rendered again with local names, without event numbers).
 
     Raises:
-        ValueError: naming the input or the placeholder (called from TaskSpec's validator).
+        ValueError: naming the input or the placeholder.
     """
     if spec.split_mode in EVENT_MODES and _uses_events(spec.command):
         raise ValueError("stage_in cannot be combined with event placeholders in the command yet")

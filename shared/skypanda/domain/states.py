@@ -31,6 +31,7 @@ class JobStatus(StrEnum):
 class TaskStatus(StrEnum):
     """A task's state (JEDI's task states)."""
 
+    PENDING = "pending"  # no queue fits it yet: stored unsplit, brokered again on queue changes
     REGISTERED = "registered"  # stored, not yet split
     READY = "ready"  # split into jobs, none dispatched yet
     RUNNING = "running"  # some job was dispatched
@@ -87,6 +88,7 @@ JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
 
 _T = TaskStatus
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    _T.PENDING: frozenset({_T.REGISTERED, _T.ABORTED}),  # placed on a queue, or killed
     _T.REGISTERED: frozenset({_T.READY, _T.FAILED, _T.ABORTED, _T.SKIPPED, _T.CANCELLED}),
     _T.READY: frozenset({_T.RUNNING, _T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED, _T.PAUSED}),
     _T.RUNNING: frozenset({_T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED, _T.PAUSED}),

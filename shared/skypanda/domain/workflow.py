@@ -30,6 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import NAME_PATTERN, TaskSpec, _Strict, check_job_source
+from skypanda.domain.splitter import check_command, count_jobs
 from skypanda.domain.states import WorkflowStatus
 
 MAX_TASKS = 500
@@ -254,8 +255,6 @@ def _check_loops_closed(prereqs: Mapping[str, frozenset[str]], loop_of: Mapping[
 
 def _check_job_dependencies(spec: WorkflowSpec) -> None:
     """Key dependencies need the key on both sides; index ones need equal job counts."""
-    from skypanda.domain.splitter import count_jobs  # splitter imports models only
-
     for t in spec.tasks:
         for d in t.depends:
             parent = spec.task(d.task)
@@ -296,8 +295,6 @@ def compile_workflow(spec: WorkflowSpec) -> CompiledWorkflow:
         InvalidInput: duplicate names, unknown references, a cycle (printed), a loop that is
             not closed, mismatched job-level mappings, too many jobs.
     """
-    from skypanda.domain.splitter import check_command, count_jobs
-
     _check_names(spec)
     names = {t.name for t in spec.tasks}
     loop_of = _check_loops(spec, names)

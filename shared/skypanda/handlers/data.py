@@ -51,7 +51,7 @@ def check_holder(svc: Services, job_id: str, attempt: int, pilot_id: str) -> Non
         NotFound: no such job.
         Conflict: the attempt is not live, or another pilot holds the job.
     """
-    job = svc.store.get_job(job_id)
+    job = svc.jobs.get_job(job_id)
     if job.attempt != attempt or job.pilot_id != pilot_id or job.status not in JOB_LIVE:
         raise Conflict(
             f"job {job_id} attempt {attempt} is not held by pilot {pilot_id} "

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skypanda.domain.bulk import Action
 from skypanda.domain.errors import Conflict, InvalidInput, NotFound
 from skypanda.domain.fairshare import OwnerLoad, allocate
 from skypanda.domain.jobflow import (
@@ -26,7 +27,7 @@ from skypanda.domain.jobflow import (
 from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources
 from skypanda.domain.retry import Limits, raise_for_task
 from skypanda.domain.states import PILOT_LIVE, JobStatus, PilotStatus, TaskStatus, advance
-from skypanda.handlers import known
+from skypanda.handlers import bulk, known
 from skypanda.handlers.services import Services, new_id
 from skypanda.wire.codes import ErrorCode
 
@@ -52,7 +53,7 @@ def register(
         Conflict: the pilot record has already ended (e.g. declared missed).
     """
     try:
-        q = svc.store.get_queue(queue)
+        q = svc.fleet.get_queue(queue)
     except NotFound as e:
         raise InvalidInput(f"unknown queue {queue!r}", field="queue") from e
     if not q.online:
@@ -62,9 +63,9 @@ def register(
     if pilot_id is None:
         pilot = Pilot(id=new_id("p"), queue=queue, status=PilotStatus.RUNNING, created_at=now,
                       heartbeat_at=now, **details)  # fmt: skip
-        svc.store.add_pilot(pilot)
+        svc.fleet.add_pilot(pilot)
         return pilot, q
-    known = svc.store.get_pilot(pilot_id)
+    known = svc.fleet.get_pilot(pilot_id)
     pilot = known.model_copy(
         update={
             **details,
@@ -72,14 +73,14 @@ def register(
             "heartbeat_at": now,
         }
     )
-    if not svc.store.update_pilot(pilot, [known.status]):
+    if not svc.fleet.update_pilot(pilot, [known.status]):
         raise Conflict(f"pilot {pilot_id} changed while registering", pilot_id=pilot_id)
-    svc.store.heartbeat(pilot_id, now)
+    svc.fleet.heartbeat(pilot_id, now)
     return pilot, q
 
 
 def _live_pilot(svc: Services, pilot_id: str) -> Pilot:
-    pilot = svc.store.get_pilot(pilot_id)
+    pilot = svc.fleet.get_pilot(pilot_id)
     if pilot.status not in PILOT_LIVE:
         raise Conflict(f"pilot {pilot_id} has ended ({pilot.status}); start a new pilot",
                        pilot_id=pilot_id, status=str(pilot.status))  # fmt: skip
@@ -104,7 +105,7 @@ def acquire(svc: Services, pilot_id: str, n: int, job_id: str | None = None) -> 
     else:
         jobs = _claim_fairly(svc, pilot, n, now)
     for task_id in {j.task_id for j in jobs}:
-        svc.store.set_task_status(task_id, [TaskStatus.READY], TaskStatus.RUNNING)
+        svc.tasks.set_task_status(task_id, [TaskStatus.READY], TaskStatus.RUNNING)
     if jobs:
         log.debug("pilot %s acquired %d jobs", pilot_id, len(jobs))
     return jobs
@@ -115,8 +116,8 @@ def _loads(svc: Services, queue: str) -> tuple[dict[str, OwnerLoad], dict[str, f
     cached: tuple[dict[str, OwnerLoad], dict[str, float]] | None = svc.memory.loads.get(queue)
     if cached is not None:
         return cached
-    loads = svc.store.owner_loads(queue)
-    shares = svc.store.get_queue(queue).shares if len(loads) > 1 else {}
+    loads = svc.jobs.owner_loads(queue)
+    shares = svc.fleet.get_queue(queue).shares if len(loads) > 1 else {}
     svc.memory.loads[queue] = (loads, shares)
     return loads, shares
 
@@ -127,20 +128,20 @@ def _claim_fairly(svc: Services, pilot: Pilot, n: int, now: float) -> list[Job]:
     queue = pilot.queue
     loads, shares = _loads(svc, queue)
     if sum(1 for load in loads.values() if load.waiting) <= 1:
-        return svc.store.claim_jobs(queue, pilot.id, n, pilot.resources, now)
+        return svc.jobs.claim_jobs(queue, pilot.id, n, pilot.resources, now)
     jobs: list[Job] = []
     for owner, k in sorted(allocate(n, loads, shares).items()):
-        got = svc.store.claim_jobs(queue, pilot.id, k, pilot.resources, now, owner=owner)
+        got = svc.jobs.claim_jobs(queue, pilot.id, k, pilot.resources, now, owner=owner)
         load = loads[owner]
         loads[owner] = OwnerLoad(load.running + len(got), max(0, load.waiting - len(got)))
         jobs.extend(got)
     if len(jobs) < n:  # an owner's jobs did not fit the pilot, or the loads were stale
-        jobs.extend(svc.store.claim_jobs(queue, pilot.id, n - len(jobs), pilot.resources, now))
+        jobs.extend(svc.jobs.claim_jobs(queue, pilot.id, n - len(jobs), pilot.resources, now))
     return jobs
 
 
 def _claim_one(svc: Services, pilot: Pilot, job_id: str, now: float) -> list[Job]:
-    job = svc.store.get_job(job_id)
+    job = svc.jobs.get_job(job_id)
     if job.queue != pilot.queue:
         raise InvalidInput(
             f"job {job_id} is on queue {job.queue}, not {pilot.queue}", field="job_id"
@@ -154,12 +155,12 @@ def _claim_one(svc: Services, pilot: Pilot, job_id: str, now: float) -> list[Job
     if job.status is not JobStatus.ACTIVATED:
         return []  # taken by another pilot, killed, or ended: the push pilot has nothing to do
     change = claim(job, pilot.id, now)
-    return [change.after] if svc.store.apply_job_changes([change])[0] else []
+    return [change.after] if svc.jobs.apply_job_changes([change])[0] else []
 
 
 def append_log(svc: Services, job_id: str, attempt: int, chunk: bytes) -> None:
     """Append a chunk of a running job's output to its attempt's log."""
-    job = svc.store.get_job(job_id)
+    job = svc.jobs.get_job(job_id)
     if not 1 <= attempt <= job.attempt:
         raise InvalidInput(f"job {job_id} has no attempt {attempt}", field="attempt")
     svc.blobs.append(log_key(job_id, attempt), chunk)
@@ -196,7 +197,7 @@ def _apply_reports(
     """Read the jobs, compute each report's change, write them; return the reports whose
     write lost a compare-and-set (the job changed between read and write, e.g. killed)."""
     now = svc.clock.now()
-    jobs = svc.store.get_jobs([r.job_id for r in reports])
+    jobs = svc.jobs.get_jobs([r.job_id for r in reports])
     queues: dict[str, Queue] = {}  # read once per batch, for failed reports only
     changes: list[tuple[JobReport, JobChange]] = []
     for report in reports:
@@ -218,7 +219,7 @@ def _apply_reports(
         jobs[job.id] = change.after  # a later report in the same batch sees this one's effect
         changes.append((report, change))
     merged = _merge([c for _, c in changes])
-    outcome = dict(zip(merged, svc.store.apply_job_changes(list(merged.values())), strict=True))
+    outcome = dict(zip(merged, svc.jobs.apply_job_changes(list(merged.values())), strict=True))
     _raise_task_memory(svc, [c for job_id, c in merged.items() if outcome[job_id]])
     return [r for r, _ in changes if not outcome[r.job_id]]
 
@@ -234,12 +235,11 @@ def _raise_task_memory(svc: Services, won: list[JobChange]) -> None:
             )
     for task_id, memory_mb in raised.items():
         task = known.task(svc, task_id)  # spec and n_jobs never change once split
-        above = svc.store.count_jobs_above_memory(task_id, task.spec.resources.memory_mb)
+        above = svc.tasks.count_jobs_above_memory(task_id, task.spec.resources.memory_mb)
         if raise_for_task(above, task.n_jobs):
-            n = svc.store.raise_queued_memory(task_id, memory_mb)
-            if n:
-                log.info("task %s: %d of %d jobs needed more memory; %d queued jobs now ask "
-                         "for %d MB", task_id, above, task.n_jobs, n, memory_mb)  # fmt: skip
+            n = bulk.start(svc, task, Action.RAISE_MEMORY, {"memory_mb": memory_mb})
+            log.info("task %s: %d of %d jobs needed more memory; %s queued jobs now ask "
+                     "for %d MB", task_id, above, task.n_jobs, n, memory_mb)  # fmt: skip
 
 
 # Task id -> its retry rules: a task's spec never changes, so this cannot go stale. Read only
@@ -251,13 +251,13 @@ def _retry_context(
     one batch of reports."""
     spec = known.task(svc, job.task_id).spec
     if job.queue not in queues:
-        queues[job.queue] = svc.store.get_queue(job.queue)
+        queues[job.queue] = svc.fleet.get_queue(job.queue)
     queue = queues[job.queue]
     limits = Limits(memory_mb=queue.pilot_resources.memory_mb, walltime_s=queue.max_walltime_s)
     others: tuple[Queue, ...] = ()
     if error_code == ErrorCode.OUT_OF_MEMORY and job.resources.memory_mb >= limits.memory_mb:
         # at its queue's maximum: the rules may move it to a bigger queue (rebrokerage)
-        others = tuple(q for q in svc.store.list_queues() if q.name != job.queue)
+        others = tuple(q for q in svc.fleet.list_queues() if q.name != job.queue)
     return RetryContext(tuple(spec.retry_rules), limits, spec, others)
 
 
@@ -289,14 +289,14 @@ def heartbeat(
     now = svc.clock.now()
     drain = False
     if touch:
-        record = svc.store.heartbeat(pilot_id, now)
+        record = svc.fleet.heartbeat(pilot_id, now)
         if record is None:
-            svc.store.get_pilot(pilot_id)  # NotFound for an unknown pilot
+            svc.fleet.get_pilot(pilot_id)  # NotFound for an unknown pilot
             return Reply([{"kill": j} for j in held or []], drain=True)
         drain = record.drain
-    kill = set(svc.store.jobs_to_kill(pilot_id))
+    kill = set(svc.jobs.jobs_to_kill(pilot_id))
     if held is not None and touch:
-        live = svc.store.live_jobs_of_pilot(pilot_id)
+        live = svc.jobs.live_jobs_of_pilot(pilot_id)
         kill |= set(held) - {j.id for j in live}
         _requeue_forgotten(svc, [j for j in live if j.id not in set(held)], now)
     return Reply([{"kill": j} for j in sorted(kill)], drain=drain)
@@ -314,7 +314,7 @@ def drain(svc: Services, pilot_id: str) -> Pilot:
     if pilot.drain:
         return pilot
     wanted = pilot.model_copy(update={"drain": True})
-    if not svc.store.update_pilot(wanted, [pilot.status]):
+    if not svc.fleet.update_pilot(wanted, [pilot.status]):
         raise Conflict(f"pilot {pilot_id} changed while being drained; try again")
     return wanted
 
@@ -325,7 +325,7 @@ def _requeue_forgotten(svc: Services, candidates: list[Job], now: float) -> None
         code = ErrorCode.NEVER_DELIVERED
         uri = svc.blobs.uri
         changes = [requeue_lost(j, now, uri(log_key(j.id, j.attempt)), code) for j in forgotten]
-        svc.store.apply_job_changes(changes)
+        svc.jobs.apply_job_changes(changes)
         log.warning("requeued %d jobs their pilot never received", len(forgotten))
 
 
@@ -335,7 +335,7 @@ def end(svc: Services, pilot_id: str, status: PilotStatus, reason: str) -> Pilot
     as new attempts."""
     if status not in (PilotStatus.FINISHED, PilotStatus.FAILED, PilotStatus.CANCELLED):
         raise InvalidInput("a pilot ends as finished, failed or cancelled", field="status")
-    pilot = svc.store.get_pilot(pilot_id)
+    pilot = svc.fleet.get_pilot(pilot_id)
     return retire(svc, pilot, status, reason)
 
 
@@ -346,11 +346,11 @@ def retire(svc: Services, pilot: Pilot, status: PilotStatus, reason: str) -> Pil
         done = pilot.model_copy(
             update={"status": advance(pilot.status, status), "ended_at": now, "reason": reason}
         )
-        if svc.store.update_pilot(done, [pilot.status]):
+        if svc.fleet.update_pilot(done, [pilot.status]):
             pilot = done
-    held = svc.store.live_jobs_of_pilot(pilot.id)
+    held = svc.jobs.live_jobs_of_pilot(pilot.id)
     if held:
         changes = [requeue_lost(j, now, svc.blobs.uri(log_key(j.id, j.attempt))) for j in held]
-        svc.store.apply_job_changes(changes)
+        svc.jobs.apply_job_changes(changes)
         log.warning("pilot %s ended (%s): requeued %d jobs", pilot.id, reason, len(held))
     return pilot

@@ -59,12 +59,12 @@ def apply(svc: Services, queues: Sequence[Queue], *, dry_run: bool = False) -> l
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InvalidInput(f"queues defined twice: {', '.join(twice)}", field="name")
-    stored = {q.name: q for q in svc.store.list_queues()}
+    stored = {q.name: q for q in svc.fleet.list_queues()}
     changes = [_change(stored.get(q.name), q) for q in queues]
     if not dry_run:
         for q, c in zip(queues, changes, strict=True):
             if c.action != "unchanged":
-                svc.store.put_queue(q)
+                svc.fleet.put_queue(q)
         if any(c.action != "unchanged" for c in changes):
             for task_id, queue in rebroker(svc):
                 log.info("pending task %s brokered to %s", task_id, queue)
@@ -76,17 +76,17 @@ def load(svc: Services, queue: str, live: list[Pilot] | None = None) -> Load:
     activated jobs per queue, not running ones), activated jobs are the queued ones. `live`:
     the queue's live pilots, when the caller has read them already."""
     if live is None:
-        live = svc.store.list_pilots(queue=queue, live=True)
-    return Load(running=len(live), queued=svc.store.count_activated(queue))
+        live = svc.fleet.list_pilots(queue=queue, live=True)
+    return Load(running=len(live), queued=svc.jobs.count_activated(queue))
 
 
 def overview(svc: Services) -> list[dict[str, Any]]:
     """Each queue with its activated jobs, its pilots by state, and the scaler's last decision
     and why (what `skypanda queues` shows)."""
     out = []
-    notes = svc.store.scaling_notes()
-    for q in svc.store.list_queues():
-        live = svc.store.list_pilots(queue=q.name, live=True)
+    notes = svc.fleet.scaling_notes()
+    for q in svc.fleet.list_queues():
+        live = svc.fleet.list_pilots(queue=q.name, live=True)
         now = load(svc, q.name, live)
         by_state: dict[str, int] = {}
         for p in live:
@@ -103,8 +103,6 @@ class NoQueueFits(InvalidInput):
     """Brokerage found no queue for the task (the message names each queue and why)."""
 
 
-PENDING = "pending: "
-"""The reason of a task that waits for a queue it fits (it stays registered, unsplit)."""
 REBROKER_SCAN = 1000
 """`apply` re-brokers the pending tasks among this many most recent tasks."""
 
@@ -124,7 +122,7 @@ def place(svc: Services, spec: TaskSpec) -> TaskSpec:
                 field="queue",
             )
         return spec
-    queues = svc.store.list_queues()
+    queues = svc.fleet.list_queues()
     decision = broker(Needs.of(spec), queues, {q.name: load(svc, q.name) for q in queues})
     if decision.queue is None:
         raise NoQueueFits(
@@ -141,14 +139,14 @@ def rebroker(svc: Services) -> list[tuple[str, str]]:
     from skypanda.domain import events as ev
 
     placed = []
-    for task in svc.store.list_tasks(limit=REBROKER_SCAN):
-        if task.status is not TaskStatus.REGISTERED or not task.reason.startswith(PENDING):
+    for task in svc.tasks.list_tasks(limit=REBROKER_SCAN):
+        if task.status is not TaskStatus.PENDING:
             continue
         try:
             spec = place(svc, task.spec)
         except NoQueueFits as e:
             log.info("task %s still pending: %s", task.id, e.message)
             continue
-        if svc.store.place_task(task.id, spec, [ev.task_registered(task.id)]):
+        if svc.tasks.place_task(task.id, spec, [ev.task_registered(task.id)]):
             placed.append((task.id, spec.queue))
     return placed

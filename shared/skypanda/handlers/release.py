@@ -54,13 +54,13 @@ def release(svc: Services, ended: Sequence[JobEnded]) -> None:
 def release_children(svc: Services, parent_ids: Sequence[str]) -> int:
     """Activate (or cancel) the children of ended jobs whose parents have all ended.
     Returns how many children changed."""
-    states = svc.store.release_children(parent_ids)
+    states = svc.workflows.release_children(parent_ids)
     ready = [c for c, st in states.items() if not st.pending]
     if not ready:
         return 0
     now = svc.clock.now()
     changes: list[JobChange] = []
-    for job in svc.store.get_jobs(ready).values():
+    for job in svc.jobs.get_jobs(ready).values():
         if job.status is JobStatus.DEFINED:
             change = _release(svc, job, states[job.id], now)
             activates = change is not None and change.after.status is JobStatus.ACTIVATED
@@ -68,13 +68,13 @@ def release_children(svc: Services, parent_ids: Sequence[str]) -> int:
                 continue  # its task's resume activates it
             if change is not None:
                 changes.append(change)
-    won = [c for c, ok in zip(changes, svc.store.apply_job_changes(changes), strict=True) if ok]
+    won = [c for c, ok in zip(changes, svc.jobs.apply_job_changes(changes), strict=True) if ok]
     queues: dict[str, list[str]] = {}
     for c in won:
         if c.after.status is JobStatus.ACTIVATED:
             queues.setdefault(c.after.queue, []).append(c.after.id)
     if queues:
-        svc.store.add_events(
+        svc.outbox.add_events(
             [ev.jobs_activated(q, len(ids), key=f"release:{ids[0]}") for q, ids in queues.items()]
         )
     return len(won)

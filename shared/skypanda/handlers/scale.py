@@ -27,7 +27,7 @@ def handle(svc: Services, nudge: QueueNudge | Tick | None = None) -> int:
     only = nudge.queue if isinstance(nudge, QueueNudge) else None
     reconcile(svc)
     launched = 0
-    for queue in svc.store.list_queues():
+    for queue in svc.fleet.list_queues():
         if queue.online and (only is None or queue.name == only):
             try:
                 launched += scale_queue(svc, queue)
@@ -42,7 +42,7 @@ def reconcile(svc: Services) -> None:
     for seen in svc.launcher.list():
         if seen.alive:
             continue
-        pilot = svc.store.get_pilot(seen.pilot_id)
+        pilot = svc.fleet.get_pilot(seen.pilot_id)
         if pilot.status in PILOT_LIVE:
             if seen.exit_code is None:  # its pod, task or process is gone without a trace
                 status, why = PilotStatus.MISSED, f"vanished from the launcher ({seen.ref})"
@@ -64,15 +64,15 @@ def scale_queue(svc: Services, queue: Queue) -> int:
     """Decide (domain.scaling) and launch; record the decision and why. Returns launches."""
     assert svc.launcher is not None
     now = svc.clock.now()
-    live = svc.store.list_pilots(queue=queue.name, live=True)
-    failures = svc.store.count_failed_pilots(queue.name, now - scaling.BACKOFF_WINDOW_S)
+    live = svc.fleet.list_pilots(queue=queue.name, live=True)
+    failures = svc.fleet.count_failed_pilots(queue.name, now - scaling.BACKOFF_WINDOW_S)
     limits = scaling.Limits(
         queue.min_pilots, queue.max_pilots, queue.max_new_per_cycle, queue.max_queued
     )
     submitted = sum(p.status is PilotStatus.SUBMITTED for p in live)
     if queue.mode == "push":
         served = {p.push_job for p in live if p.push_job}
-        waiting = svc.store.list_activated(queue.name, PUSH_LOOKAHEAD)
+        waiting = svc.jobs.list_activated(queue.name, PUSH_LOOKAHEAD)
         jobs = {j.id: j for j in waiting if j.id not in served}
         state = scaling.QueueState(
             activated=len(waiting), submitted=submitted, running=len(live) - submitted,
@@ -83,7 +83,7 @@ def scale_queue(svc: Services, queue: Queue) -> int:
             _launch(svc, queue, jobs[job_id])
     else:
         state = scaling.QueueState(
-            activated=svc.store.count_activated(queue.name), submitted=submitted,
+            activated=svc.jobs.count_activated(queue.name), submitted=submitted,
             running=len(live) - submitted, recent_failures=failures,
         )  # fmt: skip
         decision = scaling.decide_pull(limits, state)
@@ -98,7 +98,7 @@ def scale_queue(svc: Services, queue: Queue) -> int:
 def _note(svc: Services, queue: str, reason: str, now: float) -> None:
     """Record the decision when it changed (a tick that changes nothing writes nothing)."""
     if svc.memory.noted.get(queue) != reason:
-        svc.store.note_scaling(queue, reason, now)
+        svc.fleet.note_scaling(queue, reason, now)
         svc.memory.noted[queue] = reason
 
 
@@ -110,6 +110,6 @@ def _launch(svc: Services, queue: Queue, job: Job | None) -> None:
         id=new_id("p"), queue=queue.name, resources=size, created_at=now,
         push_job=job.id if job is not None else None,
     )  # fmt: skip
-    svc.store.add_pilot(pilot)
+    svc.fleet.add_pilot(pilot)
     ref = svc.launcher.launch(queue, pilot.id, job)
-    svc.store.update_pilot(pilot.model_copy(update={"launcher_ref": ref}), [PilotStatus.SUBMITTED])
+    svc.fleet.update_pilot(pilot.model_copy(update={"launcher_ref": ref}), [PilotStatus.SUBMITTED])

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def handle(svc: Services, ref: TaskRef) -> None:
-    task = svc.store.get_task(ref.task_id)
+    task = svc.tasks.get_task(ref.task_id)
     if task.status is not TaskStatus.REGISTERED:
         log.debug("task %s is %s: already split", task.id, task.status)
         return
@@ -28,12 +28,12 @@ def handle(svc: Services, ref: TaskRef) -> None:
     try:
         jobs = [new_job(task, spec, now) for spec in split_task(task.spec)]
     except InvalidInput as e:
-        svc.store.set_task_status(
+        svc.tasks.set_task_status(
             task.id, [TaskStatus.REGISTERED], TaskStatus.FAILED, reason=e.message
         )
         return
     nudge = ev.jobs_activated(task.spec.queue, len(jobs), key=task.id)
-    if svc.store.add_jobs(
+    if svc.tasks.add_jobs(
         task.id, jobs, expect=TaskStatus.REGISTERED, to=TaskStatus.READY, events=[nudge]
     ):
         log.info("task %s split into %d jobs", task.id, len(jobs))

@@ -33,9 +33,9 @@ def check_task(svc: Services, spec: TaskSpec, *, count: bool = True, brokered: b
     if n > MAX_JOBS_PER_TASK:
         raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
     try:
-        queue = svc.store.get_queue(spec.queue)
+        queue = svc.fleet.get_queue(spec.queue)
     except NotFound as e:
-        known = ", ".join(q.name for q in svc.store.list_queues()) or "none"
+        known = ", ".join(q.name for q in svc.fleet.list_queues()) or "none"
         raise InvalidInput(
             f"task {spec.name}: unknown queue {spec.queue!r} (known: {known})", field="queue"
         ) from e
@@ -60,7 +60,7 @@ def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
 
     A task with `queue: auto` (or `queues:`) is brokered first: its stored spec names the
     queue chosen. When no queue fits, the task waits: stored registered (not split) with the
-    reason "pending: no queue fits: ...", and brokered again when queues are applied.
+    status `pending` (and why in its reason), and brokered again when queues are applied.
 
     Raises:
         InvalidInput: bad placeholders, too many jobs, unknown queue.
@@ -80,12 +80,12 @@ def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
         created_at=now,
         updated_at=now,
     )
-    svc.store.add_task(task, [ev.task_registered(task.id)])
+    svc.tasks.add_task(task, [ev.task_registered(task.id)])
     return task
 
 
 def _pending(svc: Services, spec: TaskSpec, owner: str, why: str) -> Task:
-    """A valid task no queue fits yet: stored registered, unsplit, with the reason; brokered
+    """A valid task no queue fits yet: stored pending, unsplit, with the reason; brokered
     again when queues are applied (`queues.rebroker`)."""
     check_split(spec)
     n = count_jobs(spec)
@@ -93,8 +93,8 @@ def _pending(svc: Services, spec: TaskSpec, owner: str, why: str) -> Task:
         raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
     now = svc.clock.now()
     task = Task(
-        id=new_id("t"), spec=spec, owner=owner, status=TaskStatus.REGISTERED,
-        reason=queues.PENDING + why, n_jobs=n, created_at=now, updated_at=now,
+        id=new_id("t"), spec=spec, owner=owner, status=TaskStatus.PENDING,
+        reason=why, n_jobs=n, created_at=now, updated_at=now,
     )  # fmt: skip
-    svc.store.add_task(task, [])
+    svc.tasks.add_task(task, [])
     return task

@@ -17,8 +17,8 @@ def handle(svc: Services, tick: Tick | None = None) -> int:
     """Returns how many pilots were declared missed."""
     now = svc.clock.now()
     missed = 0
-    for queue in svc.store.list_queues():
-        for pilot in svc.store.silent_pilots(queue.name, now - queue.heartbeat_timeout_s):
+    for queue in svc.fleet.list_queues():
+        for pilot in svc.fleet.silent_pilots(queue.name, now - queue.heartbeat_timeout_s):
             retire(
                 svc, pilot, PilotStatus.MISSED, f"no heartbeat for {queue.heartbeat_timeout_s:g} s"
             )

@@ -120,7 +120,7 @@ def submit_workflow(
     tasks = [_task_record(wf, cw, name, 1, counts[name], now) for name in cw.order]
     for chunk in chunks:
         svc.blobs.append(graph_key(wf.id), chunk)
-    svc.store.add_workflow(wf, tasks, [ev.workflow_registered(wf.id)])
+    svc.workflows.add_workflow(wf, tasks, [ev.workflow_registered(wf.id)])
     return wf
 
 
@@ -150,18 +150,18 @@ def handle_registered(svc: Services, ref: WorkflowRef) -> None:
 
 def start(svc: Services, workflow_id: str) -> None:
     """Make the jobs of the eager tasks (children first), then advance the workflow."""
-    wf = svc.store.get_workflow(workflow_id)
+    wf = svc.workflows.get_workflow(workflow_id)
     if wf.status is not WorkflowStatus.REGISTERED:
         return
     cw = known.compiled(svc, workflow_id)
-    records = {t.spec.name: t for t in svc.store.workflow_tasks(workflow_id) if t.iteration == 1}
+    records = {t.spec.name: t for t in svc.workflows.workflow_tasks(workflow_id) if t.iteration == 1}
     for name in reversed(cw.eager):
         if records[name].status is TaskStatus.REGISTERED:
             split_task(svc, wf, cw, records[name], records)
     # Every eager job was stored defined; now that all exist, the roots may run.
     for name in cw.eager:
-        svc.store.release_roots(records[name].id, svc.clock.now())
-    svc.store.set_workflow_status(workflow_id, [WorkflowStatus.REGISTERED], WorkflowStatus.RUNNING)
+        svc.workflows.release_roots(records[name].id, svc.clock.now())
+    svc.workflows.set_workflow_status(workflow_id, [WorkflowStatus.REGISTERED], WorkflowStatus.RUNNING)
     advance(svc, workflow_id)
 
 
@@ -217,10 +217,10 @@ def split_task(
     statuses: dict[str, JobStatus] = {}
     if lazy:
         wanted = list({p for s in specs for p in s.parents})
-        statuses = {j.id: j.status for j in svc.store.get_jobs(wanted).values()}
+        statuses = {j.id: j.status for j in svc.jobs.get_jobs(wanted).values()}
     jobs = (_made(task, s, now, statuses, cw.continues(task.spec.name), lazy) for s in specs)
     nudge = ev.jobs_activated(task.spec.queue, task.n_jobs, key=task.id)
-    won = svc.store.add_jobs(
+    won = svc.tasks.add_jobs(
         task.id,
         jobs,
         expect=TaskStatus.REGISTERED,
@@ -259,7 +259,7 @@ def _facts(svc: Services, cw: CompiledWorkflow, records: list[Task]) -> list[Tas
     for t in records:
         flags: dict[str, frozenset[str]] = {}
         if t.spec.name in tested and t.status in TASK_FINAL:
-            flags = {k: frozenset(v) for k, v in svc.store.task_flags(t.id).items()}
+            flags = {k: frozenset(v) for k, v in svc.tasks.task_flags(t.id).items()}
         out.append(TaskFacts(t.spec.name, t.iteration, t.status, flags))
     return out
 
@@ -269,18 +269,18 @@ def advance(svc: Services, workflow_id: str) -> WorkflowStatus | None:
 
     Bounded by the workflow's number of tasks (and loop iterations), never by its jobs.
     """
-    wf = svc.store.get_workflow(workflow_id)
+    wf = svc.workflows.get_workflow(workflow_id)
     if wf.status is not WorkflowStatus.RUNNING:
         return None
     cw = known.compiled(svc, workflow_id)
     for _ in range(len(cw.order) * 4 + 10):
-        records = svc.store.workflow_tasks(workflow_id)
+        records = svc.workflows.workflow_tasks(workflow_id)
         newest = latest(records)
         step = plan(cw, _facts(svc, cw, records))
         if step.empty:
             return None
         if step.final is not None:
-            if svc.store.set_workflow_status(
+            if svc.workflows.set_workflow_status(
                 workflow_id, [WorkflowStatus.RUNNING], step.final, reason=step.reason
             ):
                 log.info("workflow %s %s %s", workflow_id, step.final, step.reason)
@@ -308,7 +308,7 @@ def _apply(
 
 
 def _end(svc: Services, task: Task, end: EndTask) -> None:
-    svc.store.set_task_status(task.id, [TaskStatus.REGISTERED], end.status, reason=end.reason)
+    svc.tasks.set_task_status(task.id, [TaskStatus.REGISTERED], end.status, reason=end.reason)
 
 
 def _repeat(svc: Services, wf: Workflow, cw: CompiledWorkflow, r: Repeat) -> None:
@@ -316,5 +316,5 @@ def _repeat(svc: Services, wf: Workflow, cw: CompiledWorkflow, r: Repeat) -> Non
     for name in r.tasks:
         record = _task_record(wf, cw, name, r.iteration, count_jobs(cw.spec.task(name)), now)
         with contextlib.suppress(InvalidInput):  # made already by another planner (same id)
-            svc.store.add_task(record, [])
+            svc.tasks.add_task(record, [])
     log.info("workflow %s: loop %s iteration %d", wf.id, r.loop, r.iteration)

@@ -23,12 +23,12 @@ def retry(svc: Services, workflow_id: str) -> int:
         NotFound: no such workflow.
         Conflict: the workflow has not failed (nothing to retry).
     """
-    wf = svc.store.get_workflow(workflow_id)
+    wf = svc.workflows.get_workflow(workflow_id)
     if wf.status is not WorkflowStatus.FAILED:
         raise Conflict(f"workflow {workflow_id} is {wf.status}: only a failed workflow is retried")
     cw = known.compiled(svc, workflow_id)
-    latest = workflow.latest(svc.store.workflow_tasks(workflow_id))
-    if not svc.store.set_workflow_status(
+    latest = workflow.latest(svc.workflows.workflow_tasks(workflow_id))
+    if not svc.workflows.set_workflow_status(
         workflow_id, [WorkflowStatus.FAILED], WorkflowStatus.RUNNING
     ):
         raise Conflict(f"workflow {workflow_id} changed while being retried; try again")
@@ -37,12 +37,12 @@ def retry(svc: Services, workflow_id: str) -> int:
         task = latest[name]
         forget(svc, task.id)
         if task.status is TaskStatus.CANCELLED:
-            svc.store.set_task_status(task.id, [TaskStatus.CANCELLED], TaskStatus.REGISTERED)
+            svc.tasks.set_task_status(task.id, [TaskStatus.CANCELLED], TaskStatus.REGISTERED)
         elif task.status is TaskStatus.FAILED and task.n_jobs:
-            svc.store.set_task_status(task.id, [TaskStatus.FAILED], TaskStatus.RUNNING)
-            n = svc.store.retry_jobs(task.id, svc.clock.now())
+            svc.tasks.set_task_status(task.id, [TaskStatus.FAILED], TaskStatus.RUNNING)
+            n = svc.workflows.retry_jobs(task.id, svc.clock.now())
             reset += n
-            svc.store.add_events(
+            svc.outbox.add_events(
                 [ev.jobs_activated(task.spec.queue, n, key=f"{task.id}:retry:{reset}")]
             )
     workflow.advance(svc, workflow_id)
@@ -56,19 +56,19 @@ def kill(svc: Services, workflow_id: str, reason: str) -> Workflow:
         NotFound: no such workflow.
         IllegalTransition: the workflow has ended.
     """
-    wf = svc.store.get_workflow(workflow_id)
+    wf = svc.workflows.get_workflow(workflow_id)
     if wf.status in (WorkflowStatus.DONE, WorkflowStatus.ABORTED):
         raise Conflict(f"workflow {workflow_id} has ended ({wf.status}); nothing to kill")
-    svc.store.set_workflow_status(
+    svc.workflows.set_workflow_status(
         workflow_id,
         [WorkflowStatus.REGISTERED, WorkflowStatus.RUNNING, WorkflowStatus.FAILED],
         WorkflowStatus.ABORTED,
         reason=reason,
     )
-    for task in svc.store.workflow_tasks(workflow_id):
+    for task in svc.workflows.workflow_tasks(workflow_id):
         if task.status not in TASK_FINAL:
             try:
                 task_actions.kill(svc, task.id, None, reason, advance_workflow=False)
             except (Conflict, IllegalTransition, NotFound) as e:
                 log.info("workflow %s: task %s not aborted: %s", workflow_id, task.id, e)
-    return svc.store.get_workflow(workflow_id)
+    return svc.workflows.get_workflow(workflow_id)

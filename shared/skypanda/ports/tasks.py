@@ -1,4 +1,7 @@
-"""TaskStore: tasks, their split into jobs, and what is asked of a task's jobs as a whole."""
+"""TaskStore: tasks, their split into jobs, and what their jobs add up to (counts, flags).
+
+Task-wide changes of jobs (kill, finish, pause, ...) are `JobStore.apply_bulk` of the bulks
+`domain.bulk.plan` decides."""
 
 from __future__ import annotations
 
@@ -58,37 +61,12 @@ class TaskStore(Protocol):
     def has_unended_jobs(self, task_id: str) -> bool:
         """Whether any job of the task is not yet in a final state (cheap: stops at the first)."""
 
-    def abort_task(self, task_id: str, reason: str) -> Task:
-        """Kill a task: task -> aborted, its queued jobs -> cancelled, its live jobs flagged for
-        their pilots to kill. Raises NotFound; IllegalTransition if the task already ended."""
-
     def place_task(self, task_id: str, spec: TaskSpec, events: Sequence[Event]) -> bool:
         """A pending task was brokered: store its spec (now naming its queue), clear its reason
         and emit `events`, compare-and-set on the task still being registered."""
 
     def count_jobs_above_memory(self, task_id: str, memory_mb: int) -> int:
         """How many of the task's jobs ask for more than `memory_mb` (raised by retry rules)."""
-
-    def raise_queued_memory(self, task_id: str, memory_mb: int) -> int:
-        """The task's queued jobs that ask for less than `memory_mb` ask for it. Returns how
-        many changed."""
-
-    def pause_jobs(self, task_id: str) -> int:
-        """A paused task's activated jobs go back to defined (no pilot takes them). Returns
-        how many."""
-
-    def resume_jobs(self, task_id: str) -> int:
-        """A resumed task's defined jobs that wait for no parent (none pending) are activated.
-        Returns how many."""
-
-    def finish_task(self, task_id: str, reason: str, *, hard: bool) -> int:
-        """JEDI's finish: close the task's queued (defined, activated) jobs, which will never
-        run; with `hard`, also flag its live jobs for their pilots to kill. The task then rolls
-        up from its jobs. Returns how many jobs were closed."""
-
-    def reassign_jobs(self, task_id: str, *, queue: str | None, priority: int | None) -> int:
-        """Move the task's queued jobs to `queue` and/or give them `priority` (None: keep).
-        Returns how many jobs changed."""
 
     def task_flags(self, task_id: str) -> dict[str, set[str]]:
         """Flags set by the task's finished jobs: name -> the values set."""

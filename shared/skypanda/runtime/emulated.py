@@ -86,7 +86,7 @@ class EmulatedCloud:
         import google.cloud.pubsub_v1 as pubsub_v1
         from google.cloud import firestore
 
-        from skypanda.adapters.gcp.firestore_store import FirestoreStore
+        from skypanda.adapters.gcp.firestore import FirestoreStore
 
         clock = SystemClock()
         self.firestore = firestore.Client(project=self.project)

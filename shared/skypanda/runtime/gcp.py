@@ -59,7 +59,7 @@ def services_from_env() -> tuple[Services, str]:
     import google.cloud.pubsub_v1 as pubsub_v1
     from google.cloud import firestore
 
-    from skypanda.adapters.gcp.firestore_store import FirestoreStore
+    from skypanda.adapters.gcp.firestore import FirestoreStore
     from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
     from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 

@@ -16,7 +16,7 @@ from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.local.bus import OutboxBus
 from skypanda.adapters.local.files import FileBlobs
 from skypanda.adapters.local.launcher import ProcessLauncher
-from skypanda.adapters.local.sqlite_store import SqliteStore
+from skypanda.adapters.local.sqlite import SqliteStore
 from skypanda.api.app import create_app
 from skypanda.api.server import ApiServer
 from skypanda.domain.errors import NotFound

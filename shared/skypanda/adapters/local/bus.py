@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from skypanda.adapters.local.sqlite_store import SqliteStore
+from skypanda.adapters.local.sqlite import SqliteStore
 from skypanda.domain.events import Event
 
 

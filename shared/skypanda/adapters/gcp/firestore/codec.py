@@ -1,23 +1,20 @@
-"""How skypanda's models are written as Firestore documents and read back, and the pure
-decisions of the Firestore store (commit sizes, which claim candidates to pick, outbox seqs).
+"""How skypanda's models are written as Firestore documents and read back.
 
 Plain dicts in and out, no I/O: the store decides where documents live and when they are
 written. Fields that queries filter or order on are top-level scalars (`status`, `queue`,
 `priority`, `memory_mb`, ...); free-form user data whose keys Firestore may refuse as field
 names (a task's spec, a job's env, an event's data) is stored as a JSON string.
-infra/FIRESTORE.md lists every field and which ones are indexed.
+infra/FIRESTORE.md lists every field and which ones are indexed. The pure decisions of the
+store (commit sizes, claim candidates, outbox seqs, job change plans) are in `plans`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
-import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator, Mapping
+from enum import StrEnum
+from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -41,10 +38,8 @@ from skypanda.domain.states import (
     WorkflowStatus,
 )
 from skypanda.domain.workflow import Workflow, WorkflowSpec
-from skypanda.ports import JobChange
 
 Doc = dict[str, Any]
-T = TypeVar("T")
 Snapshot = Any  # google.cloud.firestore.DocumentSnapshot
 
 MAX_WRITES = 500  # Firestore's cap on writes in one commit (batch or transaction)
@@ -218,12 +213,6 @@ def sent_fields(pilot_id: str, now: float) -> Doc:
     }  # fmt: skip
 
 
-def cancelled_fields(reason: str, now: float) -> Doc:
-    """What killing a task writes on its queued jobs."""
-    return {"status": str(JobStatus.CANCELLED), "error_diag": reason, "updated_at": now,
-            "ended_at": now}  # fmt: skip
-
-
 def retried_fields(attempt: int, now: float) -> Doc:
     """What a user's retry writes on a failed or cancelled job: a new attempt, waiting for its
     parents (defined), with the results of the last attempt cleared."""
@@ -235,26 +224,25 @@ def retried_fields(attempt: int, now: float) -> Doc:
     }  # fmt: skip
 
 
-def choose(window: Sequence[T], need: int, losses: int) -> list[T]:
-    """Which candidates of a claim's window to commit: the head of the window (dispatch order)
-    until a race was lost, then a random `need` of it, so that competing pilots spread over the
-    window instead of colliding on its head. (Picks are committed each on its own, so a lost
-    pick costs nothing but itself: no reason to commit fewer than `need`.)"""
-    if not losses:
-        return list(window[:need])
-    return random.sample(list(window), min(len(window), need))
+# Job fields a bulk writes (`domain.bulk.JobBulk.changes`), each stored under its own name
+# (`memory_mb`, of the job's resources, is stored flat as every resource is).
+BULK_FIELDS = frozenset(
+    {"status", "error_diag", "ended_at", "kill_requested", "queue", "priority", "memory_mb",
+     "updated_at"}
+)  # fmt: skip
 
 
-def claim_window(n: int, losses: int = 0) -> int:
-    """How many candidates a claim of `n` jobs queries (each one returned is a billed read).
+def bulk_fields(changes: Mapping[str, Any]) -> Doc:
+    """The document fields that carry a bulk's changes of one job (`JobBulk.changes`).
 
-    Exactly `n` until a race was lost: the first picks are the head anyway, so more would be
-    read for nothing by a lone pilot. After a lost race, room to spread competing pilots,
-    wider after each further loss (more pilots compete than the window spreads), bounded so
-    that a claim does not read far past what it takes."""
-    if not losses:
-        return n
-    return n + min(max(n // 4, 2) << min(losses, 6), 200)
+    Raises:
+        ValueError: a change names a field this mapping does not know (a new kind of bulk
+            needs its field added here, rather than written under a wrong name).
+    """
+    unknown = set(changes) - BULK_FIELDS
+    if unknown:
+        raise ValueError(f"no job document field for bulk change(s) {sorted(unknown)}")
+    return {k: str(v) if isinstance(v, StrEnum) else v for k, v in changes.items()}
 
 
 # -- job dependencies ------------------------------------------------------------------------------
@@ -371,132 +359,3 @@ def event_from(event_id: str, d: Mapping[str, Any]) -> Event:
     return Event(
         id=event_id, type=EventType(d["type"]), subject=d["subject"], data=json.loads(d["data"])
     )
-
-
-class SeqSource:
-    """Outbox sequence numbers: ints that grow with time, strictly within this process.
-
-    Firestore has no autoincrement, and a shared counter document would be a hot document
-    (DESIGN law 5). A seq is the wall clock in microseconds times 1000 plus three random digits,
-    raised if needed to exceed the last one this process handed out: strictly increasing per
-    process, ordered by time across processes (up to clock skew), and colliding across processes
-    only within the same microsecond and with the same random digits.
-    """
-
-    def __init__(self) -> None:
-        self._last = 0
-        self._lock = threading.Lock()
-
-    def next(self) -> int:
-        candidate = time.time_ns() // 1000 * 1000 + random.randrange(1000)
-        with self._lock:
-            self._last = max(self._last + 1, candidate)
-            return self._last
-
-
-SEQS = SeqSource()
-
-
-# -- chunking --------------------------------------------------------------------------------------
-def chunks(
-    docs: Iterable[tuple[str, Doc]], writes_per_doc: int = 1, *, room: int = 0
-) -> Iterator[list[tuple[str, Doc]]]:
-    """(id, doc) pairs in runs that fit one commit: at most MAX_WRITES writes and ~MAX_BYTES,
-    leaving room for `room` more small writes."""
-    run: list[tuple[str, Doc]] = []
-    size = 0
-    for doc_id, doc in docs:
-        approx = len(doc_id) + len(json.dumps(doc, default=str)) + 64
-        full = (len(run) + 1) * writes_per_doc + room > MAX_WRITES
-        if run and (full or size + approx > MAX_BYTES):
-            yield run
-            run, size = [], 0
-        run.append((doc_id, doc))
-        size += approx
-    if run:
-        yield run
-
-
-def change_runs(changes: Sequence[JobChange]) -> Iterator[list[JobChange]]:
-    """Job changes in runs whose writes (job, attempt records, events) fit one commit."""
-    run: list[JobChange] = []
-    writes = 0
-    for ch in changes:
-        record = ch.attempt.attempt if ch.attempt is not None else None
-        unrecorded_end = ch.before.status in JOB_LIVE and record != ch.before.attempt
-        cost = 2 + int(unrecorded_end) + len(ch.events)  # see plan_changes
-        if run and writes + cost > MAX_WRITES:
-            yield run
-            run, writes = [], 0
-        run.append(ch)
-        writes += cost
-    if run:
-        yield run
-
-
-# -- job changes -----------------------------------------------------------------------------------
-@dataclass
-class ChangePlan:
-    """What a run of job changes writes, given the jobs' stored (status, attempt, kill flag)."""
-
-    won: list[bool] = field(default_factory=list)  # one per change, in order
-    jobs: dict[str, Doc] = field(default_factory=dict)  # job id -> fields to update
-    attempts: dict[str, Doc] = field(default_factory=dict)  # attempt key -> record
-    events: dict[str, Event] = field(default_factory=dict)  # the winners' events, by id
-
-
-def plan_changes(
-    changes: Sequence[JobChange], state: Mapping[str, tuple[str, int, bool]]
-) -> ChangePlan:
-    """Apply `changes` in order, as if one after the other, to jobs whose stored
-    (status, attempt, kill_requested) is `state` (a job not in it does not exist): which win,
-    and what to write. The kill flag is compared too: a change computed before a kill was
-    requested would otherwise write the flag back to false and lose the kill.
-
-    A job is written once, as its last winning change left it. Attempt records: the record of
-    a live attempt (a change to starting or running) is kept in the job document
-    (`live_attempt`), which is written anyway; a record goes to `attempts` only when its
-    attempt ends or is replaced. So a job costs no attempt write until its attempt ends. A
-    change that ends a live attempt without giving its record gets one made from the job as
-    it was (never the case for jobflow's changes, which always give it).
-    """
-    plan = ChangePlan()
-    state = dict(state)
-    final: dict[str, Job] = {}
-    live: dict[str, Attempt | None] = {}  # job id -> live record to store; absent: keep stored
-    for ch in changes:
-        before, after, record = ch.before, ch.after, ch.attempt
-        ok = state.get(before.id) == (str(before.status), before.attempt, before.kill_requested)
-        plan.won.append(ok)
-        if not ok:
-            continue
-        state[before.id] = (str(after.status), after.attempt, after.kill_requested)
-        final[before.id] = after
-        for e in ch.events:
-            plan.events.setdefault(e.id, e)
-        still_live = after.status in JOB_LIVE and after.attempt == before.attempt
-        keep = record is not None and after.status in JOB_LIVE and record.attempt == after.attempt
-        if record is not None and not keep:
-            plan.attempts[attempt_key(record)] = attempt_doc(record)
-        if before.status in JOB_LIVE and not still_live:  # the live attempt ended
-            ended = f"{before.id}:{before.attempt}"
-            if ended not in plan.attempts:
-                kept = live.get(before.id)
-                plan.attempts[ended] = attempt_doc(kept or _attempt_as_read(before))
-            live[before.id] = None
-        if keep:
-            live[before.id] = record
-    for job_id, job in final.items():
-        doc = job_doc(job, live.get(job_id))
-        if job_id not in live:
-            del doc["live_attempt"]  # unchanged: keep the record stored with the job
-        plan.jobs[job_id] = doc
-    return plan
-
-
-def _attempt_as_read(job: Job) -> Attempt:
-    return Attempt(
-        job_id=job.id, attempt=job.attempt, pilot_id=job.pilot_id, status=job.status,
-        started_at=job.started_at, ended_at=job.ended_at, exit_code=job.exit_code,
-        error_code=job.error_code, error_diag=job.error_diag, log_uri=job.log_uri,
-    )  # fmt: skip

@@ -1,0 +1,169 @@
+"""Dispatch on Firestore: claims (DESIGN law 4), and what the scaler and fair share read of a
+queue's jobs (activated jobs in dispatch order, their count, owners' loads)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
+
+from skypanda.adapters.gcp.firestore import codec
+from skypanda.adapters.gcp.firestore.base import (
+    ACTIVATED,
+    FirestoreBase,
+    Snapshot,
+    count,
+    eq,
+    fields,
+    is_in,
+    where,
+)
+from skypanda.adapters.gcp.firestore.plans import choose, claim_window
+from skypanda.domain.errors import BackendUnavailable
+from skypanda.domain.fairshare import OwnerLoad
+from skypanda.domain.models import Job, Resources
+from skypanda.domain.states import JOB_LIVE
+from skypanda.ports import WAITING_COUNT_CAP
+
+CLAIM_ROUNDS = 32  # claim commits per call at most (each may follow a query of candidates)
+
+
+class ClaimPart(FirestoreBase):
+    """Claims and the queue-wide reads of jobs."""
+
+    def claim_jobs(
+        self,
+        queue: str,
+        pilot_id: str,
+        n: int,
+        capacity: Resources,
+        now: float,
+        owner: str | None = None,
+    ) -> list[Job]:
+        """Claim in rounds: query a window of candidates, pick (`plans.choose`: the head of
+        the window, or after a lost race a random sample), commit the picks compare-and-set
+        (DESIGN law 4). Candidates read and not tried yet are tried before the next query:
+        each query bills a read per candidate it returns, a commit of picks bills only the
+        picks it wins, and each pick's precondition checks that its job is still as read."""
+        claimed: list[Job] = []
+        losses = 0
+        spare: list[Snapshot] = []  # candidates read and not tried yet
+        complete = False  # the last query returned every candidate there was
+        for _ in range(CLAIM_ROUNDS):
+            need = n - len(claimed)
+            if need <= 0:
+                break
+            if not spare:
+                limit = claim_window(need, losses)
+                spare = self._claim_window(queue, capacity, limit, owner)
+                if not spare:
+                    break
+                complete = len(spare) < limit
+            picks = choose(spare, need, losses)
+            picked = {s.id for s in picks}
+            spare = [s for s in spare if s.id not in picked]
+            won, lost = self._claim_picks(picks, pilot_id, now)
+            self._count_claim(lost=lost)
+            claimed.extend(won)
+            if lost:
+                losses += 1
+                # Back off exponentially (capped) with jitter: under a crowd of claimers a
+                # short fixed pause just lines everyone up for the next collision.
+                time.sleep(random.uniform(0, min(0.2, 0.005 * 2**losses)))
+                continue
+            if complete and not spare:
+                break  # won every candidate there was
+        else:
+            if not claimed and losses:
+                # Not "no work": telling the pilot so would idle it. It may ask again.
+                raise BackendUnavailable(f"claims on queue {queue} kept losing races; try again")
+        return sorted(claimed, key=lambda j: (-j.priority, j.created_at, j.index))
+
+    def _count_claim(self, *, lost: bool) -> None:
+        with self._stats_lock:
+            self.claim_stats["commits"] += 1
+            self.claim_stats["conflicts"] += int(lost)
+
+    def _claim_window(
+        self, queue: str, capacity: Resources, limit: int, owner: str | None = None
+    ) -> list[Snapshot]:
+        """The first `limit` activated jobs of `queue` (of `owner`, when given) that fit
+        `capacity`, in dispatch order."""
+        query = where(
+            self._jobs,
+            eq("queue", queue),
+            eq("status", ACTIVATED),
+            None if owner is None else eq("owner", owner),
+            FieldFilter("memory_mb", "<=", capacity.memory_mb),
+            FieldFilter("cores", "<=", capacity.cores),
+        ).order_by("priority", direction=firestore.Query.DESCENDING)
+        query = query.order_by("created_at").order_by("index").limit(limit)
+        return self._stream("claim_jobs", query)
+
+    def _claim_picks(
+        self, picks: list[Snapshot], pilot_id: str, now: float
+    ) -> tuple[list[Job], bool]:
+        """Send `picks` to the pilot: the jobs won, and whether any pick was lost to a race.
+
+        Each job write carries the precondition "last updated when we read it" (a compare-and-
+        set on the document version, checked by Firestore) and goes in one BatchWrite, which
+        applies each write on its own: a pick another pilot took fails alone instead of failing
+        the whole claim, and no locks are taken. That write is the whole claim: the attempt's
+        record is the job's own fields until a change ends the attempt (`attempts`).
+        """
+        sent = codec.sent_fields(pilot_id, now)
+        bulk = BulkWriteBatch(self._db)
+        for snap in picks:
+            unchanged = self._db.write_option(last_update_time=snap.update_time)
+            bulk.update(snap.reference, sent, option=unchanged)
+        with self._backend("claim_jobs"):
+            response = bulk.commit()
+        won: list[Job] = []
+        for snap, status, result in zip(
+            picks, response.status, response.write_results, strict=True
+        ):
+            if status.code == 0:
+                job = codec.job_from(snap.id, {**fields(snap), **sent})
+                self._remember(job.id, result.update_time, str(job.status), job.attempt)
+                won.append(job)
+        return won, len(won) < len(picks)
+
+    # -- a queue's jobs ----------------------------------------------------------------------------
+    def owner_loads(self, queue: str) -> dict[str, OwnerLoad]:
+        """Live jobs read by owner only (a few: what the pilots hold); owners waiting found by
+        a skip scan (one single-document query per owner, ordered by owner), each counted by
+        an aggregation capped at WAITING_COUNT_CAP."""
+        live = where(self._jobs, eq("queue", queue), is_in("status", JOB_LIVE))
+        running: dict[str, int] = {}
+        for snap in self._stream("owner_loads", live.select(["owner"])):
+            owner = str(fields(snap).get("owner", "local"))
+            running[owner] = running.get(owner, 0) + 1
+        waiting: dict[str, int] = {}
+        last: str | None = None
+        activated = where(self._jobs, eq("queue", queue), eq("status", ACTIVATED))
+        for _ in range(1000):  # owners with jobs waiting on one queue: a handful
+            query = activated if last is None else where(activated, FieldFilter("owner", ">", last))
+            found = self._stream("owner_loads", query.order_by("owner").select(["owner"]).limit(1))
+            if not found:
+                break
+            last = str(fields(found[0])["owner"])
+            with self._backend("owner_loads"):
+                waiting[last] = count(where(activated, eq("owner", last)).limit(WAITING_COUNT_CAP))
+        loads = {o: OwnerLoad(running.get(o, 0), n) for o, n in waiting.items()}
+        for owner, n in running.items():
+            loads.setdefault(owner, OwnerLoad(n, 0))
+        return loads
+
+    def list_activated(self, queue: str, limit: int) -> list[Job]:
+        query = where(self._jobs, eq("queue", queue), eq("status", ACTIVATED))
+        query = query.order_by("priority", direction=firestore.Query.DESCENDING)
+        query = query.order_by("created_at").order_by("index").limit(limit)
+        return [codec.job_from(s.id, fields(s)) for s in self._stream("list_activated", query)]
+
+    def count_activated(self, queue: str) -> int:
+        query = where(self._jobs, eq("queue", queue), eq("status", ACTIVATED))
+        with self._backend("count_activated"):
+            return count(query)

@@ -1,0 +1,64 @@
+"""Outbox on Firestore: the `events` collection. Events are written by every part in the
+same commit as their change (`base`); this part adds events on their own, lists the pending
+ones in `seq` order and records deliveries. Sequence numbers: `plans.SeqSource`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from skypanda.adapters.gcp.firestore import codec
+from skypanda.adapters.gcp.firestore.base import FirestoreBase, Snapshot, eq, fields, where
+from skypanda.domain.events import Event
+from skypanda.ports import StoredEvent
+
+
+class OutboxPart(FirestoreBase):
+    """The `events` collection."""
+
+    def add_events(self, events: Sequence[Event]) -> None:
+        self._transact("add_events", lambda tx: self._put_events(tx, self._unstored(tx, events)))
+        if events:
+            self.on_events()
+
+    def pending_events(self, limit: int) -> list[StoredEvent]:
+        query = where(self._events, eq("delivered", False), eq("dead", False))
+        query = query.order_by("seq").limit(limit)
+        return [
+            StoredEvent(
+                seq=s.get("seq"), event=codec.event_from(s.id, fields(s)), tries=s.get("tries")
+            )
+            for s in self._stream("pending_events", query)
+        ]
+
+    def _by_seq(self, what: str, seqs: Sequence[int]) -> list[Snapshot]:
+        found: list[Snapshot] = []
+        unique = sorted(set(seqs))
+        for start in range(0, len(unique), codec.IN_LIMIT):
+            chunk = unique[start : start + codec.IN_LIMIT]
+            query = self._events.where(filter=FieldFilter("seq", "in", chunk)).select([])
+            found.extend(self._stream(what, query))
+        return found
+
+    def mark_delivered(self, seqs: Sequence[int], now: float) -> None:
+        snaps = self._by_seq("mark_delivered", seqs)
+        change = {"delivered": True, "delivered_at": now, "tries": firestore.Increment(1)}
+        for start in range(0, len(snaps), codec.MAX_WRITES):
+            batch = self._db.batch()
+            for s in snaps[start : start + codec.MAX_WRITES]:
+                batch.update(s.reference, change)
+            with self._backend("mark_delivered"):
+                batch.commit()
+
+    def mark_failed(self, seq: int, error: str, *, dead: bool) -> None:
+        change = {"tries": firestore.Increment(1), "error": error[:2000], "dead": dead}
+        for s in self._by_seq("mark_failed", [seq]):
+            with self._backend("mark_failed"):
+                s.reference.update(change)
+
+    def dead_events(self) -> list[tuple[str, str]]:
+        """(event id, error) of events parked after failing delivery: for `skypanda doctor`."""
+        query = self._events.where(filter=eq("dead", True))
+        return [(s.id, s.get("error")) for s in self._stream("dead_events", query)]

@@ -1,0 +1,253 @@
+"""The SQLite plumbing every aggregate's rows share: per-thread connections, the schema and
+its migrations, write transactions, the outbox writer, and the row codecs.
+
+Every write runs in a `BEGIN IMMEDIATE` transaction, so writers queue on SQLite's own lock
+instead of failing half-way; compare-and-set is a `WHERE status = ?` on the UPDATE. Events go
+to the `outbox` table in the same transaction as the change that caused them (`emit`), so an
+event exists iff its change committed. Connections are per thread (sqlite3 objects must not be
+shared across threads).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from skypanda.domain.errors import BackendUnavailable, InvalidInput
+from skypanda.domain.events import Event
+from skypanda.domain.models import Attempt, Job, OutputFile, Resources, Task, TaskSpec, jsonable
+from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus
+
+SCHEMA = resources.files("skypanda.adapters.local.sqlite").joinpath("schema.sql").read_text()
+
+JOB_COLUMNS = (
+    "id, task_id, idx, status, attempt, failures, max_attempts, queue, priority, memory_mb, "
+    "cores, walltime_s, command, inputs, env, parents, pilot_id, kill_requested, exit_code, "
+    "error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at, flags, "
+    "stage_in, output_patterns, outputs, owner"
+)
+JOB_PLACEHOLDERS = ", ".join("?" * len(JOB_COLUMNS.split(", ")))
+UPSERT_ATTEMPT = (
+    "INSERT OR REPLACE INTO attempts (job_id, attempt, pilot_id, status, started_at, ended_at, "
+    "exit_code, error_code, error_diag, log_uri) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+FINAL = tuple(str(s) for s in JOB_FINAL)
+CHUNK = 500
+"""Ids per `IN (...)` (well under SQLite's limit on bound parameters)."""
+
+# Columns added after a database may have been created: added on open.
+_ADDED_COLUMNS = (
+    ("tasks", "workflow_id", "TEXT"),
+    ("tasks", "iteration", "INTEGER NOT NULL DEFAULT 1"),
+    ("jobs", "flags", "TEXT NOT NULL DEFAULT '{}'"),
+    ("jobs", "stage_in", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "output_patterns", "TEXT NOT NULL DEFAULT '[]'"),
+    ("jobs", "outputs", "TEXT NOT NULL DEFAULT '[]'"),
+    ("jobs", "owner", "TEXT NOT NULL DEFAULT 'local'"),
+    ("job_edges", "parent_status", "TEXT"),
+)
+
+
+def marks(values: Sequence[object]) -> str:
+    """`?,?,?` for an SQL `IN (...)` over `values`."""
+    return ",".join("?" * len(values))
+
+
+def chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    """`ids` in slices of CHUNK, for `IN (...)` lists."""
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+class SqliteDb:
+    """Connections, transactions and the outbox writer; the aggregates' mixins build on it.
+    `on_events` is called after a commit that wrote outbox events."""
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], float]) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self.on_events: Callable[[], None] = lambda: None
+        self._migrate(self._conn())
+        self._conn().executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                )
+            except sqlite3.Error as e:
+                raise BackendUnavailable(f"cannot open database {self.path}: {e}") from e
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Add the columns a database made by an earlier version lacks."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            if have and column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction. Exceptions roll back; SQLite errors become BackendUnavailable."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise BackendUnavailable(f"database busy or unavailable: {e}") from e
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            db.execute("ROLLBACK")
+            raise BackendUnavailable(f"commit failed: {e}") from e
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise BackendUnavailable(f"database read failed: {e}") from e
+
+    def _emit(self, db: sqlite3.Connection, events: Sequence[Event]) -> bool:
+        """Write `events` to the outbox in `db`'s transaction; whether there were any (the
+        caller then calls `on_events` after the commit)."""
+        if not events:
+            return False
+        now = self._clock()
+        db.executemany(
+            "INSERT OR IGNORE INTO outbox (id, type, subject, data, created_at) VALUES (?,?,?,?,?)",
+            [(e.id, str(e.type), e.subject, json.dumps(e.data), now) for e in events],
+        )
+        return True
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+
+# --- row codecs ---------------------------------------------------------------------------------
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    """A job as the values of JOB_COLUMNS."""
+    r = job.resources
+    return (
+        job.id, job.task_id, job.index, str(job.status), job.attempt, job.failures,
+        job.max_attempts, job.queue, job.priority, r.memory_mb, r.cores, r.walltime_s,
+        json.dumps(job.command), json.dumps(job.inputs), json.dumps(job.env),
+        json.dumps(job.parents), job.pilot_id, int(job.kill_requested), job.exit_code,
+        job.error_code, job.error_diag, job.log_uri, job.created_at, job.updated_at,
+        job.started_at, job.ended_at, json.dumps(job.flags), int(job.stage_in),
+        json.dumps(job.output_patterns), json.dumps([jsonable(o) for o in job.outputs]),
+        job.owner,
+    )  # fmt: skip
+
+
+def job_from_row(row: sqlite3.Row) -> Job:
+    return Job.model_construct(
+        id=row["id"],
+        task_id=row["task_id"],
+        owner=row["owner"],
+        index=row["idx"],
+        status=JobStatus(row["status"]),
+        attempt=row["attempt"],
+        failures=row["failures"],
+        max_attempts=row["max_attempts"],
+        queue=row["queue"],
+        priority=row["priority"],
+        resources=Resources(
+            memory_mb=row["memory_mb"], cores=row["cores"], walltime_s=row["walltime_s"]
+        ),
+        command=json.loads(row["command"]),
+        inputs=json.loads(row["inputs"]),
+        env=json.loads(row["env"]),
+        parents=json.loads(row["parents"]),
+        pilot_id=row["pilot_id"],
+        kill_requested=bool(row["kill_requested"]),
+        exit_code=row["exit_code"],
+        error_code=row["error_code"],
+        error_diag=row["error_diag"],
+        log_uri=row["log_uri"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        flags=json.loads(row["flags"]),
+        stage_in=bool(row["stage_in"]),
+        output_patterns=json.loads(row["output_patterns"]),
+        outputs=[OutputFile.model_validate(o) for o in json.loads(row["outputs"])],
+    )
+
+
+def attempt_row(a: Attempt) -> tuple[Any, ...]:
+    """An attempt as the values UPSERT_ATTEMPT takes."""
+    return (
+        a.job_id, a.attempt, a.pilot_id, str(a.status), a.started_at, a.ended_at, a.exit_code,
+        a.error_code, a.error_diag, a.log_uri,
+    )  # fmt: skip
+
+
+def insert_task(db: sqlite3.Connection, task: Task) -> None:
+    """Insert a new task (a plain one, or one of a workflow's). Raises InvalidInput if its id
+    exists."""
+    try:
+        db.execute(
+            "INSERT INTO tasks (id, name, owner, status, reason, n_jobs, spec, created_at,"
+            " updated_at, workflow_id, iteration) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                task.id,
+                task.spec.name,
+                task.owner,
+                str(task.status),
+                task.reason,
+                task.n_jobs,
+                task.spec.model_dump_json(by_alias=True),
+                task.created_at,
+                task.updated_at,
+                task.workflow_id,
+                task.iteration,
+            ),
+        )
+    except sqlite3.IntegrityError as e:
+        raise InvalidInput(f"task id {task.id} already exists", task_id=task.id) from e
+
+
+def task_from_row(row: sqlite3.Row, counts: dict[str, int]) -> Task:
+    return Task(
+        id=row["id"],
+        spec=TaskSpec.model_validate_json(row["spec"]),
+        owner=row["owner"],
+        status=TaskStatus(row["status"]),
+        reason=row["reason"],
+        n_jobs=row["n_jobs"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        job_counts=counts,
+        workflow_id=row["workflow_id"],
+        iteration=row["iteration"],
+    )

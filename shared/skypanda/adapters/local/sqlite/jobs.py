@@ -1,0 +1,273 @@
+"""JobStore on SQLite: jobs read, claimed (one `UPDATE ... RETURNING` over the dispatch index),
+changed compare-and-set one by one, and changed task-wide by a `JobBulk` in one `UPDATE`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from skypanda.adapters.local.sqlite.db import (
+    JOB_COLUMNS,
+    UPSERT_ATTEMPT,
+    SqliteDb,
+    attempt_row,
+    chunks,
+    job_from_row,
+    job_row,
+    marks,
+)
+from skypanda.domain.bulk import JobBulk
+from skypanda.domain.errors import NotFound
+from skypanda.domain.fairshare import OwnerLoad
+from skypanda.domain.jobflow import JobChange
+from skypanda.domain.models import Attempt, Job, Resources
+from skypanda.domain.states import JOB_LIVE, JobStatus, advance
+from skypanda.ports import WAITING_COUNT_CAP
+
+_LIVE = [str(s) for s in JOB_LIVE]
+
+
+class SqliteJobs(SqliteDb):
+    # -- reading ---------------------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job:
+        rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return job_from_row(rows[0])
+
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        out: dict[str, Job] = {}
+        for chunk in chunks(list(dict.fromkeys(job_ids))):
+            rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({marks(chunk)})", chunk)
+            out.update((r["id"], job_from_row(r)) for r in rows)
+        return out
+
+    def list_jobs(
+        self, task_id: str, *, status: JobStatus | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[Job]:
+        where, args = "task_id = ?", [task_id]
+        if status is not None:
+            where += " AND status = ?"
+            args.append(str(status))
+        rows = self._read(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY idx LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        )
+        return [job_from_row(r) for r in rows]
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        rows = self._read("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
+        return [
+            Attempt(**{k: r[k] for k in r.keys() if k != "status"}, status=JobStatus(r["status"]))  # noqa: SIM118
+            for r in rows
+        ]
+
+    def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
+        rows = self._read(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE pilot_id = ? AND status IN ({marks(_LIVE)})",
+            (pilot_id, *_LIVE),
+        )
+        return [job_from_row(r) for r in rows]
+
+    def jobs_to_kill(self, pilot_id: str) -> list[str]:
+        # Asked on every heartbeat and update reply: ids only, no job decoded.
+        rows = self._read(
+            f"SELECT id FROM jobs WHERE pilot_id = ? AND status IN ({marks(_LIVE)}) "
+            f"AND kill_requested = 1",
+            (pilot_id, *_LIVE),
+        )
+        return [r["id"] for r in rows]
+
+    def count_activated(self, queue: str) -> int:
+        rows = self._read(
+            "SELECT count(*) AS n FROM jobs WHERE queue = ? AND status = ?",
+            (queue, str(JobStatus.ACTIVATED)),
+        )
+        return int(rows[0]["n"])
+
+    def list_activated(self, queue: str, limit: int) -> list[Job]:
+        rows = self._read(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ? AND status = ? "
+            f"ORDER BY priority DESC, created_at, idx LIMIT ?",
+            (queue, str(JobStatus.ACTIVATED), limit),
+        )
+        return [job_from_row(r) for r in rows]
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def claim_jobs(
+        self,
+        queue: str,
+        pilot_id: str,
+        n: int,
+        capacity: Resources,
+        now: float,
+        owner: str | None = None,
+    ) -> list[Job]:
+        mine, args = ("AND owner = ? ", [owner]) if owner is not None else ("", [])
+        with self._tx() as db:
+            rows = db.execute(
+                f"UPDATE jobs SET status = ?, pilot_id = ?, updated_at = ?, started_at = ?, "
+                f"exit_code = NULL, error_code = NULL, error_diag = '', log_uri = NULL, "
+                f"ended_at = NULL WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND "
+                f"status = ? {mine}AND memory_mb <= ? AND cores <= ? "
+                f"ORDER BY priority DESC, created_at, idx LIMIT ?) RETURNING {JOB_COLUMNS}",
+                (str(JobStatus.SENT), pilot_id, now, now, queue, str(JobStatus.ACTIVATED),
+                 *args, capacity.memory_mb, capacity.cores, n),
+            ).fetchall()  # fmt: skip
+            jobs = sorted(
+                (job_from_row(r) for r in rows), key=lambda j: (-j.priority, j.created_at, j.index)
+            )
+            sent = [
+                Attempt(
+                    job_id=j.id,
+                    attempt=j.attempt,
+                    pilot_id=pilot_id,
+                    status=JobStatus.SENT,
+                    started_at=now,
+                )
+                for j in jobs
+            ]
+            db.executemany(UPSERT_ATTEMPT, [attempt_row(a) for a in sent])
+        return jobs
+
+    def owner_loads(self, queue: str) -> dict[str, OwnerLoad]:
+        running = {
+            r["owner"]: r["n"]
+            for r in self._read(
+                f"SELECT owner, count(*) AS n FROM jobs WHERE queue = ? "
+                f"AND status IN ({marks(_LIVE)}) GROUP BY owner",
+                (queue, *_LIVE),
+            )
+        }
+        # Owners with jobs waiting: a skip scan of the (queue, owner) dispatch index, one seek
+        # per owner, instead of DISTINCT over every activated job of the queue.
+        activated = str(JobStatus.ACTIVATED)
+        waiting_owners = [
+            r["owner"]
+            for r in self._read(
+                "WITH RECURSIVE o(owner) AS ("
+                " SELECT min(owner) FROM jobs WHERE queue = ?1 AND status = ?2"
+                " UNION ALL SELECT (SELECT min(owner) FROM jobs WHERE queue = ?1 AND status = ?2"
+                " AND owner > o.owner) FROM o WHERE o.owner IS NOT NULL"
+                ") SELECT owner FROM o WHERE owner IS NOT NULL",
+                (queue, activated),
+            )
+        ]
+        loads: dict[str, OwnerLoad] = {}
+        for owner in waiting_owners:
+            (count,) = self._read(
+                "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = ? AND owner = ? "
+                "AND status = ? LIMIT ?)",
+                (queue, owner, activated, WAITING_COUNT_CAP),
+            )[0]
+            loads[owner] = OwnerLoad(running.get(owner, 0), int(count))
+        for owner, n in running.items():
+            loads.setdefault(owner, OwnerLoad(n, 0))
+        return loads
+
+    # -- changes ---------------------------------------------------------------------------------
+    def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
+        results: list[bool] = []
+        emitted = False
+        set_cols = ", ".join(f"{c} = ?" for c in JOB_COLUMNS.split(", ")[1:])
+        with self._tx() as db:
+            for ch in changes:
+                if ch.before.status != ch.after.status:
+                    advance(ch.before.status, ch.after.status)
+                # The kill flag is compared too: a change computed before a kill was requested
+                # must lose, not write the flag back to false.
+                cur = db.execute(
+                    f"UPDATE jobs SET {set_cols} "
+                    f"WHERE id = ? AND status = ? AND attempt = ? AND kill_requested = ?",
+                    (
+                        *job_row(ch.after)[1:],
+                        ch.before.id,
+                        str(ch.before.status),
+                        ch.before.attempt,
+                        int(ch.before.kill_requested),
+                    ),
+                )
+                won = cur.rowcount == 1
+                results.append(won)
+                if not won:
+                    continue
+                if ch.attempt is not None:
+                    db.execute(UPSERT_ATTEMPT, attempt_row(ch.attempt))
+                emitted = self._emit(db, ch.events) or emitted
+        if emitted:
+            self.on_events()
+        return results
+
+    @property
+    def bulk_page(self) -> int | None:
+        return None  # a bulk is one UPDATE over the whole task, in one transaction
+
+    def apply_bulk(
+        self, bulk: JobBulk, now: float, *, first_index: int = 0, count: int | None = None
+    ) -> int:
+        sets, set_args = _bulk_sets(bulk, now)
+        where, where_args = _bulk_where(bulk, first_index, count)
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET {', '.join(sets)} WHERE {' AND '.join(where)}",
+                (*set_args, *where_args),
+            )
+            return cur.rowcount
+
+
+# One UPDATE per bulk, written from the bulk's fields: `_bulk_where` is `JobBulk.selects` and
+# `_bulk_sets` is `JobBulk.changes`, clause by clause.
+
+
+def _bulk_sets(bulk: JobBulk, now: float) -> tuple[list[str], list[Any]]:
+    sets: list[str] = ["updated_at = ?"]
+    args: list[Any] = [now]
+    if bulk.to is not None:
+        sets.append("status = ?")
+        args.append(str(bulk.to))
+    if bulk.reason is not None:
+        sets.append("error_diag = ?")
+        args.append(bulk.reason)
+    if bulk.ends:
+        sets.append("ended_at = ?")
+        args.append(now)
+    if bulk.kill:
+        sets.append("kill_requested = 1")
+    if bulk.queue is not None:
+        sets.append("queue = ?")
+        args.append(bulk.queue)
+    if bulk.priority is not None:
+        sets.append("priority = ?")
+        args.append(bulk.priority)
+    if bulk.memory_mb is not None:
+        sets.append("memory_mb = max(memory_mb, ?)")  # raised, never lowered
+        args.append(bulk.memory_mb)
+    return sets, args
+
+
+def _bulk_where(bulk: JobBulk, first_index: int, count: int | None) -> tuple[list[str], list[Any]]:
+    select = sorted(str(s) for s in bulk.select)
+    where = ["task_id = ?", f"status IN ({marks(select)})", "idx >= ?"]
+    args: list[Any] = [bulk.task_id, *select, first_index]
+    if count is not None:
+        where.append("idx < ?")
+        args.append(first_index + count)
+    if bulk.unblocked_only:
+        where.append(
+            "NOT EXISTS (SELECT 1 FROM job_edges WHERE child = jobs.id AND parent_status IS NULL)"
+        )
+    if bulk.to is None:  # only the jobs the change would alter
+        alters: list[str] = []
+        if bulk.kill:
+            alters.append("kill_requested = 0")
+        if bulk.queue is not None:
+            alters.append("queue != ?")
+            args.append(bulk.queue)
+        if bulk.priority is not None:
+            alters.append("priority != ?")
+            args.append(bulk.priority)
+        if bulk.memory_mb is not None:
+            alters.append("memory_mb < ?")
+            args.append(bulk.memory_mb)
+        where.append(f"({' OR '.join(alters)})")
+    return where, args

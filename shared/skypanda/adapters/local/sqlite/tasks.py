@@ -1,0 +1,166 @@
+"""TaskStore on SQLite: tasks, their split into jobs (with the jobs' dependency edges), counts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from skypanda.adapters.local.sqlite.db import (
+    FINAL,
+    JOB_COLUMNS,
+    JOB_PLACEHOLDERS,
+    SqliteDb,
+    insert_task,
+    job_row,
+    marks,
+    task_from_row,
+)
+from skypanda.domain.errors import NotFound
+from skypanda.domain.events import Event
+from skypanda.domain.models import Job, Task, TaskSpec
+from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus, advance
+
+_INSERT_CHUNK = 5000
+
+
+def _status_or_none(status: JobStatus | None) -> str | None:
+    """An edge's recorded parent status: a final one, else None (pending: the parent's release
+    records it when it ends)."""
+    return str(status) if status is not None and str(status) in FINAL else None
+
+
+class SqliteTasks(SqliteDb):
+    def add_task(self, task: Task, events: Sequence[Event]) -> None:
+        with self._tx() as db:
+            insert_task(db, task)
+            emitted = self._emit(db, events)
+        if emitted:
+            self.on_events()
+
+    def get_task(self, task_id: str, *, counts: bool = True) -> Task:
+        rows = self._read("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        if not rows:
+            raise NotFound(f"no task with id {task_id!r}", task_id=task_id)
+        by_status = {str(k): v for k, v in self.job_counts(task_id).items()} if counts else {}
+        return task_from_row(rows[0], by_status)
+
+    def list_tasks(self, *, limit: int = 100) -> list[Task]:
+        rows = self._read("SELECT * FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [task_from_row(r, {}) for r in rows]
+
+    def set_task_status(
+        self,
+        task_id: str,
+        expect: Iterable[TaskStatus],
+        to: TaskStatus,
+        *,
+        reason: str = "",
+        events: Sequence[Event] = (),
+    ) -> bool:
+        expected = [str(s) for s in expect if advance(s, to)]
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE tasks SET status = ?, reason = ?, updated_at = ? "
+                f"WHERE id = ? AND status IN ({marks(expected)})",
+                (str(to), reason, self._clock(), task_id, *expected),
+            )
+            won = cur.rowcount == 1
+            emitted = won and self._emit(db, events)
+        if emitted:
+            self.on_events()
+        return won
+
+    def add_jobs(
+        self,
+        task_id: str,
+        jobs: Iterable[Job],
+        *,
+        expect: TaskStatus,
+        to: TaskStatus,
+        events: Sequence[Event] = (),
+        parent_status: Mapping[str, JobStatus] | None = None,
+    ) -> bool:
+        advance(expect, to)
+        ended = parent_status or {}
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
+                (str(to), self._clock(), task_id, str(expect)),
+            )
+            if cur.rowcount != 1:
+                return False  # lost the compare-and-set: nothing was written
+            n = 0
+            batch: list[tuple[Any, ...]] = []
+            edges: list[tuple[str, str, str | None]] = []
+            for job in jobs:
+                batch.append(job_row(job))
+                edges.extend((p, job.id, _status_or_none(ended.get(p))) for p in job.parents)
+                if len(batch) >= _INSERT_CHUNK:
+                    n += self._insert_jobs(db, batch, edges)
+                    batch, edges = [], []
+            n += self._insert_jobs(db, batch, edges)
+            db.execute("UPDATE tasks SET n_jobs = ? WHERE id = ?", (n, task_id))
+            emitted = self._emit(db, events)
+        if emitted:
+            self.on_events()
+        return True
+
+    @staticmethod
+    def _insert_jobs(
+        db: sqlite3.Connection,
+        rows: list[tuple[Any, ...]],
+        edges: list[tuple[str, str, str | None]],
+    ) -> int:
+        db.executemany(f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({JOB_PLACEHOLDERS})", rows)
+        db.executemany(
+            "INSERT OR IGNORE INTO job_edges (parent, child, parent_status) VALUES (?, ?, ?)", edges
+        )
+        return len(rows)
+
+    def job_counts(self, task_id: str) -> dict[JobStatus, int]:
+        rows = self._read(
+            "SELECT status, count(*) AS n FROM jobs WHERE task_id = ? GROUP BY status", (task_id,)
+        )
+        return {JobStatus(r["status"]): r["n"] for r in rows}
+
+    def has_unended_jobs(self, task_id: str) -> bool:
+        unended = [str(s) for s in JobStatus if s not in JOB_FINAL]
+        rows = self._read(
+            f"SELECT 1 FROM jobs WHERE task_id = ? AND status IN ({marks(unended)}) LIMIT 1",
+            (task_id, *unended),
+        )
+        return bool(rows)
+
+    def place_task(self, task_id: str, spec: TaskSpec, events: Sequence[Event]) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tasks SET spec = ?, reason = '', updated_at = ? "
+                "WHERE id = ? AND status = ?",
+                (spec.model_dump_json(by_alias=True), self._clock(), task_id,
+                 str(TaskStatus.REGISTERED)),
+            )  # fmt: skip
+            won = cur.rowcount == 1
+            emitted = won and self._emit(db, events)
+        if emitted:
+            self.on_events()
+        return won
+
+    def count_jobs_above_memory(self, task_id: str, memory_mb: int) -> int:
+        rows = self._read(
+            "SELECT count(*) AS n FROM jobs WHERE task_id = ? AND memory_mb > ?",
+            (task_id, memory_mb),
+        )
+        return int(rows[0]["n"])
+
+    def task_flags(self, task_id: str) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        rows = self._read(
+            "SELECT flags FROM jobs WHERE task_id = ? AND status = ? AND flags != '{}'",
+            (task_id, str(JobStatus.FINISHED)),
+        )
+        for r in rows:
+            for k, v in json.loads(r["flags"]).items():
+                out.setdefault(k, set()).add(v)
+        return out

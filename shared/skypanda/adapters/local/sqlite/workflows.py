@@ -1,0 +1,178 @@
+"""WorkflowStore on SQLite: workflows, and the dependency edges between their jobs.
+
+An edge `(parent, child, parent_status)` has parent_status NULL while the parent has not ended,
+then the parent's final status: a child is released when none of its edges is NULL, one index
+seek per child (`job_edges_by_child`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from skypanda.adapters.local.sqlite.db import (
+    FINAL,
+    SqliteDb,
+    chunks,
+    insert_task,
+    marks,
+    task_from_row,
+)
+from skypanda.domain.dag import ParentsState
+from skypanda.domain.errors import InvalidInput, NotFound
+from skypanda.domain.events import Event
+from skypanda.domain.models import Task
+from skypanda.domain.states import JobStatus, WorkflowStatus, advance
+from skypanda.domain.workflow import Workflow, WorkflowSpec
+
+
+def _workflow(row: sqlite3.Row) -> Workflow:
+    return Workflow(
+        id=row["id"],
+        spec=WorkflowSpec.model_validate_json(row["spec"]),
+        owner=row["owner"],
+        status=WorkflowStatus(row["status"]),
+        reason=row["reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class SqliteWorkflows(SqliteDb):
+    def add_workflow(
+        self, workflow: Workflow, tasks: Sequence[Task], events: Sequence[Event]
+    ) -> None:
+        with self._tx() as db:
+            try:
+                db.execute(
+                    "INSERT INTO workflows (id, name, owner, status, reason, spec, created_at, "
+                    "updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (workflow.id, workflow.spec.name, workflow.owner, str(workflow.status),
+                     workflow.reason, workflow.spec.model_dump_json(by_alias=True),
+                     workflow.created_at, workflow.updated_at),
+                )  # fmt: skip
+            except sqlite3.IntegrityError as e:
+                raise InvalidInput(f"workflow id {workflow.id} already exists") from e
+            for task in tasks:
+                insert_task(db, task)
+            emitted = self._emit(db, events)
+        if emitted:
+            self.on_events()
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        rows = self._read("SELECT * FROM workflows WHERE id = ?", (workflow_id,))
+        if not rows:
+            raise NotFound(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
+        return _workflow(rows[0])
+
+    def list_workflows(self, *, limit: int = 100) -> list[Workflow]:
+        rows = self._read("SELECT * FROM workflows ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [_workflow(r) for r in rows]
+
+    def set_workflow_status(
+        self,
+        workflow_id: str,
+        expect: Iterable[WorkflowStatus],
+        to: WorkflowStatus,
+        *,
+        reason: str = "",
+    ) -> bool:
+        expected = [str(s) for s in expect if advance(s, to)]
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE workflows SET status = ?, reason = ?, updated_at = ? "
+                f"WHERE id = ? AND status IN ({marks(expected)})",
+                (str(to), reason, self._clock(), workflow_id, *expected),
+            )
+            return cur.rowcount == 1
+
+    def workflow_tasks(self, workflow_id: str) -> list[Task]:
+        rows = self._read(
+            "SELECT * FROM tasks WHERE workflow_id = ? ORDER BY created_at, iteration, name",
+            (workflow_id,),
+        )
+        return [task_from_row(r, {}) for r in rows]
+
+    # -- job dependencies ------------------------------------------------------------------------
+    def release_children(self, parent_ids: Sequence[str]) -> dict[str, ParentsState]:
+        children: dict[str, ParentsState] = {}
+        # Most ended jobs have no children (plain tasks, sinks): find the parents that do with
+        # one read, and take the write lock only for those.
+        with_edges: list[str] = []
+        for chunk in chunks(list(dict.fromkeys(parent_ids))):
+            rows = self._read(
+                f"SELECT DISTINCT parent FROM job_edges WHERE parent IN ({marks(chunk)})", chunk
+            )
+            with_edges.extend(r["parent"] for r in rows)
+        if not with_edges:
+            return children
+        with self._tx() as db:
+            for pid in with_edges:
+                row = db.execute("SELECT status FROM jobs WHERE id = ?", (pid,)).fetchone()
+                if row is None or row["status"] not in FINAL:
+                    continue
+                db.execute(
+                    "UPDATE job_edges SET parent_status = ? WHERE parent = ?", (row["status"], pid)
+                )
+                for (child,) in db.execute(
+                    "SELECT child FROM job_edges WHERE parent = ?", (pid,)
+                ).fetchall():
+                    children[child] = ParentsState(False)  # filled in below
+            for child in children:
+                children[child] = self._parents_state(db, child)
+        return children
+
+    @staticmethod
+    def _parents_state(db: sqlite3.Connection, child: str) -> ParentsState:
+        pending = db.execute(
+            "SELECT 1 FROM job_edges WHERE child = ? AND parent_status IS NULL LIMIT 1", (child,)
+        ).fetchone()
+        failed = db.execute(
+            "SELECT parent FROM job_edges WHERE child = ? AND parent_status IS NOT NULL "
+            "AND parent_status != ? LIMIT 3",
+            (child, str(JobStatus.FINISHED)),
+        ).fetchall()
+        return ParentsState(pending is not None, tuple(r[0] for r in failed))
+
+    def release_roots(self, task_id: str, now: float) -> int:
+        advance(JobStatus.DEFINED, JobStatus.ACTIVATED)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, updated_at = ? WHERE task_id = ? AND status = ? "
+                "AND NOT EXISTS (SELECT 1 FROM job_edges WHERE child = jobs.id)",
+                (str(JobStatus.ACTIVATED), now, task_id, str(JobStatus.DEFINED)),
+            )
+            return cur.rowcount
+
+    def retry_jobs(self, task_id: str, now: float) -> int:
+        for s in (JobStatus.FAILED, JobStatus.CANCELLED):
+            advance(s, JobStatus.DEFINED)
+            advance(s, JobStatus.ACTIVATED)
+        ended = (str(JobStatus.FAILED), str(JobStatus.CANCELLED))
+        with self._tx() as db:
+            ids = [
+                r["id"]
+                for r in db.execute(
+                    "SELECT id FROM jobs WHERE task_id = ? AND status IN (?, ?)", (task_id, *ended)
+                )
+            ]
+            # Every reset job waits (defined), and the edges out of it are pending again; then
+            # those none of whose parents is pending are activated.
+            for chunk in chunks(ids):
+                db.execute(
+                    f"UPDATE jobs SET status = ?, attempt = attempt + 1, failures = 0, "
+                    f"pilot_id = NULL, kill_requested = 0, exit_code = NULL, error_code = NULL, "
+                    f"error_diag = '', log_uri = NULL, started_at = NULL, ended_at = NULL, "
+                    f"flags = '{{}}', updated_at = ? WHERE id IN ({marks(chunk)})",
+                    (str(JobStatus.DEFINED), now, *chunk),
+                )
+                db.execute(
+                    f"UPDATE job_edges SET parent_status = NULL WHERE parent IN ({marks(chunk)})",
+                    chunk,
+                )
+            for chunk in chunks(ids):
+                db.execute(
+                    f"UPDATE jobs SET status = ? WHERE id IN ({marks(chunk)}) AND NOT EXISTS "
+                    f"(SELECT 1 FROM job_edges WHERE child = jobs.id AND parent_status IS NULL)",
+                    (str(JobStatus.ACTIVATED), *chunk),
+                )
+        return len(ids)

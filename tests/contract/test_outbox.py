@@ -1,0 +1,137 @@
+"""Outbox contract (`skypanda.ports.outbox`): events stored with their changes, pending until
+delivered. Every test runs against every backend in `conftest.BACKENDS`."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from skypanda.domain import events as ev
+from skypanda.domain.bulk import Action, JobBulk, plan
+from skypanda.domain.dag import ParentsState
+from skypanda.domain.errors import BackendUnavailable, IllegalTransition, InvalidInput, NotFound
+from skypanda.domain.fairshare import OwnerLoad
+from skypanda.domain.ids import job_id
+from skypanda.domain.jobflow import JobChange, apply_report, new_job, requeue_lost
+from skypanda.domain.models import (
+    Attempt,
+    Job,
+    JobReport,
+    JobSpec,
+    OutputFile,
+    Pilot,
+    Resources,
+    Task,
+)
+from skypanda.domain.states import JOB_LIVE, JOB_QUEUED, JobStatus, PilotStatus, TaskStatus, WorkflowStatus
+from skypanda.domain.workflow import Workflow, WorkflowSpec, WorkflowTask
+from skypanda.ports import Store
+from tests.support import FakeClock
+
+from .conftest import (
+    Backend,
+    ClosableStore,
+    add_split_task,
+    fits_all,
+    make_jobs,
+    make_queue,
+    make_task,
+)
+from .helpers import (
+    add_jobs_with_parents,
+    apply_action,
+    claim_all,
+    end_jobs,
+    event,
+    flagged,
+    ids,
+    kill,
+    pending_ids,
+    pilot,
+    report,
+)
+
+
+# --- outbox --------------------------------------------------------------------------------------
+
+
+def test_pending_events_are_oldest_first_and_limited(store: Store) -> None:
+    store.add_events([event(1), event(2)])
+    store.add_events([event(3)])
+    assert [s.event for s in store.pending_events(10)] == [event(1), event(2), event(3)]
+    assert [s.event.id for s in store.pending_events(2)] == ["e1", "e2"]
+    seqs = [s.seq for s in store.pending_events(10)]
+    assert seqs == sorted(seqs)
+
+
+def test_add_events_ignores_an_event_whose_id_is_already_there(store: Store) -> None:
+    # Given events e1 and e2 in the outbox, e1 already delivered
+    store.add_events([event(1), event(2)])
+    store.mark_delivered([store.pending_events(1)[0].seq], 0.0)
+
+    # When e1, e2 and e3 are added (a producer retried)
+    store.add_events([event(1), event(2), event(3)])
+
+    # Then only e3 is new: e1 is not redelivered and e2 is pending once
+    assert pending_ids(store) == ["e2", "e3"]
+
+
+def test_events_of_state_changes_are_deduplicated_too(store: Store, clock: FakeClock) -> None:
+    store.add_task(make_task(clock), [ev.task_registered("t1")])
+    store.add_events([ev.task_registered("t1")])
+    assert pending_ids(store) == ["task-registered:t1"]
+
+
+def test_mark_delivered_removes_events_from_pending(store: Store) -> None:
+    store.add_events([event(1), event(2), event(3)])
+    first, _, third = store.pending_events(10)
+    store.mark_delivered([first.seq, third.seq], 5.0)
+    assert pending_ids(store) == ["e2"]
+
+
+def test_mark_failed_dead_parks_the_event(store: Store) -> None:
+    # Given two pending events
+    store.add_events([event(1), event(2)])
+    poison = store.pending_events(1)[0]
+
+    # When the first fails for good
+    store.mark_failed(poison.seq, "bad data", dead=True)
+
+    # Then it is no longer pending, and it does not hold back the second
+    assert pending_ids(store) == ["e2"]
+
+
+def test_mark_failed_not_dead_keeps_the_event_pending_and_counts_the_try(store: Store) -> None:
+    # Given a pending event
+    store.add_events([event(1)])
+    seq = store.pending_events(1)[0].seq
+
+    # When its delivery fails twice, retryably
+    store.mark_failed(seq, "busy", dead=False)
+    store.mark_failed(seq, "busy", dead=False)
+
+    # Then it is still pending, first, with two tries counted
+    [stored] = store.pending_events(10)
+    assert (stored.seq, stored.event, stored.tries) == (seq, event(1), 2)
+
+
+def test_the_outbox_survives_a_restart(backend: Backend, store: ClosableStore) -> None:
+    # Given three events: one delivered, one failed once, one untouched
+    store.add_events([event(1), event(2), event(3)])
+    one, two, _ = store.pending_events(10)
+    store.mark_delivered([one.seq], 1.0)
+    store.mark_failed(two.seq, "busy", dead=False)
+
+    # When the store is closed and a new one is opened on the same data
+    store.close()
+    reopened = backend.open()
+
+    # Then the undelivered events are still pending, with their tries, and the delivered one
+    # is not
+    assert [(s.event, s.tries) for s in reopened.pending_events(10)] == [
+        (event(2), 1),
+        (event(3), 0),
+    ]
