@@ -123,4 +123,6 @@ def kill(store: Store, task_id: str, reason: str, *, now: float) -> int:
     """Kill the task as `task_actions.kill` does: aborted, queued jobs cancelled, live ones
     flagged for their pilots."""
     args = {"reason": reason}
-    return apply_action(store, task_id, Action.KILL, args, now=now, to=TaskStatus.ABORTED, reason=reason)
+    return apply_action(
+        store, task_id, Action.KILL, args, now=now, to=TaskStatus.ABORTED, reason=reason
+    )

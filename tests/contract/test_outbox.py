@@ -3,57 +3,19 @@ delivered. Every test runs against every backend in `conftest.BACKENDS`."""
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from typing import Any
-
-import pytest
-
 from skypanda.domain import events as ev
-from skypanda.domain.bulk import Action, JobBulk, plan
-from skypanda.domain.dag import ParentsState
-from skypanda.domain.errors import BackendUnavailable, IllegalTransition, InvalidInput, NotFound
-from skypanda.domain.fairshare import OwnerLoad
-from skypanda.domain.ids import job_id
-from skypanda.domain.jobflow import JobChange, apply_report, new_job, requeue_lost
-from skypanda.domain.models import (
-    Attempt,
-    Job,
-    JobReport,
-    JobSpec,
-    OutputFile,
-    Pilot,
-    Resources,
-    Task,
-)
-from skypanda.domain.states import JOB_LIVE, JOB_QUEUED, JobStatus, PilotStatus, TaskStatus, WorkflowStatus
-from skypanda.domain.workflow import Workflow, WorkflowSpec, WorkflowTask
 from skypanda.ports import Store
 from tests.support import FakeClock
 
 from .conftest import (
     Backend,
     ClosableStore,
-    add_split_task,
-    fits_all,
-    make_jobs,
-    make_queue,
     make_task,
 )
 from .helpers import (
-    add_jobs_with_parents,
-    apply_action,
-    claim_all,
-    end_jobs,
     event,
-    flagged,
-    ids,
-    kill,
     pending_ids,
-    pilot,
-    report,
 )
-
 
 # --- outbox --------------------------------------------------------------------------------------
 

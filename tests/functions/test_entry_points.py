@@ -21,11 +21,20 @@ from skypanda.domain import events as ev
 from skypanda.domain.events import Event
 from skypanda.domain.models import JobReport, Pilot, Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus
-from skypanda.handlers import dispatch
+from skypanda.handlers import dispatch, task_actions
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
 from skypanda.runtime import cloudfn
 from tests.support import FakeClock, sqlite_services
+
+
+class DeadLetterBox:
+    def __init__(self) -> None:
+        self.parked: list[tuple[str, str]] = []
+
+    def dead_letter(self, event_id: str, data: bytes, attributes: Any, reason: str) -> None:
+        self.parked.append((event_id, reason))
+
 
 MAIN = str(Path(__file__).resolve().parents[2] / "functions" / "main.py")  # as deployed
 TOKEN = "test-token"
@@ -35,7 +44,7 @@ TOKEN = "test-token"
 def svc(tmp_path: Path) -> Iterator[Services]:
     with sqlite_services(tmp_path, FakeClock(), Queue(name="local", max_pilots=2)) as services:
         forwarded: list[Event] = []
-        cloudfn.configure(services, TOKEN, forward=forwarded.append)
+        cloudfn.configure(services, TOKEN, forward=forwarded.append, dead_letters=DeadLetterBox())
         services.settings["forwarded"] = forwarded
         yield services
 
@@ -150,9 +159,7 @@ def _run_jobs(svc: Services, task_id: str, status: JobStatus) -> list[Event]:
     """Split, claim and end every job of the task; return the job.ended events emitted."""
     from skypanda.handlers import split
 
-    split.handle(
-        svc, cloudfn.cloud_event({"id": "x", "type": "t", "source": "s"}, {"task_id": task_id})
-    )
+    split.handle(svc, ev.TaskRef(task_id=task_id))
     pilot, _ = dispatch.register(
         svc, pilot_id=None, queue="local", host="h", pid=1, resources=Resources(), version="v"
     )
@@ -168,7 +175,7 @@ def _run_jobs(svc: Services, task_id: str, status: JobStatus) -> list[Event]:
         for j in jobs
     ]
     if status is JobStatus.FAILED:
-        svc.store.abort_task(task_id, "test")
+        task_actions.kill(svc, task_id, None, "test")
     dispatch.update(svc, pilot.id, reports, {})
     return [
         s.event for s in svc.store.pending_events(1000) if s.event.type is ev.EventType.JOB_ENDED

@@ -70,16 +70,18 @@ def configure(
     token: str,
     forward: Callable[[Event], None] | None = None,
     dead_letters: DeadLetters | None = None,
+    pipeline: Pipeline | None = None,
 ) -> None:
     """Use these services (and this API token) for every entry point in this process.
 
     `forward` publishes an event that `release` does not handle itself (default: `svc.bus`);
-    `dead_letters` parks dead events (default: `svc.bus`, a PubSubBus)."""
+    `dead_letters` parks dead events (default: `svc.bus`, a PubSubBus); `pipeline` delivers
+    events (default: one over `svc` with the routing table)."""
     _state.clear()
     _state.update(
         svc=svc,
         token=token,
-        pipeline=Pipeline(svc),
+        pipeline=pipeline or Pipeline(svc),
         forward=forward or (lambda e: svc.bus.publish([e])),
         dead_letters=dead_letters or svc.bus,
     )

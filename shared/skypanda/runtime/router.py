@@ -42,6 +42,12 @@ class Router:
         a failure is logged by the pipeline and not retried (the next tick comes anyway)."""
         self.pipeline.deliver(event, tries=self.pipeline.max_tries, transport="router")
 
+    def deliver_once(self) -> int:
+        """One pass over the pending events (each tried once); returns how many were
+        delivered. `drain` repeats passes until nothing is left."""
+        pending = self._store.pending_events(self._batch)
+        return self._deliver_batch(pending) if pending else 0
+
     def drain(self) -> int:
         """Deliver pending events until none is left; returns how many were delivered."""
         total = 0
