@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pydantic import Field, ValidationError
 
 from skypanda.domain.errors import InvalidInput
-from skypanda.domain.models import JobSpec, TaskSpec, _Strict
+from skypanda.domain.models import JobSpec, TaskSpec
 from skypanda.domain.splitter import count_jobs, job_inputs, render, split
 from skypanda.domain.states import JOB_FINAL, JobStatus
+from skypanda.domain.values import Strict
 from skypanda.domain.workflow import INDEX, MAX_PARENTS_PER_JOB, WorkflowTask
 
 ParentRef = tuple[str, int]  # (task name, job index)
@@ -97,7 +98,7 @@ def parents_by_job(
         yield refs
 
 
-class GraphNode(_Strict):
+class GraphNode(Strict):
     """One line of a job graph file."""
 
     id: str = Field(min_length=1, max_length=200)

@@ -29,9 +29,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from skypanda.domain.errors import InvalidInput
-from skypanda.domain.models import NAME_PATTERN, TaskSpec, _Strict, check_job_source
+from skypanda.domain.models import NAME_PATTERN, TaskSpec, check_job_source
 from skypanda.domain.splitter import check_command, count_jobs
 from skypanda.domain.states import WorkflowStatus
+from skypanda.domain.values import Strict
 
 MAX_TASKS = 500
 MAX_ITERATIONS = 100
@@ -40,14 +41,14 @@ MAX_PARENTS_PER_JOB = 10_000
 INDEX = "index"
 
 
-class JobDependency(_Strict):
+class JobDependency(Strict):
     """Job-level dependency on another task: by index, or by a key both tasks declare."""
 
     task: str
     by: str = Field(default=INDEX, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class Condition(_Strict):
+class Condition(Strict):
     """Run a task only if another task ended a given way or produced a flag (iDDS Condition).
 
     A flag is a `name=value` line the payload wrote to the file named by $SKYPANDA_FLAGS; the
@@ -116,7 +117,7 @@ class WorkflowTask(TaskSpec):
         return TaskSpec.model_validate(plain)
 
 
-class Loop(_Strict):
+class Loop(Strict):
     """Repeat `tasks` until `until` holds on an iteration, at most `max_iterations` times."""
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -125,7 +126,7 @@ class Loop(_Strict):
     max_iterations: int = Field(ge=1, le=MAX_ITERATIONS)
 
 
-class WorkflowSpec(_Strict):
+class WorkflowSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     tasks: list[WorkflowTask] = Field(min_length=1, max_length=MAX_TASKS)
     loops: list[Loop] = Field(default_factory=list)
@@ -136,7 +137,7 @@ class WorkflowSpec(_Strict):
         return next(t for t in self.tasks if t.name == name)
 
 
-class Workflow(_Strict):
+class Workflow(Strict):
     """A stored workflow."""
 
     id: str

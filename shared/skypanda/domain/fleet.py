@@ -1,0 +1,124 @@
+"""Where jobs run: queues (CRIC PanDA queues) and pilots (Harvester workers)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from skypanda.domain.launchers import LauncherSpec, LocalLauncherSpec
+from skypanda.domain.states import PilotStatus
+from skypanda.domain.values import NAME_PATTERN, Duration, Resources, Strict
+
+
+class QueueStatus(StrEnum):
+    """A queue's status (CRIC's): whether brokerage sends tasks there."""
+
+    ONLINE = "online"  # brokered to, pilots run
+    OFFLINE = "offline"  # not brokered to, no pilot starts; queued jobs wait
+    TEST = "test"  # pilots run, but only tasks that name the queue are brokered there
+
+
+AUTO_QUEUE = "auto"
+"""`queue: auto` in a task: brokerage picks the queue. No queue may be named so."""
+
+
+class Queue(Strict):
+    """Where jobs run (a CRIC PanDA queue): its status and limits, which brokerage checks,
+    and what the local scaler keeps running there.
+
+    Limits left out (None) are the pilot's own: `max_cores` defaults to `pilot_resources.cores`;
+    memory is always bounded by `pilot_resources.memory_mb`. Older stored queues carry
+    `online: true|false` instead of `status`; they load as online/offline.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    mode: str = Field(default="pull", pattern="^(pull|push)$")
+    status: QueueStatus = QueueStatus.ONLINE
+    min_pilots: int = Field(default=1, ge=0)
+    max_pilots: int = Field(default=2, ge=0, le=10_000)
+    pilot_resources: Resources = Field(default_factory=lambda: Resources(memory_mb=4000))
+    max_memory_per_core_mb: int | None = Field(default=None, ge=1, le=4_000_000)
+    max_cores: int | None = Field(default=None, ge=1, le=1024)
+    max_walltime_s: Duration | None = None
+    disk_gb: float | None = Field(default=None, gt=0, le=1_000_000)  # scratch per pilot
+    gpus: int = Field(default=0, ge=0, le=64)  # GPUs per pilot
+    heartbeat_interval_s: Duration = 5.0
+    heartbeat_timeout_s: Duration = 60.0
+    idle_timeout_s: Duration = 30.0
+    jobs_per_acquire: int = Field(default=8, ge=1, le=1000)
+    looping_timeout_s: Duration = 1800.0  # a payload silent this long (no output, no file
+    # change in its workdir) is killed as looping (PanDA's looping job check)
+    shares: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    launcher: LauncherSpec = Field(default_factory=LocalLauncherSpec)
+    # scaler (Harvester): pilots kept ready, new ones per decision, queued (not yet running) at
+    # most; push mode launches one pilot per activated job instead
+    max_new_per_cycle: int = Field(default=10, ge=1, le=1000)
+    max_queued: int = Field(default=10, ge=1, le=10_000)
+    # fair share between owners on this queue: owner -> weight (others 1; 0: only when no
+    # one else has jobs waiting)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _online_to_status(cls, data: Any) -> Any:
+        """Migrate the old `online: bool` field (stored queues, old files) to `status`."""
+        if not isinstance(data, dict) or "online" not in data:
+            return data
+        data = dict(data)
+        online = data.pop("online")
+        if not isinstance(online, bool):
+            raise ValueError(f"online must be true or false, not {online!r} (prefer status)")
+        status = QueueStatus.ONLINE if online else QueueStatus.OFFLINE
+        if "status" in data and str(data["status"]) != status:
+            raise ValueError(f"online: {online} contradicts status: {data['status']}")
+        data.setdefault("status", status)
+        return data
+
+    @property
+    def online(self) -> bool:
+        """Pilots register and are scaled here: the queue is online or test (not offline)."""
+        return self.status is not QueueStatus.OFFLINE
+
+    @property
+    def cores_limit(self) -> int:
+        """Most cores one job may ask for here."""
+        return self.max_cores if self.max_cores is not None else self.pilot_resources.cores
+
+    @model_validator(mode="after")
+    def _limits(self) -> Queue:
+        if self.name == AUTO_QUEUE:
+            raise ValueError(f"{AUTO_QUEUE!r} is reserved (queue: auto asks for brokerage)")
+        if self.min_pilots > self.max_pilots:
+            raise ValueError(
+                f"min_pilots ({self.min_pilots}) exceeds max_pilots ({self.max_pilots})"
+            )
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_timeout_s must be longer than heartbeat_interval_s")
+        if self.max_cores is not None and self.max_cores > self.pilot_resources.cores:
+            raise ValueError(
+                f"max_cores ({self.max_cores}) exceeds pilot_resources.cores "
+                f"({self.pilot_resources.cores}): no pilot could run such a job"
+            )
+        return self
+
+
+class Pilot(Strict):
+    id: str
+    queue: str
+    status: PilotStatus = PilotStatus.SUBMITTED
+    host: str = ""
+    pid: int | None = None
+    launcher_ref: str = ""
+    resources: Resources = Field(default_factory=Resources)
+    version: str = ""
+    created_at: float
+    heartbeat_at: float | None = None
+    ended_at: float | None = None
+    n_jobs: int = 0
+    reason: str = ""
+    drain: bool = False  # the server asks the pilot to take no new job and exit when idle
+    push_job: str | None = None  # push mode: the one job this pilot was launched for
