@@ -34,8 +34,7 @@ from skypanda.adapters.gcp.topology import (
 )
 from skypanda.domain import events as ev
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
-from skypanda.domain.events import Event, EventType
-from skypanda.handlers.routes import ROUTES
+from skypanda.domain.events import SUBSCRIBERS, Event, EventType
 from skypanda.runtime.emulators import Emulator
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -112,9 +111,7 @@ def test_topology_has_one_subscription_per_route_and_a_dead_letter_hold() -> Non
     # When the topology is derived from it
     topo = topology("skypanda")
     # Then every (event type, handler) route has its subscription on its event's topic
-    routes = {
-        (topic_name(t), h.__module__.rsplit(".", 1)[-1]) for t, hs in ROUTES.items() for h in hs
-    }
+    routes = {(topic_name(t), h) for t, hs in SUBSCRIBERS.items() for h in hs}
     subs = {(s.topic, s.handler) for s in topo.subscriptions if s.handler}
     assert subs == routes
     # And there is a topic per event type plus the dead-letter topic, which is kept
@@ -191,9 +188,9 @@ def test_ensure_topology_creates_everything_and_can_run_again(
 def test_every_route_has_a_subscription_on_its_topic(
     subscriber: pubsub_v1.SubscriberClient, project: str, ensured: str
 ) -> None:
-    for event_type, handlers in ROUTES.items():
+    for event_type, handlers in SUBSCRIBERS.items():
         for handler in handlers:
-            name = subscription_name(event_type, handler.__module__.rsplit(".", 1)[-1], ensured)
+            name = subscription_name(event_type, handler, ensured)
             sub = subscriber.get_subscription(
                 subscription=subscriber.subscription_path(project, name)
             )

@@ -6,8 +6,10 @@ An event's `id` makes duplicate delivery harmless to recognise; handlers are ide
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -77,23 +79,27 @@ class TaskBulk(Payload):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-PAYLOADS: dict[EventType, type[Payload]] = {
-    EventType.TASK_REGISTERED: TaskRef,
-    EventType.WORKFLOW_REGISTERED: WorkflowRef,
-    EventType.JOBS_ACTIVATED: QueueNudge,
-    EventType.JOB_ENDED: JobEnded,
-    EventType.TICK: Tick,
-    EventType.TASK_BULK: TaskBulk,
-}
+PAYLOADS: Mapping[EventType, type[Payload]] = MappingProxyType(
+    {
+        EventType.TASK_REGISTERED: TaskRef,
+        EventType.WORKFLOW_REGISTERED: WorkflowRef,
+        EventType.JOBS_ACTIVATED: QueueNudge,
+        EventType.JOB_ENDED: JobEnded,
+        EventType.TICK: Tick,
+        EventType.TASK_BULK: TaskBulk,
+    }
+)
 
-SUBSCRIBERS: dict[EventType, tuple[str, ...]] = {
-    EventType.TASK_REGISTERED: ("split",),
-    EventType.WORKFLOW_REGISTERED: ("workflow",),
-    EventType.JOBS_ACTIVATED: ("scale",),
-    EventType.JOB_ENDED: ("release",),
-    EventType.TICK: ("scale", "sweep"),
-    EventType.TASK_BULK: ("bulk",),
-}
+SUBSCRIBERS: Mapping[EventType, tuple[str, ...]] = MappingProxyType(
+    {
+        EventType.TASK_REGISTERED: ("split",),
+        EventType.WORKFLOW_REGISTERED: ("workflow",),
+        EventType.JOBS_ACTIVATED: ("scale",),
+        EventType.JOB_ENDED: ("release",),
+        EventType.TICK: ("scale", "sweep"),
+        EventType.TASK_BULK: ("bulk",),
+    }
+)
 """Who receives each event type, by handler name: the routing table as data. On Google Cloud
 each name is a Cloud Function with a subscription to the type's topic (job.ended: the
 outbox trigger); locally the router delivers to the same names (`handlers.routes`)."""

@@ -4,33 +4,34 @@ subscription per name) and the Cloud Functions (`runtime.entrypoints`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-from skypanda.domain.events import SUBSCRIBERS, EventType
+from skypanda.domain.events import EventType
 from skypanda.handlers import bulk, release, scale, split, sweep, workflow
 from skypanda.handlers.services import Services
 
 Handler = Callable[[Services, Any], object]
 """A handler takes the services and its event type's payload (`domain.events.PAYLOADS`)."""
 
-HANDLERS: dict[str, Handler] = {  # every name in SUBSCRIBERS (checked by a test)
-    "split": split.handle,
-    "workflow": workflow.handle_registered,
-    "scale": scale.handle,
-    "release": release.handle,
-    "sweep": sweep.handle,
-    "bulk": bulk.handle,
-}
-
-ROUTES: dict[EventType, tuple[Handler, ...]] = {
-    kind: tuple(HANDLERS[name] for name in names) for kind, names in SUBSCRIBERS.items()
-}
+HANDLERS: Mapping[str, Handler] = MappingProxyType(
+    {  # every name in SUBSCRIBERS (a test checks)
+        "split": split.handle,
+        "workflow": workflow.handle_registered,
+        "scale": scale.handle,
+        "release": release.handle,
+        "sweep": sweep.handle,
+        "bulk": bulk.handle,
+    }
+)
 
 BatchHandler = Callable[[Services, Sequence[Any]], object]
 
 # Handlers that can take a run of events of one type at once (same effect as one by one, fewer
 # transactions). Only the local router batches; a Cloud Function gets one event per call.
-BATCH_ROUTES: dict[EventType, BatchHandler] = {
-    EventType.JOB_ENDED: release.handle_batch,
-}
+BATCH_ROUTES: Mapping[EventType, BatchHandler] = MappingProxyType(
+    {
+        EventType.JOB_ENDED: release.handle_batch,
+    }
+)

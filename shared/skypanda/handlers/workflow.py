@@ -154,14 +154,16 @@ def start(svc: Services, workflow_id: str) -> None:
     if wf.status is not WorkflowStatus.REGISTERED:
         return
     cw = known.compiled(svc, workflow_id)
-    records = {t.spec.name: t for t in svc.workflows.workflow_tasks(workflow_id) if t.iteration == 1}
+    tasks = svc.workflows.workflow_tasks(workflow_id)
+    records = {t.spec.name: t for t in tasks if t.iteration == 1}
     for name in reversed(cw.eager):
         if records[name].status is TaskStatus.REGISTERED:
             split_task(svc, wf, cw, records[name], records)
     # Every eager job was stored defined; now that all exist, the roots may run.
     for name in cw.eager:
         svc.workflows.release_roots(records[name].id, svc.clock.now())
-    svc.workflows.set_workflow_status(workflow_id, [WorkflowStatus.REGISTERED], WorkflowStatus.RUNNING)
+    registered = [WorkflowStatus.REGISTERED]
+    svc.workflows.set_workflow_status(workflow_id, registered, WorkflowStatus.RUNNING)
     advance(svc, workflow_id)
 
 

@@ -35,7 +35,13 @@ def cloudrun_factory(server_url: str) -> Factory:
 
 def gke_factory(server_url: str) -> Factory:
     def make(queue: Queue) -> Launcher:
-        from skypanda.adapters.gcp.gke_launcher import GkeLauncher, load_api_client
+        try:
+            from skypanda.adapters.gcp.gke_launcher import GkeLauncher, load_api_client
+        except ImportError as e:  # the kubernetes client comes with the k8s extra
+            raise InvalidInput(
+                f"queue {queue.name}: GKE pilots need the kubernetes client: "
+                "pip install 'skypanda[k8s]'"
+            ) from e
 
         context = getattr(queue.launcher, "context", None)
         return GkeLauncher(load_api_client(context), server_url=server_url)
