@@ -63,16 +63,20 @@ class SqliteBackend:
 
 class FirestoreBackend:
     """Firestore on the emulator: each test gets its own collection prefix, so tests do not see
-    each other's data and the emulator needs no reset between them."""
+    each other's data and the emulator needs no reset between them. `bulk_page` is small, so
+    the task actions of the suite (`helpers.apply_action`) go over several pages."""
 
-    def __init__(self, prefix: str, clock: FakeClock) -> None:
+    def __init__(self, prefix: str, clock: FakeClock, *, bulk_page: int | None = 3) -> None:
         self.prefix = prefix
         self.clock = clock
+        self.bulk_page = bulk_page
         self._opened: list[FirestoreStore] = []
 
     def open(self) -> FirestoreStore:
         client = firestore.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", PROJECT))
-        store = FirestoreStore(client, clock=self.clock.now, prefix=self.prefix)
+        store = FirestoreStore(
+            client, clock=self.clock.now, prefix=self.prefix, bulk_page=self.bulk_page
+        )
         self._opened.append(store)
         return store
 

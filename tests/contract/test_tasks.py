@@ -190,27 +190,42 @@ def test_set_task_status_to_a_state_the_machine_forbids_raises_illegal_transitio
 # --- place_task ----------------------------------------------------------------------------------
 
 
-def test_place_task_sets_a_registered_tasks_spec_once_with_its_events(
+def test_place_task_registers_a_pending_task_on_its_queue_once_with_its_events(
     store: Store, clock: FakeClock
 ) -> None:
-    # Given a pending task (registered, no queue yet)
-    task = make_task(clock, 2, task_id="tp", queue="auto").model_copy(
-        update={"reason": "pending: no queue fits"}
-    )
-    store.add_task(task, [])
+    # Given a pending task (no queue fits it yet), with the reason why
+    task = make_task(clock, 2, task_id="tp", queue="auto", status=TaskStatus.PENDING)
+    store.add_task(task.model_copy(update={"reason": "no queue fits"}), [])
 
-    # When brokerage places it on q2, Then its spec names q2, its reason is cleared, and the
-    # event is emitted with the change
+    # When brokerage places it on q2, Then it is registered, its spec names q2, its reason is
+    # cleared, and the event is emitted with the change
+    clock.advance(1)
     placed = task.spec.model_copy(update={"queue": "q2"})
     assert store.place_task("tp", placed, [ev.task_registered("tp")])
     stored = store.get_task("tp")
     assert (stored.spec.queue, stored.reason, stored.status) == ("q2", "", TaskStatus.REGISTERED)
-    assert [e.event.id for e in store.pending_events(10)] == ["task-registered:tp"]
+    assert stored.updated_at == clock.t
+    assert pending_ids(store) == ["task-registered:tp"]
 
-    # And once the task has moved on (split), placing it again loses
-    assert store.set_task_status("tp", [TaskStatus.REGISTERED], TaskStatus.FAILED)
-    assert not store.place_task("tp", placed.model_copy(update={"queue": "q3"}), [])
+    # And placing it again (a second rebrokerage) loses and writes nothing
+    assert not store.place_task("tp", placed.model_copy(update={"queue": "q3"}), [event(1)])
     assert store.get_task("tp").spec.queue == "q2"
+    assert pending_ids(store) == ["task-registered:tp"]
+
+
+def test_place_task_of_a_task_that_is_not_pending_loses(store: Store, clock: FakeClock) -> None:
+    # Given a registered task, and a pending one that was killed
+    store.add_task(make_task(clock, 1, task_id="tr"), [])
+    store.add_task(make_task(clock, 1, task_id="tk", status=TaskStatus.PENDING), [])
+    assert store.set_task_status("tk", [TaskStatus.PENDING], TaskStatus.ABORTED)
+
+    # When either is placed, Then nothing changes
+    for task_id in ("tr", "tk"):
+        before = store.get_task(task_id)
+        spec = before.spec.model_copy(update={"queue": "q2"})
+        assert not store.place_task(task_id, spec, [ev.task_registered(task_id)])
+        assert store.get_task(task_id) == before
+    assert store.pending_events(10) == []
 
 
 # --- add_jobs ------------------------------------------------------------------------------------

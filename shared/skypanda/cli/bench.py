@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from skypanda.cli.lazy import LazyGroup
-
 from skypanda.domain.models import Queue, TaskSpec
 from skypanda.domain.states import PilotStatus, TaskStatus
 from skypanda.handlers.submit import submit

@@ -15,8 +15,8 @@ import click
 
 from skypanda import __version__
 from skypanda.cli import actions, bench, bench_dag, flows
-from skypanda.cli.lazy import load_module
 from skypanda.cli.connect import call, client
+from skypanda.cli.lazy import load_module
 from skypanda.cli.render import print_jobs, print_pilots, print_task
 from skypanda.domain.errors import InvalidInput, SkypandaError
 from skypanda.domain.export import FORMATS, export

@@ -62,8 +62,9 @@ class TaskStore(Protocol):
         """Whether any job of the task is not yet in a final state (cheap: stops at the first)."""
 
     def place_task(self, task_id: str, spec: TaskSpec, events: Sequence[Event]) -> bool:
-        """A pending task was brokered: store its spec (now naming its queue), clear its reason
-        and emit `events`, compare-and-set on the task still being registered."""
+        """A pending task was brokered: move it to registered with its spec (now naming its
+        queue), clear its reason and emit `events`, compare-and-set on the task still being
+        pending. False (nothing written) when it was not."""
 
     def count_jobs_above_memory(self, task_id: str, memory_mb: int) -> int:
         """How many of the task's jobs ask for more than `memory_mb` (raised by retry rules)."""

@@ -254,7 +254,7 @@ def _bulk_where(bulk: JobBulk, first_index: int, count: int | None) -> tuple[lis
         args.append(first_index + count)
     if bulk.unblocked_only:
         where.append(
-            "1 = 1"
+            "NOT EXISTS (SELECT 1 FROM job_edges WHERE child = jobs.id AND parent_status IS NULL)"
         )
     if bulk.to is None:  # only the jobs the change would alter
         alters: list[str] = []

@@ -134,12 +134,13 @@ class SqliteTasks(SqliteDb):
         return bool(rows)
 
     def place_task(self, task_id: str, spec: TaskSpec, events: Sequence[Event]) -> bool:
+        advance(TaskStatus.PENDING, TaskStatus.REGISTERED)
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE tasks SET spec = ?, reason = '', updated_at = ? "
+                "UPDATE tasks SET status = ?, spec = ?, reason = '', updated_at = ? "
                 "WHERE id = ? AND status = ?",
-                (spec.model_dump_json(by_alias=True), self._clock(), task_id,
-                 str(TaskStatus.REGISTERED)),
+                (str(TaskStatus.REGISTERED), spec.model_dump_json(by_alias=True), self._clock(),
+                 task_id, str(TaskStatus.PENDING)),
             )  # fmt: skip
             won = cur.rowcount == 1
             emitted = won and self._emit(db, events)
