@@ -1,7 +1,8 @@
 """What the Firestore store promises beyond the Store contract: splits larger than one commit
-and splits interrupted half-way, claims that lose a race, what claims and job changes cost in
-billed operations (and that the cheap paths fall back safely), the outbox sequence, error
-mapping, and an index file that matches the documents the store writes.
+and splits interrupted half-way, claims that lose a race, bulks whose jobs change under them
+and what bulks read, what claims and job changes cost in billed operations (and that the cheap
+paths fall back safely), the outbox sequence, error mapping, and an index file that matches
+the documents the store writes.
 
 These run on the Firestore emulator only (tests/conftest.py starts it once per session).
 """
@@ -20,12 +21,12 @@ from google.api_core import exceptions as gexc
 from skypanda.adapters.gcp.firestore import FirestoreStore, codec, plans
 from skypanda.adapters.gcp.metering import FirestoreMeter, meter_firestore
 from skypanda.domain import events as ev
-from skypanda.domain.bulk import Action
+from skypanda.domain.bulk import Action, JobBulk
 from skypanda.domain.bulk import plan as plan_action
 from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.jobflow import JobChange, apply_report
 from skypanda.domain.models import Attempt, Job, JobReport, Pilot, Queue
-from skypanda.domain.states import JobStatus, TaskStatus
+from skypanda.domain.states import JOB_QUEUED, JobStatus, TaskStatus
 from skypanda.domain.workflow import Workflow, WorkflowSpec, WorkflowTask
 from skypanda.runtime.emulators import Emulator
 
@@ -221,6 +222,86 @@ def test_more_changes_than_one_commit_holds_are_all_applied(
     assert results == [True] * 300
     assert store.job_counts("t1") == {JobStatus.FINISHED: 300}
     assert len(store.pending_events(1000)) == 300
+
+
+# --- task-wide bulks ----------------------------------------------------------------------------
+
+
+def test_a_bulk_decides_again_on_jobs_changed_between_its_read_and_its_write(
+    backend: FirestoreBackend,
+    store: FirestoreStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given six activated jobs, and a rival pilot that claims two of them right after the
+    # bulk's query read them (so the bulk's writes of those two lose their precondition)
+    add_split_task(store, clock, 6)
+    rival = backend.open()
+    stream = store._stream
+    taken: list[Job] = []
+
+    def racing_stream(what: str, query: Any) -> list[Any]:
+        seen = stream(what, query)
+        if what == "apply_bulk" and not taken:
+            taken.extend(rival.claim_jobs("q", "rival", 2, fits_all(), clock.now()))
+        return seen
+
+    monkeypatch.setattr(store, "_stream", racing_stream)
+
+    # When the task's queued jobs are cancelled
+    cancel = JobBulk("t1", JOB_QUEUED, to=JobStatus.CANCELLED, reason="user")
+    changed = store.apply_bulk(cancel, clock.now())
+
+    # Then the two jobs claimed meanwhile were read again, are no longer queued, and were
+    # left to their pilot; the four others were cancelled
+    assert len(taken) == 2
+    assert changed == 4
+    assert store.job_counts("t1") == {JobStatus.CANCELLED: 4, JobStatus.SENT: 2}
+    assert {store.get_job(j.id).pilot_id for j in taken} == {"rival"}
+
+
+def test_a_bulk_over_more_jobs_than_one_chunk_in_mixed_states_changes_every_one(
+    store: FirestoreStore, clock: FakeClock
+) -> None:
+    # Given 1200 jobs, alternately 100 defined (paused) and 100 activated, so that the bulk's
+    # chunks of 500 each hold both states (read by `status in`, ordered by index)
+    add_split_task(store, clock, 1200)
+    (pause,) = plan_action(Action.PAUSE, "t1", {})
+    for first in range(0, 1200, 200):
+        assert store.apply_bulk(pause, clock.now(), first_index=first, count=100) == 100
+
+    # When all its queued jobs are closed in one call
+    (close,) = plan_action(Action.FINISH, "t1", {"reason": "enough"})
+    changed = store.apply_bulk(close, clock.now())
+
+    # Then every one was, whatever its state and chunk
+    assert changed == 1200
+    assert store.job_counts("t1") == {JobStatus.CLOSED: 1200}
+
+
+def test_a_bulk_reads_only_jobs_in_the_states_it_selects_from(
+    store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
+) -> None:
+    # Given a task of 10 jobs, 3 of them sent to a pilot
+    add_split_task(store, clock, 10)
+    store.claim_jobs("q", "p1", 3, fits_all(), clock.now())
+    meter.reset()
+
+    # When its live jobs are flagged for killing
+    (_, kill_live) = plan_action(Action.KILL, "t1", {"reason": "user"})
+    assert store.apply_bulk(kill_live, clock.now()) == 3
+
+    # Then only those 3 were read (and written), not the task's 7 queued jobs
+    assert meter.snapshot() == {"reads": 3, "writes": 3, "deletes": 0}
+
+
+def test_bulk_fields_refuse_a_change_they_cannot_store() -> None:
+    with pytest.raises(ValueError, match="parents"):
+        codec.bulk_fields({"parents": []})
+    assert codec.bulk_fields({"status": JobStatus.CLOSED, "memory_mb": 4000}) == {
+        "status": "closed",
+        "memory_mb": 4000,
+    }
 
 
 # --- billed operations -------------------------------------------------------------------------

@@ -65,14 +65,16 @@ class TaskPart(FirestoreBase):
         return self._cas("set_task_status", ref, lambda d: d["status"] in expected, change, events)
 
     def place_task(self, task_id: str, spec: TaskSpec, events: Sequence[Event]) -> bool:
-        registered = str(TaskStatus.REGISTERED)
+        advance(TaskStatus.PENDING, TaskStatus.REGISTERED)
+        pending = str(TaskStatus.PENDING)
         change = {
+            "status": str(TaskStatus.REGISTERED),
             "spec": spec.model_dump_json(by_alias=True),
             "reason": "",
             "updated_at": self._clock(),
         }
         ref = self._tasks.document(task_id)
-        return self._cas("place_task", ref, lambda d: d["status"] == registered, change, events)
+        return self._cas("place_task", ref, lambda d: d["status"] == pending, change, events)
 
     # -- the split ---------------------------------------------------------------------------------
     def add_jobs(
