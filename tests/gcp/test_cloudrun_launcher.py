@@ -15,7 +15,8 @@ from google.auth.credentials import AnonymousCredentials
 from skypanda.adapters.gcp.cloudrun_launcher import CloudRunLauncher, container_limits
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
 from skypanda.domain.launchers import CloudRunLauncherSpec
-from skypanda.domain.models import Job, JobStatus, Queue, Resources
+from skypanda.domain.models import Job, Queue, Resources
+from skypanda.domain.states import JobStatus
 from skypanda.ports import LaunchedPilot
 from tests.gcp.recording_server import FakeCloudRun
 
