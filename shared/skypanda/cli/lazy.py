@@ -57,7 +57,24 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
             module, attr = self.lazy[cmd_name].split(":")
-            command = getattr(load_module(module, f"skypanda {self.name} {cmd_name}"), attr)
+            try:
+                command = getattr(load_module(module, f"skypanda {self.name} {cmd_name}"), attr)
+            except click.ClickException as missing:
+                return _unavailable(cmd_name, missing)
             assert isinstance(command, click.Command)
             return command
         return super().get_command(ctx, cmd_name)
+
+
+def _unavailable(name: str, missing: click.ClickException) -> click.Command:
+    """A command whose extra is not installed: listed in --help, says so when run."""
+
+    def fail(**_: Any) -> None:
+        raise missing
+
+    return click.Command(
+        name,
+        callback=fail,
+        help=f"(not installed: {missing.message})",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
