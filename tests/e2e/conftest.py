@@ -21,10 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def fast_queue(**overrides: Any) -> Queue:
-    """A queue with short timeouts so failure paths show within seconds."""
+    """A queue with short timeouts so failure paths show within seconds. A pilot is missed
+    after 10 s without a heartbeat (20 missed beats): a live pilot starved on a busy machine
+    must not be taken for a dead one."""
     settings: dict[str, Any] = {
         "name": "local", "min_pilots": 0, "max_pilots": 2, "heartbeat_interval_s": 0.5,
-        "heartbeat_timeout_s": 4.0, "idle_timeout_s": 3.0, "jobs_per_acquire": 8,
+        "heartbeat_timeout_s": 10.0, "idle_timeout_s": 3.0, "jobs_per_acquire": 8,
     }  # fmt: skip
     settings.update(overrides)
     return Queue(**settings)
