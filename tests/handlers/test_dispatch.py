@@ -163,3 +163,15 @@ def test_out_of_memory_at_the_queues_maximum_moves_the_job_to_a_bigger_queue(
     )
     (first,) = svc.store.attempts(job.id)
     assert first.error_diag.endswith("rebrokered to queue big with 6000 MB")
+
+
+def test_a_draining_pilot_gets_no_new_job(svc: Services) -> None:
+    # Given a pilot holding one job, with two more queued, asked to drain
+    pilot_id, _ = _pilot_with_jobs(svc, 1)
+    submit(svc, TaskSpec(name="more", command=["true"], n_jobs=2), owner="u")
+    for task in svc.store.list_tasks():
+        split.handle(svc, TaskRef(task_id=task.id))
+    dispatch.drain(svc, pilot_id)
+    # When it asks for work before its next heartbeat tells it to drain, Then it gets none
+    assert dispatch.acquire(svc, pilot_id, 8) == []
+    assert svc.store.count_activated("local") == 2

@@ -66,7 +66,15 @@ def handle(svc: Services, msg: TaskBulk) -> None:
 
 def run_page(svc: Services, msg: TaskBulk) -> int:
     """Apply one page of the action; emit the next page's event, or finish the action.
-    Returns how many jobs this page changed."""
+    Returns how many jobs this page changed (also when it ran already in this process)."""
+    with svc.memory.bulk_lock:
+        done = svc.memory.bulk_done.get((msg.run, msg.page))
+        if done is None:
+            done = svc.memory.bulk_done[(msg.run, msg.page)] = _page(svc, msg)
+        return done
+
+
+def _page(svc: Services, msg: TaskBulk) -> int:
     task = svc.tasks.get_task(msg.task_id, counts=False)  # n_jobs as split, status as now
     page = svc.jobs.bulk_page
     first = msg.page * page if page is not None else 0

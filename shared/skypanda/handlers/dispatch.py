@@ -99,6 +99,8 @@ def acquire(svc: Services, pilot_id: str, n: int, job_id: str | None = None) -> 
     if not 1 <= n <= 1000:
         raise InvalidInput(f"n must be between 1 and 1000, not {n}", field="n")
     pilot = _live_pilot(svc, pilot_id)
+    if pilot.drain and job_id is None:
+        return []  # draining: it finishes what it holds and takes nothing new
     now = svc.clock.now()
     if job_id is not None:
         jobs = _claim_one(svc, pilot, job_id, now)

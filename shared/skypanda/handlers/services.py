@@ -4,6 +4,7 @@ and what handlers remember between events in this process (`Memory`)."""
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,12 @@ class Memory:
         self.paused: TTLCache[str, bool] = TTLCache(max_entries, PAUSE_TTL_S, timer=clock.now)
         self.loads: TTLCache[str, Any] = TTLCache(1000, LOADS_TTL_S, timer=clock.now)
         self.noted: LRUCache[str, str] = LRUCache(1000)
+        # Pages of task-wide actions done here, with how many jobs each changed: an action's
+        # request and the outbox's delivery of its event may run the same page at once (the
+        # embedded store applies a whole task as one page); the second waits, then reports
+        # the first's count instead of running it again.
+        self.bulk_lock = threading.Lock()
+        self.bulk_done: LRUCache[tuple[str, int], int] = LRUCache(max_entries)
 
 
 @dataclass
