@@ -17,8 +17,10 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 from google.events.cloud.firestore_v1.types import Document, DocumentEventData, Value
 
+from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.domain import events as ev
 from skypanda.domain.events import Event
+from skypanda.domain.identity import Role
 from skypanda.domain.models import JobReport, Pilot, Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus
 from skypanda.handlers import dispatch, task_actions
@@ -44,7 +46,11 @@ TOKEN = "test-token"
 def svc(tmp_path: Path) -> Iterator[Services]:
     with sqlite_services(tmp_path, FakeClock(), Queue(name="local", max_pilots=2)) as services:
         forwarded: list[Event] = []
-        cloudfn.configure(services, TOKEN, forward=forwarded.append, dead_letters=DeadLetterBox())
+        identity = LocalTokens(None)
+        identity.accept(TOKEN, "deployment", Role.ADMIN)
+        cloudfn.configure(
+            services, identity, forward=forwarded.append, dead_letters=DeadLetterBox()
+        )
         services.settings["forwarded"] = forwarded
         yield services
 

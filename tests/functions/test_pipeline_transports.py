@@ -22,6 +22,7 @@ import pytest
 from cloudevents.http import CloudEvent
 from google.events.cloud.firestore_v1.types import Document, DocumentEventData, Value
 
+from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.domain import events as ev
 from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.events import Event, EventType, JobEnded
@@ -111,13 +112,13 @@ def _settled(call: Any, box: DeadLetterBox, event: Event) -> str:
 
 def via_pubsub(svc: Services, pipe: Pipeline, event: Event, attempt: int = 1) -> str:
     box = DeadLetterBox()
-    cloudfn.configure(svc, "t", dead_letters=box, pipeline=pipe)
+    cloudfn.configure(svc, LocalTokens(None), dead_letters=box, pipeline=pipe)
     return _settled(lambda: cloudfn.on_pubsub(_pubsub(event, attempt), only="release"), box, event)
 
 
 def via_eventarc(svc: Services, pipe: Pipeline, event: Event) -> str:
     box = DeadLetterBox()
-    cloudfn.configure(svc, "t", dead_letters=box, pipeline=pipe)
+    cloudfn.configure(svc, LocalTokens(None), dead_letters=box, pipeline=pipe)
     return _settled(lambda: cloudfn.on_outbox_written(_written(event)), box, event)
 
 
@@ -164,7 +165,7 @@ def test_a_delivered_event_is_acknowledged_and_counted_alike(svc: Services) -> N
     unknown = ev.task_registered("t-nope")
     # Then an unknown id is not transient: dead, on both Pub/Sub and the router, not retried
     box = DeadLetterBox()
-    cloudfn.configure(svc, "t", dead_letters=box, pipeline=pipe)
+    cloudfn.configure(svc, LocalTokens(None), dead_letters=box, pipeline=pipe)
     cloudfn.on_pubsub(_pubsub(unknown, 1), only="split")
     svc.store.add_events([unknown])
     Router(pipe, svc.store).drain()
@@ -176,7 +177,7 @@ def test_a_delivered_event_is_acknowledged_and_counted_alike(svc: Services) -> N
 def test_an_event_sent_to_the_wrong_function_is_poison(svc: Services) -> None:
     pipe = Pipeline(svc)
     box = DeadLetterBox()
-    cloudfn.configure(svc, "t", dead_letters=box, pipeline=pipe)
+    cloudfn.configure(svc, LocalTokens(None), dead_letters=box, pipeline=pipe)
     cloudfn.on_pubsub(_pubsub(ev.task_registered("t1"), 1), only="sweep")
     ((event_id, reason),) = box.parked
     assert event_id == "task-registered:t1" and "is not for sweep" in reason

@@ -1,21 +1,21 @@
 """The Flask app: submission and monitoring for users, the dispatch protocol for pilots.
 
-Every route requires `Authorization: Bearer <token>` (checked once, before any route). Bodies
-are decoded once into pydantic models; errors are mapped to JSON in `api.errors`.
+Every route requires `Authorization: Bearer <token>`, checked once before any route against
+the Identity port and the route's roles (`api.access`). Bodies are decoded once into pydantic
+models; errors are mapped to JSON in `api.errors`.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, TypeVar
 
 from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from skypanda import __version__
-from skypanda.api import data, errors, pilotzip, tasks
+from skypanda.api import access, data, errors, pilotzip, tasks
 from skypanda.api.workflows import workflow_routes
-from skypanda.domain.errors import InvalidInput, Unauthorized
+from skypanda.domain.errors import InvalidInput
 from skypanda.domain.jobflow import log_key
 from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec, jsonable
 from skypanda.domain.states import JobStatus, PilotStatus
@@ -24,6 +24,7 @@ from skypanda.handlers import dispatch, queues, task_actions
 from skypanda.handlers.dispatch import Reply
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
+from skypanda.ports import Identity
 
 B = TypeVar("B", bound=BaseModel)
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -96,22 +97,16 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 ALL_PARTS = ("user", "monitor", "pilot")
 
 
-def create_app(svc: Services, token: str, parts: tuple[str, ...] = ALL_PARTS) -> Flask:
+def create_app(svc: Services, identity: Identity, parts: tuple[str, ...] = ALL_PARTS) -> Flask:
     """The API. `parts` picks route groups: a Cloud Function can serve users' routes (`user`,
     `monitor`) and another the pilots' (`pilot`), each scaling on its own."""
-    app = Flask("skypanda")
+    app = Flask("skypanda", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     errors.install(app)
 
     @app.before_request
     def _authenticate() -> None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized("invalid bearer token")
-        g.owner = "local"
+        access.authenticate(identity)
 
     for part in parts:
         {"user": _user_routes, "monitor": _monitor_routes, "pilot": _pilot_routes}[part](app, svc)
@@ -159,7 +154,8 @@ def _user_routes(app: Flask, svc: Services) -> None:
 
     @app.post("/v1/tasks/<task_id>/kill")
     def kill_task(task_id: str) -> Response:
-        return jsonify(jsonable(task_actions.kill(svc, task_id, g.owner, "killed by user")))
+        task = task_actions.kill(svc, task_id, g.owner, f"killed by {g.owner}", admin=g.admin)
+        return jsonify(jsonable(task))
 
     workflow_routes(app, svc)
     tasks.routes(app, svc)

@@ -47,24 +47,26 @@ def routes(app: Flask, svc: Services) -> None:
     @app.post("/v1/tasks/<task_id>/finish")
     def finish_task(task_id: str) -> Response:
         body = _parse(FinishBody)
-        return jsonify(jsonable(task_actions.finish(svc, task_id, g.owner, hard=body.hard)))
+        return jsonify(
+            jsonable(task_actions.finish(svc, task_id, g.owner, hard=body.hard, admin=g.admin))
+        )
 
     @app.post("/v1/tasks/<task_id>/pause")
     def pause_task(task_id: str) -> Response:
-        return jsonify(jsonable(task_actions.pause(svc, task_id, g.owner)))
+        return jsonify(jsonable(task_actions.pause(svc, task_id, g.owner, admin=g.admin)))
 
     @app.post("/v1/tasks/<task_id>/resume")
     def resume_task(task_id: str) -> Response:
-        return jsonify(jsonable(task_actions.resume(svc, task_id, g.owner)))
+        return jsonify(jsonable(task_actions.resume(svc, task_id, g.owner, admin=g.admin)))
 
     @app.post("/v1/tasks/<task_id>/reassign")
     def reassign_task(task_id: str) -> Response:
         body = _parse(ReassignBody)
-        moved = task_actions.reassign(svc, task_id, g.owner, body.queue)
+        moved = task_actions.reassign(svc, task_id, g.owner, body.queue, admin=g.admin)
         return jsonify({"task_id": task_id, "queue": body.queue, "jobs_moved": moved})
 
     @app.post("/v1/tasks/<task_id>/priority")
     def set_priority(task_id: str) -> Response:
         body = _parse(PriorityBody)
-        changed = task_actions.set_priority(svc, task_id, g.owner, body.priority)
+        changed = task_actions.set_priority(svc, task_id, g.owner, body.priority, admin=g.admin)
         return jsonify({"task_id": task_id, "priority": body.priority, "jobs_changed": changed})

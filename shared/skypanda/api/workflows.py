@@ -105,14 +105,21 @@ def workflow_routes(app: Flask, svc: Services) -> None:
 
     @app.post("/v1/workflows/<workflow_id>/retry")
     def retry_workflow(workflow_id: str) -> Response:
-        n = workflow_actions.retry(svc, workflow_id)
+        n = workflow_actions.retry(svc, workflow_id, g.owner, admin=g.admin)
         return jsonify({**view(svc, svc.workflows.get_workflow(workflow_id)), "jobs_reset": n})
 
     @app.post("/v1/workflows/<workflow_id>/kill")
     def kill_workflow(workflow_id: str) -> Response:
-        return jsonify(view(svc, workflow_actions.kill(svc, workflow_id, reason="killed by user")))
+        return jsonify(
+            view(
+                svc,
+                workflow_actions.kill(
+                    svc, workflow_id, f"killed by {g.owner}", g.owner, admin=g.admin
+                ),
+            )
+        )
 
     @app.post("/v1/tasks/<task_id>/retry")
     def retry_task(task_id: str) -> Response:
-        n = task_actions.retry(svc, task_id, g.owner)
+        n = task_actions.retry(svc, task_id, g.owner, admin=g.admin)
         return jsonify({**jsonable(svc.tasks.get_task(task_id)), "jobs_reset": n})

@@ -27,16 +27,25 @@ ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.PAUSED)
 MAX_PRIORITY = 1_000_000
 
 
-def _owned(svc: Services, task_id: str, owner: str | None, action: str) -> Task:
-    """The task, if `owner` may act on it (None: the system acts, e.g. a workflow's kill)."""
+def _owned(
+    svc: Services, task_id: str, owner: str | None, action: str, admin: bool = False
+) -> Task:
+    """The task, if `owner` may act on it: its owner, an admin, or the system (None, e.g. a
+    workflow's kill).
+
+    Raises:
+        NotFound; Forbidden: someone else's task, and `owner` is no admin.
+    """
     task = svc.tasks.get_task(task_id, counts=False)
-    if owner is not None and task.owner != owner:
+    if owner is not None and not admin and task.owner != owner:
         raise Forbidden(f"task {task_id} belongs to {task.owner}; {owner} cannot {action} it")
     return task
 
 
-def _owned_active(svc: Services, task_id: str, owner: str, action: str) -> Task:
-    task = _owned(svc, task_id, owner, action)
+def _owned_active(
+    svc: Services, task_id: str, owner: str, action: str, admin: bool = False
+) -> Task:
+    task = _owned(svc, task_id, owner, action, admin)
     if task.status not in ACTIVE:
         raise Conflict(
             f"cannot {action} task {task_id}: it is {task.status}, not ready, running or paused"
@@ -45,7 +54,13 @@ def _owned_active(svc: Services, task_id: str, owner: str, action: str) -> Task:
 
 
 def kill(
-    svc: Services, task_id: str, owner: str | None, reason: str, *, advance_workflow: bool = True
+    svc: Services,
+    task_id: str,
+    owner: str | None,
+    reason: str,
+    *,
+    admin: bool = False,
+    advance_workflow: bool = True,
 ) -> Task:
     """Abort the task: its queued jobs are cancelled, its running ones killed by their pilots;
     in a workflow, the tasks waiting for it are cancelled (`advance_workflow`).
@@ -53,7 +68,7 @@ def kill(
     Raises:
         NotFound, Forbidden; IllegalTransition: the task has ended already.
     """
-    task = _owned(svc, task_id, owner, "kill")
+    task = _owned(svc, task_id, owner, "kill", admin)
     advance(task.status, TaskStatus.ABORTED)
     bulk.start(svc, task, Action.KILL, {"reason": reason}, to=TaskStatus.ABORTED, reason=reason)
     known.forget_pause(svc, task_id)
@@ -63,14 +78,14 @@ def kill(
     return svc.tasks.get_task(task_id)
 
 
-def finish(svc: Services, task_id: str, owner: str, *, hard: bool) -> Task:
+def finish(svc: Services, task_id: str, owner: str, *, hard: bool, admin: bool = False) -> Task:
     """No new job of the task runs: its queued jobs are closed. Soft: running jobs complete;
     hard: they are killed too. The task then ends `finished` (or failed, if jobs failed).
 
     Raises:
         NotFound, Forbidden, Conflict (the task is not ready or running).
     """
-    task = _owned_active(svc, task_id, owner, "finish")
+    task = _owned_active(svc, task_id, owner, "finish", admin)
     how = "hard" if hard else "soft"
     action = Action.FINISH_HARD if hard else Action.FINISH
     closed = bulk.start(svc, task, action, {"reason": f"closed: task finished ({how}) by {owner}"})
@@ -78,14 +93,16 @@ def finish(svc: Services, task_id: str, owner: str, *, hard: bool) -> Task:
     return svc.tasks.get_task(task_id)
 
 
-def reassign(svc: Services, task_id: str, owner: str, queue: str) -> int | None:
+def reassign(
+    svc: Services, task_id: str, owner: str, queue: str, *, admin: bool = False
+) -> int | None:
     """Move the task's queued jobs to another queue (they must fit it). Returns how many moved
     (None: the move goes on in pages).
 
     Raises:
         NotFound, Forbidden, Conflict; InvalidInput: unknown queue, or the jobs do not fit it.
     """
-    task = _owned_active(svc, task_id, owner, "reassign")
+    task = _owned_active(svc, task_id, owner, "reassign", admin)
     try:
         target = svc.fleet.get_queue(queue)
     except NotFound as e:
@@ -102,7 +119,9 @@ def reassign(svc: Services, task_id: str, owner: str, queue: str) -> int | None:
     return moved
 
 
-def set_priority(svc: Services, task_id: str, owner: str, priority: int) -> int | None:
+def set_priority(
+    svc: Services, task_id: str, owner: str, priority: int, *, admin: bool = False
+) -> int | None:
     """Give the task's queued jobs a new priority. Returns how many (None: in pages).
 
     Raises:
@@ -110,18 +129,18 @@ def set_priority(svc: Services, task_id: str, owner: str, priority: int) -> int 
     """
     if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
         raise InvalidInput(f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}")
-    task = _owned_active(svc, task_id, owner, "change the priority of")
+    task = _owned_active(svc, task_id, owner, "change the priority of", admin)
     return bulk.start(svc, task, Action.MOVE, {"priority": priority})
 
 
-def pause(svc: Services, task_id: str, owner: str) -> Task:
+def pause(svc: Services, task_id: str, owner: str, *, admin: bool = False) -> Task:
     """No job of the task is dispatched until it is resumed: its activated jobs go back to
     defined (running ones go on; children whose parents end meanwhile wait for the resume).
 
     Raises:
         NotFound, Forbidden, Conflict (not ready or running).
     """
-    task = _owned_active(svc, task_id, owner, "pause")
+    task = _owned_active(svc, task_id, owner, "pause", admin)
     if task.status is TaskStatus.PAUSED:
         return task
     held = bulk.start(
@@ -132,13 +151,13 @@ def pause(svc: Services, task_id: str, owner: str) -> Task:
     return svc.tasks.get_task(task_id)
 
 
-def resume(svc: Services, task_id: str, owner: str) -> Task:
+def resume(svc: Services, task_id: str, owner: str, *, admin: bool = False) -> Task:
     """Dispatch a paused task's jobs again (those not waiting for a parent).
 
     Raises:
         NotFound, Forbidden, Conflict (not paused).
     """
-    task = _owned(svc, task_id, owner, "resume")
+    task = _owned(svc, task_id, owner, "resume", admin)
     if task.status is not TaskStatus.PAUSED:
         raise Conflict(f"cannot resume task {task_id}: it is {task.status}, not paused")
     back = bulk.start(svc, task, Action.RESUME, {}, to=TaskStatus.RUNNING)
@@ -147,14 +166,14 @@ def resume(svc: Services, task_id: str, owner: str) -> Task:
     return svc.tasks.get_task(task_id)
 
 
-def retry(svc: Services, task_id: str, owner: str | None = None) -> int:
+def retry(svc: Services, task_id: str, owner: str | None = None, *, admin: bool = False) -> int:
     """Rerun a failed (plain) task's failed and cancelled jobs. Returns how many were reset.
 
     Raises:
         NotFound, Forbidden; Conflict: the task has not failed, or belongs to a workflow
             (retry the workflow).
     """
-    task = _owned(svc, task_id, owner, "retry")
+    task = _owned(svc, task_id, owner, "retry", admin)
     if task.workflow_id is not None:
         raise Conflict(f"task {task_id} belongs to workflow {task.workflow_id}: retry that")
     if task.status is not TaskStatus.FAILED or not task.n_jobs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from skypanda.domain import events as ev
-from skypanda.domain.errors import Conflict, IllegalTransition, NotFound
+from skypanda.domain.errors import Conflict, Forbidden, IllegalTransition, NotFound
 from skypanda.domain.states import TASK_FINAL, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import Workflow
 from skypanda.handlers import known, task_actions, workflow
@@ -15,15 +15,24 @@ from skypanda.handlers.services import Services
 log = logging.getLogger(__name__)
 
 
-def retry(svc: Services, workflow_id: str) -> int:
+def _owned(
+    svc: Services, workflow_id: str, owner: str | None, action: str, admin: bool
+) -> Workflow:
+    wf = svc.workflows.get_workflow(workflow_id)
+    if owner is not None and not admin and wf.owner != owner:
+        raise Forbidden(f"workflow {workflow_id} belongs to {wf.owner}; {owner} cannot {action} it")
+    return wf
+
+
+def retry(svc: Services, workflow_id: str, owner: str | None = None, *, admin: bool = False) -> int:
     """Rerun a failed workflow's failed and cancelled jobs (finished ones are kept); tasks that
     were never made wait for their inputs again. Returns how many jobs were reset.
 
     Raises:
-        NotFound: no such workflow.
+        NotFound: no such workflow. Forbidden: someone else's, and `owner` is no admin.
         Conflict: the workflow has not failed (nothing to retry).
     """
-    wf = svc.workflows.get_workflow(workflow_id)
+    wf = _owned(svc, workflow_id, owner, "retry", admin)
     if wf.status is not WorkflowStatus.FAILED:
         raise Conflict(f"workflow {workflow_id} is {wf.status}: only a failed workflow is retried")
     cw = known.compiled(svc, workflow_id)
@@ -49,14 +58,21 @@ def retry(svc: Services, workflow_id: str) -> int:
     return reset
 
 
-def kill(svc: Services, workflow_id: str, reason: str) -> Workflow:
+def kill(
+    svc: Services,
+    workflow_id: str,
+    reason: str,
+    owner: str | None = None,
+    *,
+    admin: bool = False,
+) -> Workflow:
     """Abort every task of the workflow that has not ended, then the workflow.
 
     Raises:
-        NotFound: no such workflow.
+        NotFound: no such workflow. Forbidden: someone else's, and `owner` is no admin.
         IllegalTransition: the workflow has ended.
     """
-    wf = svc.workflows.get_workflow(workflow_id)
+    wf = _owned(svc, workflow_id, owner, "kill", admin)
     if wf.status in (WorkflowStatus.DONE, WorkflowStatus.ABORTED):
         raise Conflict(f"workflow {workflow_id} has ended ({wf.status}); nothing to kill")
     svc.workflows.set_workflow_status(

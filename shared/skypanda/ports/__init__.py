@@ -21,7 +21,7 @@ from skypanda.ports.jobs import WAITING_COUNT_CAP, JobStore
 from skypanda.ports.outbox import Outbox, StoredEvent
 from skypanda.ports.tasks import TaskStore
 from skypanda.ports.workflows import WorkflowStore
-from skypanda.ports.world import Blobs, Bus, Clock, LaunchedPilot, Launcher
+from skypanda.ports.world import Blobs, Bus, Clock, Identity, LaunchedPilot, Launcher
 
 __all__ = [
     "WAITING_COUNT_CAP",
@@ -29,6 +29,7 @@ __all__ = [
     "Bus",
     "Clock",
     "FleetStore",
+    "Identity",
     "JobChange",
     "JobStore",
     "LaunchedPilot",

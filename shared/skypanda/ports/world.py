@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from skypanda.domain.events import Event
+from skypanda.domain.identity import Principal
 from skypanda.domain.models import Job, Queue
 
 
@@ -51,3 +52,10 @@ class Launcher(Protocol):
 class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch."""
+
+
+class Identity(Protocol):
+    """Who is asking: a bearer credential made into a principal (its name and roles)."""
+
+    def authenticate(self, token: str) -> Principal:
+        """Raises Unauthorized, saying why (unknown, revoked, expired ...)."""

@@ -43,6 +43,7 @@ from skypanda.domain.errors import InvalidInput, SkypandaError
 from skypanda.domain.events import Event, EventType
 from skypanda.handlers.pipeline import Outcome, Pipeline, Result
 from skypanda.handlers.services import Services
+from skypanda.ports import Identity
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,12 @@ class RetryLater(Exception):
 
 def configure(
     svc: Services,
-    token: str,
+    identity: Identity,
     forward: Callable[[Event], None] | None = None,
     dead_letters: DeadLetters | None = None,
     pipeline: Pipeline | None = None,
 ) -> None:
-    """Use these services (and this API token) for every entry point in this process.
+    """Use these services (and this identity) for every entry point in this process.
 
     `forward` publishes an event that `release` does not handle itself (default: `svc.bus`);
     `dead_letters` parks dead events (default: `svc.bus`, a PubSubBus); `pipeline` delivers
@@ -80,7 +81,7 @@ def configure(
     _state.clear()
     _state.update(
         svc=svc,
-        token=token,
+        identity=identity,
         pipeline=pipeline or Pipeline(svc),
         forward=forward or (lambda e: svc.bus.publish([e])),
         dead_letters=dead_letters or svc.bus,
@@ -91,8 +92,8 @@ def services() -> Services:
     if "svc" not in _state:
         from skypanda.runtime.gcp import services_from_env
 
-        svc, token = services_from_env()
-        configure(svc, token)
+        svc, identity = services_from_env()
+        configure(svc, identity)
     return _state["svc"]  # type: ignore[no-any-return]
 
 
@@ -105,7 +106,7 @@ def _app(parts: tuple[str, ...]) -> Flask:
     key = f"app:{','.join(parts)}"
     if key not in _state:
         svc = services()
-        _state[key] = create_app(svc, _state["token"], parts)
+        _state[key] = create_app(svc, _state["identity"], parts)
     return _state[key]  # type: ignore[no-any-return]
 
 

@@ -26,12 +26,13 @@ from skypanda.adapters.gcp.topology import ensure_topology, topic_name
 from skypanda.adapters.local.launcher import ProcessLauncher
 from skypanda.api.server import ApiServer
 from skypanda.domain.events import EventType
+from skypanda.domain.identity import Role
 from skypanda.handlers.services import Services
 from skypanda.runtime import cloudfn, emulators, entrypoints
 from skypanda.runtime.bridge import OutboxBridge, gateway
 from skypanda.runtime.emulators import Emulator
 from skypanda.runtime.launchers import QueueLaunchers
-from skypanda.runtime.local import LocalOptions, ensure_queue, ensure_token
+from skypanda.runtime.local import LocalOptions, ensure_identity, ensure_queue
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class EmulatedCloud:
     def __init__(self, opts: EmulatedOptions) -> None:
         self.opts = opts
         opts.home.mkdir(parents=True, exist_ok=True)
-        self.token = ensure_token(opts.home)
+        self.identity, self.token = ensure_identity(opts.home)
         self.emulators: list[Emulator] = []
         self._servers: dict[str, ApiServer] = {}
         self._stop = threading.Event()
@@ -112,13 +113,15 @@ class EmulatedCloud:
     def start(self) -> EmulatedCloud:
         self._start_emulators()
         self.svc = self._services()
-        cloudfn.configure(self.svc, self.token)
+        cloudfn.configure(self.svc, self.identity)
         users, pilots = (self._serve(n, "http") for n in ("submit", "dispatch"))
         self.gateway = ApiServer(gateway(users.wsgi, pilots.wsgi), port=self.opts.port)
         self.gateway.start()
         if self.opts.launch_pilots:
             self.launcher = ProcessLauncher(
-                server_url=self.url, token=self.token, home=self.opts.home
+                server_url=self.url,
+                token=self.identity.issue("pilots", Role.PILOT),
+                home=self.opts.home,
             )
             local = self.launcher
             self.svc.launcher = QueueLaunchers({"local": lambda queue: local})

@@ -17,10 +17,12 @@ import os
 import time
 
 from skypanda.adapters.clock import SystemClock
+from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.domain.errors import InvalidInput
+from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
-from skypanda.ports import Launcher
+from skypanda.ports import Identity, Launcher
 from skypanda.runtime.launchers import Factory, QueueLaunchers
 
 
@@ -56,8 +58,10 @@ def _need(name: str) -> str:
     return value
 
 
-def services_from_env() -> tuple[Services, str]:
-    """Services on Firestore, Pub/Sub and Cloud Storage, and the API token.
+def services_from_env() -> tuple[Services, Identity]:
+    """Services on Firestore, Pub/Sub and Cloud Storage, and who may call the API: the
+    deployment's token (SKYPANDA_TOKEN) as an admin. (Per-user identity on Google Cloud, OIDC
+    and Google ID tokens, is issue 12's next step.)
 
     Raises:
         InvalidInput: a required variable is missing (named in the message).
@@ -80,4 +84,6 @@ def services_from_env() -> tuple[Services, str]:
         svc.launcher = QueueLaunchers(
             {"cloudrun": cloudrun_factory(server_url), "gke": gke_factory(server_url)}
         )
-    return svc, _need("SKYPANDA_TOKEN")
+    identity = LocalTokens(None)
+    identity.accept(_need("SKYPANDA_TOKEN"), "deployment", Role.ADMIN)
+    return svc, identity

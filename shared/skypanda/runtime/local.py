@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import secrets
@@ -17,9 +18,11 @@ from skypanda.adapters.local.bus import OutboxBus
 from skypanda.adapters.local.files import FileBlobs
 from skypanda.adapters.local.launcher import ProcessLauncher
 from skypanda.adapters.local.sqlite import SqliteStore
+from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.api.app import create_app
 from skypanda.api.server import ApiServer
 from skypanda.domain.errors import NotFound
+from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
 from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
@@ -46,6 +49,27 @@ def ensure_token(home: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
+
+
+def ensure_identity(home: Path) -> tuple[LocalTokens, str]:
+    """The users of `home` and the token of its first admin.
+
+    On the first start nobody is registered: the person who started skypanda becomes an admin
+    (named by their login), with the token in `<home>/token` that the CLI reads, so the
+    README's first command needs nothing. Add others with `skypanda users add`.
+    """
+    tokens = LocalTokens(home / "users.json")
+    token = ensure_token(home)
+    if not tokens.users():
+        tokens.add(_login(), Role.ADMIN, token=token)
+    return tokens, token
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "admin"
 
 
 def default_queue(cores: int | None = None) -> Queue:
@@ -84,7 +108,7 @@ class LocalSystem:
         self.opts = opts
         home = opts.home
         home.mkdir(parents=True, exist_ok=True)
-        self.token = ensure_token(home)
+        self.identity, self.token = ensure_identity(home)
         clock = SystemClock()
         self.store = SqliteStore(home / "skypanda.db", clock=clock.now)
         self.blobs = FileBlobs(home / "blobs")
@@ -93,10 +117,12 @@ class LocalSystem:
         )
         self.router = Router(Pipeline(self.svc), self.store)
         self.store.on_events = self.router.nudge
-        self.server = ApiServer(create_app(self.svc, self.token), port=opts.port)
+        self.server = ApiServer(create_app(self.svc, self.identity), port=opts.port)
         self.launcher: ProcessLauncher | None = None
         if opts.launch_pilots:
-            self.launcher = ProcessLauncher(server_url=self.url, token=self.token, home=home)
+            # Its pilots get a pilot's token, valid while this system runs: not the admin's.
+            pilots = self.identity.issue("pilots", Role.PILOT)
+            self.launcher = ProcessLauncher(server_url=self.url, token=pilots, home=home)
             local = self.launcher
             self.svc.launcher = QueueLaunchers({"local": lambda queue: local})
         self._stop = threading.Event()

@@ -1,0 +1,91 @@
+"""Who may call which route: one table, checked before every request (and walked whole by
+`tests/functions/test_route_access.py`).
+
+Users read everything (PanDA-style: all tasks are readable) and act on their own tasks and
+workflows (the handlers check ownership; an admin acts on any). Pilots speak the dispatch
+protocol; a launcher may only register pilots. Admins may do everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from flask import g, request
+
+from skypanda.domain.errors import Forbidden, Unauthorized
+from skypanda.domain.identity import Principal, Role
+from skypanda.ports import Identity
+
+U, A, P, L = Role.USER, Role.ADMIN, Role.PILOT, Role.LAUNCHER
+ANYONE = frozenset({U, A, P, L})
+READERS = frozenset({U, A})
+USERS = frozenset({U, A})
+PILOTS = frozenset({P, A})
+
+ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
+    {
+        # anyone authenticated
+        "health": ANYONE,
+        "pilot_zipapp": ANYONE,
+        # reading
+        "list_tasks": READERS,
+        "get_task": READERS,
+        "list_jobs": READERS,
+        "get_job": READERS,
+        "get_log": READERS,
+        "list_workflows": READERS,
+        "get_workflow": READERS,
+        "get_dag": READERS,
+        "list_queues": READERS,
+        "list_pilots": READERS,
+        # users' own work (ownership checked by the handlers; admins act on any)
+        "create_task": USERS,
+        "create_workflow": USERS,
+        "kill_task": USERS,
+        "retry_task": USERS,
+        "finish_task": USERS,
+        "pause_task": USERS,
+        "resume_task": USERS,
+        "reassign_task": USERS,
+        "set_priority": USERS,
+        "kill_workflow": USERS,
+        "retry_workflow": USERS,
+        # operators
+        "apply_queues": frozenset({A}),
+        "drain_pilot": frozenset({A}),
+        # the dispatch protocol
+        "register": frozenset({P, L, A}),
+        "acquire": PILOTS,
+        "update": PILOTS,
+        "heartbeat": PILOTS,
+        "end": PILOTS,
+        "append_log": PILOTS,
+        "put_output": PILOTS,
+    }
+)
+
+
+def authenticate(identity: Identity) -> Principal:
+    """The caller, from `Authorization: Bearer`, allowed on this route (stored in `g`).
+
+    Raises:
+        Unauthorized: no credential, or one the identity refuses.
+        Forbidden: the caller's roles are not among the route's.
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    principal = identity.authenticate(given.strip())
+    # No such route: an authenticated caller gets the 404. A route missing from the table is
+    # nobody's (a test checks that none is missing).
+    endpoint = request.endpoint
+    allowed = ANYONE if endpoint is None else ROUTE_ROLES.get(endpoint, frozenset())
+    if not principal.has_any(allowed):
+        roles = ", ".join(sorted(principal.roles))
+        raise Forbidden(f"{principal.name} ({roles}) may not call {request.method} {request.path}")
+    g.principal = principal
+    g.owner = principal.name
+    g.admin = principal.admin
+    return principal

@@ -1,0 +1,48 @@
+"""Who is asking: a principal (a user, a pilot, a launcher) and the roles it holds.
+
+Roles (PanDA's model: a task's owner acts on it; a production role acts on any):
+    user      submits tasks and workflows, acts on its own; reads everything (PanDA-style)
+    admin     acts on any task, applies queues, drains pilots, manages users
+    pilot     the dispatch protocol: register, acquire, report, heartbeat, logs, outputs
+    launcher  may only register pilots
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from skypanda.domain.errors import InvalidInput
+
+USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
+
+
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+    PILOT = "pilot"
+    LAUNCHER = "launcher"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: its name (a task's owner is its submitter's name) and roles."""
+
+    name: str
+    roles: frozenset[Role]
+
+    def has_any(self, roles: frozenset[Role]) -> bool:
+        return bool(self.roles & roles)
+
+    @property
+    def admin(self) -> bool:
+        return Role.ADMIN in self.roles
+
+
+def parse_role(value: str) -> Role:
+    """Raises: InvalidInput naming the roles there are."""
+    try:
+        return Role(value)
+    except ValueError as e:
+        roles = ", ".join(r.value for r in Role)
+        raise InvalidInput(f"unknown role {value!r}; use one of {roles}", field="role") from e
