@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,12 @@ def parse_args(argv: list[str]) -> PilotConfig:
     p.add_argument("--server", default=env("SKYPANDA_SERVER"), help="API base URL")
     p.add_argument("--token", help="bearer token (default: --token-file, then $SKYPANDA_TOKEN)")
     p.add_argument("--token-file", help="file holding the bearer token")
+    p.add_argument(
+        "--token-stdin",
+        action="store_true",
+        help="read the bearer token from the first line of standard input (how launchers give "
+        "it: never in the environment, where /proc/PID/environ would show it to payloads)",
+    )
     p.add_argument("--queue", default=env("SKYPANDA_QUEUE"), help="queue to serve")
     p.add_argument("--pilot-id", default=env("SKYPANDA_PILOT_ID"), help="id from the launcher")
     p.add_argument("--workdir", help="base directory for job workdirs (default: a temp dir)")
@@ -106,6 +113,10 @@ def parse_args(argv: list[str]) -> PilotConfig:
     if not args.server or not args.queue:
         p.error("--server and --queue are required (or SKYPANDA_SERVER and SKYPANDA_QUEUE)")
     token = args.token
+    if not token and args.token_stdin:
+        token = sys.stdin.readline().strip()
+        if not token:
+            p.error("--token-stdin: no token on standard input")
     if not token and args.token_file:
         try:
             token = Path(args.token_file).read_text(encoding="utf-8").strip()

@@ -16,12 +16,16 @@ from skypanda.wire.groups import GROUPS_DIR, kill_recorded_groups
 
 log = logging.getLogger(__name__)
 
+CREDENTIAL_VARS = frozenset({"SKYPANDA_TOKEN", "SKYPANDA_GCS_TOKEN"})
+"""Never passed on to a pilot's environment (the server's own, if it was started with them)."""
+
 
 class ProcessLauncher:
     """Launcher port on local processes. Each pilot is `python -m skypanda pilot ...`.
 
-    Pilots get the server URL and token through their environment (never on the command line,
-    where `ps` would show the token) and write their stderr to `<home>/pilots/<id>.log`.
+    Pilots get the server URL through their environment and the token through a pipe on their
+    standard input (never in the environment, which payloads could read from /proc, nor on the
+    command line, where `ps` would show it) and write their stderr to `<home>/pilots/<id>.log`.
     """
 
     def __init__(
@@ -47,15 +51,25 @@ class ProcessLauncher:
             "--memory-mb", str(size.memory_mb),
             "--cores", str(size.cores),
             "--workdir", str(self._work / pilot_id),
+            "--token-stdin",
             *push,
             *self._extra,
         ]  # fmt: skip
-        env = {**os.environ, "SKYPANDA_SERVER": self.server_url, "SKYPANDA_TOKEN": self._token}
+        # The token goes through a pipe, read once at start: never in the pilot's environment
+        # (its payloads could read /proc/<pilot>/environ) nor on its command line (`ps`).
+        env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
+        env["SKYPANDA_SERVER"] = self.server_url
         with (self._logs / f"{pilot_id}.log").open("ab") as err:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
+                argv, stdin=subprocess.PIPE, stdout=err, stderr=err, env=env,
                 start_new_session=True,
             )  # fmt: skip
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(self._token.encode() + b"\n")
+                proc.stdin.close()
+            except BrokenPipeError:
+                log.warning("pilot %s exited before reading its token", pilot_id)
         with self._lock:
             self._procs[pilot_id] = proc
         log.info("launched pilot %s on queue %s (pid %d)", pilot_id, queue.name, proc.pid)
