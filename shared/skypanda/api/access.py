@@ -85,7 +85,25 @@ def authenticate(identity: Identity) -> Principal:
     if not principal.has_any(allowed):
         roles = ", ".join(sorted(principal.roles))
         raise Forbidden(f"{principal.name} ({roles}) may not call {request.method} {request.path}")
+    if principal.pilot is not None:
+        _within_scope(principal.pilot)
     g.principal = principal
     g.owner = principal.name
     g.admin = principal.admin
     return principal
+
+
+def _within_scope(pilot: str) -> None:
+    """A credential scoped to one pilot acts for that pilot alone: its own pilot routes, and
+    uploads as itself (the job routes check that it holds the job).
+
+    Raises:
+        Forbidden: naming the pilot it may act for.
+    """
+    args = request.view_args or {}
+    if request.endpoint == "register":
+        raise Forbidden(f"pilot {pilot}'s credential cannot register pilots")
+    if "pilot_id" in args and args["pilot_id"] != pilot:
+        raise Forbidden(f"pilot {pilot}'s credential cannot act for pilot {args['pilot_id']}")
+    if request.endpoint == "put_output" and request.args.get("pilot") != pilot:
+        raise Forbidden(f"pilot {pilot}'s credential can upload only as pilot {pilot}")

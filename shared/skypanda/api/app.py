@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skypanda import __version__
 from skypanda.api import access, data, errors, pilotzip, tasks
 from skypanda.api.workflows import workflow_routes
-from skypanda.domain.errors import InvalidInput
+from skypanda.domain.errors import Forbidden, InvalidInput
 from skypanda.domain.jobflow import log_key
 from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec, jsonable
 from skypanda.domain.states import JobStatus, PilotStatus
@@ -109,7 +109,10 @@ def create_app(svc: Services, identity: Identity, parts: tuple[str, ...] = ALL_P
         access.authenticate(identity)
 
     for part in parts:
-        {"user": _user_routes, "monitor": _monitor_routes, "pilot": _pilot_routes}[part](app, svc)
+        if part == "pilot":
+            _pilot_routes(app, svc, identity)
+        else:
+            {"user": _user_routes, "monitor": _monitor_routes}[part](app, svc)
     return app
 
 
@@ -199,7 +202,12 @@ class _AnyBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-def _pilot_routes(app: Flask, svc: Services) -> None:
+def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
+    def credential(pilot_id: str) -> dict[str, str]:
+        """The pilot's own short-lived credential (on register, renewed on each heartbeat)."""
+        token = identity.pilot_credential(pilot_id)
+        return {} if token is None else {"token": token}
+
     @app.post("/v1/pilots")
     def register() -> tuple[Response, int]:
         body = _body(RegisterBody)
@@ -207,7 +215,8 @@ def _pilot_routes(app: Flask, svc: Services) -> None:
             svc, pilot_id=body.pilot_id, queue=body.queue, host=body.host, pid=body.pid,
             resources=body.resources, version=body.version,
         )  # fmt: skip
-        return jsonify({"pilot": jsonable(pilot), "queue": jsonable(queue)}), 201
+        reply = {"pilot": jsonable(pilot), "queue": jsonable(queue), **credential(pilot.id)}
+        return jsonify(reply), 201
 
     @app.post("/v1/pilots/<pilot_id>/acquire")
     def acquire(pilot_id: str) -> Response:
@@ -225,7 +234,8 @@ def _pilot_routes(app: Flask, svc: Services) -> None:
 
     @app.post("/v1/pilots/<pilot_id>/heartbeat")
     def heartbeat(pilot_id: str) -> Response:
-        return _reply(dispatch.heartbeat(svc, pilot_id, _body(HeartbeatBody).jobs))
+        reply = dispatch.heartbeat(svc, pilot_id, _body(HeartbeatBody).jobs)
+        return _reply(reply, **credential(pilot_id))
 
     @app.post("/v1/pilots/<pilot_id>/end")
     def end(pilot_id: str) -> Response:
@@ -235,6 +245,9 @@ def _pilot_routes(app: Flask, svc: Services) -> None:
     @app.post("/v1/jobs/<job_id>/log")
     def append_log(job_id: str) -> tuple[str, int]:
         attempt = _int_arg("attempt", 0, 1, 10_000)
+        scoped = g.principal.pilot
+        if scoped is not None and svc.jobs.get_job(job_id).pilot_id != scoped:
+            raise Forbidden(f"pilot {scoped} does not hold job {job_id}")
         dispatch.append_log(svc, job_id, attempt, request.get_data())
         return "", 204
 

@@ -30,6 +30,8 @@ class Principal:
 
     name: str
     roles: frozenset[Role]
+    pilot: str | None = None
+    """Set for a credential scoped to one pilot: it acts for that pilot only."""
 
     def has_any(self, roles: frozenset[Role]) -> bool:
         return bool(self.roles & roles)

@@ -167,6 +167,7 @@ class _Pilot:
         if not isinstance(reply, dict) or not isinstance(reply.get("pilot"), dict):
             raise ApiError(200, f"unexpected registration answer: {reply!r:.200}")
         self.pilot_id = str(reply["pilot"]["id"])
+        self._take_credential(reply)
         self.queue_cfg = reply.get("queue") or {}
         log.info(
             "registered pilot %s on queue %s (%d slots, %d cores, %d MB)",
@@ -229,7 +230,7 @@ class _Pilot:
         client = self.client
         if self.unreachable is not None:
             status, reason = "failed", "server unreachable"
-            client = ApiClient(self.cfg.server, self.cfg.token, timeout=5.0, retries=0)
+            client = ApiClient(self.cfg.server, self.client.token, timeout=5.0, retries=0)
         path = f"/v1/pilots/{urllib.parse.quote(self.pilot_id, safe='')}/end"
         try:
             client.call("POST", path, {"status": status, "reason": reason})
@@ -498,10 +499,20 @@ class _Pilot:
 
     # -- replies from the server ------------------------------------------------------------
 
+    def _take_credential(self, reply: dict[str, Any]) -> None:
+        """Use the credential the server gave this pilot (on register, renewed by heartbeats):
+        scoped to it and short-lived, it replaces the launch credential, which may only
+        register. Kept in memory only."""
+        token = reply.get("token")
+        if isinstance(token, str) and token:
+            self.client.token = token
+
     def _apply_commands(self, reply: Any) -> None:
-        """Act on "kill" commands and "drain" from a heartbeat or update reply."""
+        """Act on "kill" commands and "drain" from a heartbeat or update reply, and take a
+        renewed credential."""
         if not isinstance(reply, dict):
             return
+        self._take_credential(reply)
         for command in reply.get("commands") or []:
             job_id = command.get("kill") if isinstance(command, dict) else None
             held = self.registry.get(str(job_id)) if job_id is not None else None

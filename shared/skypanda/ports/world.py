@@ -59,3 +59,7 @@ class Identity(Protocol):
 
     def authenticate(self, token: str) -> Principal:
         """Raises Unauthorized, saying why (unknown, revoked, expired ...)."""
+
+    def pilot_credential(self, pilot_id: str) -> str | None:
+        """A short-lived credential scoped to this pilot, or None when this identity issues
+        none (the pilot goes on with the credential it registered with)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from skypanda.adapters.gcp.metering import meter_firestore
 from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 from skypanda.adapters.gcp.topology import ensure_topology, topic_name
 from skypanda.adapters.local.launcher import ProcessLauncher
+from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.server import ApiServer
 from skypanda.domain.events import EventType
 from skypanda.domain.identity import Role
@@ -59,7 +61,8 @@ class EmulatedCloud:
     def __init__(self, opts: EmulatedOptions) -> None:
         self.opts = opts
         opts.home.mkdir(parents=True, exist_ok=True)
-        self.identity, self.token = ensure_identity(opts.home)
+        self.users, self.token = ensure_identity(opts.home)
+        self.identity = WithPilotCredentials(self.users, PilotCredentials(secrets.token_bytes(32)))
         self.emulators: list[Emulator] = []
         self._servers: dict[str, ApiServer] = {}
         self._stop = threading.Event()
@@ -120,7 +123,7 @@ class EmulatedCloud:
         if self.opts.launch_pilots:
             self.launcher = ProcessLauncher(
                 server_url=self.url,
-                token=self.identity.issue("pilots", Role.PILOT),
+                token=self.users.issue("launcher", Role.LAUNCHER),
                 home=self.opts.home,
             )
             local = self.launcher

@@ -13,11 +13,13 @@ The emulators are used when the usual `*_EMULATOR_HOST` variables are set.
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 
 from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.local.tokens import LocalTokens
+from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
@@ -84,6 +86,12 @@ def services_from_env() -> tuple[Services, Identity]:
         svc.launcher = QueueLaunchers(
             {"cloudrun": cloudrun_factory(server_url), "gke": gke_factory(server_url)}
         )
-    identity = LocalTokens(None)
-    identity.accept(_need("SKYPANDA_TOKEN"), "deployment", Role.ADMIN)
-    return svc, identity
+    token = _need("SKYPANDA_TOKEN")
+    people = LocalTokens(None)
+    people.accept(token, "deployment", Role.ADMIN)
+    # Every function instance must sign and verify pilots' credentials with the same key:
+    # SKYPANDA_SIGNING_KEY (from Secret Manager), else one derived from the deployment token.
+    key = os.environ.get("SKYPANDA_SIGNING_KEY", "").encode() or hmac.digest(
+        token.encode(), b"skypanda pilot credentials", "sha256"
+    )
+    return svc, WithPilotCredentials(people, PilotCredentials(key))

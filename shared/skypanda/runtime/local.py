@@ -19,6 +19,7 @@ from skypanda.adapters.local.files import FileBlobs
 from skypanda.adapters.local.launcher import ProcessLauncher
 from skypanda.adapters.local.sqlite import SqliteStore
 from skypanda.adapters.local.tokens import LocalTokens
+from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.app import create_app
 from skypanda.api.server import ApiServer
 from skypanda.domain.errors import NotFound
@@ -108,7 +109,9 @@ class LocalSystem:
         self.opts = opts
         home = opts.home
         home.mkdir(parents=True, exist_ok=True)
-        self.identity, self.token = ensure_identity(home)
+        self.users, self.token = ensure_identity(home)
+        # Pilots' own credentials are signed with a key of this run: pilots live no longer.
+        self.identity = WithPilotCredentials(self.users, PilotCredentials(secrets.token_bytes(32)))
         clock = SystemClock()
         self.store = SqliteStore(home / "skypanda.db", clock=clock.now)
         self.blobs = FileBlobs(home / "blobs")
@@ -120,8 +123,9 @@ class LocalSystem:
         self.server = ApiServer(create_app(self.svc, self.identity), port=opts.port)
         self.launcher: ProcessLauncher | None = None
         if opts.launch_pilots:
-            # Its pilots get a pilot's token, valid while this system runs: not the admin's.
-            pilots = self.identity.issue("pilots", Role.PILOT)
+            # Its pilots get a launch credential (it may only register, for this run); each then
+            # gets its own, scoped and short-lived. Never the admin's token.
+            pilots = self.users.issue("launcher", Role.LAUNCHER)
             self.launcher = ProcessLauncher(server_url=self.url, token=pilots, home=home)
             local = self.launcher
             self.svc.launcher = QueueLaunchers({"local": lambda queue: local})

@@ -70,6 +70,9 @@ class LocalTokens:
             raise Unauthorized("invalid bearer token (unknown or revoked)")
         return Principal(user.name, frozenset({user.role}))
 
+    def pilot_credential(self, pilot_id: str) -> str | None:
+        return None  # see adapters.pilot_credentials
+
     def issue(self, name: str, role: Role) -> str:
         """A token for this process's lifetime only (never written): e.g. for local pilots."""
         token = secrets.token_urlsafe(32)
