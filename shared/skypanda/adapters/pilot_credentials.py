@@ -17,8 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import jwt
-
 from skypanda.domain.errors import Unauthorized
 from skypanda.domain.identity import Principal, Role
 from skypanda.ports import Identity
@@ -43,6 +41,8 @@ class PilotCredentials:
         self._clock = clock
 
     def issue(self, pilot_id: str) -> str:
+        import jwt  # here, not at the top: `skypanda status` and friends never need it
+
         now = self._clock()
         claims = {
             "iss": ISSUER,
@@ -54,6 +54,8 @@ class PilotCredentials:
         return jwt.encode(claims, self._key, algorithm="HS256")
 
     def authenticate(self, token: str) -> Principal:
+        import jwt
+
         try:
             claims = jwt.decode(
                 token,
