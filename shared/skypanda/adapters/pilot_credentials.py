@@ -7,9 +7,9 @@ fresh one. With it the pilot may call only its own pilot routes and log or uploa
 jobs it holds (api.access and the job routes check). A copy that leaks is worth little: it
 acts for one pilot, and only until it expires.
 
-`WithPilotCredentials` puts these in front of the identity that knows the people (local tokens,
-or later OIDC): a token shaped like a JWT signed by this server is a pilot's; anything else
-goes to the people's identity.
+`WithPilotCredentials` puts these in front of the identities that know the people: a JWT this
+server issued is a pilot's; a JWT of the configured OIDC issuer goes to it (`adapters.oidc`);
+any other token to the local tokens. A JWT of an issuer not trusted here is refused, naming it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from skypanda.adapters.oidc import OidcTokens
 from skypanda.domain.errors import Unauthorized
 from skypanda.domain.identity import Principal, Role
 from skypanda.ports import Identity
@@ -78,16 +79,34 @@ def looks_like_jwt(token: str) -> bool:
 
 
 class WithPilotCredentials:
-    """The Identity port: pilots' credentials, then the people's identity."""
+    """The Identity port: pilots' credentials, an OIDC issuer's tokens, local tokens."""
 
-    def __init__(self, people: Identity, pilots: PilotCredentials) -> None:
+    def __init__(
+        self, people: Identity, pilots: PilotCredentials, oidc: OidcTokens | None = None
+    ) -> None:
         self.people = people
         self.pilots = pilots
+        self.oidc = oidc
 
     def authenticate(self, token: str) -> Principal:
-        if looks_like_jwt(token):
+        if not looks_like_jwt(token):
+            return self.people.authenticate(token)
+        issuer = _issuer(token)
+        if issuer == ISSUER:
             return self.pilots.authenticate(token)
-        return self.people.authenticate(token)
+        if self.oidc is not None and issuer == self.oidc.settings.issuer:
+            return self.oidc.authenticate(token)
+        raise Unauthorized(f"a token of an issuer this server does not trust: {issuer!r}")
 
     def pilot_credential(self, pilot_id: str) -> str | None:
         return self.pilots.issue(pilot_id)
+
+
+def _issuer(token: str) -> object:
+    """The `iss` a JWT claims, unverified (to pick who verifies it); None if unreadable."""
+    import jwt
+
+    try:
+        return jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.InvalidTokenError:
+        return None

@@ -25,6 +25,7 @@ from skypanda.adapters.gcp.metering import meter_firestore
 from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 from skypanda.adapters.gcp.topology import ensure_topology, topic_name
 from skypanda.adapters.local.launcher import ProcessLauncher
+from skypanda.adapters.oidc import oidc_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.server import ApiServer
 from skypanda.domain.events import EventType
@@ -62,7 +63,9 @@ class EmulatedCloud:
         self.opts = opts
         opts.home.mkdir(parents=True, exist_ok=True)
         self.users, self.token = ensure_identity(opts.home)
-        self.identity = WithPilotCredentials(self.users, PilotCredentials(secrets.token_bytes(32)))
+        self.identity = WithPilotCredentials(
+            self.users, PilotCredentials(secrets.token_bytes(32)), oidc_from_env()
+        )
         self.emulators: list[Emulator] = []
         self._servers: dict[str, ApiServer] = {}
         self._stop = threading.Event()

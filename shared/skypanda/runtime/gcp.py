@@ -19,6 +19,7 @@ import time
 
 from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.local.tokens import LocalTokens
+from skypanda.adapters.oidc import oidc_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.identity import Role
@@ -94,4 +95,4 @@ def services_from_env() -> tuple[Services, Identity]:
     key = os.environ.get("SKYPANDA_SIGNING_KEY", "").encode() or hmac.digest(
         token.encode(), b"skypanda pilot credentials", "sha256"
     )
-    return svc, WithPilotCredentials(people, PilotCredentials(key))
+    return svc, WithPilotCredentials(people, PilotCredentials(key), oidc_from_env())

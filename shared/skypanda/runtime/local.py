@@ -19,6 +19,7 @@ from skypanda.adapters.local.files import FileBlobs
 from skypanda.adapters.local.launcher import ProcessLauncher
 from skypanda.adapters.local.sqlite import SqliteStore
 from skypanda.adapters.local.tokens import LocalTokens
+from skypanda.adapters.oidc import oidc_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.app import create_app
 from skypanda.api.server import ApiServer
@@ -111,7 +112,9 @@ class LocalSystem:
         home.mkdir(parents=True, exist_ok=True)
         self.users, self.token = ensure_identity(home)
         # Pilots' own credentials are signed with a key of this run: pilots live no longer.
-        self.identity = WithPilotCredentials(self.users, PilotCredentials(secrets.token_bytes(32)))
+        self.identity = WithPilotCredentials(
+            self.users, PilotCredentials(secrets.token_bytes(32)), oidc_from_env()
+        )
         clock = SystemClock()
         self.store = SqliteStore(home / "skypanda.db", clock=clock.now)
         self.blobs = FileBlobs(home / "blobs")
