@@ -48,6 +48,7 @@ class OidcTokens:
         self, settings: OidcSettings, *, timeout_s: float = 10.0, refetch_after_s: float = 5.0
     ) -> None:
         self.settings = settings
+        self.issuers = (settings.issuer,)
         self._timeout_s = timeout_s
         self._refetch_after_s = refetch_after_s  # least time between two fetches for a new key
         self._lock = threading.Lock()

@@ -15,9 +15,9 @@ any other token to the local tokens. A JWT of an issuer not trusted here is refu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from skypanda.adapters.oidc import OidcTokens
 from skypanda.domain.errors import Unauthorized
 from skypanda.domain.identity import Principal, Role
 from skypanda.ports import Identity
@@ -78,15 +78,26 @@ def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2
 
 
+class IssuerIdentity(Identity, Protocol):
+    """An Identity for the JWTs of some issuers (OIDC, Google)."""
+
+    @property
+    def issuers(self) -> Sequence[str]:
+        """The `iss` values of the tokens it verifies."""
+
+
 class WithPilotCredentials:
     """The Identity port: pilots' credentials, an OIDC issuer's tokens, local tokens."""
 
     def __init__(
-        self, people: Identity, pilots: PilotCredentials, oidc: OidcTokens | None = None
+        self,
+        people: Identity,
+        pilots: PilotCredentials,
+        *issuers: IssuerIdentity | None,
     ) -> None:
         self.people = people
         self.pilots = pilots
-        self.oidc = oidc
+        self.issuers = [i for i in issuers if i is not None]
 
     def authenticate(self, token: str) -> Principal:
         if not looks_like_jwt(token):
@@ -94,8 +105,9 @@ class WithPilotCredentials:
         issuer = _issuer(token)
         if issuer == ISSUER:
             return self.pilots.authenticate(token)
-        if self.oidc is not None and issuer == self.oidc.settings.issuer:
-            return self.oidc.authenticate(token)
+        for other in self.issuers:
+            if issuer in other.issuers:
+                return other.authenticate(token)
         raise Unauthorized(f"a token of an issuer this server does not trust: {issuer!r}")
 
     def pilot_credential(self, pilot_id: str) -> str | None:

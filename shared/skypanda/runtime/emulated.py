@@ -21,6 +21,7 @@ from functions_framework import create_app as create_function
 
 from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
+from skypanda.adapters.gcp.google_ids import google_ids_from_env
 from skypanda.adapters.gcp.metering import meter_firestore
 from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 from skypanda.adapters.gcp.topology import ensure_topology, topic_name
@@ -64,7 +65,10 @@ class EmulatedCloud:
         opts.home.mkdir(parents=True, exist_ok=True)
         self.users, self.token = ensure_identity(opts.home)
         self.identity = WithPilotCredentials(
-            self.users, PilotCredentials(secrets.token_bytes(32)), oidc_from_env()
+            self.users,
+            PilotCredentials(secrets.token_bytes(32)),
+            oidc_from_env(),
+            google_ids_from_env(),
         )
         self.emulators: list[Emulator] = []
         self._servers: dict[str, ApiServer] = {}

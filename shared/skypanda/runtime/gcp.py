@@ -18,6 +18,7 @@ import os
 import time
 
 from skypanda.adapters.clock import SystemClock
+from skypanda.adapters.gcp.google_ids import google_ids_from_env
 from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.adapters.oidc import oidc_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
@@ -95,4 +96,7 @@ def services_from_env() -> tuple[Services, Identity]:
     key = os.environ.get("SKYPANDA_SIGNING_KEY", "").encode() or hmac.digest(
         token.encode(), b"skypanda pilot credentials", "sha256"
     )
-    return svc, WithPilotCredentials(people, PilotCredentials(key), oidc_from_env())
+    identity = WithPilotCredentials(
+        people, PilotCredentials(key), oidc_from_env(), google_ids_from_env()
+    )
+    return svc, identity
