@@ -3,9 +3,13 @@ services on a temporary SQLite file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from skypanda.adapters.local.bus import OutboxBus
 from skypanda.adapters.local.files import FileBlobs
@@ -44,3 +48,33 @@ def sqlite_services(tmp_path: Path, clock: FakeClock, queue: Queue) -> Iterator[
         )
     finally:
         store.close()
+
+
+@contextmanager
+def json_server(answer: Callable[[str], Any]) -> Iterator[str]:
+    """A JSON HTTP server on 127.0.0.1 for the test's duration: GET PATH answers
+    `answer(PATH)` as JSON (None: 404). Yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = answer(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

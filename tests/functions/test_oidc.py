@@ -6,11 +6,8 @@ not answer is a 503, not a 401."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ from skypanda.api.app import create_app
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
-from tests.support import FakeClock, sqlite_services
+from tests.support import FakeClock, json_server, sqlite_services
 
 AUDIENCE = "skypanda-test"
 
@@ -33,34 +30,18 @@ AUDIENCE = "skypanda-test"
 class Issuer:
     """A minimal OIDC provider: keys by kid, a discovery document, a JWKS endpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str = "") -> None:
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
         self.fetches = 0
-        issuer = self
+        self.url = url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
-                elif self.path == "/jwks":
-                    issuer.fetches += 1
-                    body = {"keys": [issuer.jwk(kid) for kid in issuer.keys]}
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, path: str) -> Any:
+        if path == "/.well-known/openid-configuration":
+            return {"issuer": self.url, "jwks_uri": self.url + "/jwks"}
+        if path == "/jwks":
+            self.fetches += 1
+            return {"keys": [self.jwk(kid) for kid in self.keys]}
+        return None
 
     def add_key(self, kid: str) -> None:
         self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -81,9 +62,9 @@ class Issuer:
 def issuer() -> Iterator[Issuer]:
     found = Issuer()
     found.add_key("k1")
-    yield found
-    found.server.shutdown()
-    found.server.server_close()
+    with json_server(found.answer) as url:
+        found.url = url
+        yield found
 
 
 @pytest.fixture

@@ -5,11 +5,8 @@ https://www.googleapis.com/oauth2/v1/certs), through the real app."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.app import create_app
 from skypanda.domain.models import Queue
-from tests.support import FakeClock, sqlite_services
+from tests.support import FakeClock, json_server, sqlite_services
 
 AUDIENCE = "https://submit-abc123.a.run.app"
 
@@ -43,25 +40,15 @@ def _cert(key: rsa.RSAPrivateKey) -> str:
 
 
 class Certs:
+    """Google's certificate endpoint, in its shape: {kid: PEM certificate}."""
+
     def __init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pems = {"kid-1": _cert(self.key)}
+        self.pems = {"kid-1": _cert(self.key)}
+        self.url = ""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                data = json.dumps(pems).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth2/v1/certs"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, path: str) -> Any:
+        return self.pems if path == "/oauth2/v1/certs" else None
 
     def token(self, key: rsa.RSAPrivateKey | None = None, **claims: Any) -> str:
         now = int(time.time())
@@ -74,9 +61,9 @@ class Certs:
 @pytest.fixture
 def certs() -> Iterator[Certs]:
     served = Certs()
-    yield served
-    served.server.shutdown()
-    served.server.server_close()
+    with json_server(served.answer) as url:
+        served.url = url + "/oauth2/v1/certs"
+        yield served
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from skypanda.domain.events import TaskBulk
 from skypanda.domain.models import Task
 from skypanda.domain.states import TaskStatus
 from skypanda.handlers import workflow
-from skypanda.handlers.rollup import roll_up_task_fresh
+from skypanda.handlers.rollup import roll_up_task
 from skypanda.handlers.services import Services, new_id
 
 log = logging.getLogger(__name__)
@@ -96,14 +96,12 @@ def _after(svc: Services, task: Task, msg: TaskBulk) -> None:
     """What follows the action's last page (idempotent: a redelivery repeats it harmlessly)."""
     action, args = Action(msg.action), msg.args
     if action in (Action.FINISH, Action.FINISH_HARD):
-        ended, fresh = roll_up_task_fresh(svc, task.id)
-        if ended is not None and fresh and task.workflow_id is not None:
-            workflow.advance(svc, task.workflow_id)
+        workflow.roll_up_and_advance(svc, task.id)
     elif action is Action.RESUME:
         svc.outbox.add_events(
             [ev.jobs_activated(task.spec.queue, 0, key=f"{task.id}:resume:{msg.run}")]
         )
-        roll_up_task_fresh(svc, task.id)  # every job may have ended while it was paused
+        roll_up_task(svc, task.id)  # every job may have ended while it was paused
     elif action is Action.MOVE and args.get("queue"):
         queue = str(args["queue"])
         svc.outbox.add_events([ev.jobs_activated(queue, 0, key=f"{task.id}:to:{queue}:{msg.run}")])

@@ -99,12 +99,12 @@ class Pipeline:
         if only is not None:
             if only not in names:
                 reason = f"{event.type} is not for {only} (it goes to {', '.join(names)})"
-                return self._done(event.type, self.poison(event.id, reason, transport))
+                return self.poison(event.id, reason, transport, kind=event.type)
             names = (only,)
         try:
             payload = payload_of(event)
         except SkypandaError as e:
-            return self._done(event.type, self.poison(event.id, e.message, transport))
+            return self.poison(event.id, e.message, transport, kind=event.type)
         try:
             for name in names:
                 self._handlers[name](self.svc, payload)
@@ -133,10 +133,14 @@ class Pipeline:
         self.counts[f"{kind}:{Outcome.DELIVERED}"] += len(events)
         return True
 
-    def poison(self, event_id: str, reason: str, transport: str = "") -> Result:
-        """What a transport reports when what it received is not a skypanda event at all."""
+    def poison(
+        self, event_id: str, reason: str, transport: str = "", kind: str = "unknown"
+    ) -> Result:
+        """Dead at once: the payload is not of its type's shape, or (called by a transport)
+        what it received is not a skypanda event at all (`kind` unknown). Logged and counted
+        like every outcome."""
         log.error("%sevent %s is poison: %s", _via(transport), event_id, reason)
-        return Result(Outcome.DEAD, reason)
+        return self._done(kind, Result(Outcome.DEAD, reason))
 
     def _failed(
         self, event_id: str, reason: str, retryable: bool, tries: int, transport: str

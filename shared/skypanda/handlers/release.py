@@ -24,7 +24,6 @@ from skypanda.domain.jobflow import JobChange
 from skypanda.domain.models import Job
 from skypanda.domain.states import JobStatus, advance
 from skypanda.handlers import known, workflow
-from skypanda.handlers.rollup import roll_up_task_fresh
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -41,11 +40,7 @@ def handle_batch(svc: Services, ended: Sequence[JobEnded]) -> None:
 def release(svc: Services, ended: Sequence[JobEnded]) -> None:
     release_children(svc, [e.job_id for e in ended])
     for task_id in dict.fromkeys(e.task_id for e in ended):
-        status, fresh = roll_up_task_fresh(svc, task_id)
-        if status is not None and fresh:
-            wf_id = known.task(svc, task_id).workflow_id
-            if wf_id is not None:
-                workflow.advance(svc, wf_id)
+        workflow.roll_up_and_advance(svc, task_id)
 
 
 # -- children -----------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from skypanda.domain.states import (
 )
 from skypanda.domain.workflow import CompiledWorkflow, Workflow, WorkflowSpec, compile_workflow
 from skypanda.handlers import known
-from skypanda.handlers.rollup import roll_up_task
+from skypanda.handlers.rollup import roll_up_task, roll_up_task_fresh
 from skypanda.handlers.services import Services, new_id
 from skypanda.handlers.submit import check_task
 
@@ -289,6 +289,16 @@ def advance(svc: Services, workflow_id: str) -> WorkflowStatus | None:
             return step.final
         _apply(svc, wf, cw, step, newest)
     return None
+
+
+def roll_up_and_advance(svc: Services, task_id: str) -> None:
+    """Roll the task up; if this process learnt of its end just now, advance its workflow (a
+    redelivered event does it again after a crash)."""
+    status, fresh = roll_up_task_fresh(svc, task_id)
+    if status is not None and fresh:
+        wf_id = known.task(svc, task_id).workflow_id
+        if wf_id is not None:
+            advance(svc, wf_id)
 
 
 def latest(records: list[Task]) -> dict[str, Task]:

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from cloudevents.http import CloudEvent
 from flask import Flask, Request, Response
 
-from skypanda.adapters.gcp.pubsub_bus import decode_push
+from skypanda.adapters.gcp.pubsub_bus import decode_push, encode_message
 from skypanda.api.app import create_app
 from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput, SkypandaError
@@ -232,14 +232,13 @@ def on_outbox_written(cloud_event: Any) -> None:
         return
     if event is None:
         return
-    attributes = {"event_id": event.id, "type": str(event.type), "subject": event.subject}
-    data = json.dumps(event.data, separators=(",", ":")).encode()
     if event.type is not EventType.JOB_ENDED:
         try:
             _state["forward"](event)
         except SkypandaError as e:  # Pub/Sub refused: let Eventarc deliver the document again
             raise RetryLater(f"event {event.id}: could not forward: {e.message}") from e
         return
+    data, attributes = encode_message(event)  # as it would travel on Pub/Sub
     _settle(pipe.deliver(event, transport="eventarc"), event.id, data, attributes)
 
 

@@ -29,7 +29,7 @@ from skypanda.adapters.gcp.topology import dead_letter_topic_name, topic_name
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
 from skypanda.domain.events import Event, EventType
 
-__all__ = ["PubSubBus", "decode_message", "decode_push"]
+__all__ = ["PubSubBus", "decode_message", "decode_push", "encode_message"]
 
 PUBLISH_TIMEOUT_S = 30.0
 
@@ -77,10 +77,9 @@ class PubSubBus:
         pending: list[tuple[Event, Future[str]]] = []
         for event in events:
             topic = self._publisher.topic_path(self._project, topic_name(event.type, self._prefix))
+            data, attrs = encode_message(event)
             try:
-                pending.append(
-                    (event, self._publisher.publish(topic, _encode(event), **_attrs(event)))
-                )
+                pending.append((event, self._publisher.publish(topic, data, **attrs)))
             except gexc.GoogleAPIError as e:
                 raise BackendUnavailable(f"could not publish event {event.id}: {e}") from e
         failed: list[tuple[Event, BaseException]] = []
@@ -160,6 +159,15 @@ def decode_push(body: Mapping[str, Any]) -> Event:
     if not isinstance(attributes, Mapping):
         raise InvalidInput("push message attributes are not an object")
     return decode_message(data, attributes)
+
+
+def encode_message(event: Event) -> tuple[bytes, dict[str, str]]:
+    """The data and attributes of the message carrying `event` (see the module docstring).
+
+    Raises:
+        InvalidInput: the event's data is not JSON-serialisable.
+    """
+    return _encode(event), _attrs(event)
 
 
 def _encode(event: Event) -> bytes:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import hmac
 import json
 import os
 import re
@@ -62,9 +61,9 @@ class LocalTokens:
     def authenticate(self, token: str) -> Principal:
         digest = token_hash(token)
         with self._lock:
-            for known, principal in self._memory.items():
-                if hmac.compare_digest(known, digest):
-                    return principal
+            issued = self._memory.get(digest)
+            if issued is not None:
+                return issued
             user = self._users_by_hash().get(digest)
         if user is None:
             raise Unauthorized("invalid bearer token (unknown or revoked)")
