@@ -21,6 +21,7 @@ from google.api_core import exceptions as gexc
 from skypanda.adapters.gcp.firestore import FirestoreStore, codec, plans
 from skypanda.adapters.gcp.metering import FirestoreMeter, meter_firestore
 from skypanda.domain import events as ev
+from skypanda.domain.audit import AuditEntry, Outcome, audit_id
 from skypanda.domain.bulk import Action, JobBulk
 from skypanda.domain.bulk import plan as plan_action
 from skypanda.domain.errors import BackendUnavailable
@@ -541,6 +542,19 @@ def _documents(clock: FakeClock) -> dict[str, codec.Doc]:
             )
         ),
         "edges": codec.edge_doc("p", "c", None),
+        "audit": codec.audit_doc(
+            AuditEntry(
+                id=audit_id(clock.now()),
+                at=clock.now(),
+                actor="a",
+                roles=["user"],
+                action="kill_task",
+                method="POST",
+                path="/v1/tasks/t/kill",
+                outcome=Outcome.DONE,
+                status=200,
+            )
+        ),
     }
 
 

@@ -81,7 +81,42 @@ def test_every_endpoint_requires_the_token(system: LocalSystem, method: str, pat
 @pytest.mark.parametrize(
     ("body", "ctype", "status", "expected"),
     [
-        (b"not json", "application/json", 422, "must be a JSON object"),
+        (b"not json", "application/json", 422, "the request body is not JSON"),
+        (b"[1, 2]", "application/json", 422, "must be a JSON object"),
+        # hostile bodies (issue 13): each a clear 4xx, never a 500 or a stall
+        (
+            b'{"name": "x", "command": ["echo"], "n_jobs": 1, "priority": Infinity}',
+            "application/json",
+            422,
+            "Infinity: numbers must be finite",
+        ),
+        (
+            b'{"name": "x", "command": ["echo"], "n_jobs": 1, "priority": 1e999}',
+            "application/json",
+            422,
+            "1e999, which overflows a number",
+        ),
+        (
+            b'{"name": "x\\ud800", "command": ["echo"], "n_jobs": 1}',
+            "application/json",
+            422,
+            "a lone surrogate",
+        ),
+        (
+            b'{"name": "x", "command": ["echo\\u0000"], "n_jobs": 1}',
+            "application/json",
+            422,
+            "a NUL character",
+        ),
+        (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "application/json", 422, "nested"),
+        (b"a: " + b"[" * 100_000 + b"]" * 100_000, "application/yaml", 422, "nest"),
+        (b"a: &x [*x]\n", "application/yaml", 422, "a recursive alias"),
+        (
+            b"name: x\ncommand: [echo]\nn_jobs: 1\n" + b"#" * (5 * 1024 * 1024),
+            "application/yaml",
+            413,
+            "send larger ones as JSON",
+        ),
         (b'{"name": "x", "command": ["echo"]}', "application/json", 422, "give either inputs"),
         (b'{"name": "x", "command": "echo", "n_jobs": 1}', "application/json", 422, "command"),
         (b'{"name": "x", "command": ["echo"], "n_jobs": 0}', "application/json", 422, "n_jobs"),

@@ -2,15 +2,16 @@
 
 The payload (a real subprocess of a real pilot) reads every /proc/*/environ and cmdline it
 can, its parent's, and every file under its pilot's work directory, extracts every string
-shaped like a token and compares their SHA-256 with the admin's and the pilot's tokens (the
-test gives it the hashes, not the tokens). It must find neither, while showing it did read
-(its parent's environment among others)."""
+shaped like a token and compares their SHA-256 with the admin's token and the launch credential
+its pilot was given (the test gives it the hashes, not the tokens). It must find neither, while
+showing it did read (its parent's environment among others)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 from skypanda.pilot.client import ApiClient
 from skypanda.runtime.local import LocalSystem
@@ -18,7 +19,8 @@ from tests.e2e.conftest import cli, wait_until
 
 SCAN = r"""
 import hashlib, os, re, sys
-wanted = set(sys.argv[1:])
+with open(sys.argv[1]) as f:
+    wanted = set(f.read().split())
 shape = re.compile(rb"[A-Za-z0-9_-]{43}")
 found, read = [], {"environ": 0, "files": 0, "parent_environ": 0}
 def look(where, data):
@@ -58,17 +60,34 @@ def _sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _record_launch_credentials(system: LocalSystem, wanted: Path) -> None:
+    """Append to `wanted` the hash of each launch credential the launcher hands a pilot: of its
+    signature, the part of the JWT shaped like a token (43 characters, no dots)."""
+    assert system.launcher is not None
+    issue = system.launcher.credential_for
+
+    def recorded(pilot_id: str) -> str:
+        credential = issue(pilot_id)
+        with wanted.open("a") as f:
+            f.write(_sha(credential.rsplit(".", 1)[1]) + "\n")
+        return credential
+
+    system.launcher.credential_for = recorded
+
+
 def test_a_payload_finds_no_credential_of_its_pilot_or_of_the_admin(
     system: LocalSystem,
 ) -> None:
-    # Given the admin's token and the token the system's pilots were given
+    # Given the admin's token, and the launch credential each pilot is given, recorded as it
+    # is issued (hashed, outside the pilots' work directories)
     assert system.launcher is not None
-    pilot_token = system.launcher._token  # what the launcher handed its pilots
-    hashes = [_sha(system.token), _sha(pilot_token)]
+    wanted = system.opts.home / "wanted.txt"
+    wanted.write_text(_sha(system.token) + "\n")
+    _record_launch_credentials(system, wanted)
     script = system.opts.home / "scan.py"
     script.write_text(SCAN)
     spec = system.opts.home / "scan.yaml"
-    task = {"name": "scan", "command": [sys.executable, str(script), *hashes], "n_jobs": 1}
+    task = {"name": "scan", "command": [sys.executable, str(script), str(wanted)], "n_jobs": 1}
     spec.write_text(json.dumps(task))  # JSON is YAML
 
     # When a payload scans everything it can read (submitted from this process, whose
@@ -83,7 +102,9 @@ def test_a_payload_finds_no_credential_of_its_pilot_or_of_the_admin(
     (job,) = api.call("GET", f"/v1/tasks/{task['id']}/jobs")["jobs"]
     log = cli(system, "logs", job["id"]).stdout
 
-    # Then it read environments (its pilot's among them) and files, and found no credential
+    # Then its pilot's launch credential was among those looked for
+    assert len(wanted.read_text().split()) >= 2
+    # And it read environments (its pilot's among them) and files, and found no credential
     read = next(line for line in log.splitlines() if line.startswith("READ"))
     _, environs, files, parent = read.split()
     assert int(environs) > 0 and int(files) > 0 and parent == "1", read

@@ -146,11 +146,21 @@ def test_the_table_keeps_the_sensitive_routes_to_their_roles() -> None:
     # Operators' routes are admins' only; a launcher may only register (and fetch the pilot);
     # a pilot speaks only the dispatch protocol
     assert ROUTE_ROLES["apply_queues"] == ROUTE_ROLES["drain_pilot"] == {Role.ADMIN}
+    assert ROUTE_ROLES["list_audit"] == {Role.ADMIN}
     launcher = {e for e, roles in ROUTE_ROLES.items() if Role.LAUNCHER in roles}
-    assert launcher == {"register", "health", "pilot_zipapp"}
+    assert launcher == {"register", "health", "whoami", "pilot_zipapp"}
     pilot = {e for e, roles in ROUTE_ROLES.items() if Role.PILOT in roles}
     assert pilot == {
         "register", "acquire", "update", "heartbeat", "end", "append_log", "put_output",
-        "health", "pilot_zipapp",
+        "health", "whoami", "pilot_zipapp",
     }  # fmt: skip
     assert all(Role.ADMIN in roles for roles in ROUTE_ROLES.values())
+
+
+def test_whoami_names_the_caller_and_its_roles(world: tuple[Any, dict[str, str]]) -> None:
+    client, tokens = world
+    assert client.get("/v1/whoami", headers=_as("alice", tokens)).get_json() == {
+        "name": "alice",
+        "roles": ["user"],
+    }
+    assert client.get("/v1/whoami", headers=_as("admin", tokens)).get_json()["roles"] == ["admin"]

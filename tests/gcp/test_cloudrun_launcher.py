@@ -25,6 +25,11 @@ JOB = f"{PARENT}/jobs/skypanda-cr"
 SA = "pilot@my-project.iam.gserviceaccount.com"
 
 
+def launch_credential(pilot_id: str) -> str:
+    """Stands for PilotCredentials.issue_launch: one credential per pilot."""
+    return f"launch-credential-of-{pilot_id}"
+
+
 @pytest.fixture
 def api() -> Iterator[FakeCloudRun]:
     fake = FakeCloudRun().start()
@@ -36,6 +41,7 @@ def api() -> Iterator[FakeCloudRun]:
 def launcher(api: FakeCloudRun) -> CloudRunLauncher:
     return CloudRunLauncher(
         server_url="https://skypanda.example.org",
+        credential_for=launch_credential,
         client_options={"api_endpoint": api.endpoint},
         credentials=AnonymousCredentials(),
     )
@@ -87,7 +93,7 @@ def test_first_launch_creates_the_queue_job_with_the_pilot_template(
     ]
     create = api.requests[1]
     assert create.query["jobId"] == ["skypanda-cr"]
-    # And its template runs one pilot task with the image, server, queue and the token secret
+    # And its template runs one pilot task with the image, server and queue, and no credential
     assert create.body["labels"] == {"skypanda-queue": "cr"}
     assert create.body["template"]["taskCount"] == 1
     task = create.body["template"]["template"]
@@ -103,8 +109,8 @@ def test_first_launch_creates_the_queue_job_with_the_pilot_template(
     assert env_of(container) == {
         "SKYPANDA_SERVER": "https://skypanda.example.org",
         "SKYPANDA_QUEUE": "cr",
-        "SKYPANDA_TOKEN": {"secretKeyRef": {"secret": "skypanda-pilot-token", "version": "latest"}},
     }
+    assert "skypanda-pilot-token" not in str(create.body)  # no Secret: no deployment token
 
 
 def test_a_pull_pilot_is_one_execution_with_its_pilot_id(
@@ -112,14 +118,21 @@ def test_a_pull_pilot_is_one_execution_with_its_pilot_id(
 ) -> None:
     # When a (pull-mode) pilot is launched
     ref = launcher.launch(cloudrun_queue(), "p1")
-    # Then the job was run once, overriding the pilot id, one task, the queue's timeout
+    # Then the job was run once, overriding the pilot id and its own launch credential, one
+    # task, the queue's timeout
     [run] = api.calls("POST", ":run")
     assert run.path == f"/v2/{JOB}:run"
     overrides = run.body["overrides"]
     assert overrides["taskCount"] == 1
     assert overrides["timeout"] == "7200s"
     assert overrides["containerOverrides"] == [
-        {"name": "pilot", "env": [{"name": "SKYPANDA_PILOT_ID", "value": "p1"}]}
+        {
+            "name": "pilot",
+            "env": [
+                {"name": "SKYPANDA_PILOT_ID", "value": "p1"},
+                {"name": "SKYPANDA_TOKEN", "value": "launch-credential-of-p1"},
+            ],
+        }
     ]
     # And the reference is the execution's name, read from the operation's metadata
     assert ref == f"{JOB}/executions/skypanda-cr-00002"
@@ -133,8 +146,18 @@ def test_a_second_launch_reuses_the_job(api: FakeCloudRun, launcher: CloudRunLau
     second = launcher.launch(cloudrun_queue(), "p2")
     # Then the job was created once and run twice, as two executions
     assert len(api.calls("POST", "/jobs")) == 1
-    assert len(api.calls("POST", ":run")) == 2
+    runs = api.calls("POST", ":run")
+    assert len(runs) == 2
     assert first != second
+    # And each execution carries its own pilot's launch credential
+    tokens = [
+        {e["name"]: e["value"] for e in r.body["overrides"]["containerOverrides"][0]["env"]}
+        for r in runs
+    ]
+    assert [t["SKYPANDA_TOKEN"] for t in tokens] == [
+        "launch-credential-of-p1",
+        "launch-credential-of-p2",
+    ]
 
 
 def test_an_existing_job_is_used_as_it_is(api: FakeCloudRun, launcher: CloudRunLauncher) -> None:
@@ -166,6 +189,7 @@ def test_a_push_pilot_runs_on_a_job_sized_for_its_job(
     assert run.path == f"/v2/{sized}:run"
     assert run.body["overrides"]["containerOverrides"][0]["env"] == [
         {"name": "SKYPANDA_PILOT_ID", "value": "p9"},
+        {"name": "SKYPANDA_TOKEN", "value": "launch-credential-of-p9"},
         {"name": "SKYPANDA_PUSH_JOB", "value": "job-7"},
     ]
     assert run.body["overrides"]["timeout"] == "10600s"
@@ -221,6 +245,7 @@ def test_api_failures_are_backend_unavailable(api: FakeCloudRun) -> None:
     api.close()
     launcher = CloudRunLauncher(
         server_url="https://skypanda.example.org",
+        credential_for=launch_credential,
         client_options={"api_endpoint": endpoint},
         credentials=AnonymousCredentials(),
     )

@@ -126,9 +126,16 @@ def api() -> Iterator[FakeApiServer]:
     server.close()
 
 
+def launch_credential(pilot_id: str) -> str:
+    """Stands for PilotCredentials.issue_launch: one credential per pilot."""
+    return f"launch-credential-of-{pilot_id}"
+
+
 def make_launcher(api: FakeApiServer) -> GkeLauncher:
     cfg = k8s.Configuration(host=api.url)
-    return GkeLauncher(k8s.ApiClient(cfg), server_url="https://skypanda.example")
+    return GkeLauncher(
+        k8s.ApiClient(cfg), server_url="https://skypanda.example", credential_for=launch_credential
+    )
 
 
 def gke_queue(**spec: Any) -> Queue:
@@ -186,7 +193,9 @@ def test_manifest_round_trips_through_the_client_models() -> None:
 
 
 def make_launcher_offline() -> GkeLauncher:
-    return GkeLauncher(k8s.ApiClient(), server_url="https://skypanda.example")
+    return GkeLauncher(
+        k8s.ApiClient(), server_url="https://skypanda.example", credential_for=launch_credential
+    )
 
 
 def test_manifest_essential_fields() -> None:
@@ -224,15 +233,14 @@ def test_manifest_essential_fields() -> None:
     assert container.resources.limits == container.resources.requests
     assert container.command == ["python3", "-m", "skypanda", "pilot"]
     assert container.args == ["--memory-mb", "8000", "--cores", "4"]
-    # environment: the token only by reference to the Secret
+    # environment: this pilot's own launch credential, no Secret (no deployment token)
     env = env_of(container)
     assert env["SKYPANDA_SERVER"].value == "https://skypanda.example"
     assert env["SKYPANDA_QUEUE"].value == "gke-q"
     assert env["SKYPANDA_PILOT_ID"].value == "p-abc123"
     token = env["SKYPANDA_TOKEN"]
-    assert token.value is None
-    assert token.value_from.secret_key_ref.name == "skypanda-pilot-token"
-    assert token.value_from.secret_key_ref.key == "token"
+    assert token.value == "launch-credential-of-p-abc123" and token.value_from is None
+    assert all(e.value_from is None for e in container.env)
     assert "SKYPANDA_PUSH_JOB" not in env
 
 
@@ -294,7 +302,7 @@ def test_launch_sends_the_manifest(api: FakeApiServer) -> None:
     assert pod["restartPolicy"] == "Never"
     assert pod["containers"][0]["env"][3] == {
         "name": "SKYPANDA_TOKEN",
-        "valueFrom": {"secretKeyRef": {"key": "token", "name": "skypanda-pilot-token"}},
+        "value": "launch-credential-of-p-abc123",
     }
 
 

@@ -344,3 +344,38 @@ def test_a_paused_task_keeps_its_released_children_waiting_until_resumed(svc: Se
     # When b is resumed, Then its jobs run and the workflow ends done
     task_actions.resume(svc, b.id, "me")
     assert run.go() is WorkflowStatus.DONE
+
+
+def test_a_task_whose_jobs_all_ended_while_paused_advances_its_workflow_when_resumed(
+    svc: Services,
+) -> None:
+    from skypanda.domain.models import JobReport, Resources
+    from skypanda.handlers import dispatch
+
+    # Given a then b, and a's two jobs running on a pilot
+    spec = _spec([{"name": "a", "n_jobs": 2}, {"name": "b", "n_jobs": 1, "after": ["a"]}])
+    run = Run(svc, spec)
+    run.router.drain()
+    pilot = dispatch.register(svc, pilot_id=None, queue="local", host="h", pid=None,
+                              resources=Resources(), version="v")[0].id  # fmt: skip
+    held = dispatch.acquire(svc, pilot, 10)
+    assert len(held) == 2
+    a = next(t for t in svc.store.workflow_tasks(run.wf.id) if t.spec.name == "a")
+
+    # When a is paused, and both its jobs end while it is paused
+    task_actions.pause(svc, a.id, "me")
+    run.router.drain()
+    reports = [
+        JobReport(job_id=j.id, attempt=j.attempt, status=JobStatus.FINISHED, exit_code=0)
+        for j in held
+    ]
+    dispatch.update(svc, pilot, reports, {})
+    run.router.drain()
+    assert run.tasks() == {"a": TaskStatus.PAUSED, "b": TaskStatus.REGISTERED}
+
+    # Then resuming a ends it, and the workflow goes on to b and to its end
+    task_actions.resume(svc, a.id, "me")
+    run.router.drain()
+    assert run.tasks()["a"] is TaskStatus.DONE
+    assert run.go() is WorkflowStatus.DONE
+    assert run.tasks() == {"a": TaskStatus.DONE, "b": TaskStatus.DONE}

@@ -1,15 +1,26 @@
-"""Credentials scoped to one pilot, short-lived, renewed by its heartbeats.
+"""Credentials scoped to one pilot: a single-use launch credential, then a short-lived one
+renewed by its heartbeats.
 
-A pilot starts with a launch credential (the launcher's: it may only register). Registering
-answers with a credential for that pilot alone: an HS256 JSON Web Token (PyJWT) the server
-signs, naming the pilot (`sub`) and expiring after `ttl_s`; every heartbeat's reply carries a
-fresh one. With it the pilot may call only its own pilot routes and log or upload only for
-jobs it holds (api.access and the job routes check). A copy that leaks is worth little: it
-acts for one pilot, and only until it expires.
+Both are HS256 JSON Web Tokens (PyJWT) this server signs with one key, naming the pilot (`sub`)
+and expiring; their audiences differ, so one is never taken for the other:
+
+    launch  (`aud` skypanda-launch, `launch_ttl_s`, default 1 h)  what a launcher hands the
+            pilot it starts. It may only register, only as that pilot id, and only once: while
+            the pilot record is still `submitted` (handlers.dispatch.register). The hour covers
+            a Cloud Run execution or a GKE pod waiting for capacity, and a push-mode pilot
+            queued with its job; past it, the pilot cannot register and exits (the scaler
+            retires its record and launches pilots as the queue still needs).
+    pilot   (`aud` skypanda-pilot, `ttl_s`, default 10 min)  the answer to registering, and
+            to every heartbeat. With it the pilot may call only its own pilot routes and log or
+            upload only for jobs it holds (api.access and the job routes check).
+
+A copy that leaks is worth little: a launch credential is spent by the registration that
+precedes any payload, and a pilot credential acts for one pilot until it expires.
 
 `WithPilotCredentials` puts these in front of the identities that know the people: a JWT this
-server issued is a pilot's; a JWT of the configured OIDC issuer goes to it (`adapters.oidc`);
-any other token to the local tokens. A JWT of an issuer not trusted here is refused, naming it.
+server issued is a pilot's (or its launch credential); a JWT of the configured OIDC issuer goes
+to it (`adapters.oidc`); any other token to the local tokens. A JWT of an issuer not trusted
+here is refused, naming it.
 """
 
 from __future__ import annotations
@@ -24,54 +35,85 @@ from skypanda.ports import Identity
 
 ISSUER = "skypanda"
 AUDIENCE = "skypanda-pilot"
+LAUNCH_AUDIENCE = "skypanda-launch"
 DEFAULT_TTL_S = 600.0
+DEFAULT_LAUNCH_TTL_S = 3600.0
 
 
 class PilotCredentials:
+    """Issues and verifies pilots' launch credentials and pilot credentials (one key)."""
+
     def __init__(
         self,
         key: bytes,
         *,
         ttl_s: float = DEFAULT_TTL_S,
+        launch_ttl_s: float = DEFAULT_LAUNCH_TTL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if len(key) < 32:
             raise ValueError("a pilot credential key needs at least 32 bytes")
+        if ttl_s <= 0 or launch_ttl_s <= 0:
+            raise ValueError("credential lifetimes must be positive")
         self._key = key
         self._ttl_s = ttl_s
+        self._launch_ttl_s = launch_ttl_s
         self._clock = clock
 
     def issue(self, pilot_id: str) -> str:
+        """The credential of a registered pilot: its own routes, for `ttl_s`."""
+        return self._sign(pilot_id, AUDIENCE, self._ttl_s)
+
+    def issue_launch(self, pilot_id: str) -> str:
+        """The launch credential for pilot `pilot_id`: it may register that pilot once, within
+        `launch_ttl_s`, and do nothing else."""
+        return self._sign(pilot_id, LAUNCH_AUDIENCE, self._launch_ttl_s)
+
+    def _sign(self, pilot_id: str, audience: str, ttl_s: float) -> str:
         import jwt  # here, not at the top: `skypanda status` and friends never need it
 
         now = self._clock()
         claims = {
             "iss": ISSUER,
-            "aud": AUDIENCE,
+            "aud": audience,
             "sub": pilot_id,
             "iat": int(now),
-            "exp": int(now + self._ttl_s),
+            "exp": int(now + ttl_s),
         }
         return jwt.encode(claims, self._key, algorithm="HS256")
 
     def authenticate(self, token: str) -> Principal:
+        """The pilot a pilot credential acts for, or the launcher a launch credential stands for.
+
+        Raises:
+            Unauthorized: expired, forged, of another audience, or malformed (saying which kind
+                of credential it claimed to be).
+        """
         import jwt
 
+        kind = _kind(token)
         try:
             claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=["HS256"],  # never "none", never a key the token names
-                audience=AUDIENCE,
+                audience=[AUDIENCE, LAUNCH_AUDIENCE],
                 issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError as e:
-            raise Unauthorized("pilot credential expired: register again") from e
+            launch = kind == "launch credential"
+            again = "the pilot must be launched again" if launch else "register again"
+            raise Unauthorized(f"{kind} expired: {again}") from e
         except jwt.InvalidTokenError as e:
-            raise Unauthorized(f"invalid pilot credential: {e}") from e
-        pilot = str(claims["sub"])
-        return Principal(f"pilot:{pilot}", frozenset({Role.PILOT}), pilot=pilot)
+            raise Unauthorized(f"invalid {kind}: {e}") from e
+        pilot, audience = str(claims["sub"]), claims["aud"]
+        if audience == AUDIENCE:
+            return Principal(f"pilot:{pilot}", frozenset({Role.PILOT}), pilot=pilot)
+        if audience == LAUNCH_AUDIENCE:
+            return Principal(f"launch:{pilot}", frozenset({Role.LAUNCHER}), launch_for=pilot)
+        # A list naming both audiences verifies above; this server never signs one.
+        raise Unauthorized(f"invalid {kind}: audience {audience!r} is not one credential's")
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -112,6 +154,17 @@ class WithPilotCredentials:
 
     def pilot_credential(self, pilot_id: str) -> str | None:
         return self.pilots.issue(pilot_id)
+
+
+def _kind(token: str) -> str:
+    """Which credential a JWT claims to be, unverified (for messages only)."""
+    import jwt
+
+    try:
+        audience = jwt.decode(token, options={"verify_signature": False}).get("aud")
+    except jwt.InvalidTokenError:
+        audience = None
+    return "launch credential" if audience == LAUNCH_AUDIENCE else "pilot credential"
 
 
 def _issuer(token: str) -> object:

@@ -27,6 +27,7 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
     {
         # anyone authenticated
         "health": ANYONE,
+        "whoami": ANYONE,
         "pilot_zipapp": ANYONE,
         # reading
         "list_tasks": READERS,
@@ -54,6 +55,7 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         # operators
         "apply_queues": frozenset({A}),
         "drain_pilot": frozenset({A}),
+        "list_audit": frozenset({A}),
         # the dispatch protocol
         "register": frozenset({P, L, A}),
         "acquire": PILOTS,
@@ -87,6 +89,10 @@ def authenticate(identity: Identity) -> Principal:
         raise Forbidden(f"{principal.name} ({roles}) may not call {request.method} {request.path}")
     if principal.pilot is not None:
         _within_scope(principal.pilot)
+    launch_for = principal.launch_for
+    if launch_for is not None and endpoint != "register":
+        # A launch credential registers its one pilot, once (handlers.dispatch.register).
+        raise Forbidden(f"a launch credential for pilot {launch_for} may only register it")
     g.principal = principal
     g.owner = principal.name
     g.admin = principal.admin

@@ -13,7 +13,9 @@ from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from skypanda import __version__
-from skypanda.api import access, data, errors, pilotzip, tasks
+from skypanda.api import access, audit, bodies, data, errors, pilotzip, tasks
+from skypanda.api.bodies import model_body
+from skypanda.api.params import int_arg
 from skypanda.api.workflows import workflow_routes
 from skypanda.domain.errors import Forbidden, InvalidInput
 from skypanda.domain.jobflow import log_key
@@ -70,39 +72,28 @@ class EndBody(_Body):
     reason: str = ""
 
 
-def _body(model: type[B]) -> B:
-    data = request.get_json(silent=True)
-    if data is None:
-        raise InvalidInput("the request body must be a JSON object")
-    return model.model_validate(data)
-
-
 def _reply(reply: Reply, **extra: Any) -> Response:
     return jsonify({**extra, "commands": reply.commands, "drain": reply.drain})
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as e:
-        raise InvalidInput(f"query parameter {name} must be an integer, not {raw!r}") from e
-    if not low <= value <= high:
-        raise InvalidInput(f"query parameter {name} must be between {low} and {high}")
-    return value
 
 
 ALL_PARTS = ("user", "monitor", "pilot")
 
 
-def create_app(svc: Services, identity: Identity, parts: tuple[str, ...] = ALL_PARTS) -> Flask:
+def create_app(
+    svc: Services,
+    identity: Identity,
+    parts: tuple[str, ...] = ALL_PARTS,
+    *,
+    trusted_proxies: int = 0,
+) -> Flask:
     """The API. `parts` picks route groups: a Cloud Function can serve users' routes (`user`,
-    `monitor`) and another the pilots' (`pilot`), each scaling on its own."""
+    `monitor`) and another the pilots' (`pilot`), each scaling on its own. `trusted_proxies`:
+    how many `X-Forwarded-For` hops name the client (`api.audit`)."""
     app = Flask("skypanda", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     errors.install(app)
+    if "user" in parts:
+        audit.install(app, svc, trusted_proxies=trusted_proxies)
 
     @app.before_request
     def _authenticate() -> None:
@@ -121,18 +112,24 @@ def _user_routes(app: Flask, svc: Services) -> None:
     def health() -> Response:
         return jsonify({"status": "ok", "version": __version__})
 
+    @app.get("/v1/whoami")
+    def whoami() -> Response:
+        principal = g.principal
+        return jsonify({"name": principal.name, "roles": sorted(principal.roles)})
+
     @app.post("/v1/tasks")
     def create_task() -> tuple[Response, int]:
-        if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml"):
-            spec = parse_task(request.get_data(as_text=True), "request body")
-        else:
-            spec = TaskSpec.model_validate(_body(_AnyBody).model_dump())
-        task = submit(svc, spec, owner=g.owner)
+        with bodies.submission_slot():
+            if request.mimetype in bodies.YAML:
+                spec = parse_task(bodies.yaml_text(), "request body")
+            else:
+                spec = bodies.validate(TaskSpec, bodies.json_object())
+            task = submit(svc, spec, owner=g.owner)
         return jsonify(jsonable(task)), 201
 
     @app.get("/v1/tasks")
     def list_tasks() -> Response:
-        tasks = svc.tasks.list_tasks(limit=_int_arg("limit", 50, 1, 1000))
+        tasks = svc.tasks.list_tasks(limit=int_arg("limit", 50, 1, 1000))
         return jsonify({"tasks": [jsonable(t) for t in tasks]})
 
     @app.get("/v1/tasks/<task_id>")
@@ -150,8 +147,8 @@ def _user_routes(app: Flask, svc: Services) -> None:
         jobs = svc.jobs.list_jobs(
             task_id,
             status=status,
-            limit=_int_arg("limit", 1000, 1, 100_000),
-            offset=_int_arg("offset", 0, 0, 10**9),
+            limit=int_arg("limit", 1000, 1, 100_000),
+            offset=int_arg("offset", 0, 0, 10**9),
         )
         return jsonify({"jobs": [jsonable(j) for j in jobs]})
 
@@ -174,7 +171,7 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
     @app.get("/v1/jobs/<job_id>/log")
     def get_log(job_id: str) -> Response:
         job = svc.jobs.get_job(job_id)
-        attempt = _int_arg("attempt", job.attempt, 1, job.attempt)
+        attempt = int_arg("attempt", job.attempt, 1, job.attempt)
         data = svc.blobs.read(log_key(job_id, attempt))
         return Response(data, mimetype="text/plain")
 
@@ -184,7 +181,7 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
 
     @app.post("/v1/queues")
     def apply_queues() -> Response:
-        body = _body(ApplyQueuesBody)
+        body = model_body(ApplyQueuesBody)
         changes = queues.apply(svc, body.queues, dry_run=body.dry_run)
         return jsonify({"changes": [c.as_dict() for c in changes], "dry_run": body.dry_run})
 
@@ -198,10 +195,6 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
         return jsonify({"pilots": [jsonable(p) for p in pilots]})
 
 
-class _AnyBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
 def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
     def credential(pilot_id: str) -> dict[str, str]:
         """The pilot's own short-lived credential (on register, renewed on each heartbeat)."""
@@ -210,23 +203,23 @@ def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
 
     @app.post("/v1/pilots")
     def register() -> tuple[Response, int]:
-        body = _body(RegisterBody)
+        body = model_body(RegisterBody)
         pilot, queue = dispatch.register(
             svc, pilot_id=body.pilot_id, queue=body.queue, host=body.host, pid=body.pid,
-            resources=body.resources, version=body.version,
+            resources=body.resources, version=body.version, launch_for=g.principal.launch_for,
         )  # fmt: skip
         reply = {"pilot": jsonable(pilot), "queue": jsonable(queue), **credential(pilot.id)}
         return jsonify(reply), 201
 
     @app.post("/v1/pilots/<pilot_id>/acquire")
     def acquire(pilot_id: str) -> Response:
-        body = _body(AcquireBody)
+        body = model_body(AcquireBody)
         jobs = dispatch.acquire(svc, pilot_id, body.n, body.job_id)
         return jsonify({"jobs": [jsonable(j) for j in jobs]})
 
     @app.post("/v1/pilots/<pilot_id>/update")
     def update(pilot_id: str) -> Response:
-        body = _body(UpdateBody)
+        body = model_body(UpdateBody)
         logs = {r.job_id: r.log for r in body.reports if r.log}
         reports = [JobReport(**r.model_dump(exclude={"log"})) for r in body.reports]
         results, reply = dispatch.update(svc, pilot_id, reports, logs)
@@ -234,17 +227,17 @@ def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
 
     @app.post("/v1/pilots/<pilot_id>/heartbeat")
     def heartbeat(pilot_id: str) -> Response:
-        reply = dispatch.heartbeat(svc, pilot_id, _body(HeartbeatBody).jobs)
+        reply = dispatch.heartbeat(svc, pilot_id, model_body(HeartbeatBody).jobs)
         return _reply(reply, **credential(pilot_id))
 
     @app.post("/v1/pilots/<pilot_id>/end")
     def end(pilot_id: str) -> Response:
-        body = _body(EndBody)
+        body = model_body(EndBody)
         return jsonify(jsonable(dispatch.end(svc, pilot_id, body.status, body.reason)))
 
     @app.post("/v1/jobs/<job_id>/log")
     def append_log(job_id: str) -> tuple[str, int]:
-        attempt = _int_arg("attempt", 0, 1, 10_000)
+        attempt = int_arg("attempt", 0, 1, 10_000)
         scoped = g.principal.pilot
         if scoped is not None and svc.jobs.get_job(job_id).pilot_id != scoped:
             raise Forbidden(f"pilot {scoped} does not hold job {job_id}")

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from skypanda.domain.errors import SkypandaError
+from skypanda.domain.errors import MAX_PROBLEMS, SkypandaError, summarise
 
 log = logging.getLogger(__name__)
 
@@ -17,12 +17,14 @@ def _json(status: int, error: str, message: str, **extra: object) -> tuple[Respo
     return jsonify({"error": error, "message": message, **extra}), status
 
 
-def validation_message(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(body)"
-        parts.append(f"{field}: {err['msg']}")
-    return "; ".join(parts)
+def validation_message(e: ValidationError, prefix: str = "") -> str:
+    """The first problems, each naming its field (a million bad values make one short line)."""
+    errors = e.errors(include_url=False, include_input=False)
+    parts = [
+        f"{prefix}{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}"
+        for err in errors[:MAX_PROBLEMS]
+    ]
+    return summarise(parts, len(errors))
 
 
 def install(app: Flask) -> None:
@@ -38,6 +40,10 @@ def install(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> tuple[Response, int]:
         return _json(e.code or 500, type(e).__name__, e.description or str(e))
+
+    @app.errorhandler(RecursionError)
+    def _deep(e: RecursionError) -> tuple[Response, int]:
+        return _json(422, "InvalidInput", "the request is nested too deeply")
 
     @app.errorhandler(Exception)
     def _crash(e: Exception) -> tuple[Response, int]:

@@ -3,12 +3,10 @@ and workflows)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from flask import Flask, Response, g, jsonify
+from pydantic import BaseModel, ConfigDict
 
-from flask import Flask, Response, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from skypanda.domain.errors import InvalidInput
+from skypanda.api.bodies import model_body
 from skypanda.domain.models import jsonable
 from skypanda.handlers import task_actions
 from skypanda.handlers.services import Services
@@ -30,23 +28,10 @@ class PriorityBody(_Body):
     priority: int
 
 
-B = TypeVar("B", bound=_Body)
-
-
-def _parse(model: type[B]) -> B:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise InvalidInput(f"bad body: {e}", errors=len(e.errors())) from e
-
-
 def routes(app: Flask, svc: Services) -> None:
     @app.post("/v1/tasks/<task_id>/finish")
     def finish_task(task_id: str) -> Response:
-        body = _parse(FinishBody)
+        body = model_body(FinishBody)
         return jsonify(
             jsonable(task_actions.finish(svc, task_id, g.owner, hard=body.hard, admin=g.admin))
         )
@@ -61,12 +46,12 @@ def routes(app: Flask, svc: Services) -> None:
 
     @app.post("/v1/tasks/<task_id>/reassign")
     def reassign_task(task_id: str) -> Response:
-        body = _parse(ReassignBody)
+        body = model_body(ReassignBody)
         moved = task_actions.reassign(svc, task_id, g.owner, body.queue, admin=g.admin)
         return jsonify({"task_id": task_id, "queue": body.queue, "jobs_moved": moved})
 
     @app.post("/v1/tasks/<task_id>/priority")
     def set_priority(task_id: str) -> Response:
-        body = _parse(PriorityBody)
+        body = model_body(PriorityBody)
         changed = task_actions.set_priority(svc, task_id, g.owner, body.priority, admin=g.admin)
         return jsonify({"task_id": task_id, "priority": body.priority, "jobs_changed": changed})

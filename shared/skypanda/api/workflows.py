@@ -8,13 +8,12 @@ so a graph of a million jobs never sits in memory whole.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from pydantic import ValidationError
 
+from skypanda.api import bodies
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.export import FORMATS, export
 from skypanda.domain.models import jsonable
@@ -24,29 +23,24 @@ from skypanda.handlers import known, task_actions, workflow_actions
 from skypanda.handlers import workflow as flows
 from skypanda.handlers.services import Services
 
-MAX_GRAPH_BYTES = 4 * 1024 * 1024 * 1024
+MAX_GRAPH_BYTES = 512 * 1024 * 1024
+"""A job graph (JSON lines): 2,000,000 jobs of about 250 bytes. It is checked whole before
+anything is stored, so it is held in memory while it is."""
 NDJSON = ("application/x-ndjson", "application/jsonl", "application/json-lines")
-YAML = ("application/yaml", "application/x-yaml", "text/yaml")
 
 
 def _spec(data: Any) -> WorkflowSpec:
     if not isinstance(data, dict) or not isinstance(data.get("workflow"), dict):
         raise InvalidInput('the body must be {"workflow": {...}}')
-    try:
-        return WorkflowSpec.model_validate(data["workflow"])
-    except ValidationError as e:
-        raise InvalidInput(f"workflow: {e}", errors=len(e.errors())) from e
+    return bodies.validate(WorkflowSpec, data["workflow"], prefix="workflow.")
 
 
 def _ndjson() -> tuple[WorkflowSpec, Iterator[bytes]]:
     request.max_content_length = MAX_GRAPH_BYTES
-    stream = request.stream
-    first = stream.readline()
-    try:
-        head = json.loads(first)
-    except json.JSONDecodeError as e:
-        raise InvalidInput(f'line 1 must be {{"workflow": {{...}}}}: {e}') from e
-    return _spec(head), iter(stream)
+    body = bodies.lines(request.stream)
+    first = next(body, b"")
+    head = bodies.parse_json(first, 'line 1 ({"workflow": {...}})')
+    return _spec(head), body
 
 
 def view(svc: Services, wf: Workflow) -> dict[str, Any]:
@@ -72,13 +66,14 @@ def workflow_routes(app: Flask, svc: Services) -> None:
     @app.post("/v1/workflows")
     def create_workflow() -> tuple[Response, int]:
         graph = None
-        if request.mimetype in NDJSON:
-            spec, graph = _ndjson()
-        elif request.mimetype in YAML:
-            spec = parse_workflow(request.get_data(as_text=True), "request body")
-        else:
-            spec = _spec(request.get_json(silent=True))
-        wf = flows.submit_workflow(svc, spec, owner=g.owner, graph=graph)
+        with bodies.submission_slot():
+            if request.mimetype in NDJSON:
+                spec, graph = _ndjson()
+            elif request.mimetype in bodies.YAML:
+                spec = parse_workflow(bodies.yaml_text(), "request body")
+            else:
+                spec = _spec(bodies.json_body())
+            wf = flows.submit_workflow(svc, spec, owner=g.owner, graph=graph)
         return jsonify(view(svc, wf)), 201
 
     @app.get("/v1/workflows")

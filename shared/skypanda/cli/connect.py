@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from skypanda.cli import oidc_client
 from skypanda.domain.states import TASK_FINAL
 from skypanda.pilot.client import ApiClient, ApiError
 from skypanda.runtime.local import default_home
@@ -31,10 +32,29 @@ def find_server(server: str | None, home: Path) -> str:
 
 
 def find_token(home: Path) -> str | None:
+    """The bearer token to send: `SKYPANDA_TOKEN`; else the OIDC login in `<home>/oidc.json`
+    (refreshed first when it is about to expire); else the token in `<home>/token`.
+
+    Raises:
+        click.ClickException: the OIDC login expired and could not be refreshed.
+    """
+    return find_credential(home)[0]
+
+
+def find_credential(home: Path) -> tuple[str | None, str]:
+    """The token `find_token` picks, and where it came from (for `skypanda whoami`)."""
     if os.environ.get("SKYPANDA_TOKEN"):
-        return os.environ["SKYPANDA_TOKEN"]
+        return os.environ["SKYPANDA_TOKEN"], "the SKYPANDA_TOKEN variable"
+    try:
+        token = oidc_client.current_token(home)
+    except oidc_client.LoginError as e:
+        raise click.ClickException(e.message) from e
+    if token is not None:
+        return token, f"the OIDC login in {home / oidc_client.SESSION_FILE}"
     path = home / "token"
-    return path.read_text().strip() if path.exists() else None
+    if path.exists():
+        return path.read_text().strip(), f"the token in {path}"
+    return None, "no token"
 
 
 def client(server: str | None, home: Path | None = None) -> ApiClient:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from skypanda import __version__
-from skypanda.cli import actions, bench, bench_dag, flows, users
+from skypanda.cli import actions, audit, bench, bench_dag, flows, login, users
 from skypanda.cli.connect import call, client
 from skypanda.cli.lazy import load_module
 from skypanda.cli.render import print_jobs, print_pilots, print_task
@@ -400,7 +400,8 @@ def pilot_zipapp(output: str) -> None:
 bench.bench.add_command(bench_dag.dag)
 cli.add_command(bench.bench)
 cli.add_command(users.users)
-for _command in actions.COMMANDS:
+cli.add_command(audit.audit)
+for _command in (*actions.COMMANDS, *login.COMMANDS):
     cli.add_command(_command)
 
 

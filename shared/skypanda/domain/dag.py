@@ -8,7 +8,6 @@ explicit job graph (JSON lines, one job per line, parents listed before their ch
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pydantic import Field, ValidationError
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import JobSpec, TaskSpec
+from skypanda.domain.patterns import Pattern, compile_user_pattern, subject
 from skypanda.domain.splitter import count_jobs, job_inputs, render, split
 from skypanda.domain.states import JOB_FINAL, JobStatus
 from skypanda.domain.values import Strict
@@ -25,11 +25,12 @@ from skypanda.domain.workflow import INDEX, MAX_PARENTS_PER_JOB, WorkflowTask
 ParentRef = tuple[str, int]  # (task name, job index)
 
 
-def key_values(pattern: re.Pattern[str], inputs: Iterable[str]) -> set[str]:
-    """Every value of a key in a job's inputs: each match of the regex (its group, if any)."""
+def key_values(pattern: Pattern, inputs: Iterable[str]) -> set[str]:
+    """Every value of a key in a job's inputs: each match of the regex (its group, if any), in
+    the first 16 KiB of each input (RE2, linear time: see `patterns`)."""
     out: set[str] = set()
     for text in inputs:
-        for m in pattern.finditer(text):
+        for m in pattern.finditer(subject(text)):
             value = m.group(1) if pattern.groups else m.group(0)
             if value is not None:  # an optional group that did not take part
                 out.add(value)
@@ -46,12 +47,16 @@ def input_groups(spec: TaskSpec) -> Iterator[list[str]]:
 
 def key_index(task: WorkflowTask, key: str) -> dict[str, list[int]]:
     """Key value -> indices of the task's jobs that carry it."""
-    pattern = re.compile(task.keys[key])
+    pattern = _key_pattern(task, key)
     index: dict[str, list[int]] = defaultdict(list)
     for i, group in enumerate(input_groups(task)):
         for value in key_values(pattern, group):
             index[value].append(i)
     return index
+
+
+def _key_pattern(task: WorkflowTask, key: str) -> Pattern:
+    return compile_user_pattern(task.keys[key], f"regular expression of key {key!r}")
 
 
 def parents_by_job(
@@ -64,7 +69,7 @@ def parents_by_job(
             carries, a job without the key), or too many parents for one job.
     """
     indices = {d.by: key_index(parents[d.task], d.by) for d in child.depends if d.by != INDEX}
-    patterns = {d.by: re.compile(child.keys[d.by]) for d in child.depends if d.by != INDEX}
+    patterns = {d.by: _key_pattern(child, d.by) for d in child.depends if d.by != INDEX}
     groups = input_groups(child)
     for i in range(count_jobs(child)):
         group = next(groups, [])

@@ -10,7 +10,7 @@ from pydantic import (
     field_validator,
 )
 
-from skypanda.domain.values import Strict
+from skypanda.domain.values import Int, Strict, Text, storable
 
 STAGE_IN_SCHEMES = ("file", "http", "https", "gs")
 """URL schemes a pilot can stage an input from (see skypanda.pilot.staging)."""
@@ -20,6 +20,8 @@ MAX_OUTPUTS = 1000
 _SHA256 = r"^[0-9a-f]{64}$"
 MAX_EVENTS = 10**15
 """Bound on event numbers and counts (a task's job count is bounded separately)."""
+MAX_OUTPUT_BYTES = 2**50
+"""One output file: a pebibyte."""
 
 
 def staged_name(url: str) -> str:
@@ -86,11 +88,11 @@ class OutputFile(Strict):
     """One output a pilot uploaded after its job succeeded (stage-out)."""
 
     name: str
-    uri: str = Field(min_length=1, max_length=2048)
-    size: int = Field(ge=0)
+    uri: Text = Field(min_length=1, max_length=2048)
+    size: Int = Field(ge=0, le=MAX_OUTPUT_BYTES)
     sha256: str = Field(pattern=_SHA256)
 
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        return check_output_name(name)
+        return storable(check_output_name(name))

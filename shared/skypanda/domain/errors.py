@@ -17,6 +17,22 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_PROBLEMS = 20
+"""Problems listed in one message at most; then "and N more"."""
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """`text`, cut to `limit` characters with an ellipsis (messages stay readable and small)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summarise(problems: list[str], total: int | None = None, sep: str = "; ") -> str:
+    """The first MAX_PROBLEMS of `problems`, each clipped, then how many more there were (of
+    `total`, when the caller described only the first ones)."""
+    shown = [clip(p, 300) for p in problems[:MAX_PROBLEMS]]
+    more = (len(problems) if total is None else total) - len(shown)
+    return sep.join(shown) + (f"{sep}and {more:,} more" if more > 0 else "")
+
 
 class SkypandaError(Exception):
     """Root of every error skypanda raises on purpose."""

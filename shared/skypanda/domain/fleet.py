@@ -12,7 +12,18 @@ from pydantic import (
 
 from skypanda.domain.launchers import LauncherSpec, LocalLauncherSpec
 from skypanda.domain.states import PilotStatus
-from skypanda.domain.values import NAME_PATTERN, Duration, Resources, Strict
+from skypanda.domain.values import (
+    MAX_CORES,
+    MAX_GPUS,
+    MAX_MEMORY_MB,
+    NAME_PATTERN,
+    Duration,
+    Finite,
+    Int,
+    Request,
+    Resources,
+    Strict,
+)
 
 
 class QueueStatus(StrEnum):
@@ -25,6 +36,20 @@ class QueueStatus(StrEnum):
 
 AUTO_QUEUE = "auto"
 """`queue: auto` in a task: brokerage picks the queue. No queue may be named so."""
+
+MAX_PILOTS = 10_000
+"""Pilots of one queue on Cloud Run or GKE: a Cloud Run job execution runs at most 10,000 tasks."""
+MAX_LOCAL_PILOTS = MAX_CORES
+"""Pilots of one local queue: each is a process on this machine, so at most one per core of
+the largest machine (`runtime.local.default_queue` makes one per core). More is a fork bomb."""
+MAX_SCALE_STEP = 1000
+"""Pilots one scaling decision launches, and jobs one acquire takes."""
+MAX_SHARE = 1_000_000.0
+"""A fair-share weight (others weigh 1)."""
+MAX_SHARES = 1000
+MAX_OWNER_CHARS = 256
+MAX_DISK_GB = 1_000_000
+_Owner = Annotated[str, Field(min_length=1, max_length=MAX_OWNER_CHARS)]
 
 
 class Queue(Strict):
@@ -39,26 +64,28 @@ class Queue(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     mode: str = Field(default="pull", pattern="^(pull|push)$")
     status: QueueStatus = QueueStatus.ONLINE
-    min_pilots: int = Field(default=1, ge=0)
-    max_pilots: int = Field(default=2, ge=0, le=10_000)
-    pilot_resources: Resources = Field(default_factory=lambda: Resources(memory_mb=4000))
-    max_memory_per_core_mb: int | None = Field(default=None, ge=1, le=4_000_000)
-    max_cores: int | None = Field(default=None, ge=1, le=1024)
+    min_pilots: Int = Field(default=1, ge=0, le=MAX_PILOTS)
+    max_pilots: Int = Field(default=2, ge=0, le=MAX_PILOTS)  # MAX_LOCAL_PILOTS on local
+    pilot_resources: Request = Field(default_factory=lambda: Resources(memory_mb=4000))
+    max_memory_per_core_mb: Int | None = Field(default=None, ge=1, le=MAX_MEMORY_MB)
+    max_cores: Int | None = Field(default=None, ge=1, le=MAX_CORES)
     max_walltime_s: Duration | None = None
-    disk_gb: float | None = Field(default=None, gt=0, le=1_000_000)  # scratch per pilot
-    gpus: int = Field(default=0, ge=0, le=64)  # GPUs per pilot
+    disk_gb: Finite | None = Field(default=None, gt=0, le=MAX_DISK_GB)  # scratch per pilot
+    gpus: Int = Field(default=0, ge=0, le=MAX_GPUS)  # GPUs per pilot
     heartbeat_interval_s: Duration = 5.0
     heartbeat_timeout_s: Duration = 60.0
     idle_timeout_s: Duration = 30.0
-    jobs_per_acquire: int = Field(default=8, ge=1, le=1000)
+    jobs_per_acquire: Int = Field(default=8, ge=1, le=MAX_SCALE_STEP)
     looping_timeout_s: Duration = 1800.0  # a payload silent this long (no output, no file
     # change in its workdir) is killed as looping (PanDA's looping job check)
-    shares: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    shares: dict[_Owner, Annotated[Finite, Field(ge=0, le=MAX_SHARE)]] = Field(
+        default_factory=dict, max_length=MAX_SHARES
+    )
     launcher: LauncherSpec = Field(default_factory=LocalLauncherSpec)
     # scaler (Harvester): pilots kept ready, new ones per decision, queued (not yet running) at
     # most; push mode launches one pilot per activated job instead
-    max_new_per_cycle: int = Field(default=10, ge=1, le=1000)
-    max_queued: int = Field(default=10, ge=1, le=10_000)
+    max_new_per_cycle: Int = Field(default=10, ge=1, le=MAX_SCALE_STEP)
+    max_queued: Int = Field(default=10, ge=1, le=MAX_PILOTS)
     # fair share between owners on this queue: owner -> weight (others 1; 0: only when no
     # one else has jobs waiting)
 
@@ -95,6 +122,11 @@ class Queue(Strict):
         if self.min_pilots > self.max_pilots:
             raise ValueError(
                 f"min_pilots ({self.min_pilots}) exceeds max_pilots ({self.max_pilots})"
+            )
+        if self.launcher.kind == "local" and self.max_pilots > MAX_LOCAL_PILOTS:
+            raise ValueError(
+                f"max_pilots ({self.max_pilots}) is more than {MAX_LOCAL_PILOTS}, the most a "
+                "local queue may run: each pilot is a process on this machine"
             )
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s must be longer than heartbeat_interval_s")

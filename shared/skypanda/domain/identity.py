@@ -4,7 +4,7 @@ Roles (PanDA's model: a task's owner acts on it; a production role acts on any):
     user      submits tasks and workflows, acts on its own; reads everything (PanDA-style)
     admin     acts on any task, applies queues, drains pilots, manages users
     pilot     the dispatch protocol: register, acquire, report, heartbeat, logs, outputs
-    launcher  may only register pilots
+    launcher  may only register pilots (a launch credential: only the one pilot it names, once)
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ class Principal:
     roles: frozenset[Role]
     pilot: str | None = None
     """Set for a credential scoped to one pilot: it acts for that pilot only."""
+    launch_for: str | None = None
+    """Set for a launch credential (role launcher): it may register this pilot id alone, and
+    only while the pilot has not registered yet (single use)."""
 
     def has_any(self, roles: frozenset[Role]) -> bool:
         return bool(self.roles & roles)

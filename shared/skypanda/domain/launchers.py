@@ -32,7 +32,8 @@ class CloudRunLauncherSpec(_Spec):
     job: str = Field(pattern=_NAME)
     image: str = Field(min_length=1)
     service_account: str | None = None
-    token_secret: str = "skypanda-pilot-token"  # Secret Manager secret with the pilot token
+    # Ignored (deprecated): pilots get a launch credential of their own, not a Secret's token.
+    token_secret: str = "skypanda-pilot-token"
     max_retries: int = Field(default=0, ge=0, le=10)
     timeout_s: int = Field(default=3600, ge=60, le=86_400)
 
@@ -56,6 +57,7 @@ class GkeLauncherSpec(_Spec):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     service_account: str | None = None
+    # Ignored (deprecated): pilots get a launch credential of their own, not a Secret's token.
     token_secret: str = Field(default="skypanda-pilot-token", pattern=_NAME)
     ttl_after_finished_s: int = Field(default=300, ge=0, le=604_800)
 

@@ -11,7 +11,19 @@ from pydantic import (
 from skypanda.domain.data import MAX_OUTPUTS, OutputFile
 from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.domain.taskspec import TaskSpec
-from skypanda.domain.values import Resources, Strict
+from skypanda.domain.values import (
+    INT32_MAX,
+    ErrorCodeNumber,
+    ExitCode,
+    Int,
+    Resources,
+    Strict,
+    Text,
+)
+
+MAX_ID_CHARS = 200
+"""A job id a pilot reports (ids are far shorter)."""
+MAX_URI_CHARS = 2048
 
 
 class Task(Strict):
@@ -78,14 +90,14 @@ class Attempt(Strict):
 class JobReport(Strict):
     """What a pilot reports about one job it holds (one element of a bulk update)."""
 
-    job_id: str
-    attempt: int = Field(ge=1)
+    job_id: Text = Field(max_length=MAX_ID_CHARS)
+    attempt: Int = Field(ge=1, le=INT32_MAX)
     status: JobStatus
-    exit_code: int | None = None
-    error_code: int | None = None
-    error_diag: str = Field(default="", max_length=4000)
-    log_uri: str | None = None
-    flags: dict[str, str] = Field(default_factory=dict)
+    exit_code: ExitCode | None = None
+    error_code: ErrorCodeNumber | None = None
+    error_diag: Text = Field(default="", max_length=4000)
+    log_uri: Text | None = Field(default=None, max_length=MAX_URI_CHARS)
+    flags: dict[Text, Text] = Field(default_factory=dict)
     outputs: list[OutputFile] = Field(default_factory=list, max_length=MAX_OUTPUTS)
 
     @field_validator("flags")

@@ -11,10 +11,10 @@ codes never reach these rules.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from skypanda.domain.models import Resources, RetryRule
+from skypanda.domain.patterns import compile_user_pattern, subject
 from skypanda.wire.codes import ErrorCode
 
 DEFAULT_RULES: tuple[RetryRule, ...] = (
@@ -43,11 +43,15 @@ class RetryDecision:
 
 
 def matches(rule: RetryRule, error_code: int | None, exit_code: int | None, diag: str) -> bool:
+    """Whether every matcher of `rule` matches: its `pattern` is searched (RE2, linear time) in
+    the first 16 KiB of `diag` (see `patterns`)."""
     if rule.codes and error_code not in rule.codes:
         return False
     if rule.exit_codes and exit_code not in rule.exit_codes:
         return False
-    return rule.pattern is None or re.search(rule.pattern, diag) is not None
+    if rule.pattern is None:
+        return True
+    return compile_user_pattern(rule.pattern, "pattern").search(subject(diag)) is not None
 
 
 def decide(

@@ -14,8 +14,38 @@ from pydantic import (
 )
 
 from skypanda.domain.data import MAX_EVENTS, MAX_OUTPUT_PATTERNS, check_output_pattern
+from skypanda.domain.errors import InvalidInput
 from skypanda.domain.fleet import AUTO_QUEUE
-from skypanda.domain.values import NAME_PATTERN, Resources, Strict
+from skypanda.domain.patterns import compile_user_pattern
+from skypanda.domain.values import (
+    MAX_ATTEMPTS,
+    MAX_GPUS,
+    NAME_PATTERN,
+    Arg,
+    Env,
+    ErrorCodeNumber,
+    ExitCode,
+    Finite,
+    Flag,
+    Int,
+    Priority,
+    Request,
+    Resources,
+    Strict,
+    storable,
+)
+
+MAX_JOBS = 10_000_000
+"""The most jobs (and inputs, and explicit job lists) a task spec describes; submission sets a
+lower limit on the jobs it makes."""
+MAX_FILES_PER_JOB = 1_000_000
+MAX_SIZE_MB = 1e9
+"""An input's size, or the input one job reads: a petabyte."""
+MAX_COMMAND_WORDS = 10_000
+MAX_QUEUE_NAMES = 1000
+MAX_RULE_CODES = 256
+MAX_RETRY_RULES = 50
+_NAME = re.compile(NAME_PATTERN)
 
 
 class QueueChoice(Strict):
@@ -23,14 +53,14 @@ class QueueChoice(Strict):
     list is given (a test queue only when included), never `exclude`d ones, and only queues
     with at least `gpus` GPUs per pilot."""
 
-    include: list[str] = Field(default_factory=list, max_length=1000)
-    exclude: list[str] = Field(default_factory=list, max_length=1000)
-    gpus: int = Field(default=0, ge=0, le=64)
+    include: list[str] = Field(default_factory=list, max_length=MAX_QUEUE_NAMES)
+    exclude: list[str] = Field(default_factory=list, max_length=MAX_QUEUE_NAMES)
+    gpus: Int = Field(default=0, ge=0, le=MAX_GPUS)
 
     @field_validator("include", "exclude")
     @classmethod
     def _names(cls, names: list[str]) -> list[str]:
-        bad = [n for n in names if not re.match(NAME_PATTERN, n)]
+        bad = [n for n in names if not _NAME.fullmatch(n)]
         if bad:
             raise ValueError(f"not queue names: {', '.join(map(repr, bad))}")
         return names
@@ -48,12 +78,12 @@ class RetryRule(Strict):
     order; the first match decides. A rule matches when every matcher it has matches: error
     `codes`, payload `exit_codes`, a regex `pattern` searched in the diagnosis."""
 
-    codes: list[int] = Field(default_factory=list)
-    exit_codes: list[int] = Field(default_factory=list)
+    codes: list[ErrorCodeNumber] = Field(default_factory=list, max_length=MAX_RULE_CODES)
+    exit_codes: list[ExitCode] = Field(default_factory=list, max_length=MAX_RULE_CODES)
     pattern: str | None = None
     action: str = Field(pattern="^(no_retry|retry|increase_memory|increase_walltime)$")
-    max_retries: int | None = Field(default=None, ge=0, le=100)
-    factor: float = Field(default=1.5, gt=1.0, le=10.0)
+    max_retries: Int | None = Field(default=None, ge=0, le=MAX_ATTEMPTS)
+    factor: Finite = Field(default=1.5, gt=1.0, le=10.0)
 
     @model_validator(mode="after")
     def _matches_something(self) -> RetryRule:
@@ -61,9 +91,9 @@ class RetryRule(Strict):
             raise ValueError("a retry rule needs codes, exit_codes or a pattern to match")
         if self.pattern is not None:
             try:
-                re.compile(self.pattern)
-            except re.error as e:
-                raise ValueError(f"bad pattern {self.pattern!r}: {e}") from e
+                compile_user_pattern(self.pattern, "pattern")
+            except InvalidInput as e:
+                raise ValueError(e.message) from e
         return self
 
 
@@ -78,26 +108,30 @@ class TaskSpec(Strict):
     """
 
     name: str = Field(pattern=NAME_PATTERN)
-    command: list[str] = Field(min_length=1)
-    inputs: list[str] | None = None
-    n_jobs: int | None = Field(default=None, ge=1, le=10_000_000)
-    files_per_job: int = Field(default=1, ge=1)
-    n_events: int | None = Field(default=None, ge=1, le=MAX_EVENTS)
-    events_per_job: int | None = Field(default=None, ge=1, le=MAX_EVENTS)
-    first_event: int = Field(default=0, ge=0, le=MAX_EVENTS)
-    events_per_input: int | None = Field(default=None, ge=1, le=MAX_EVENTS)
-    input_sizes_mb: list[Annotated[float, Field(ge=0)]] | None = None
-    size_per_job_mb: float | None = Field(default=None, gt=0)
-    jobs: list[Annotated[list[str], Field(min_length=1)]] | None = Field(default=None, min_length=1)
-    resources: Resources = Field(default_factory=Resources)
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    command: list[Arg] = Field(min_length=1, max_length=MAX_COMMAND_WORDS)
+    inputs: list[Arg] | None = Field(default=None, max_length=MAX_JOBS)
+    n_jobs: Int | None = Field(default=None, ge=1, le=MAX_JOBS)
+    files_per_job: Int = Field(default=1, ge=1, le=MAX_FILES_PER_JOB)
+    n_events: Int | None = Field(default=None, ge=1, le=MAX_EVENTS)
+    events_per_job: Int | None = Field(default=None, ge=1, le=MAX_EVENTS)
+    first_event: Int = Field(default=0, ge=0, le=MAX_EVENTS)
+    events_per_input: Int | None = Field(default=None, ge=1, le=MAX_EVENTS)
+    input_sizes_mb: list[Annotated[Finite, Field(ge=0, le=MAX_SIZE_MB)]] | None = Field(
+        default=None, max_length=MAX_JOBS
+    )
+    size_per_job_mb: Finite | None = Field(default=None, gt=0, le=MAX_SIZE_MB)
+    jobs: list[Annotated[list[Arg], Field(min_length=1)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_JOBS
+    )
+    resources: Request = Field(default_factory=Resources)
+    max_attempts: Int = Field(default=3, ge=1, le=MAX_ATTEMPTS)
+    priority: Priority = 0
     queue: str = Field(default="local", pattern=NAME_PATTERN)  # `auto`: brokerage picks it
     queues: QueueChoice | None = None  # brokerage's include/exclude lists (implies queue: auto)
-    env: dict[str, str] = Field(default_factory=dict)
-    allow_partial: bool = False
-    retry_rules: list[RetryRule] = Field(default_factory=list, max_length=50)
-    stage_in: bool = False
+    env: Env = Field(default_factory=dict)
+    allow_partial: Flag = False
+    retry_rules: list[RetryRule] = Field(default_factory=list, max_length=MAX_RETRY_RULES)
+    stage_in: Flag = False
     outputs: list[str] = Field(default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
 
     @field_validator("command")
@@ -117,7 +151,7 @@ class TaskSpec(Strict):
     @field_validator("outputs")
     @classmethod
     def _output_patterns(cls, outputs: list[str]) -> list[str]:
-        return [check_output_pattern(p) for p in outputs]
+        return [storable(check_output_pattern(p)) for p in outputs]
 
     @model_validator(mode="before")
     @classmethod

@@ -21,30 +21,34 @@ dependencies, conditions, loop bodies and anything downstream of those).
 from __future__ import annotations
 
 import graphlib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import NAME_PATTERN, TaskSpec, check_job_source
+from skypanda.domain.patterns import compile_user_pattern
 from skypanda.domain.splitter import check_command, count_jobs
 from skypanda.domain.states import WorkflowStatus
-from skypanda.domain.values import Strict
+from skypanda.domain.values import Flag, Int, Strict
 
 MAX_TASKS = 500
 MAX_ITERATIONS = 100
 MAX_WORKFLOW_JOBS = 2_000_000
 MAX_PARENTS_PER_JOB = 10_000
+MAX_PATH_CHARS = 4096
+MAX_FLAG_CHARS = 1000
+"""A flag's name or value (as a pilot may report it, `records.JobReport.flags`)."""
+_TaskRef = Annotated[str, Field(min_length=1, max_length=100)]  # a task's name (NAME_PATTERN)
 INDEX = "index"
 
 
 class JobDependency(Strict):
     """Job-level dependency on another task: by index, or by a key both tasks declare."""
 
-    task: str
+    task: _TaskRef
     by: str = Field(default=INDEX, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -56,10 +60,10 @@ class Condition(Strict):
     "", "0", "false" or "no" otherwise).
     """
 
-    task: str
+    task: _TaskRef
     status: Literal["succeeded", "failed", "ended"] | None = None
-    flag: str | None = None
-    equals: str | None = None
+    flag: str | None = Field(default=None, max_length=MAX_FLAG_CHARS)
+    equals: str | None = Field(default=None, max_length=MAX_FLAG_CHARS)
 
     @model_validator(mode="after")
     def _one_test(self) -> Condition:
@@ -73,12 +77,12 @@ class Condition(Strict):
 class WorkflowTask(TaskSpec):
     """A task of a workflow: a task spec plus what it waits for."""
 
-    after: list[str] = Field(default_factory=list)
-    depends: list[JobDependency] = Field(default_factory=list)
+    after: list[_TaskRef] = Field(default_factory=list, max_length=MAX_TASKS)
+    depends: list[JobDependency] = Field(default_factory=list, max_length=MAX_TASKS)
     when: Condition | None = None
     keys: dict[str, str] = Field(default_factory=dict)
-    continue_on_failure: bool | None = None
-    graph: bool = False
+    continue_on_failure: Flag | None = None
+    graph: Flag = False
 
     @model_validator(mode="after")
     def _inputs_or_n_jobs(self) -> WorkflowTask:
@@ -98,9 +102,9 @@ class WorkflowTask(TaskSpec):
     def _regexes(cls, keys: dict[str, str]) -> dict[str, str]:
         for name, pattern in keys.items():
             try:
-                compiled = re.compile(pattern)
-            except re.error as e:
-                raise ValueError(f"key {name!r}: bad regular expression {pattern!r}: {e}") from e
+                compiled = compile_user_pattern(pattern, "regular expression")
+            except InvalidInput as e:
+                raise ValueError(f"key {name!r}: {e.message}") from e
             if compiled.groups > 1:
                 raise ValueError(f"key {name!r}: use at most one group in {pattern!r}")
         return keys
@@ -121,17 +125,18 @@ class Loop(Strict):
     """Repeat `tasks` until `until` holds on an iteration, at most `max_iterations` times."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[_TaskRef] = Field(min_length=1, max_length=MAX_TASKS)
     until: Condition
-    max_iterations: int = Field(ge=1, le=MAX_ITERATIONS)
+    max_iterations: Int = Field(ge=1, le=MAX_ITERATIONS)
 
 
 class WorkflowSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     tasks: list[WorkflowTask] = Field(min_length=1, max_length=MAX_TASKS)
-    loops: list[Loop] = Field(default_factory=list)
-    continue_on_failure: bool = False
-    graph: str | None = None  # where the job graph file is (resolved by whoever submits)
+    loops: list[Loop] = Field(default_factory=list, max_length=MAX_TASKS)
+    continue_on_failure: Flag = False
+    graph: str | None = Field(default=None, max_length=MAX_PATH_CHARS)  # where the job graph
+    # file is (resolved by whoever submits)
 
     def task(self, name: str) -> WorkflowTask:
         return next(t for t in self.tasks if t.name == name)

@@ -26,7 +26,6 @@ from skypanda.domain.events import TaskBulk
 from skypanda.domain.models import Task
 from skypanda.domain.states import TaskStatus
 from skypanda.handlers import workflow
-from skypanda.handlers.rollup import roll_up_task
 from skypanda.handlers.services import Services, new_id
 
 log = logging.getLogger(__name__)
@@ -101,7 +100,9 @@ def _after(svc: Services, task: Task, msg: TaskBulk) -> None:
         svc.outbox.add_events(
             [ev.jobs_activated(task.spec.queue, 0, key=f"{task.id}:resume:{msg.run}")]
         )
-        roll_up_task(svc, task.id)  # every job may have ended while it was paused
+        # Every job may have ended while it was paused: roll it up, and if that ended it, its
+        # workflow goes on.
+        workflow.roll_up_and_advance(svc, task.id)
     elif action is Action.MOVE and args.get("queue"):
         queue = str(args["queue"])
         svc.outbox.add_events([ev.jobs_activated(queue, 0, key=f"{task.id}:to:{queue}:{msg.run}")])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skypanda.domain.bulk import Action
-from skypanda.domain.errors import Conflict, InvalidInput, NotFound
+from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from skypanda.domain.fairshare import OwnerLoad, allocate
 from skypanda.domain.jobflow import (
     JobChange,
@@ -44,14 +44,26 @@ class Reply:
 
 def register(
     svc: Services, *, pilot_id: str | None, queue: str, host: str, pid: int | None,
-    resources: Resources, version: str,
+    resources: Resources, version: str, launch_for: str | None = None,
 ) -> tuple[Pilot, Queue]:  # fmt: skip
     """A pilot announces itself: the record the launcher made goes submitted -> running.
 
+    `launch_for` is set when the caller holds a launch credential: the one pilot it may
+    register, and only from submitted. That makes it single use: the compare-and-set below
+    expects submitted, so of two registrations with one credential only the first succeeds.
+
     Raises:
+        Forbidden: a launch credential for another pilot, for a new (unnamed) pilot, or spent
+            (its pilot has registered already).
         InvalidInput: the queue is unknown or offline.
-        Conflict: the pilot record has already ended (e.g. declared missed).
+        NotFound: the named pilot does not exist.
+        Conflict: the pilot record has already ended (e.g. declared missed), is registered
+            already, or changed while registering.
     """
+    if launch_for is not None and pilot_id != launch_for:
+        what = "a new pilot" if pilot_id is None else f"pilot {pilot_id}"
+        raise Forbidden(f"a launch credential for pilot {launch_for} cannot register {what}",
+                        pilot_id=pilot_id, launch_for=launch_for)  # fmt: skip
     try:
         q = svc.fleet.get_queue(queue)
     except NotFound as e:
@@ -66,6 +78,10 @@ def register(
         svc.fleet.add_pilot(pilot)
         return pilot, q
     known = svc.fleet.get_pilot(pilot_id)
+    if launch_for is not None and known.status is not PilotStatus.SUBMITTED:
+        raise Forbidden(f"the launch credential for pilot {pilot_id} is spent: the pilot is "
+                        f"{known.status} (a pilot registers once)",
+                        pilot_id=pilot_id, status=str(known.status))  # fmt: skip
     pilot = known.model_copy(
         update={
             **details,

@@ -14,6 +14,7 @@ from skypanda.domain.models import Task
 from skypanda.domain.states import TaskStatus
 from skypanda.domain.workflow import CompiledWorkflow
 from skypanda.ports import (
+    AuditLog,
     Blobs,
     Bus,
     Clock,
@@ -94,4 +95,8 @@ class Services:
 
     @property
     def outbox(self) -> Outbox:
+        return self.store
+
+    @property
+    def audit(self) -> AuditLog:
         return self.store

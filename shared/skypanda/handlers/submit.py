@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from skypanda.domain import events as ev
 from skypanda.domain.broker import Needs, misfits
+from skypanda.domain.budget import check_task_budget
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import AUTO_QUEUE, Task, TaskSpec
 from skypanda.domain.splitter import check_split, count_jobs
@@ -32,6 +33,8 @@ def check_task(svc: Services, spec: TaskSpec, *, count: bool = True, brokered: b
     n = count_jobs(spec) if count else 0
     if n > MAX_JOBS_PER_TASK:
         raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
+    if count:
+        check_task_budget(spec, n)
     try:
         queue = svc.fleet.get_queue(spec.queue)
     except NotFound as e:
@@ -91,6 +94,7 @@ def _pending(svc: Services, spec: TaskSpec, owner: str, why: str) -> Task:
     n = count_jobs(spec)
     if n > MAX_JOBS_PER_TASK:
         raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
+    check_task_budget(spec, n)
     now = svc.clock.now()
     task = Task(
         id=new_id("t"), spec=spec, owner=owner, status=TaskStatus.PENDING,

@@ -1,10 +1,12 @@
 """sweep (on tick): pilots silent past their queue's heartbeat timeout are declared missed and
-their jobs requeued as new attempts. Idempotent: the pilot's move to missed is compare-and-set."""
+their jobs requeued as new attempts. Idempotent: the pilot's move to missed is compare-and-set.
+It also prunes audit entries past their retention (a bounded batch per tick)."""
 
 from __future__ import annotations
 
 import logging
 
+from skypanda.domain.audit import RETENTION_S
 from skypanda.domain.events import Tick
 from skypanda.domain.states import PilotStatus
 from skypanda.handlers.dispatch import retire
@@ -23,4 +25,7 @@ def handle(svc: Services, tick: Tick | None = None) -> int:
                 svc, pilot, PilotStatus.MISSED, f"no heartbeat for {queue.heartbeat_timeout_s:g} s"
             )
             missed += 1
+    pruned = svc.audit.prune_audit(now - RETENTION_S)
+    if pruned:
+        log.info("pruned %d audit entries older than %d days", pruned, RETENTION_S // 86400)
     return missed

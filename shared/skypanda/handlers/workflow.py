@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 
 from skypanda.domain import events as ev
+from skypanda.domain.budget import check_task_budget, check_workflow_budget
 from skypanda.domain.dag import (
     GraphJob,
     child_status,
@@ -106,10 +107,13 @@ def submit_workflow(
         if graph is None:
             raise InvalidInput(f"workflow {spec.name} names graph {spec.graph!r}; send its lines")
         counts = _graph_counts(cw, graph, chunks)
+    sizes = [sum(len(c) for c in chunks)]  # graph jobs: about their lines' size
     for t in spec.tasks:
         check_task(svc, t, count=False)
         if not t.graph:
             counts[t.name] = count_jobs(t)
+            sizes.append(check_task_budget(t, counts[t.name]))
+    check_workflow_budget(spec.name, sizes)
     by_name = {t.name: t for t in spec.tasks}
     for t in spec.tasks:
         if t.depends:

@@ -38,7 +38,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -56,6 +55,7 @@ from skypanda.pilot.held import STOP_CHECK_S, Cores, HeldJob, Registry
 from skypanda.pilot.pacing import acquire_size
 from skypanda.pilot.reporting import LOG_CHUNK_BYTES, Heartbeat, Reporter, job_report
 from skypanda.pilot.runner import PayloadResult, run_payload
+from skypanda.pilot.sandbox import make_base
 from skypanda.pilot.staging import (
     StagingError,
     Stopped,
@@ -182,12 +182,8 @@ class _Pilot:
         return float(own if own is not None else self.queue_cfg.get(key) or default)
 
     def _prepare_workdir(self) -> None:
-        if self.cfg.workdir:
-            self.base = Path(self.cfg.workdir)
-            self.base.mkdir(parents=True, exist_ok=True)
-        else:
-            self.base = Path(tempfile.mkdtemp(prefix=f"skypanda-pilot-{self.pilot_id[:40]}-"))
-            self.owns_base = True
+        prefix = f"skypanda-pilot-{self.pilot_id[:40]}-"
+        self.base, self.owns_base = make_base(self.cfg.workdir, prefix, self.cfg.payload_user)
 
     def _start_threads(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -431,6 +427,7 @@ class _Pilot:
                 should_stop=lambda: self._should_stop(held),
                 groups=self.base / GROUPS_DIR,
                 looping_timeout_s=self._setting(None, "looping_timeout_s", LOOPING_TIMEOUT_S),
+                user=self.cfg.payload_user,
             )
             return self._stage_out(held, workdir, result, staged)
         finally:
@@ -446,6 +443,7 @@ class _Pilot:
                 workdir,
                 should_stop=lambda: self._should_stop(held),
                 note=lambda line: self._note(held, line),
+                user=self.cfg.payload_user,
             )
         except StagingError as e:
             self._note(held, f"stage-in failed: {e}")

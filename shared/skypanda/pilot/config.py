@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skypanda.pilot.sandbox import PayloadUser, resolve_payload_user
+
 DEFAULT_HEARTBEAT_S, DEFAULT_IDLE_TIMEOUT_S = 60.0, 300.0
 """Used when neither the pilot's flags nor the server's queue settings give a value."""
 
@@ -44,6 +46,7 @@ class PilotConfig:
         log_flush_s: how often running jobs' output is sent.
         job_id: push mode: run exactly this job (the one the pilot was launched for), then
             exit; None: pull mode, acquire jobs of the queue until idle.
+        payload_user: run payloads as this user (see `sandbox`); None: as the pilot's user.
     """
 
     server: str
@@ -59,6 +62,7 @@ class PilotConfig:
     max_jobs: int | None = None
     log_flush_s: float = 2.0
     job_id: str | None = None
+    payload_user: PayloadUser | None = None
 
     def __post_init__(self) -> None:
         if not self.server.startswith(("http://", "https://")):
@@ -109,9 +113,22 @@ def parse_args(argv: list[str]) -> PilotConfig:
         metavar="JOB_ID",
         help="push mode: run exactly this job, then exit (default: $SKYPANDA_PUSH_JOB)",
     )
+    p.add_argument(
+        "--payload-user",
+        default=env("SKYPANDA_PAYLOAD_USER") or None,
+        metavar="NAME|UID",
+        help="run payloads as this Unix user, which cannot read the pilot's files, environment "
+        "or memory; the pilot must run as root (default: $SKYPANDA_PAYLOAD_USER)",
+    )
     args = p.parse_args(argv)
     if not args.server or not args.queue:
         p.error("--server and --queue are required (or SKYPANDA_SERVER and SKYPANDA_QUEUE)")
+    payload_user = None
+    if args.payload_user:
+        try:
+            payload_user = resolve_payload_user(args.payload_user)
+        except ValueError as e:  # one line: the usage would not help
+            p.exit(2, f"{p.prog}: error: --payload-user: {e}\n")
     token = args.token
     if not token and args.token_stdin:
         token = sys.stdin.readline().strip()
@@ -136,6 +153,7 @@ def parse_args(argv: list[str]) -> PilotConfig:
             heartbeat_interval_s=args.heartbeat_interval,
             max_jobs=args.max_jobs,
             job_id=args.job,
+            payload_user=payload_user,
         )
     except ValueError as e:
         p.error(str(e))

@@ -14,6 +14,11 @@ The payload's environment (see `payload_env`) holds the pilot's own, the job's e
                         payload may append `name=value` lines, e.g.
                         `echo converged=yes >> "$SKYPANDA_FLAGS"`; workflow conditions test them
 
+With a payload user (`--payload-user`, see `sandbox`) the payload runs as that user, in its
+job directory handed over to it (mode 0700), with HOME set to that directory and USER and
+LOGNAME to the user's name (before the job's env, which may set them). Starting it then costs
+a fork of the pilot (subprocess does not vfork to switch users).
+
 While the payload runs, the pilot watches it (see `watch`): about every SAMPLE_S it sums the
 resident memory of the payload's process tree, keeps the peak (`PayloadResult.max_rss_mb`), and
 kills the payload as OUT_OF_MEMORY when the sum exceeds the job's `resources.memory_mb`; with a
@@ -46,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skypanda.pilot.sandbox import PayloadUser, hand_over
 from skypanda.pilot.watch import SAMPLE_S, PayloadWatch
 from skypanda.wire.codes import ErrorCode
 
@@ -111,6 +117,7 @@ def run_payload(
     groups: Path | None = None,
     looping_timeout_s: float | None = None,
     sample_s: float = SAMPLE_S,
+    user: PayloadUser | None = None,
 ) -> PayloadResult:
     """Run a job's command to its end, or until a limit of it or `should_stop` ends it.
 
@@ -132,6 +139,7 @@ def run_payload(
         looping_timeout_s: kill the payload as LOOPING_JOB once this long passes with no
             output and no file change in its workdir; None (or 0): never.
         sample_s: how often the payload's memory (and its looping) is checked.
+        user: run the payload as this user (see `sandbox`); None: as the pilot's user.
 
     Returns:
         The result, with the flags the payload wrote (also when it failed or was killed).
@@ -140,7 +148,7 @@ def run_payload(
     started_at = time.time()
     argv = [str(word) for word in job.get("command") or []]
     try:
-        proc = _start(argv, job, workdir)
+        proc = _start(argv, job, workdir, user)
     except (OSError, ValueError) as e:
         diag = f"cannot start {argv[0] if argv else '(empty command)'!r}: {e}"
         return PayloadResult(
@@ -169,7 +177,7 @@ def run_payload(
         pump.deliver(f"[skypanda-pilot] killed: {killed[1]}\n".encode())
     elif leftovers:
         pump.deliver(b"[skypanda-pilot] killed processes the payload left running\n")
-    flags, notes = read_flags(flags_path(workdir))
+    flags, notes = read_flags(flags_path(workdir), owner=None if user is None else user.uid)
     for note in notes:
         pump.deliver(f"[skypanda-pilot] flags: {note}\n".encode())
     result = _result(proc.returncode, killed, started_at)
@@ -178,39 +186,54 @@ def run_payload(
     return result
 
 
-def _start(argv: list[str], job: dict[str, Any], workdir: Path) -> subprocess.Popen[bytes]:
-    """Start the payload in its own session, output merged into one pipe.
+def _start(
+    argv: list[str], job: dict[str, Any], workdir: Path, user: PayloadUser | None
+) -> subprocess.Popen[bytes]:
+    """Start the payload in its own session, output merged into one pipe; as `user` if given.
 
     Raises:
-        OSError: the workdir cannot be made, or the command cannot be executed.
+        OSError: the workdir cannot be made or handed over, or the command cannot be executed.
         ValueError: the command is empty or holds a NUL byte.
     """
     if not argv or not argv[0]:
         raise ValueError("the job has an empty command")
     workdir.mkdir(parents=True, exist_ok=True)
-    flags_path(workdir).write_bytes(b"")  # empty, also if an earlier run left one
+    # Empty, also if an earlier run left one; a new file, never through a link left there.
+    flags = flags_path(workdir)
+    flags.unlink(missing_ok=True)
+    os.close(os.open(flags, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+    if user is not None:
+        hand_over(workdir, user)
     return subprocess.Popen(
         argv,
         cwd=str(workdir),
-        env=payload_env(job, workdir),
+        env=payload_env(job, workdir, user),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        user=None if user is None else user.uid,
+        group=None if user is None else user.gid,
+        extra_groups=None if user is None else [],
     )
 
 
 PILOT_SECRETS = frozenset({"SKYPANDA_TOKEN", "SKYPANDA_GCS_TOKEN"})
 
 
-def payload_env(job: dict[str, Any], workdir: Path) -> dict[str, str]:
+def payload_env(
+    job: dict[str, Any], workdir: Path, user: PayloadUser | None = None
+) -> dict[str, str]:
     """The payload's environment: the pilot's own, the job's, then skypanda's variables.
 
     The pilot's credentials (PILOT_SECRETS: its API token, its Cloud Storage token) are left
     out: a payload must not act as the pilot. A job that needs a token of its own sets it in
-    its env.
+    its env. For a payload run as `user`, HOME is its workdir (the pilot's HOME is not its
+    to write) and USER and LOGNAME its name, unless the job's env sets them.
     """
     env = {k: v for k, v in os.environ.items() if k not in PILOT_SECRETS}
+    if user is not None:
+        env.update(HOME=str(workdir), USER=user.name, LOGNAME=user.name)
     env.update({str(k): str(v) for k, v in (job.get("env") or {}).items()})
     env["SKYPANDA_JOB_ID"] = str(job.get("id", ""))
     env["SKYPANDA_ATTEMPT"] = str(job.get("attempt", 1))
@@ -224,22 +247,27 @@ def flags_path(workdir: Path) -> Path:
     return Path(os.path.abspath(workdir / FLAGS_FILE))
 
 
-def read_flags(path: Path) -> tuple[dict[str, str], list[str]]:
+def read_flags(path: Path, owner: int | None = None) -> tuple[dict[str, str], list[str]]:
     """Read a payload's flags file: the flags and notes on what was dropped (see parse_flags).
 
-    A missing file gives no flags; an unreadable one, or one that is not a regular file (a
-    payload could leave a FIFO there, whose open would block), gives none and a note. Only
-    the first MAX_FLAGS_FILE_BYTES are read. Never raises.
+    A missing file gives no flags; an unreadable one, a symbolic link, or one that is not a
+    regular file (a payload could leave a FIFO there, whose open would block), gives none and
+    a note; so does, with `owner` (the payload user's uid), a file of another owner. A payload
+    must not make the pilot read a file of the pilot's into the job's log. Only the first
+    MAX_FLAGS_FILE_BYTES are read. Never raises.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
         return {}, []
     except OSError as e:
         return {}, [f"cannot read {path.name}: {e.strerror or e}"]
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return {}, [f"{path.name} is not a regular file: ignored"]
+        if owner is not None and st.st_uid != owner:
+            return {}, [f"{path.name} is not the payload's (owner uid {st.st_uid}): ignored"]
         with os.fdopen(fd, "rb") as f:
             fd = -1  # the file object closes it
             data = f.read(MAX_FLAGS_FILE_BYTES + 1)

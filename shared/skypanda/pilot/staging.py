@@ -3,7 +3,7 @@
 Stage-in (a job with `stage_in`): each input is a URL, fetched into the job's working directory
 under its local name (`local_name`: the last part of the URL's path):
 
-    file:///abs/path          copied
+    file:///abs/path          copied (read as the payload user, if there is one: see sandbox)
     http://..., https://...   downloaded (urllib)
     gs://bucket/object        downloaded through the Cloud Storage JSON API,
                               {base}/storage/v1/b/{bucket}/o/{object}?alt=media, where base is
@@ -19,7 +19,8 @@ Stage-out (a job with output patterns, after the payload succeeded): files match
 patterns (`match_outputs`; staged inputs are never outputs) are uploaded one by one with
 `PUT /v1/jobs/<job>/outputs/<name>`, streamed from disk while their size and SHA-256 are
 counted; the server answers with what it stored, which must match. An upload is tried once
-(see skypanda.handlers.data for why).
+(see skypanda.handlers.data for why). A file is read only if it is the job's and stays in its
+directory (`sandbox.open_inside`): a link swapped in meanwhile cannot upload the pilot's.
 
 Errors: every failure is a StagingError whose message names the input or output; `Stopped`
 when the pilot was told to stop the job meanwhile. Standard library only, Python 3.9 syntax
@@ -43,6 +44,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+
+from skypanda.pilot.sandbox import PayloadUser, open_inside, read_as
 
 SCHEMES = ("file", "http", "https", "gs")
 GCS_API = "https://storage.googleapis.com"
@@ -292,9 +295,9 @@ class _Sink:
         self.part.unlink(missing_ok=True)
 
 
-def _copy_file(source: Source, sink: _Sink) -> None:
+def _copy_file(source: Source, sink: _Sink, user: PayloadUser | None) -> None:
     try:
-        with open(source.location, "rb") as f:
+        with open(source.location, "rb") if user is None else read_as(source.location, user) as f:
             sink.copy_from(f)
     except IsADirectoryError as e:
         raise StagingError(f"{source.url}: is a directory, not a file") from e
@@ -341,8 +344,9 @@ def fetch(
     should_stop: ShouldStop,
     environ: dict[str, str] | None = None,
     tries: int = FETCH_TRIES,
+    user: PayloadUser | None = None,
 ) -> Staged:
-    """Fetch one input to `dest`, whole or not at all.
+    """Fetch one input to `dest`, whole or not at all; a file:// one read as `user` if given.
 
     Raises:
         StagingError: it could not be fetched (after the retries, for HTTP).
@@ -353,7 +357,7 @@ def fetch(
         sink = _Sink(dest, should_stop)
         try:
             if source.scheme == "file":
-                _copy_file(source, sink)
+                _copy_file(source, sink, user)
             else:
                 _download(source, sink, env)
             return sink.done()
@@ -384,9 +388,11 @@ def stage_in(
     should_stop: ShouldStop,
     note: Callable[[str], None],
     environ: dict[str, str] | None = None,
+    user: PayloadUser | None = None,
 ) -> list[Staged]:
     """Fetch every input into `workdir` (created if missing), in order; `note` gets one line
-    per file (name, size, SHA-256) for the job's log.
+    per file (name, size, SHA-256) for the job's log. With `user` (the payload user), file://
+    inputs are read with its rights, not the pilot's.
 
     Raises:
         StagingError: an input is not a supported URL, two land under one name, or one could
@@ -405,7 +411,9 @@ def stage_in(
     staged = []
     for source in sources:
         started = time.monotonic()
-        done = fetch(source, workdir / source.name, should_stop=should_stop, environ=environ)
+        done = fetch(
+            source, workdir / source.name, should_stop=should_stop, environ=environ, user=user
+        )
         note(
             f"stage-in {source.url} -> {done.name}: {done.size} bytes, sha256 {done.sha256} "
             f"({time.monotonic() - started:.2f} s)"
@@ -454,9 +462,19 @@ class Uploader:
         return f"{self.server.rstrip('/')}{path}?{query}"
 
     def upload(
-        self, job_id: str, attempt: int, name: str, path: Path, should_stop: ShouldStop
+        self,
+        job_id: str,
+        attempt: int,
+        name: str,
+        path: Path,
+        should_stop: ShouldStop,
+        *,
+        root: Path | None = None,
     ) -> Staged:
         """Send one output; check the server stored what was sent.
+
+        With `root` (the job's directory) the file is opened only if it is the job's and
+        inside it (see `sandbox.open_inside`).
 
         Raises:
             StagingError: the file could not be read, the server refused or could not be
@@ -467,7 +485,7 @@ class Uploader:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            with path.open("rb") as f:
+            with path.open("rb") if root is None else open_inside(path, root) as f:
                 headers["Content-Length"] = str(os.fstat(f.fileno()).st_size)
                 reader = _HashingReader(f, should_stop)
                 request = urllib.request.Request(
@@ -528,7 +546,7 @@ def stage_out(
     out = []
     for name, path in matches:
         started = time.monotonic()
-        done = uploader.upload(job_id, attempt, name, path, should_stop)
+        done = uploader.upload(job_id, attempt, name, path, should_stop, root=workdir)
         note(
             f"stage-out {name} -> {done.uri}: {done.size} bytes, sha256 {done.sha256} "
             f"({time.monotonic() - started:.2f} s)"

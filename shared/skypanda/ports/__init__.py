@@ -5,10 +5,10 @@ adapter uses its backend's best primitive. Every state change is compare-and-set
 names the state it expects and returns False (or leaves the object out) when it lost.
 
 The store is split by aggregate: `TaskStore`, `WorkflowStore` (with the job edges), `JobStore`,
-`FleetStore` (queues, pilots, scaler notes) and `Outbox`; `Store` is all of them, which is what
-a backend implements (one module per aggregate in each backend's package). Handlers name the
-narrow port they use. One contract suite (tests/contract), split along the same seams, runs
-against every implementation.
+`FleetStore` (queues, pilots, scaler notes), `Outbox` and `AuditLog`; `Store` is all of them,
+which is what a backend implements (one module per aggregate in each backend's package).
+Handlers name the narrow port they use. One contract suite (tests/contract), split along the
+same seams, runs against every implementation.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from skypanda.domain.jobflow import JobChange
+from skypanda.ports.audit import AuditLog
 from skypanda.ports.fleet import FleetStore
 from skypanda.ports.jobs import WAITING_COUNT_CAP, JobStore
 from skypanda.ports.outbox import Outbox, StoredEvent
@@ -25,6 +26,7 @@ from skypanda.ports.world import Blobs, Bus, Clock, Identity, LaunchedPilot, Lau
 
 __all__ = [
     "WAITING_COUNT_CAP",
+    "AuditLog",
     "Blobs",
     "Bus",
     "Clock",
@@ -42,5 +44,5 @@ __all__ = [
 ]
 
 
-class Store(TaskStore, WorkflowStore, JobStore, FleetStore, Outbox, Protocol):
+class Store(TaskStore, WorkflowStore, JobStore, FleetStore, Outbox, AuditLog, Protocol):
     """Every aggregate of one backend (what the SQLite and Firestore stores implement)."""

@@ -38,6 +38,7 @@ from flask import Flask, Request, Response
 
 from skypanda.adapters.gcp.pubsub_bus import decode_push, encode_message
 from skypanda.api.app import create_app
+from skypanda.api.audit import trusted_proxies_from_env
 from skypanda.domain import events as ev
 from skypanda.domain.errors import InvalidInput, SkypandaError
 from skypanda.domain.events import Event, EventType
@@ -106,7 +107,9 @@ def _app(parts: tuple[str, ...]) -> Flask:
     key = f"app:{','.join(parts)}"
     if key not in _state:
         svc = services()
-        _state[key] = create_app(svc, _state["identity"], parts)
+        # Google's front end is one proxy in front of every function: believe its hop.
+        proxies = trusted_proxies_from_env(1)
+        _state[key] = create_app(svc, _state["identity"], parts, trusted_proxies=proxies)
     return _state[key]  # type: ignore[no-any-return]
 
 

@@ -30,7 +30,6 @@ from skypanda.adapters.oidc import oidc_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.server import ApiServer
 from skypanda.domain.events import EventType
-from skypanda.domain.identity import Role
 from skypanda.handlers.services import Services
 from skypanda.runtime import cloudfn, emulators, entrypoints
 from skypanda.runtime.bridge import OutboxBridge, gateway
@@ -64,11 +63,12 @@ class EmulatedCloud:
         self.opts = opts
         opts.home.mkdir(parents=True, exist_ok=True)
         self.users, self.token = ensure_identity(opts.home)
+        # One key signs the launch credentials the scale function hands pilots and the pilot
+        # credentials dispatch issues; both verify with it (on Google Cloud, runtime.gcp derives
+        # it the same way in every function instance).
+        self.pilot_credentials = PilotCredentials(secrets.token_bytes(32))
         self.identity = WithPilotCredentials(
-            self.users,
-            PilotCredentials(secrets.token_bytes(32)),
-            oidc_from_env(),
-            google_ids_from_env(),
+            self.users, self.pilot_credentials, oidc_from_env(), google_ids_from_env()
         )
         self.emulators: list[Emulator] = []
         self._servers: dict[str, ApiServer] = {}
@@ -130,7 +130,7 @@ class EmulatedCloud:
         if self.opts.launch_pilots:
             self.launcher = ProcessLauncher(
                 server_url=self.url,
-                token=self.users.issue("launcher", Role.LAUNCHER),
+                credential_for=self.pilot_credentials.issue_launch,
                 home=self.opts.home,
             )
             local = self.launcher

@@ -3,25 +3,37 @@
 Environment:
     GOOGLE_CLOUD_PROJECT   the project (set by Cloud Functions)
     SKYPANDA_BUCKET        Cloud Storage bucket for logs and outputs
-    SKYPANDA_TOKEN         the API token (from Secret Manager)
+    SKYPANDA_TOKEN         the API token (from Secret Manager); pilots never get it
+    SKYPANDA_SIGNING_KEY   optional key (32+ bytes, from Secret Manager) signing pilots' launch
+                           and pilot credentials; by default one derived from SKYPANDA_TOKEN
+    SKYPANDA_LAUNCH_TTL_S  optional lifetime of a pilot's launch credential (default 3600 s):
+                           longer than a pilot may wait to start (an execution or pod queued
+                           for capacity)
     SKYPANDA_PREFIX        optional prefix for collections and topics (several deployments
                            in one project, or one test per prefix)
     SKYPANDA_SERVER_URL    the URL pilots reach the API at (the dispatch function's); with it,
-                           the scaler launches pilots on Cloud Run or GKE as each queue says
+                           the scaler launches pilots on Cloud Run or GKE as each queue says,
+                           each with a launch credential of its own (adapters.pilot_credentials)
 The emulators are used when the usual `*_EMULATOR_HOST` variables are set.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import os
 import time
+from collections.abc import Callable
 
 from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.gcp.google_ids import google_ids_from_env
 from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.adapters.oidc import oidc_from_env
-from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
+from skypanda.adapters.pilot_credentials import (
+    DEFAULT_LAUNCH_TTL_S,
+    PilotCredentials,
+    WithPilotCredentials,
+)
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
@@ -29,17 +41,20 @@ from skypanda.handlers.services import Services
 from skypanda.ports import Identity, Launcher
 from skypanda.runtime.launchers import Factory, QueueLaunchers
 
+CredentialFor = Callable[[str], str]
+"""A pilot id -> its launch credential (PilotCredentials.issue_launch)."""
 
-def cloudrun_factory(server_url: str) -> Factory:
+
+def cloudrun_factory(server_url: str, credential_for: CredentialFor) -> Factory:
     def make(queue: Queue) -> Launcher:
         from skypanda.adapters.gcp.cloudrun_launcher import CloudRunLauncher
 
-        return CloudRunLauncher(server_url=server_url)
+        return CloudRunLauncher(server_url=server_url, credential_for=credential_for)
 
     return make
 
 
-def gke_factory(server_url: str) -> Factory:
+def gke_factory(server_url: str, credential_for: CredentialFor) -> Factory:
     def make(queue: Queue) -> Launcher:
         try:
             from skypanda.adapters.gcp.gke_launcher import GkeLauncher, load_api_client
@@ -50,7 +65,9 @@ def gke_factory(server_url: str) -> Factory:
             ) from e
 
         context = getattr(queue.launcher, "context", None)
-        return GkeLauncher(load_api_client(context), server_url=server_url)
+        return GkeLauncher(
+            load_api_client(context), server_url=server_url, credential_for=credential_for
+        )
 
     return make
 
@@ -83,20 +100,44 @@ def services_from_env() -> tuple[Services, Identity]:
     bus = PubSubBus(pubsub_v1.PublisherClient(), project, prefix=f"{prefix}skypanda")
     blobs = GcsBlobs(client_from_env(project), _need("SKYPANDA_BUCKET"))
     svc = Services(store=store, bus=bus, blobs=blobs, clock=SystemClock())
-    server_url = os.environ.get("SKYPANDA_SERVER_URL")
-    if server_url:
-        svc.launcher = QueueLaunchers(
-            {"cloudrun": cloudrun_factory(server_url), "gke": gke_factory(server_url)}
-        )
     token = _need("SKYPANDA_TOKEN")
     people = LocalTokens(None)
     people.accept(token, "deployment", Role.ADMIN)
-    # Every function instance must sign and verify pilots' credentials with the same key:
+    # Every function instance must sign and verify pilots' credentials with the same key: the
+    # scale function signs launch credentials, dispatch verifies them and signs pilot ones.
     # SKYPANDA_SIGNING_KEY (from Secret Manager), else one derived from the deployment token.
     key = os.environ.get("SKYPANDA_SIGNING_KEY", "").encode() or hmac.digest(
         token.encode(), b"skypanda pilot credentials", "sha256"
     )
-    identity = WithPilotCredentials(
-        people, PilotCredentials(key), oidc_from_env(), google_ids_from_env()
-    )
+    launch_ttl_s = _seconds("SKYPANDA_LAUNCH_TTL_S", DEFAULT_LAUNCH_TTL_S)
+    pilots = PilotCredentials(key, launch_ttl_s=launch_ttl_s)
+    server_url = os.environ.get("SKYPANDA_SERVER_URL")
+    if server_url:
+        # Each pilot gets a launch credential of its own, never the deployment's token.
+        launch = pilots.issue_launch
+        svc.launcher = QueueLaunchers(
+            {
+                "cloudrun": cloudrun_factory(server_url, launch),
+                "gke": gke_factory(server_url, launch),
+            }
+        )
+    identity = WithPilotCredentials(people, pilots, oidc_from_env(), google_ids_from_env())
     return svc, identity
+
+
+def _seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment, or `default` when unset.
+
+    Raises:
+        InvalidInput: the value is not a positive number (named in the message).
+    """
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError as e:
+        raise InvalidInput(f"{name} must be a number of seconds, not {value!r}") from e
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidInput(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds

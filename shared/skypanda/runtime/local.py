@@ -22,6 +22,7 @@ from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.adapters.oidc import oidc_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.app import create_app
+from skypanda.api.audit import trusted_proxies_from_env
 from skypanda.api.server import ApiServer
 from skypanda.domain.errors import NotFound
 from skypanda.domain.identity import Role
@@ -39,9 +40,18 @@ def default_home() -> Path:
     return Path(os.environ.get("SKYPANDA_HOME") or Path.home() / ".skypanda").expanduser()
 
 
+def make_home(home: Path) -> None:
+    """`home`, private: others may pass through it (0711: a pilot's payloads running as
+    another user reach their job directories under `work/`) but not list it, and everything
+    skypanda writes in it is 0600 (files) or 0700 (directories)."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if home.stat().st_uid == os.geteuid():
+        home.chmod(0o711)
+
+
 def ensure_token(home: Path) -> str:
     """The API token in `<home>/token` (mode 0600), created on first use."""
-    home.mkdir(parents=True, exist_ok=True)
+    make_home(home)
     path = home / "token"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -109,12 +119,11 @@ class LocalSystem:
     def __init__(self, opts: LocalOptions) -> None:
         self.opts = opts
         home = opts.home
-        home.mkdir(parents=True, exist_ok=True)
+        make_home(home)
         self.users, self.token = ensure_identity(home)
         # Pilots' own credentials are signed with a key of this run: pilots live no longer.
-        self.identity = WithPilotCredentials(
-            self.users, PilotCredentials(secrets.token_bytes(32)), oidc_from_env()
-        )
+        self.pilot_credentials = PilotCredentials(secrets.token_bytes(32))
+        self.identity = WithPilotCredentials(self.users, self.pilot_credentials, oidc_from_env())
         clock = SystemClock()
         self.store = SqliteStore(home / "skypanda.db", clock=clock.now)
         self.blobs = FileBlobs(home / "blobs")
@@ -123,13 +132,15 @@ class LocalSystem:
         )
         self.router = Router(Pipeline(self.svc), self.store)
         self.store.on_events = self.router.nudge
-        self.server = ApiServer(create_app(self.svc, self.identity), port=opts.port)
+        app = create_app(self.svc, self.identity, trusted_proxies=trusted_proxies_from_env(0))
+        self.server = ApiServer(app, port=opts.port)
         self.launcher: ProcessLauncher | None = None
         if opts.launch_pilots:
-            # Its pilots get a launch credential (it may only register, for this run); each then
-            # gets its own, scoped and short-lived. Never the admin's token.
-            pilots = self.users.issue("launcher", Role.LAUNCHER)
-            self.launcher = ProcessLauncher(server_url=self.url, token=pilots, home=home)
+            # Each pilot gets a launch credential of its own (it may only register that pilot,
+            # once), then a credential scoped to itself and short-lived. Never the admin's token.
+            self.launcher = ProcessLauncher(
+                server_url=self.url, credential_for=self.pilot_credentials.issue_launch, home=home
+            )
             local = self.launcher
             self.svc.launcher = QueueLaunchers({"local": lambda queue: local})
         self._stop = threading.Event()

@@ -7,13 +7,24 @@ skypanda installed works, whatever its entrypoint) with:
 
     SKYPANDA_SERVER   the API base URL
     SKYPANDA_QUEUE    the queue's name
-    SKYPANDA_TOKEN    from Secret Manager (`token_secret`, version latest), never in the job spec
     args              --memory-mb M --cores C: what the pilot offers (the container's limits)
 
-Each launch runs the job once (task_count 1) with per-execution overrides: SKYPANDA_PILOT_ID and,
-in push mode, SKYPANDA_PUSH_JOB. Cloud Run's execution overrides cannot change resources (only
-args, env, task count and timeout), so a push-mode job whose size differs from the queue's pilots
-runs on a sized sibling job, `{job}-{cores}c-{memory}m`, created the same way.
+Each launch runs the job once (task_count 1) with per-execution overrides: SKYPANDA_PILOT_ID,
+SKYPANDA_TOKEN and, in push mode, SKYPANDA_PUSH_JOB. Cloud Run's execution overrides cannot
+change resources (only args, env, task count and timeout), so a push-mode job whose size differs
+from the queue's pilots runs on a sized sibling job, `{job}-{cores}c-{memory}m`, created the same
+way.
+
+SKYPANDA_TOKEN is the pilot's own launch credential (`credential_for(pilot_id)`, given by the
+runtime; adapters.pilot_credentials), never the deployment's token: it may only register that
+one pilot id, once, and it expires (an hour by default: enough for an execution queued for
+capacity). A payload that reads it from the pilot's environment gains nothing: the pilot spent
+it registering before it ran any payload, and from then on acts with a credential of its own,
+kept in memory. Whoever may read the execution (its overrides; `run.executions.get`) sees it
+too, and could register as that pilot only if it did so before the pilot itself. A job made by
+an earlier skypanda still takes SKYPANDA_TOKEN from a Secret: the override replaces that
+variable (overrides merge by name), but delete such jobs (they are made again on the next
+launch) and the pilots' access to the Secret.
 
 Executions cannot be labelled through overrides either: the launcher remembers which execution
 it started for which pilot, so `list` reports only the pilots this instance launched (a restarted
@@ -25,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -86,13 +97,7 @@ def job_template(
     env = [
         run_v2.EnvVar(name="SKYPANDA_SERVER", value=server_url),
         run_v2.EnvVar(name="SKYPANDA_QUEUE", value=queue.name),
-        run_v2.EnvVar(
-            name="SKYPANDA_TOKEN",
-            value_source=run_v2.EnvVarSource(
-                secret_key_ref=run_v2.SecretKeySelector(secret=spec.token_secret, version="latest")
-            ),
-        ),
-    ]
+    ]  # no credential: each execution gets its own (run_request)
     container = run_v2.Container(
         name=CONTAINER,
         image=spec.image,
@@ -114,10 +119,14 @@ def job_template(
 
 
 def run_request(
-    job_name: str, spec: CloudRunLauncherSpec, pilot_id: str, job: Job | None
+    job_name: str, spec: CloudRunLauncherSpec, pilot_id: str, job: Job | None, credential: str
 ) -> run_v2.RunJobRequest:
-    """One execution of `job_name` for pilot `pilot_id` (push mode: for `job` alone)."""
-    env = [run_v2.EnvVar(name="SKYPANDA_PILOT_ID", value=pilot_id)]
+    """One execution of `job_name` for pilot `pilot_id` (push mode: for `job` alone), with the
+    pilot's launch `credential`."""
+    env = [
+        run_v2.EnvVar(name="SKYPANDA_PILOT_ID", value=pilot_id),
+        run_v2.EnvVar(name="SKYPANDA_TOKEN", value=credential),
+    ]
     timeout_s = spec.timeout_s
     if job is not None:
         env.append(run_v2.EnvVar(name="SKYPANDA_PUSH_JOB", value=job.id))
@@ -144,18 +153,21 @@ def execution_state(execution: run_v2.Execution) -> tuple[bool, int | None]:
 class CloudRunLauncher:
     """Launcher port on Cloud Run jobs (see the module docstring for what runs where).
 
-    The clients use the REST transport; `client_options` and `credentials` reach both clients
-    (tests point them at a local server with anonymous credentials).
+    `credential_for(pilot_id)` makes each pilot's launch credential. The clients use the REST
+    transport; `client_options` and `credentials` (Google's, for the Cloud Run API) reach both
+    clients (tests point them at a local server with anonymous credentials).
     """
 
     def __init__(
         self,
         *,
         server_url: str,
+        credential_for: Callable[[str], str],
         client_options: dict[str, Any] | None = None,
         credentials: Any = None,
     ) -> None:
         self.server_url = server_url
+        self._credential_for = credential_for
         kwargs: dict[str, Any] = {"transport": "rest", "client_options": client_options}
         if credentials is not None:
             kwargs["credentials"] = credentials
@@ -187,7 +199,8 @@ class CloudRunLauncher:
         job_name = f"{parent}/jobs/{job_id}"
         try:
             self._ensure_job(parent, job_id, job_template(spec, queue, self.server_url, size))
-            op = self._jobs.run_job(request=run_request(job_name, spec, pilot_id, job))
+            run = run_request(job_name, spec, pilot_id, job, self._credential_for(pilot_id))
+            op = self._jobs.run_job(request=run)
         except _API_ERRORS as e:
             raise BackendUnavailable(
                 f"Cloud Run: cannot run {job_name}: {e}", job=job_name, pilot=pilot_id

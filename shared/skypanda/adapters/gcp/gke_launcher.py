@@ -17,9 +17,19 @@ The manifest, for a queue whose launcher is `kind: gke` (skypanda.domain.launche
     container  the queue's image running `python3 -m skypanda pilot --memory-mb M --cores C`
                (the flags matter: without them the pilot would offer the node's memory, not the
                container's); SKYPANDA_SERVER, SKYPANDA_QUEUE, SKYPANDA_PILOT_ID, SKYPANDA_TOKEN
-               from a Secret (key `token`), SKYPANDA_PUSH_JOB in push mode; requests = limits
-               (Guaranteed QoS: a pilot is not the first to be OOM-killed or throttled) = the
-               queue's pilot resources, or the job's exact memory and cores in push mode
+               (the pilot's launch credential, see below), SKYPANDA_PUSH_JOB in push mode;
+               requests = limits (Guaranteed QoS: a pilot is not the first to be OOM-killed or
+               throttled) = the queue's pilot resources, or the job's exact memory and cores in
+               push mode
+
+SKYPANDA_TOKEN is the pilot's own launch credential (`credential_for(pilot_id)`, given by the
+runtime; adapters.pilot_credentials), a value in the pod spec, never the deployment's token nor
+a shared Secret: it may only register that one pilot id, once, and it expires (an hour by
+default: enough for a pod pending while the cluster scales up). A payload that reads it from the
+pilot's environment gains nothing: the pilot spent it registering before it ran any payload, and
+from then on acts with a credential of its own, kept in memory. Whoever may read the Job or its
+pod in the namespace sees it too, and could register as that pilot only if it did so before
+the pilot itself. A retried launch meeting an existing Job keeps that Job (and its credential).
 
 An image without skypanda installed can run the single-file pilot instead: pass
 `command=["sh", "-c", 'curl -fsS "$SKYPANDA_SERVER/v1/pilot.pyz" -o /tmp/pilot.pyz && exec
@@ -37,7 +47,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -56,7 +66,6 @@ DEFAULT_COMMAND: tuple[str, ...] = ("python3", "-m", "skypanda", "pilot")
 SPOT_KEY = "cloud.google.com/gke-spot"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 PILOT_ID_ANNOTATION = "skypanda/pilot-id"
-TOKEN_KEY = "token"  # the key of the pilot token inside the Secret
 GRACE_S = 30
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -152,8 +161,9 @@ class GkeLauncher:
     """Launcher port on Kubernetes batch/v1 Jobs (GKE Autopilot/Standard or any cluster).
 
     `api_client` is a `kubernetes.client.ApiClient` (see `load_api_client`; tests point one at a
-    local server). `namespaces` are listed besides those this launcher launched into, so pilots
-    launched before a restart are seen once they finish.
+    local server). `credential_for(pilot_id)` makes each pilot's launch credential. `namespaces`
+    are listed besides those this launcher launched into, so pilots launched before a restart
+    are seen once they finish.
     """
 
     def __init__(
@@ -161,18 +171,21 @@ class GkeLauncher:
         api_client: k8s.ApiClient,
         *,
         server_url: str,
+        credential_for: Callable[[str], str],
         namespaces: Iterable[str] = (),
         command: Sequence[str] = DEFAULT_COMMAND,
     ) -> None:
         self._batch = k8s.BatchV1Api(api_client)
         self.server_url = server_url
+        self._credential_for = credential_for
         self._command = list(command)
         self._namespaces = set(namespaces)
         self._launched: dict[str, str] = {}  # pilot id -> "namespace/name"
         self._lock = threading.Lock()
 
     def manifest(self, queue: Queue, pilot_id: str, job: Job | None = None) -> k8s.V1Job:
-        """The batch/v1 Job that runs one pilot (see the module docstring for why each field).
+        """The batch/v1 Job that runs one pilot (see the module docstring for why each field),
+        holding a launch credential made for it now.
 
         Raises:
             InvalidInput: the queue's launcher is not `kind: gke`.
@@ -185,14 +198,11 @@ class GkeLauncher:
             "skypanda/queue": _label_value(queue.name),
             "skypanda/pilot": _label_value(pilot_id),
         }
-        token = k8s.V1EnvVarSource(
-            secret_key_ref=k8s.V1SecretKeySelector(name=spec.token_secret, key=TOKEN_KEY)
-        )
         env = [
             k8s.V1EnvVar(name="SKYPANDA_SERVER", value=self.server_url),
             k8s.V1EnvVar(name="SKYPANDA_QUEUE", value=queue.name),
             k8s.V1EnvVar(name="SKYPANDA_PILOT_ID", value=pilot_id),
-            k8s.V1EnvVar(name="SKYPANDA_TOKEN", value_from=token),
+            k8s.V1EnvVar(name="SKYPANDA_TOKEN", value=self._credential_for(pilot_id)),
         ]
         if job is not None:
             env.append(k8s.V1EnvVar(name="SKYPANDA_PUSH_JOB", value=job.id))

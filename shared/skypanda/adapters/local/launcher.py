@@ -1,4 +1,11 @@
-"""Local pilots: `skypanda pilot` subprocesses on this machine (the embedded launcher)."""
+"""Local pilots: `skypanda pilot` subprocesses on this machine (the embedded launcher).
+
+Each pilot gets its own launch credential (`credential_for(pilot_id)`, from the runtime): it may
+only register that pilot id, once, and expires (adapters.pilot_credentials). It goes through a
+pipe on the pilot's standard input, never its environment or command line. Even a payload that
+found it would gain nothing: the pilot spends it registering, before it runs any payload, and
+then holds a credential of its own, in memory.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from skypanda.domain.models import Job, Queue
@@ -23,18 +31,24 @@ CREDENTIAL_VARS = frozenset({"SKYPANDA_TOKEN", "SKYPANDA_GCS_TOKEN"})
 class ProcessLauncher:
     """Launcher port on local processes. Each pilot is `python -m skypanda pilot ...`.
 
-    Pilots get the server URL through their environment and the token through a pipe on their
-    standard input (never in the environment, which payloads could read from /proc, nor on the
-    command line, where `ps` would show it) and write their stderr to `<home>/pilots/<id>.log`.
+    Pilots get the server URL through their environment and their launch credential
+    (`credential_for(pilot_id)`) through a pipe on their standard input (never in the
+    environment, which payloads could read from /proc, nor on the command line, where `ps`
+    would show it) and write their stderr to `<home>/pilots/<id>.log`.
     """
 
     def __init__(
-        self, *, server_url: str, token: str, home: Path, extra_args: list[str] | None = None
+        self,
+        *,
+        server_url: str,
+        credential_for: Callable[[str], str],
+        home: Path,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.server_url = server_url
-        self._token = token
+        self.credential_for = credential_for
         self._logs = home / "pilots"
-        self._logs.mkdir(parents=True, exist_ok=True)
+        self._logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._work = home / "work"
         self._extra = extra_args or []
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -55,18 +69,22 @@ class ProcessLauncher:
             *push,
             *self._extra,
         ]  # fmt: skip
-        # The token goes through a pipe, read once at start: never in the pilot's environment
-        # (its payloads could read /proc/<pilot>/environ) nor on its command line (`ps`).
+        # The launch credential goes through a pipe, read once at start: never in the pilot's
+        # environment (its payloads could read /proc/<pilot>/environ) nor on its command line.
+        credential = self.credential_for(pilot_id)
         env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
         env["SKYPANDA_SERVER"] = self.server_url
-        with (self._logs / f"{pilot_id}.log").open("ab") as err:
+        stderr = os.open(
+            self._logs / f"{pilot_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        with os.fdopen(stderr, "ab") as err:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=err, stderr=err, env=env,
                 start_new_session=True,
             )  # fmt: skip
             assert proc.stdin is not None
             try:
-                proc.stdin.write(self._token.encode() + b"\n")
+                proc.stdin.write(credential.encode() + b"\n")
                 proc.stdin.close()
             except BrokenPipeError:
                 log.warning("pilot %s exited before reading its token", pilot_id)

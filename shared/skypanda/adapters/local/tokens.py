@@ -132,7 +132,8 @@ class LocalTokens:
             raise InvalidInput("this identity keeps no users file")
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "a") as held:
+        lock = os.open(path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(lock, "a") as held:
             fcntl.flock(held, fcntl.LOCK_EX)
             users = _read(path)
             yield users

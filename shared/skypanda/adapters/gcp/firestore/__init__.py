@@ -6,11 +6,11 @@
   outbox seqs, what a run of job changes writes);
 - `tasks` (TaskStore), `workflows` (WorkflowStore: workflows and job edges), `jobs` and
   `claims` (JobStore), `bulk` (task-wide job changes, a page of job indexes at a time),
-  `fleet` (FleetStore), `outbox` (Outbox).
+  `fleet` (FleetStore), `outbox` (Outbox), `audit` (AuditLog).
 
 Collections (`{prefix}tasks`, `jobs`, `attempts`, `queues`, `pilots`, `events`, `workflows`,
-`edges`, `scaler`), fields and indexes are described in infra/FIRESTORE.md. How each promise
-of the port is kept:
+`edges`, `scaler`, `audit`), fields and indexes are described in infra/FIRESTORE.md. How each
+promise of the port is kept:
 
 - Compare-and-set (DESIGN law 3) of one document reads it, checks its status, and commits with
   a "not updated since read" precondition (no locks; see `base._cas`). Job changes, which touch
@@ -37,6 +37,7 @@ of the port is kept:
 
 from __future__ import annotations
 
+from skypanda.adapters.gcp.firestore.audit import AuditPart
 from skypanda.adapters.gcp.firestore.base import BULK_PAGE
 from skypanda.adapters.gcp.firestore.claims import ClaimPart
 from skypanda.adapters.gcp.firestore.fleet import FleetPart
@@ -48,7 +49,7 @@ from skypanda.adapters.gcp.firestore.workflows import WorkflowPart
 __all__ = ["BULK_PAGE", "FirestoreStore"]
 
 
-class FirestoreStore(TaskPart, WorkflowPart, JobPart, ClaimPart, FleetPart, OutboxPart):
+class FirestoreStore(TaskPart, WorkflowPart, JobPart, ClaimPart, FleetPart, OutboxPart, AuditPart):
     """Store port on Firestore: every aggregate's part over one client (`base.FirestoreBase`
     has the constructor: `FirestoreStore(client, clock=..., prefix="", bulk_page=2000)`).
     `on_events` is called after a commit that wrote outbox events. The store owns `client`

@@ -10,6 +10,7 @@ store (commit sizes, claim candidates, outbox seqs, job change plans) are in `pl
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,6 +19,7 @@ from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from skypanda.domain.audit import RETENTION_S, AuditEntry
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.models import (
     Attempt,
@@ -254,6 +256,16 @@ def edge_id(parent: str, child: str) -> str:
     """The document id of the edge parent -> child: deterministic (a repeated split finds the
     edge it made) and hashed, so edges spread over the key space (DESIGN law 5)."""
     return hashlib.blake2b(f"{parent}>{child}".encode(), digest_size=16).hexdigest()
+
+
+def audit_doc(entry: AuditEntry) -> Doc:
+    """An audit entry, with `expire_at` (a timestamp) for a Firestore TTL policy."""
+    expire = dt.datetime.fromtimestamp(entry.at + RETENTION_S, tz=dt.UTC)
+    return {**entry.model_dump(mode="json"), "expire_at": expire}
+
+
+def audit_from(doc: Doc) -> AuditEntry:
+    return AuditEntry.model_validate({k: v for k, v in doc.items() if k != "expire_at"})
 
 
 def edge_doc(parent: str, child: str, parent_status: JobStatus | str | None) -> Doc:

@@ -2,12 +2,13 @@
 
 `db` holds what they share (connections, schema and migrations, write transactions, the outbox
 writer, row codecs); `tasks`, `workflows` (with the job edges), `jobs` (with task-wide bulks),
-`fleet` (queues, pilots, scaler notes) and `outbox` each implement one port of
+`fleet` (queues, pilots, scaler notes), `outbox` and `audit` each implement one port of
 `skypanda.ports` as a mixin over `SqliteDb`, and `SqliteStore` is all of them: the `Store`.
 """
 
 from __future__ import annotations
 
+from skypanda.adapters.local.sqlite.audit import SqliteAudit
 from skypanda.adapters.local.sqlite.fleet import SqliteFleet
 from skypanda.adapters.local.sqlite.jobs import SqliteJobs
 from skypanda.adapters.local.sqlite.outbox import SqliteOutbox
@@ -17,5 +18,5 @@ from skypanda.adapters.local.sqlite.workflows import SqliteWorkflows
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore(SqliteTasks, SqliteWorkflows, SqliteJobs, SqliteFleet, SqliteOutbox):
+class SqliteStore(SqliteTasks, SqliteWorkflows, SqliteJobs, SqliteFleet, SqliteOutbox, SqliteAudit):
     """Store port on SQLite. `on_events` is called after a commit that wrote outbox events."""

@@ -11,6 +11,7 @@ shared across threads).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -71,6 +72,9 @@ class SqliteDb:
 
     def __init__(self, path: Path | str, *, clock: Callable[[], float]) -> None:
         self.path = str(path)
+        if self.path != ":memory:" and not os.path.exists(self.path):
+            # Private from the start: SQLite gives its -wal and -shm files the same mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._clock = clock
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []

@@ -131,3 +131,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq) WHERE delivered_at IS NULL AND dead = 0;
+
+CREATE TABLE IF NOT EXISTS audit (
+    id TEXT PRIMARY KEY,        -- sorts by time (domain.audit.audit_id)
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    entry TEXT NOT NULL         -- the whole AuditEntry, JSON
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target_id, id);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, id);
