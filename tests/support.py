@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,18 +52,30 @@ def sqlite_services(tmp_path: Path, clock: FakeClock, queue: Queue) -> Iterator[
 
 
 @contextmanager
-def json_server(answer: Callable[[str], Any]) -> Iterator[str]:
+def json_server(
+    answer: Callable[[str], Any],
+    post: Callable[[str, dict[str, str]], tuple[int, Any]] | None = None,
+) -> Iterator[str]:
     """A JSON HTTP server on 127.0.0.1 for the test's duration: GET PATH answers
-    `answer(PATH)` as JSON (None: 404). Yields its base URL."""
+    `answer(PATH)` as JSON (None: 404); POST PATH with a form answers `post(PATH, form)` as
+    (status, JSON) when given. Yields its base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body = answer(self.path)
-            if body is None:
-                self.send_error(404)
+            self._send(404, {}) if body is None else self._send(200, body)
+
+        def do_POST(self) -> None:
+            if post is None:
+                self._send(405, {})
                 return
+            length = int(self.headers.get("Content-Length") or 0)
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            self._send(*post(self.path, form))
+
+        def _send(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -17,6 +17,7 @@ from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
 from skypanda.adapters.local.files import FileBlobs
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.ports import Blobs
+from skypanda.ports.world import STREAM_CHUNK
 
 
 def _file_blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Blobs]:
@@ -104,6 +105,44 @@ def test_bad_keys_are_invalid_input(blobs: Blobs, key: str) -> None:
         blobs.append(key, b"x")
     with pytest.raises(InvalidInput):
         blobs.read(key)
+
+
+def test_a_stream_is_the_blob_in_bounded_chunks(blobs: Blobs) -> None:
+    # Given a blob of 2.5 stream chunks, written in uneven appends
+    data = bytes(i % 253 for i in range(STREAM_CHUNK * 5 // 2))
+    for at in range(0, len(data), 700_000):
+        blobs.append("logs/j1/1.log", data[at : at + 700_000])
+    # When it is streamed
+    chunks = list(blobs.stream("logs/j1/1.log"))
+    # Then the chunks are the blob, none larger than STREAM_CHUNK
+    assert b"".join(chunks) == data
+    assert max(len(c) for c in chunks) <= STREAM_CHUNK
+
+
+@pytest.mark.parametrize("last", [0, 1, 10, 299_999, 300_000, 300_001, 10**9])
+def test_a_stream_of_the_last_bytes(blobs: Blobs, last: int) -> None:
+    # Given a blob written in three appends of 100,000 bytes
+    data = bytes(i % 241 for i in range(300_000))
+    for at in range(0, len(data), 100_000):
+        blobs.append("logs/j1/1.log", data[at : at + 100_000])
+    # When its last bytes are streamed
+    # Then they are exactly those (all of it when it is shorter)
+    assert b"".join(blobs.stream("logs/j1/1.log", last=last)) == data[max(0, len(data) - last) :]
+
+
+def test_streaming_an_unknown_key_is_not_found_before_any_chunk(blobs: Blobs) -> None:
+    # When an unknown key is streamed (or a bad one)
+    # Then the call itself raises, before anything is iterated: a server can still say 404
+    with pytest.raises(NotFound, match="logs/none\\.log"):
+        blobs.stream("logs/none.log")
+    with pytest.raises(InvalidInput):
+        blobs.stream("../escape")
+
+
+def test_an_empty_blob_streams_nothing(blobs: Blobs) -> None:
+    blobs.append("logs/quiet.log", b"")
+    assert b"".join(blobs.stream("logs/quiet.log")) == b""
+    assert b"".join(blobs.stream("logs/quiet.log", last=5)) == b""
 
 
 def test_uri_names_the_key(blobs: Blobs) -> None:

@@ -14,6 +14,7 @@ from skypanda.domain.states import (
     PilotStatus,
 )
 from skypanda.ports import Store
+from skypanda.ports.fleet import SweepMark
 from tests.support import FakeClock
 
 from .conftest import (
@@ -230,6 +231,46 @@ def test_failed_pilots_are_counted_since_a_time(store: Store, clock: FakeClock) 
     assert store.count_failed_pilots("q", t0) == 2
     assert store.count_failed_pilots("q", t0 - 1000) == 3
     assert store.count_failed_pilots("other", t0 - 1000) == 0
+
+
+def test_disconnected_pilots_are_not_counted_as_failed(store: Store, clock: FakeClock) -> None:
+    # Given, in one window, a pilot that failed and two that left because the server was down
+    t0 = clock.now()
+    for i, status in enumerate(
+        [PilotStatus.FAILED, PilotStatus.DISCONNECTED, PilotStatus.DISCONNECTED]
+    ):
+        p = Pilot(id=f"p{i}", queue="q", created_at=t0 - 50, status=PilotStatus.RUNNING)
+        store.add_pilot(p)
+        gone = p.model_copy(update={"status": status, "ended_at": t0 + i})
+        assert store.update_pilot(gone, [PilotStatus.RUNNING])
+    # Then only the failure counts for the back-off, and the others read back as disconnected
+    assert store.count_failed_pilots("q", t0 - 100) == 1
+    assert store.get_pilot("p1").status is PilotStatus.DISCONNECTED
+
+
+def test_a_back_off_reset_is_kept_per_queue_and_replaced_by_the_next(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given no reset yet
+    assert store.backoff_reset_at("q") is None
+    # When an admin resets q twice, Then the last reset is kept, and only for q
+    store.reset_backoff("q", clock.now())
+    store.reset_backoff("q", clock.now() + 5)
+    assert store.backoff_reset_at("q") == clock.now() + 5
+    assert store.backoff_reset_at("other") is None
+
+
+def test_the_sweep_mark_is_kept_across_a_restart(backend: Backend, store: ClosableStore) -> None:
+    # Given no sweep ever
+    assert store.last_sweep() is None
+    # When two marks are written, the second after an outage
+    store.mark_sweep(SweepMark(swept_at=100.0))
+    outage = SweepMark(swept_at=200.5, cadence_s=1.25, down_since=150.0, resumed_at=200.5)
+    store.mark_sweep(outage)
+    # Then the last one reads back, also from a store opened again (a restarted server)
+    assert store.last_sweep() == outage
+    store.close()
+    assert backend.open().last_sweep() == outage
 
 
 # --- scaler notes --------------------------------------------------------------------------------

@@ -184,6 +184,7 @@ retry_rules = st.lists(
             "exit_codes": st.lists(ints(EXIT_CODE_MIN, EXIT_CODE_MAX), min_size=1, max_size=3),
             "max_retries": ints(0, 100),
             "factor": floats(1.0001, 10),
+            "pattern": st.one_of(texts, st.sampled_from([r"Killed", r"(?i)out of mem", r"\d+$"])),
         },
     ),
     max_size=3,
@@ -274,6 +275,7 @@ def queue_data(draw: st.DrawFn) -> dict[str, Any]:
             "idle_timeout_s": durations,
             "looping_timeout_s": durations,
             "jobs_per_acquire": ints(1, 1000),
+            "max_log_mb": ints(1, 256),
             "shares": st.dictionaries(texts.filter(bool), floats(0, 1_000_000), max_size=3),
             "max_new_per_cycle": ints(1, 1000),
             "max_queued": ints(1, 10_000),
@@ -322,6 +324,7 @@ def test_an_accepted_task_is_stored_read_listed_and_killed(
     now = clock.advance(1)
     task = Task(id=unique("t"), spec=spec, owner="alice", created_at=now, updated_at=now)
     jobs = _jobs_of(task)
+    event("split into jobs" if jobs else "not split")
     task = task.model_copy(update={"n_jobs": len(jobs)})
 
     # When it is stored (and split, when small)

@@ -9,9 +9,7 @@ import json
 import stat
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from skypanda.cli.oidc_client import DEVICE_GRANT, current_token
 from skypanda.domain.identity import Role
 from skypanda.runtime.local import LocalOptions, LocalSystem
 from tests.functions.test_oidc import AUDIENCE, Issuer
+from tests.support import json_server
 
 PENDING = (400, {"error": "authorization_pending"})
 SLOW_DOWN = (400, {"error": "slow_down"})
@@ -95,42 +94,12 @@ class DeviceIssuer(Issuer):
         }  # fmt: skip
 
 
-def _serve(issuer: DeviceIssuer) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = issuer.answer(self.path)
-            self._send(404, {}) if body is None else self._send(200, body)
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
-            self._send(*issuer.post(self.path, form))
-
-        def _send(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-
-
 @pytest.fixture(scope="module")
 def shared_issuer() -> Iterator[DeviceIssuer]:
     found = DeviceIssuer()
-    server = _serve(found)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    found.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with json_server(found.answer, found.post) as url:
+        found.url = url
         yield found
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")

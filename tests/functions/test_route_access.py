@@ -146,6 +146,7 @@ def test_the_table_keeps_the_sensitive_routes_to_their_roles() -> None:
     # Operators' routes are admins' only; a launcher may only register (and fetch the pilot);
     # a pilot speaks only the dispatch protocol
     assert ROUTE_ROLES["apply_queues"] == ROUTE_ROLES["drain_pilot"] == {Role.ADMIN}
+    assert ROUTE_ROLES["reset_backoff"] == {Role.ADMIN}
     assert ROUTE_ROLES["list_audit"] == {Role.ADMIN}
     launcher = {e for e, roles in ROUTE_ROLES.items() if Role.LAUNCHER in roles}
     assert launcher == {"register", "health", "whoami", "pilot_zipapp"}

@@ -15,6 +15,7 @@ from google.cloud import storage
 
 from skypanda.adapters.gcp.gcs_blobs import MAX_COMPOSE_SOURCES, GcsBlobs, client_from_env
 from skypanda.domain.errors import BackendUnavailable, InvalidInput, NotFound
+from skypanda.ports.world import STREAM_CHUNK
 from skypanda.runtime.emulators import Emulator
 
 
@@ -123,6 +124,34 @@ def test_parts_already_sealed_but_not_deleted_are_read_once(
     # And the next seal removes them
     blobs.seal("k")
     assert names(client, blobs) == ["k"]
+
+
+def test_a_stream_reads_a_large_sealed_object_in_ranges(blobs: GcsBlobs) -> None:
+    # Given a sealed object of 3.5 stream chunks, and a part appended after the seal
+    data = bytes(i % 239 for i in range(STREAM_CHUNK * 7 // 2))
+    blobs.append("k", data)
+    blobs.seal("k")
+    blobs.append("k", b"after the seal")
+    # When it is streamed
+    chunks = list(blobs.stream("k"))
+    # Then the sealed object came in ranged downloads of STREAM_CHUNK, then the part
+    assert [len(c) for c in chunks] == [STREAM_CHUNK] * 3 + [STREAM_CHUNK // 2, 14]
+    assert b"".join(chunks) == data + b"after the seal"
+    # And its last bytes are one small range of the sealed object and the part
+    assert list(blobs.stream("k", last=20)) == [data[-6:], b"after the seal"]
+
+
+def test_a_seal_while_a_stream_runs_loses_and_repeats_nothing(blobs: GcsBlobs) -> None:
+    # Given a key of five parts, a reader having read the first
+    parts = [bytes([65 + i]) * (STREAM_CHUNK // 2) for i in range(5)]
+    for part in parts:
+        blobs.append("k", part)
+    stream = blobs.stream("k")
+    first = next(stream)
+    # When the writer seals the key (the parts the reader listed are deleted)
+    blobs.seal("k")
+    # Then the reader goes on from the same offset in the sealed object
+    assert first + b"".join(stream) == b"".join(parts)
 
 
 def test_keys_below_a_key_are_not_mixed_into_it(blobs: GcsBlobs) -> None:

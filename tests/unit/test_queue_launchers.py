@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,36 @@ def test_a_queue_whose_launcher_is_not_available_here_is_named() -> None:
     queue = Queue(name="cr", launcher=cloudrun)
     with pytest.raises(InvalidInput, match="queue cr: no cloudrun launcher here"):
         launchers.launch(queue, "p1")
+
+
+def test_a_pilot_this_process_did_not_start_is_asked_of_every_launcher_made() -> None:
+    # After a restart, the sweep retires pilots an earlier server launched: each launcher made
+    # is asked to stop it (each leaves alone what is not its own)
+    local, gke = Recording("local"), Recording("gke")
+    launchers = QueueLaunchers({"local": lambda q: local, "gke": lambda q: gke})
+    launchers.launch(Queue(name="a"), "p1")
+    launchers.stop("p-from-before")
+    assert local.stopped == ["p-from-before"] and gke.stopped == []
+
+
+def test_the_local_launcher_kills_the_payloads_a_pilot_of_an_earlier_server_left(
+    tmp_path: Path,
+) -> None:
+    from skypanda.adapters.local.launcher import ProcessLauncher
+    from skypanda.wire.groups import GROUPS_DIR
+
+    # Given a payload in its own process group, recorded by a pilot this launcher never started
+    payload = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        groups = tmp_path / "work" / "p-old" / GROUPS_DIR
+        groups.mkdir(parents=True)
+        (groups / str(payload.pid)).write_text("")
+        launcher = ProcessLauncher(
+            server_url="http://127.0.0.1:1", credential_for=lambda p: "x", home=tmp_path
+        )
+        # When it is asked to stop that pilot, Then the payload is killed
+        launcher.stop("p-old")
+        assert payload.wait(timeout=30) != 0
+    finally:
+        if payload.poll() is None:
+            payload.kill()

@@ -175,6 +175,7 @@ def test_pilot_final_states_are_exactly_those_without_exits() -> None:
         PilotStatus.FAILED,
         PilotStatus.MISSED,
         PilotStatus.CANCELLED,
+        PilotStatus.DISCONNECTED,
     } == PILOT_FINAL
     for state in PILOT_FINAL:
         assert PILOT_TRANSITIONS[state] == frozenset()

@@ -381,6 +381,22 @@ def test_exit_codes_of_every_platform_are_accepted(code: int) -> None:
     assert JobReport.model_validate(data).exit_code == code
 
 
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        {"kind": "gke", "image": "i", "node_selector": {"pool": "\ud800"}},
+        {"kind": "gke", "image": "i", "node_selector": {"\udc00": "x"}},
+        {"kind": "gke", "image": "i", "tolerations": [{"key": "\ud800"}]},
+        {**CLOUDRUN, "service_account": "\ud800@x"},
+    ],
+)
+def test_a_launcher_text_that_cannot_be_stored_is_refused(launcher: dict[str, Any]) -> None:
+    # Found by the round-trip property: such a queue was accepted, then failed to be stored
+    loc, msg = refused_at(Queue, {"name": "q", "launcher": launcher})
+    assert loc[0] == "launcher"  # at the field itself where the launcher's model is strict
+    assert "surrogate" in msg or "unicode" in msg
+
+
 def test_an_output_size_is_bounded() -> None:
     data = {"name": "a", "uri": "file:///a", "size": 2**70, "sha256": "0" * 64}
     assert refused_at(OutputFile, data)[0] == ("size",)

@@ -36,7 +36,9 @@ from skypanda.ports import Identity
 ISSUER = "skypanda"
 AUDIENCE = "skypanda-pilot"
 LAUNCH_AUDIENCE = "skypanda-launch"
-DEFAULT_TTL_S = 600.0
+DEFAULT_TTL_S = 1200.0
+"""Longer than a pilot's outage budget (600 s): a pilot that rides out an outage still holds a
+valid credential when the server answers again."""
 DEFAULT_LAUNCH_TTL_S = 3600.0
 
 

@@ -54,6 +54,7 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "retry_workflow": USERS,
         # operators
         "apply_queues": frozenset({A}),
+        "reset_backoff": frozenset({A}),
         "drain_pilot": frozenset({A}),
         "list_audit": frozenset({A}),
         # the dispatch protocol

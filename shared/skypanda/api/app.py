@@ -14,15 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skypanda import __version__
 from skypanda.api import access, audit, bodies, data, errors, pilotzip, tasks
-from skypanda.api.bodies import model_body
+from skypanda.api.bodies import TooLarge, model_body
 from skypanda.api.params import int_arg
 from skypanda.api.workflows import workflow_routes
-from skypanda.domain.errors import Forbidden, InvalidInput
+from skypanda.domain.errors import InvalidInput
 from skypanda.domain.jobflow import log_key
 from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec, jsonable
 from skypanda.domain.states import JobStatus, PilotStatus
+from skypanda.domain.values import Int, Text
 from skypanda.formats.taskfile import parse_task
-from skypanda.handlers import dispatch, queues, task_actions
+from skypanda.handlers import dispatch, queues, scale, task_actions
 from skypanda.handlers.dispatch import Reply
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
@@ -30,6 +31,7 @@ from skypanda.ports import Identity
 
 B = TypeVar("B", bound=BaseModel)
 MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_TAIL_BYTES = 2**53
 
 
 class _Body(BaseModel):
@@ -37,21 +39,21 @@ class _Body(BaseModel):
 
 
 class RegisterBody(_Body):
-    pilot_id: str | None = None
-    queue: str
-    host: str = ""
-    pid: int | None = None
+    pilot_id: str | None = Field(default=None, max_length=200)
+    queue: str = Field(max_length=200)
+    host: Text = Field(default="", max_length=255)
+    pid: Int | None = Field(default=None, ge=0, le=2**32 - 1)
     resources: Resources = Field(default_factory=Resources)
-    version: str = ""
+    version: Text = Field(default="", max_length=100)
 
 
 class AcquireBody(_Body):
-    n: int = 1
-    job_id: str | None = None  # push mode: exactly this job
+    n: Int = Field(default=1, ge=1, le=1000)
+    job_id: str | None = Field(default=None, max_length=200)  # push mode: exactly this job
 
 
 class ReportBody(JobReport):
-    log: str | None = None
+    log: str | None = Field(default=None, max_length=1024 * 1024)  # a pilot sends <= 64 KB
 
 
 class UpdateBody(_Body):
@@ -69,7 +71,7 @@ class ApplyQueuesBody(_Body):
 
 class EndBody(_Body):
     status: PilotStatus
-    reason: str = ""
+    reason: Text = Field(default="", max_length=2000)
 
 
 def _reply(reply: Reply, **extra: Any) -> Response:
@@ -170,10 +172,13 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
 
     @app.get("/v1/jobs/<job_id>/log")
     def get_log(job_id: str) -> Response:
+        """An attempt's log (default: the latest), streamed: never read whole into memory.
+        `tail=N`: only its last N bytes (the first may be part of a character)."""
         job = svc.jobs.get_job(job_id)
         attempt = int_arg("attempt", job.attempt, 1, job.attempt)
-        data = svc.blobs.read(log_key(job_id, attempt))
-        return Response(data, mimetype="text/plain")
+        last = int_arg("tail", 0, 0, MAX_TAIL_BYTES) if "tail" in request.args else None
+        chunks = svc.blobs.stream(log_key(job_id, attempt), last=last)  # NotFound: 404 now
+        return Response(chunks, mimetype="text/plain")
 
     @app.get("/v1/queues")
     def list_queues() -> Response:
@@ -184,6 +189,10 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
         body = model_body(ApplyQueuesBody)
         changes = queues.apply(svc, body.queues, dry_run=body.dry_run)
         return jsonify({"changes": [c.as_dict() for c in changes], "dry_run": body.dry_run})
+
+    @app.post("/v1/queues/<name>/reset-backoff")
+    def reset_backoff(name: str) -> Response:
+        return jsonify(scale.reset_backoff(svc, name))
 
     @app.post("/v1/pilots/<pilot_id>/drain")
     def drain_pilot(pilot_id: str) -> Response:
@@ -238,10 +247,10 @@ def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
     @app.post("/v1/jobs/<job_id>/log")
     def append_log(job_id: str) -> tuple[str, int]:
         attempt = int_arg("attempt", 0, 1, 10_000)
-        scoped = g.principal.pilot
-        if scoped is not None and svc.jobs.get_job(job_id).pilot_id != scoped:
-            raise Forbidden(f"pilot {scoped} does not hold job {job_id}")
-        dispatch.append_log(svc, job_id, attempt, request.get_data())
+        if (request.content_length or 0) > dispatch.LOG_CHUNK_BYTES:
+            raise TooLarge(f"a log chunk is limited to {dispatch.LOG_CHUNK_BYTES:,} bytes")
+        chunk = request.get_data()
+        dispatch.append_log(svc, job_id, attempt, chunk, g.principal.pilot)
         return "", 204
 
     pilotzip.routes(app, svc)

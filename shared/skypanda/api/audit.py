@@ -33,12 +33,14 @@ ACTIONS = frozenset(
         "kill_task", "retry_task", "finish_task", "pause_task", "resume_task",
         "reassign_task", "set_priority",
         "kill_workflow", "retry_workflow",
-        "apply_queues", "drain_pilot",
+        "apply_queues", "reset_backoff", "drain_pilot",
     }
 )  # fmt: skip
 """The routes whose calls are written to the trail (the acting ones of people and pipelines;
 not reads, and not the pilots' dispatch protocol)."""
-TARGETS = (("task_id", "task"), ("workflow_id", "workflow"), ("pilot_id", "pilot"))
+TARGETS = (
+    ("task_id", "task"), ("workflow_id", "workflow"), ("pilot_id", "pilot"), ("name", "queue"),
+)  # fmt: skip
 SMALL_BODY = 4096  # an acting call's body is kept in the entry only when it is this small
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from skypanda.api.bodies import model_body
 from skypanda.domain.models import jsonable
+from skypanda.domain.values import Flag, Priority
 from skypanda.handlers import task_actions
 from skypanda.handlers.services import Services
 
@@ -17,7 +18,7 @@ class _Body(BaseModel):
 
 
 class FinishBody(_Body):
-    hard: bool = False
+    hard: Flag = False
 
 
 class ReassignBody(_Body):
@@ -25,7 +26,7 @@ class ReassignBody(_Body):
 
 
 class PriorityBody(_Body):
-    priority: int
+    priority: Priority
 
 
 def routes(app: Flask, svc: Services) -> None:

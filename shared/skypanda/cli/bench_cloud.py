@@ -206,6 +206,9 @@ class _NoBlobs:
     def read(self, key: str) -> bytes:
         return b""
 
+    def stream(self, key: str, *, last: int | None = None) -> Any:
+        return iter(())
+
     def uri(self, key: str) -> str:
         return key
 

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -261,10 +262,14 @@ def jobs(task_id: str, job_status: str | None, as_json: bool, server: str | None
 @cli.command()
 @click.argument("job_id")
 @click.option("--attempt", type=int, help="Which attempt (default: the latest).")
+@click.option(
+    "--tail", type=click.IntRange(min=0), metavar="BYTES", help="Only the log's last BYTES."
+)
 @server_opt
-def logs(job_id: str, attempt: int | None, server: str | None) -> None:
-    """Print a job's log."""
-    params = {"attempt": attempt} if attempt else None
+def logs(job_id: str, attempt: int | None, tail: int | None, server: str | None) -> None:
+    """Print a job's log (capped per attempt by its queue's max_log_mb: a long one keeps its
+    head and its tail, with a line saying how much was elided between them)."""
+    params = {"attempt": attempt or None, "tail": tail}
     text = call(client(server), "GET", f"/v1/jobs/{job_id}/log", params=params)
     click.echo(text, nl=False)
 
@@ -343,6 +348,16 @@ def queues_apply(file: str, dry_run: bool, as_json: bool, server: str | None) ->
         click.echo(f"{c['name']}: {verb}{what}{' unchanged' if what == 'leave' else ''}{fields}")
 
 
+@queues.command("reset-backoff")
+@click.argument("queue")
+@server_opt
+def queues_reset_backoff(queue: str, server: str | None) -> None:
+    """Clear QUEUE's back-off (admins): pilots that failed so far no longer hold back new
+    ones, and the scaler looks at the queue at once."""
+    call(client(server), "POST", f"/v1/queues/{urllib.parse.quote(queue, safe='')}/reset-backoff")
+    click.echo(f"queue {queue}: back-off reset")
+
+
 @cli.command()
 @click.option("--queue", help="Only pilots of this queue.")
 @json_opt
@@ -398,6 +413,7 @@ def pilot_zipapp(output: str) -> None:
 
 
 bench.bench.add_command(bench_dag.dag)
+bench.bench.lazy["chaos"] = "skypanda.cli.bench_chaos:chaos"  # loaded when run
 cli.add_command(bench.bench)
 cli.add_command(users.users)
 cli.add_command(audit.audit)

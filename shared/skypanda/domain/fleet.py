@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     Field,
+    field_validator,
     model_validator,
 )
 
@@ -23,6 +24,7 @@ from skypanda.domain.values import (
     Request,
     Resources,
     Strict,
+    check_storable,
 )
 
 
@@ -49,6 +51,9 @@ MAX_SHARE = 1_000_000.0
 MAX_SHARES = 1000
 MAX_OWNER_CHARS = 256
 MAX_DISK_GB = 1_000_000
+MAX_LOG_MB = 256
+"""The largest log cap per job attempt: a pilot keeps half of it (the log's tail) in memory per
+running job. What must be kept whole is an output (`output_patterns`), not a log."""
 _Owner = Annotated[str, Field(min_length=1, max_length=MAX_OWNER_CHARS)]
 
 
@@ -76,6 +81,8 @@ class Queue(Strict):
     heartbeat_timeout_s: Duration = 60.0
     idle_timeout_s: Duration = 30.0
     jobs_per_acquire: Int = Field(default=8, ge=1, le=MAX_SCALE_STEP)
+    max_log_mb: Int = Field(default=16, ge=1, le=MAX_LOG_MB)  # each attempt's log: its first
+    # and last halves kept, the middle elided with a marker line (skypanda.pilot.logcap)
     looping_timeout_s: Duration = 1800.0  # a payload silent this long (no output, no file
     # change in its workdir) is killed as looping (PanDA's looping job check)
     shares: dict[_Owner, Annotated[Finite, Field(ge=0, le=MAX_SHARE)]] = Field(
@@ -104,6 +111,13 @@ class Queue(Strict):
             raise ValueError(f"online: {online} contradicts status: {data['status']}")
         data.setdefault("status", status)
         return data
+
+    @field_validator("launcher")
+    @classmethod
+    def _storable_launcher(cls, launcher: LauncherSpec) -> LauncherSpec:
+        """Its free texts (node selectors, tolerations, accounts) must be storable too."""
+        check_storable(launcher.model_dump())
+        return launcher
 
     @property
     def online(self) -> bool:

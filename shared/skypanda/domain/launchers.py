@@ -16,7 +16,11 @@ _NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"  # DNS-1123 label: Cloud Run jobs, 
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no "3" for 3, no true for 1 (a queue file says what it means)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+_Label = Annotated[str, Field(min_length=1, max_length=317)]  # a k8s label key: [prefix/]name
 
 
 class LocalLauncherSpec(_Spec):
@@ -54,8 +58,10 @@ class GkeLauncherSpec(_Spec):
     cluster: str | None = None  # informational (kubeconfig context selects the cluster)
     context: str | None = None  # kubeconfig context; None: in-cluster or the current one
     spot: bool = True  # spot/preemptible nodes: node selector and toleration
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[_Label, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=64
+    )
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
     service_account: str | None = None
     # Ignored (deprecated): pilots get a launch credential of their own, not a Secret's token.
     token_secret: str = Field(default="skypanda-pilot-token", pattern=_NAME)

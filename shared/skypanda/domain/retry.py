@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from skypanda.domain.models import Resources, RetryRule
 from skypanda.domain.patterns import compile_user_pattern, subject
+from skypanda.domain.values import MAX_DURATION_S
 from skypanda.wire.codes import ErrorCode
 
 DEFAULT_RULES: tuple[RetryRule, ...] = (
@@ -101,7 +102,7 @@ def _more_memory(rule: RetryRule, r: Resources, limits: Limits, name: str) -> Re
 
 
 def _more_time(rule: RetryRule, r: Resources, limits: Limits, name: str) -> RetryDecision:
-    cap = limits.walltime_s if limits.walltime_s is not None else math.inf
+    cap = limits.walltime_s if limits.walltime_s is not None else MAX_DURATION_S
     if r.walltime_s >= cap:
         return RetryDecision(False, r, f"{name}: walltime already at the queue's maximum")
     more = min(cap, r.walltime_s * rule.factor)

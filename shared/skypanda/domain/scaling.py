@@ -5,6 +5,14 @@ per activated job up to `max_pilots`; at most `max_new_per_cycle` new pilots per
 never more than `max_queued` launched-but-not-yet-running (Harvester's maxNewWorkersPerCycle,
 maxWorkers, nQueueLimitWorker). Push mode: one pilot per activated job that has none, sized to
 it, within the same limits. Either backs off when recent pilots died or never checked in.
+
+The back-off is a pause that grows with the failures and ends: with `BACKOFF_FAILURES` pilots
+missed or failed in the last `BACKOFF_WINDOW_S`, the queue launches nothing until
+`backoff_pause_s(failures)` passed since the last of them (30 s, doubling with each further
+failure, at most the window). As failures age out of the window the pause shrinks, so the
+queue always tries again. Pilots that left because the server was unreachable are not
+failures (they end `disconnected`), and an admin's `skypanda queues reset-backoff Q` forgets
+the failures before it (ports.FleetStore.reset_backoff).
 """
 
 from __future__ import annotations
@@ -13,8 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 BACKOFF_FAILURES = 3
-"""This many pilots missed or failed (without running) in the window: stop launching."""
+"""This many pilots missed or failed in the window: pause launching."""
 BACKOFF_WINDOW_S = 600.0
+"""Failures older than this are forgotten."""
+BACKOFF_PAUSE_S = 30.0
+"""The pause after the BACKOFF_FAILURES-th failure; each further one doubles it."""
 
 
 @dataclass(frozen=True)
@@ -24,8 +35,9 @@ class QueueState:
     activated: int  # jobs waiting for a pilot
     submitted: int  # pilots launched, not yet registered (queued at the launcher)
     running: int  # pilots registered and live
-    recent_failures: int = 0  # pilots missed or failed in the back-off window
+    recent_failures: int = 0  # pilots missed or failed in the back-off window (since a reset)
     unserved: Sequence[str] = ()  # push mode: activated jobs without a pilot (ids, in order)
+    paused_failures: int = 0  # of the recent failures, those within backoff_pause_s(recent)
 
 
 @dataclass(frozen=True)
@@ -59,11 +71,24 @@ def _room(limits: Limits, state: QueueState) -> tuple[int, str]:
     return max(0, room), name
 
 
+def backoff_pause_s(failures: int) -> float:
+    """How long to launch nothing after the last of `failures` recent failures: none below
+    BACKOFF_FAILURES, then 30 s, 60 s, 120 s, ... at most the window."""
+    if failures < BACKOFF_FAILURES:
+        return 0.0
+    doublings = min(failures - BACKOFF_FAILURES, 32)  # past the window anyway
+    return float(min(BACKOFF_WINDOW_S, BACKOFF_PAUSE_S * 2**doublings))
+
+
 def backing_off(state: QueueState) -> str | None:
-    if state.recent_failures >= BACKOFF_FAILURES:
+    """Why the queue launches nothing now, or None: enough recent failures, the last of them
+    within the pause they call for."""
+    pause = backoff_pause_s(state.recent_failures)
+    if pause and state.paused_failures:
         return (
             f"backing off: {state.recent_failures} pilots missed or failed in the last "
-            f"{BACKOFF_WINDOW_S / 60:g} min"
+            f"{BACKOFF_WINDOW_S / 60:g} min; launching again {pause:g} s after the last one "
+            f"(or after `skypanda queues reset-backoff`)"
         )
     return None
 

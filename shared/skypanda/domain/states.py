@@ -63,6 +63,9 @@ class PilotStatus(StrEnum):
     FAILED = "failed"  # exited with an error
     MISSED = "missed"  # went silent, or vanished from the launcher's view
     CANCELLED = "cancelled"  # stopped by the scaler or by shutdown
+    # Left, or went silent, because the server was unreachable (an outage, a restart): not
+    # the pilot's fault, so neither its jobs' attempts nor the scaler's back-off count it.
+    DISCONNECTED = "disconnected"
 
 
 S = TypeVar("S", JobStatus, TaskStatus, PilotStatus, WorkflowStatus)
@@ -113,12 +116,15 @@ WORKFLOW_TRANSITIONS: Mapping[WorkflowStatus, frozenset[WorkflowStatus]] = {
 
 _P = PilotStatus
 PILOT_TRANSITIONS: Mapping[PilotStatus, frozenset[PilotStatus]] = {
-    _P.SUBMITTED: frozenset({_P.RUNNING, _P.FINISHED, _P.FAILED, _P.MISSED, _P.CANCELLED}),
-    _P.RUNNING: frozenset({_P.FINISHED, _P.FAILED, _P.MISSED, _P.CANCELLED}),
+    _P.SUBMITTED: frozenset(
+        {_P.RUNNING, _P.FINISHED, _P.FAILED, _P.MISSED, _P.CANCELLED, _P.DISCONNECTED}
+    ),
+    _P.RUNNING: frozenset({_P.FINISHED, _P.FAILED, _P.MISSED, _P.CANCELLED, _P.DISCONNECTED}),
     _P.FINISHED: frozenset(),
     _P.FAILED: frozenset(),
     _P.MISSED: frozenset(),
     _P.CANCELLED: frozenset(),
+    _P.DISCONNECTED: frozenset(),
 }
 
 _TABLES: dict[type[StrEnum], Mapping[object, frozenset[object]]] = {

@@ -107,6 +107,28 @@ def storable(text: str) -> str:
     return text
 
 
+def check_storable(value: Any, where: str = "") -> None:
+    """Every text in a JSON-like value (dicts, lists, strings) can be stored.
+
+    Raises:
+        ValueError: naming where the first text that cannot be stored is.
+    """
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, dict):
+            stack += [(k, f"{at} (a name)") for k in item]
+            stack += [(v, f"{at}.{k}" if str(k).isidentifier() else f"{at}[{k!r}]")
+                      for k, v in item.items()]  # fmt: skip
+        elif isinstance(item, list):
+            stack += [(v, f"{at}.{i}") for i, v in enumerate(item)]
+        elif isinstance(item, str):
+            try:
+                storable(item)
+            except ValueError as e:
+                raise ValueError(f"{at.lstrip('.') or 'text'}: {e}") from e
+
+
 def passable(text: str) -> str:
     """Text that can be passed to a process (argv, environment) and stored.
 

@@ -80,7 +80,9 @@ class WorkflowTask(TaskSpec):
     after: list[_TaskRef] = Field(default_factory=list, max_length=MAX_TASKS)
     depends: list[JobDependency] = Field(default_factory=list, max_length=MAX_TASKS)
     when: Condition | None = None
-    keys: dict[str, str] = Field(default_factory=dict)
+    keys: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)], str] = (
+        Field(default_factory=dict, max_length=50)
+    )
     continue_on_failure: Flag | None = None
     graph: Flag = False
 
@@ -135,8 +137,8 @@ class WorkflowSpec(Strict):
     tasks: list[WorkflowTask] = Field(min_length=1, max_length=MAX_TASKS)
     loops: list[Loop] = Field(default_factory=list, max_length=MAX_TASKS)
     continue_on_failure: Flag = False
-    graph: str | None = Field(default=None, max_length=MAX_PATH_CHARS)  # where the job graph
-    # file is (resolved by whoever submits)
+    # where the job graph file is (resolved by whoever submits)
+    graph: str | None = Field(default=None, max_length=MAX_PATH_CHARS)
 
     def task(self, name: str) -> WorkflowTask:
         return next(t for t in self.tasks if t.name == name)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skypanda.domain.bulk import Action
-from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, SkypandaError
 from skypanda.domain.fairshare import OwnerLoad, allocate
 from skypanda.domain.jobflow import (
     JobChange,
@@ -26,7 +26,14 @@ from skypanda.domain.jobflow import (
 )
 from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources
 from skypanda.domain.retry import Limits, raise_for_task
-from skypanda.domain.states import PILOT_LIVE, JobStatus, PilotStatus, TaskStatus, advance
+from skypanda.domain.states import (
+    JOB_LIVE,
+    PILOT_LIVE,
+    JobStatus,
+    PilotStatus,
+    TaskStatus,
+    advance,
+)
 from skypanda.handlers import bulk, known
 from skypanda.handlers.services import Services, new_id
 from skypanda.wire.codes import ErrorCode
@@ -176,11 +183,34 @@ def _claim_one(svc: Services, pilot: Pilot, job_id: str, now: float) -> list[Job
     return [change.after] if svc.jobs.apply_job_changes([change])[0] else []
 
 
-def append_log(svc: Services, job_id: str, attempt: int, chunk: bytes) -> None:
-    """Append a chunk of a running job's output to its attempt's log."""
+LOG_CHUNK_BYTES = 4 * 1024 * 1024
+"""One chunk of a log at most (pilots send one every couple of seconds, much smaller)."""
+LOG_GRACE_S = 120.0
+"""A chunk sent just before its job's final report may arrive just after it."""
+
+
+def append_log(
+    svc: Services, job_id: str, attempt: int, chunk: bytes, pilot_id: str | None = None
+) -> None:
+    """Append a chunk of a running job's output to its attempt's log: only for the job's
+    current attempt, while it runs (or just ended), and, from a pilot, only the pilot that
+    holds it (`pilot_id`; None: an admin).
+
+    Raises:
+        InvalidInput: a chunk over LOG_CHUNK_BYTES. Conflict: not the current attempt, or it
+            ended. Forbidden: another pilot holds it.
+    """
+    if len(chunk) > LOG_CHUNK_BYTES:
+        raise InvalidInput(f"a log chunk is limited to {LOG_CHUNK_BYTES:,} bytes", field="log")
     job = svc.jobs.get_job(job_id)
-    if not 1 <= attempt <= job.attempt:
-        raise InvalidInput(f"job {job_id} has no attempt {attempt}", field="attempt")
+    if attempt != job.attempt:
+        raise Conflict(f"job {job_id} is at attempt {job.attempt}, not {attempt}: its log is "
+                       "closed", job_id=job_id)  # fmt: skip
+    if pilot_id is not None and job.pilot_id != pilot_id:
+        raise Forbidden(f"pilot {pilot_id} does not hold job {job_id}")
+    ended = job.ended_at is not None and svc.clock.now() - job.ended_at > LOG_GRACE_S
+    if job.status not in JOB_LIVE and (job.ended_at is None or ended):
+        raise Conflict(f"job {job_id} is {job.status}: its log is closed", job_id=job_id)
     svc.blobs.append(log_key(job_id, attempt), chunk)
 
 
@@ -224,13 +254,15 @@ def _apply_reports(
             if job is None:
                 raise NotFound(f"no job with id {report.job_id!r}")
             key = log_key(report.job_id, report.attempt)
-            text = logs.pop(report.job_id, None)  # once, before the job can end
-            if text:
-                svc.blobs.append(key, text.encode())
             uri = svc.blobs.uri(key)
             failed = report.status is JobStatus.FAILED
             retry = _retry_context(svc, job, report.error_code, queues) if failed else None
             change = apply_report(job, report, pilot_id, now, uri, retry)
+            # Only a report accepted (this pilot holds this attempt) adds to the log; once,
+            # and before the job can end (its change is written below).
+            text = logs.pop(report.job_id, None)
+            if text:
+                svc.blobs.append(key, text.encode())
         except (Conflict, NotFound, InvalidInput) as e:
             results[report.job_id] = _result(report.job_id, False, e.message)
             continue
@@ -347,18 +379,43 @@ def _requeue_forgotten(svc: Services, candidates: list[Job], now: float) -> None
         log.warning("requeued %d jobs their pilot never received", len(forgotten))
 
 
+PILOT_ENDS = frozenset(
+    {PilotStatus.FINISHED, PilotStatus.FAILED, PilotStatus.CANCELLED, PilotStatus.DISCONNECTED}
+)
+"""How a pilot may say it ends."""
+
+OUTAGE_CODE = ErrorCode.SERVER_UNREACHABLE
+"""What the attempts a disconnected pilot held end with: a code that is not counted against
+max_attempts (a server outage is not the job's fault)."""
+
+
 def end(svc: Services, pilot_id: str, status: PilotStatus, reason: str) -> Pilot:
-    """A pilot exits: finished (idle, drained, done), failed (an error), or cancelled (stopped
-    from outside: SIGTERM on eviction or preemption, Ctrl-C). Jobs it still holds are requeued
+    """A pilot exits: finished (idle, drained, done), failed (an error), cancelled (stopped
+    from outside: SIGTERM on eviction or preemption, Ctrl-C) or disconnected (it gave up on a
+    server it could not reach for its whole outage budget). Jobs it still holds are requeued
     as new attempts."""
-    if status not in (PilotStatus.FINISHED, PilotStatus.FAILED, PilotStatus.CANCELLED):
-        raise InvalidInput("a pilot ends as finished, failed or cancelled", field="status")
+    if status not in PILOT_ENDS:
+        raise InvalidInput(
+            "a pilot ends as finished, failed, cancelled or disconnected", field="status"
+        )
     pilot = svc.fleet.get_pilot(pilot_id)
     return retire(svc, pilot, status, reason)
 
 
+def _stop_silent(svc: Services, pilot_id: str) -> None:
+    """Ask the launcher to stop a pilot that went silent, and whatever payloads it left running
+    (it may be alive but cut off, or dead with its payloads orphaned)."""
+    if svc.launcher is None:
+        return
+    try:
+        svc.launcher.stop(pilot_id)
+    except SkypandaError as e:
+        log.warning("pilot %s: could not stop it: %s", pilot_id, e.message)
+
+
 def retire(svc: Services, pilot: Pilot, status: PilotStatus, reason: str) -> Pilot:
-    """End a pilot record (if still live) and requeue the live jobs it held."""
+    """End a pilot record (if still live) and requeue the live jobs it held: a counted attempt
+    (lost heartbeat), unless the pilot disconnected (the server was unreachable)."""
     now = svc.clock.now()
     if pilot.status in PILOT_LIVE:
         done = pilot.model_copy(
@@ -367,8 +424,12 @@ def retire(svc: Services, pilot: Pilot, status: PilotStatus, reason: str) -> Pil
         if svc.fleet.update_pilot(done, [pilot.status]):
             pilot = done
     held = svc.jobs.live_jobs_of_pilot(pilot.id)
+    if status in (PilotStatus.MISSED, PilotStatus.DISCONNECTED):
+        _stop_silent(svc, pilot.id)  # before its jobs run elsewhere: never two runs at once
     if held:
-        changes = [requeue_lost(j, now, svc.blobs.uri(log_key(j.id, j.attempt))) for j in held]
+        code = OUTAGE_CODE if status is PilotStatus.DISCONNECTED else ErrorCode.LOST_HEARTBEAT
+        uri = svc.blobs.uri
+        changes = [requeue_lost(j, now, uri(log_key(j.id, j.attempt)), code) for j in held]
         svc.jobs.apply_job_changes(changes)
         log.warning("pilot %s ended (%s): requeued %d jobs", pilot.id, reason, len(held))
     return pilot

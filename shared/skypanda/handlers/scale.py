@@ -2,12 +2,17 @@
 
 Also reconciles pilot records with the launcher's view: a pilot whose process is gone while
 its record is live is ended, and its jobs are requeued without waiting for the heartbeat timeout.
+A pilot that gave up on an unreachable server ends `disconnected`, which the back-off does not
+count; an admin clears a queue's back-off with `reset_backoff`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
+from skypanda.domain import events as ev
 from skypanda.domain import scaling
 from skypanda.domain.errors import SkypandaError
 from skypanda.domain.events import QueueNudge, Tick
@@ -15,6 +20,7 @@ from skypanda.domain.models import Job, Pilot, Queue
 from skypanda.domain.states import PILOT_LIVE, PilotStatus
 from skypanda.handlers.dispatch import retire
 from skypanda.handlers.services import Services, new_id
+from skypanda.ports import LaunchedPilot
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,11 @@ def handle(svc: Services, nudge: QueueNudge | Tick | None = None) -> int:
     return launched
 
 
+PILOT_EXIT_UNREACHABLE = 3
+"""A pilot's exit code when it could not reach the server (skypanda.pilot.agent's
+EXIT_UNREACHABLE: the server imports nothing of the pilot; a test checks they agree)."""
+
+
 def reconcile(svc: Services) -> None:
     assert svc.launcher is not None
     for seen in svc.launcher.list():
@@ -44,16 +55,51 @@ def reconcile(svc: Services) -> None:
             continue
         pilot = svc.fleet.get_pilot(seen.pilot_id)
         if pilot.status in PILOT_LIVE:
-            if seen.exit_code is None:  # its pod, task or process is gone without a trace
-                status, why = PilotStatus.MISSED, f"vanished from the launcher ({seen.ref})"
-            elif seen.exit_code == 0:
-                status, why = PilotStatus.FINISHED, "exited with code 0"
-            else:
-                status, why = PilotStatus.FAILED, f"exited with code {seen.exit_code}"
-            retire(svc, pilot, status, why)
+            retire(svc, pilot, *_exit_status(svc, pilot, seen))
         forget = getattr(svc.launcher, "forget", None)
         if forget is not None:
             forget(seen.pilot_id)
+
+
+def _exit_status(svc: Services, pilot: Pilot, seen: LaunchedPilot) -> tuple[PilotStatus, str]:
+    """How a live pilot whose process is gone ended, and why.
+
+    Exit code 3 is a pilot that could not reach the server: once registered, it left because
+    the server was down for its whole outage budget (disconnected: not its failure). Before
+    registering it may as well have been given a wrong address, so it counts as failed unless
+    the server knows it was down meanwhile."""
+    code = seen.exit_code
+    if code is None:  # its pod, task or process is gone without a trace
+        return PilotStatus.MISSED, f"vanished from the launcher ({seen.ref})"
+    if code == 0:
+        return PilotStatus.FINISHED, "exited with code 0"
+    if code == PILOT_EXIT_UNREACHABLE and (
+        pilot.status is PilotStatus.RUNNING or _outage_since(svc, pilot.created_at)
+    ):
+        return PilotStatus.DISCONNECTED, f"exited with code {code}: the server was unreachable"
+    return PilotStatus.FAILED, f"exited with code {code}"
+
+
+def _outage_since(svc: Services, t: float) -> bool:
+    """Whether the server was down at some time after `t` (the sweep's mark says)."""
+    mark = svc.fleet.last_sweep()
+    return mark is not None and mark.resumed_at is not None and mark.resumed_at >= t
+
+
+def reset_backoff(svc: Services, queue: str) -> dict[str, Any]:
+    """An admin clears a queue's back-off: pilots that failed before now no longer count, and
+    the scaler looks at the queue at once. Repeating it is harmless.
+
+    Raises:
+        NotFound: no such queue.
+    """
+    svc.fleet.get_queue(queue)
+    now = svc.clock.now()
+    svc.fleet.reset_backoff(queue, now)
+    svc.memory.noted.pop(queue, None)
+    svc.outbox.add_events([ev.jobs_activated(queue, 0, key=f"reset-backoff:{now}")])
+    log.info("queue %s: back-off reset", queue)
+    return {"queue": queue, "reset_at": now}
 
 
 PUSH_LOOKAHEAD = 1000
@@ -65,7 +111,7 @@ def scale_queue(svc: Services, queue: Queue) -> int:
     assert svc.launcher is not None
     now = svc.clock.now()
     live = svc.fleet.list_pilots(queue=queue.name, live=True)
-    failures = svc.fleet.count_failed_pilots(queue.name, now - scaling.BACKOFF_WINDOW_S)
+    failures, paused = _failures(svc, queue.name, now)
     limits = scaling.Limits(
         queue.min_pilots, queue.max_pilots, queue.max_new_per_cycle, queue.max_queued
     )
@@ -76,7 +122,7 @@ def scale_queue(svc: Services, queue: Queue) -> int:
         jobs = {j.id: j for j in waiting if j.id not in served}
         state = scaling.QueueState(
             activated=len(waiting), submitted=submitted, running=len(live) - submitted,
-            recent_failures=failures, unserved=tuple(jobs),
+            recent_failures=failures, paused_failures=paused, unserved=tuple(jobs),
         )  # fmt: skip
         decision = scaling.decide_push(limits, state)
         for job_id in decision.push:
@@ -84,7 +130,7 @@ def scale_queue(svc: Services, queue: Queue) -> int:
     else:
         state = scaling.QueueState(
             activated=svc.jobs.count_activated(queue.name), submitted=submitted,
-            running=len(live) - submitted, recent_failures=failures,
+            running=len(live) - submitted, recent_failures=failures, paused_failures=paused,
         )  # fmt: skip
         decision = scaling.decide_pull(limits, state)
         for _ in range(decision.launch):
@@ -93,6 +139,20 @@ def scale_queue(svc: Services, queue: Queue) -> int:
     if decision.total:
         log.info("queue %s: %s", queue.name, decision.reason)
     return decision.total
+
+
+def _failures(svc: Services, queue: str, now: float) -> tuple[int, int]:
+    """The queue's pilots that failed in the back-off window (since its last reset), and how
+    many of them within the pause that many failures call for (scaling.backoff_pause_s)."""
+    since = now - scaling.BACKOFF_WINDOW_S
+    reset = svc.fleet.backoff_reset_at(queue)
+    if reset is not None:  # forget failures up to the reset, at its very time too
+        since = max(since, math.nextafter(reset, math.inf))
+    failures = svc.fleet.count_failed_pilots(queue, since)
+    pause = scaling.backoff_pause_s(failures)
+    if not pause:
+        return failures, 0
+    return failures, svc.fleet.count_failed_pilots(queue, max(since, now - pause))
 
 
 def _note(svc: Services, queue: str, reason: str, now: float) -> None:

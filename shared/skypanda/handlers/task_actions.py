@@ -17,6 +17,7 @@ from skypanda.domain.bulk import Action
 from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from skypanda.domain.models import Task
 from skypanda.domain.states import TaskStatus, advance
+from skypanda.domain.values import MAX_PRIORITY
 from skypanda.handlers import bulk, known, workflow
 from skypanda.handlers.rollup import forget
 from skypanda.handlers.services import Services
@@ -24,7 +25,6 @@ from skypanda.handlers.services import Services
 log = logging.getLogger(__name__)
 
 ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.PAUSED)
-MAX_PRIORITY = 1_000_000
 
 
 def _owned(

@@ -3,11 +3,13 @@
 Standard library only (plus `skypanda.wire.codes`), so that it can ship as a single-file
 zipapp into any payload image with Python >= 3.9. Run it as `python -m skypanda.pilot.agent`.
 
-    ApiClient, ApiError      JSON over HTTP with retries (also used by the CLI)
+    ApiClient, ApiError      JSON over HTTP with retries (also used by the CLI); patient
+                             calls ride out a server outage (outage)
     run_payload              run one payload: output streaming, walltime, kill, and the
                              flags it wrote to the file named by $SKYPANDA_FLAGS (runner)
     PilotConfig, parse_args  how a pilot runs, from the command line (config)
-    run_pilot, main          the pull-mode pilot loop (agent; its parts in held and reporting)
+    run_pilot, main          the pull-mode pilot loop (agent; its parts in held, reporting
+                             and outcomes)
 
 The agent's names are imported lazily, so that `python -m skypanda.pilot.agent` does not find
 the module already imported by this package (runpy warns about that).

@@ -16,15 +16,20 @@ second, so jobs are acquired in bulk, and "running" and final reports of many jo
 /update call (a job that ends before the flush is only reported once, as ended).
 
 The pieces live in their own modules: `config` (PilotConfig and the command line), `held` (the
-jobs and cores the pilot holds) and `reporting` (the reporter and heartbeat threads). This module
+jobs and cores the pilot holds, each job's log capped by `logcap`) and `reporting` (the
+reporter and heartbeat threads). This module
 is the main and worker threads' side: the acquire loop and running jobs. A worker runs one
 job as: stage its inputs in (a job with `stage_in`), run the payload, upload its outputs (a job
 with output patterns, once the payload succeeded); see `staging`.
 
+A server that does not answer is ridden out (see `outage`): payloads keep running, reports
+wait, no new job is taken, until the server answers again or the outage budget is spent.
+
 Exit codes: 0 clean (idle, drained, max jobs reached, SIGTERM/SIGINT; in push mode: the job ran,
 whatever its outcome); 1 the server refused the pilot (e.g. a bad token or an unknown queue) or
-the pilot itself failed; 3 the server could not be reached (after the client's retries); 4 push
-mode only: the job was not available (another pilot took it, or it was killed or ended).
+the pilot itself failed; 3 the server could not be reached (to register, or for longer than the
+outage budget: the pilot ends `disconnected`); 4 push mode only: the job was not available
+(another pilot took it, or it was killed or ended).
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -52,6 +56,9 @@ from skypanda.pilot.config import (
     parse_args,
 )
 from skypanda.pilot.held import STOP_CHECK_S, Cores, HeldJob, Registry
+from skypanda.pilot.logcap import cap_bytes
+from skypanda.pilot.outage import GIVE_UP_CODE
+from skypanda.pilot.outcomes import after, code_name, failed, safe_name
 from skypanda.pilot.pacing import acquire_size
 from skypanda.pilot.reporting import LOG_CHUNK_BYTES, Heartbeat, Reporter, job_report
 from skypanda.pilot.runner import PayloadResult, run_payload
@@ -87,7 +94,6 @@ PILOT_VERSION = "0.1.0"
 """Sent at registration; keep in step with skypanda.__version__ (not imported: stdlib only)."""
 
 EXIT_OK, EXIT_ERROR, EXIT_UNREACHABLE, EXIT_NO_JOB = 0, 1, 3, 4
-MAX_DIAG_CHARS = 1000
 POLL_MIN_S, POLL_MAX_S = 0.1, 2.0
 
 
@@ -130,6 +136,7 @@ class _Pilot:
         if self.stop_code is None:
             self.stop_reason = reason
             self.stop_code = code
+            self.client.outage.stopping()  # reports wait only briefly for a server that is down
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -225,7 +232,8 @@ class _Pilot:
     def _end(self, status: str, reason: str) -> int:
         client = self.client
         if self.unreachable is not None:
-            status, reason = "failed", "server unreachable"
+            status, reason = "disconnected", self._unreachable_reason()
+        if self.client.outage.down_for() is not None:  # one quick try: the server is down
             client = ApiClient(self.cfg.server, self.client.token, timeout=5.0, retries=0)
         path = f"/v1/pilots/{urllib.parse.quote(self.pilot_id, safe='')}/end"
         try:
@@ -255,7 +263,8 @@ class _Pilot:
             ended = self._ending()
             if ended is not None:
                 return ended
-            n = self._acquire_size(per_acquire) if self._accepting() else 0
+            up = self.client.outage.down_for() is None  # no new job while the server is down
+            n = self._acquire_size(per_acquire) if up and self._accepting() else 0
             got = self._acquire(n) if n > 0 else 0
             now = time.monotonic()
             if got or len(self.registry):
@@ -302,8 +311,8 @@ class _Pilot:
         """Why the loop should end now, as (status, reason) for /end, or None to go on."""
         if self.unreachable is not None:
             log.error("%s: stopping, %d job(s) to kill", self.unreachable, self._active)
-            self.request_stop(ErrorCode.LOST_HEARTBEAT, "server unreachable")
-            return "failed", "server unreachable"
+            self.request_stop(GIVE_UP_CODE, "server unreachable")
+            return "disconnected", self._unreachable_reason()
         if self.stop_code is not None:
             log.info("stopping (%s): killing %d running job(s)", self.stop_reason, self._active)
             # Stopped from outside (SIGTERM/SIGINT: an eviction, a preemption, Ctrl-C): cancelled.
@@ -338,8 +347,10 @@ class _Pilot:
         try:
             reply = self.client.call("POST", path, body)
         except ApiError as e:
-            if e.unreachable:
-                self._on_unreachable(e)
+            if e.unreachable and (job_id is not None or self.client.outage.over()):
+                self._on_unreachable(e)  # push mode has its one job to get, or nothing
+            elif e.unreachable:
+                log.warning("cannot acquire while the server is down: %s", e)
             elif 400 <= e.status < 500:
                 log.error("the server refused to give jobs, finishing: %s", e)
                 self.refused = e
@@ -349,7 +360,7 @@ class _Pilot:
         jobs = reply.get("jobs") if isinstance(reply, dict) else None
         for job in jobs or []:
             try:
-                held = HeldJob(job)
+                held = HeldJob(job, log_cap=cap_bytes(self.queue_cfg))
             except (KeyError, TypeError, ValueError) as e:  # a server bug; the sweep requeues it
                 log.error("skipping a malformed job %r: %s", job, e)
                 continue
@@ -405,11 +416,11 @@ class _Pilot:
         taken = self.cores.take(held.cores, lambda: self._should_stop(held) is not None)
         if taken is None:
             code = self._should_stop(held) or ErrorCode.SIGTERM
-            return _failed(code, f"not started: {_code_name(code)}", time.time()), []
+            return failed(code, f"not started: {code_name(code)}", time.time()), []
         try:
             assert self.base is not None and self._reporter is not None
             held.started = True
-            workdir = self.base / f"{_safe(held.id)}.{held.attempt}"
+            workdir = self.base / f"{safe_name(held.id)}.{held.attempt}"
             staging = bool(held.job.get("stage_in"))
             self._reporter.submit(
                 held, job_report(held, None, live="starting" if staging else "running")
@@ -447,10 +458,10 @@ class _Pilot:
             )
         except StagingError as e:
             self._note(held, f"stage-in failed: {e}")
-            return [], _failed(ErrorCode.STAGE_IN_FAILED, f"stage-in failed: {e}", started)
+            return [], failed(ErrorCode.STAGE_IN_FAILED, f"stage-in failed: {e}", started)
         except Stopped as e:
-            diag = f"stopped during stage-in: {_code_name(e.code)}"
-            return [], _failed(e.code, diag, started)
+            diag = f"stopped during stage-in: {code_name(e.code)}"
+            return [], failed(e.code, diag, started)
         return [s.name for s in staged], None
 
     def _stage_out(
@@ -460,7 +471,8 @@ class _Pilot:
         patterns = [str(p) for p in held.job.get("output_patterns") or []]
         if result.status != "finished" or not patterns:
             return result, []
-        uploader = Uploader(self.client.server, self.client.token, self.pilot_id)
+        client = self.client
+        uploader = Uploader(client.server, client.token, self.pilot_id, outage=client.outage)
         try:
             sent = stage_out(
                 uploader,
@@ -474,9 +486,9 @@ class _Pilot:
             )
         except StagingError as e:
             self._note(held, f"stage-out failed: {e}")
-            return _after(result, ErrorCode.STAGE_OUT_FAILED, f"stage-out failed: {e}"), []
+            return after(result, ErrorCode.STAGE_OUT_FAILED, f"stage-out failed: {e}"), []
         except Stopped as e:
-            return _after(result, e.code, f"stopped during stage-out: {_code_name(e.code)}"), []
+            return after(result, e.code, f"stopped during stage-out: {code_name(e.code)}"), []
         return dataclasses.replace(result, ended_at=time.time()), output_records(sent)
 
     def _note(self, held: HeldJob, line: str) -> None:
@@ -527,32 +539,8 @@ class _Pilot:
             self.unreachable = error
             self.wake.set()
 
-
-def _failed(code: int, diag: str, started_at: float) -> PayloadResult:
-    """A job that failed before or without its payload."""
-    return PayloadResult("failed", None, code, diag[:MAX_DIAG_CHARS], started_at, time.time())
-
-
-def _after(result: PayloadResult, code: int, diag: str) -> PayloadResult:
-    """A payload's result, failed by what came after it (its stage-out)."""
-    return dataclasses.replace(
-        result,
-        status="failed",
-        error_code=code,
-        error_diag=diag[:MAX_DIAG_CHARS],
-        ended_at=time.time(),
-    )
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:200] or "job"
-
-
-def _code_name(code: int) -> str:
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return str(code)
+    def _unreachable_reason(self) -> str:
+        return f"server unreachable for {self.client.outage.down_for() or 0:.0f} s"
 
 
 # -- entry points -------------------------------------------------------------------------------
@@ -565,7 +553,7 @@ def run_pilot(cfg: PilotConfig) -> int:
     jobs fail with ErrorCode.SIGTERM, which the server requeues without counting an attempt),
     report, end the pilot and return 0. Previous handlers are restored on return.
     """
-    pilot = _Pilot(cfg, ApiClient(cfg.server, cfg.token))
+    pilot = _Pilot(cfg, ApiClient(cfg.server, cfg.token, outage_s=cfg.outage_budget_s))
 
     def handler(signum: int, _frame: object) -> None:
         # Only plain assignments here: taking a lock in a handler can deadlock the main thread.

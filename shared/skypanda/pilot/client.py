@@ -20,6 +20,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from skypanda.pilot.outage import RETRY_MAX_S, Outage
+
 RETRY_STATUSES = frozenset({502, 503, 504})
 """Statuses a proxy or load balancer returns while the server restarts or scales: worth a retry."""
 
@@ -59,6 +61,10 @@ class ApiClient:
     A retried POST may reach the server twice when the first answer was lost; the server's
     endpoints are written to tolerate that (compare-and-set writes).
 
+    A `patient` call (a pilot's heartbeats and reports) retries for longer: as long as the
+    server has not answered for less than `outage_s` (`outage`, shared by every call of this
+    client: see skypanda.pilot.outage).
+
     Args:
         server: base URL, e.g. "http://127.0.0.1:8080" (a trailing slash is ignored).
         token: bearer token sent on every request, or None to send none.
@@ -67,6 +73,8 @@ class ApiClient:
         backoff_s: first wait between tries; it doubles up to `max_backoff_s`.
         max_backoff_s: longest single wait between tries.
         retry_budget_s: no retry starts later than this many seconds after the first try.
+        outage_s: how long patient calls wait for a server that does not answer (0: as long
+            as any call).
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class ApiClient:
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
         retry_budget_s: float = 30.0,
+        outage_s: float = 0.0,
     ) -> None:
         if not server.startswith(("http://", "https://")):
             raise ValueError(f"server must be an http:// or https:// URL, got {server!r}")
@@ -91,6 +100,7 @@ class ApiClient:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.retry_budget_s = retry_budget_s
+        self.outage = Outage(outage_s)
 
     def call(
         self,
@@ -101,6 +111,7 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         raw: bytes | None = None,
         content_type: str | None = None,
+        patient: bool = False,
     ) -> Any:
         """Send one request and return the decoded answer.
 
@@ -111,6 +122,8 @@ class ApiClient:
             params: query parameters; None values are left out.
             raw: raw body bytes to send instead of JSON (e.g. a log chunk).
             content_type: content type of `raw` (default application/octet-stream).
+            patient: also retry while the server has not answered for less than the outage
+                budget (what a pilot must not lose to a server restart).
 
         Returns:
             The parsed JSON answer, the text of a text/plain answer, or None for 204 or an
@@ -118,22 +131,38 @@ class ApiClient:
 
         Raises:
             ApiError: the server answered non-2xx (status set), or could not be reached after
-                the retries (status 0, the message names the URL).
+                the retries (status 0, the message names the URL; a patient call also gives
+                up with status 0 on a proxy's 502/503/504).
         """
         request = self._request(method, path, body, params, raw, content_type)
         started = time.monotonic()
         attempt = 0
         while True:
             try:
-                return self._send(request)
+                answer = self._send(request)
             except ApiError as e:
-                transient = e.status == 0 or e.status in RETRY_STATUSES
+                if not (e.status == 0 or e.status in RETRY_STATUSES):
+                    self.outage.answered()
+                    raise
+                down_for = self.outage.unanswered(e)
                 attempt += 1
                 delay = backoff_delay(attempt, base_s=self.backoff_s, max_s=self.max_backoff_s)
-                out_of_budget = time.monotonic() - started + delay > self.retry_budget_s
-                if not transient or attempt > self.retries or out_of_budget:
+                spent = attempt > self.retries or (
+                    time.monotonic() - started + delay > self.retry_budget_s
+                )
+                if patient:  # on until the server has been down for the whole outage budget
+                    left = self.outage.budget_s - down_for
+                    if spent and left <= 0:
+                        if e.status == 0:
+                            raise
+                        raise ApiError(0, f"no answer for {down_for:.0f} s: {e}") from e
+                    delay = min(delay, RETRY_MAX_S, max(left, self.backoff_s))
+                elif spent:
                     raise
                 time.sleep(delay)
+            else:
+                self.outage.answered()
+                return answer
 
     def _request(
         self,

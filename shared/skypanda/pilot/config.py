@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skypanda.pilot.outage import DEFAULT_OUTAGE_BUDGET_S
 from skypanda.pilot.sandbox import PayloadUser, resolve_payload_user
 
 DEFAULT_HEARTBEAT_S, DEFAULT_IDLE_TIMEOUT_S = 60.0, 300.0
@@ -47,6 +48,8 @@ class PilotConfig:
         job_id: push mode: run exactly this job (the one the pilot was launched for), then
             exit; None: pull mode, acquire jobs of the queue until idle.
         payload_user: run payloads as this user (see `sandbox`); None: as the pilot's user.
+        outage_budget_s: how long to ride out a server that does not answer (see `outage`)
+            before giving up on it.
     """
 
     server: str
@@ -63,6 +66,7 @@ class PilotConfig:
     log_flush_s: float = 2.0
     job_id: str | None = None
     payload_user: PayloadUser | None = None
+    outage_budget_s: float = DEFAULT_OUTAGE_BUDGET_S
 
     def __post_init__(self) -> None:
         if not self.server.startswith(("http://", "https://")):
@@ -75,7 +79,7 @@ class PilotConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        for name in ("idle_timeout_s", "heartbeat_interval_s", "log_flush_s"):
+        for name in ("idle_timeout_s", "heartbeat_interval_s", "log_flush_s", "outage_budget_s"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
@@ -107,6 +111,15 @@ def parse_args(argv: list[str]) -> PilotConfig:
     p.add_argument("--idle-timeout", type=float, help="seconds without jobs before exiting")
     p.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
     p.add_argument("--max-jobs", type=int, help="stop after this many jobs")
+    p.add_argument(
+        "--outage-budget",
+        type=float,
+        default=env("SKYPANDA_OUTAGE_BUDGET") or DEFAULT_OUTAGE_BUDGET_S,
+        metavar="SECONDS",
+        help="how long to ride out a server that does not answer (payloads keep running, "
+        "reports wait) before giving up on it (default: $SKYPANDA_OUTAGE_BUDGET, else "
+        f"{DEFAULT_OUTAGE_BUDGET_S:g})",
+    )
     p.add_argument(
         "--job",
         default=env("SKYPANDA_PUSH_JOB") or None,
@@ -154,6 +167,7 @@ def parse_args(argv: list[str]) -> PilotConfig:
             max_jobs=args.max_jobs,
             job_id=args.job,
             payload_user=payload_user,
+            outage_budget_s=args.outage_budget,
         )
     except ValueError as e:
         p.error(str(e))

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-LOG_BUFFER_MAX = 8 * 1024 * 1024
-"""Output kept per job while the server is slow to take it; beyond this it is counted, dropped."""
+from skypanda.pilot.logcap import DEFAULT_CAP_MB, MB, CappedLog
+
 STOP_CHECK_S = 0.25
 """How often waits that cannot be woken by an event check whether to stop."""
 
@@ -21,7 +21,7 @@ STOP_CHECK_S = 0.25
 class HeldJob:
     """A job this pilot holds, from acquire until its final report is sent (or refused)."""
 
-    def __init__(self, job: dict[str, Any]) -> None:
+    def __init__(self, job: dict[str, Any], log_cap: int = DEFAULT_CAP_MB * MB) -> None:
         self.job = job
         self.id = str(job["id"])
         self.attempt = int(job.get("attempt") or 1)
@@ -32,31 +32,22 @@ class HeldJob:
         self.ended = False
         self.abandoned = False  # the server refused a report: never report this attempt again
         self.flushed_at = time.monotonic()
-        self._out = bytearray()
-        self._dropped = 0
-        self._lock = threading.Lock()
+        self.log = CappedLog(log_cap)  # this attempt's output, capped (see `logcap`)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def add_output(self, chunk: bytes) -> int:
-        """Buffer output for the reporter; return how much is buffered."""
-        with self._lock:
-            room = LOG_BUFFER_MAX - len(self._out)
-            self._out += chunk[:room] if room > 0 else b""
-            self._dropped += max(0, len(chunk) - max(room, 0))
-            return len(self._out)
+        """Take output for the reporter; return how much is ready to send."""
+        return self.log.add(chunk)
 
     def buffered(self) -> int:
-        with self._lock:
-            return len(self._out)
+        return self.log.pending()
 
-    def take_text(self, *, final: bool) -> str:
-        """The buffered output as text; only the reporter thread calls this (decoder state)."""
-        with self._lock:
-            data, dropped = bytes(self._out), self._dropped
-            self._out.clear()
-            self._dropped = 0
+    def take_text(self, limit: int) -> str:
+        """Up to `limit` bytes of output as text; only the reporter thread calls this (decoder
+        state). Once the log ended (`log.end()`), the last take flushes the decoder."""
+        data, dropped, last = self.log.take(limit)
         self.flushed_at = time.monotonic()
-        text = self._decoder.decode(data, final=final)
+        text = self._decoder.decode(data, final=last)
         if dropped:
             text += f"[skypanda-pilot] {dropped} bytes of output dropped (server too slow)\n"
         return text

@@ -4,6 +4,10 @@
     Heartbeat   tells the server which jobs the pilot holds; hands its replies (commands) back
     job_report  one job's report for /update
 
+Their calls are patient (see `outage`): while the server does not answer, a report, an output
+chunk or a heartbeat is retried until it answers or the pilot's outage budget is spent; only
+then does "unreachable" reach the pilot, which gives up.
+
 Standard library only (plus `skypanda.wire.codes`; the pilot ships as a zipapp).
 """
 
@@ -27,6 +31,11 @@ FINAL_STATUSES = frozenset({"finished", "failed"})
 REPORT_FLUSH_S = 0.15
 REPORT_BATCH = 200
 LOG_CHUNK_BYTES = 64 * 1024
+"""A running job's output is sent once this much waits (else every `log_flush_s`); a final
+report carries at most this much of it (the rest goes first, as chunks)."""
+SEND_MAX = 1024 * 1024
+"""Output bytes per log chunk sent: even as text with every byte undecodable (3 bytes each as
+U+FFFD) it stays under the server's limit per chunk (4 MB)."""
 
 
 class Reporter:
@@ -34,7 +43,9 @@ class Reporter:
 
     One thread does both so that a job's output chunks always reach the server before its final
     report, which carries the rest of the output: the server appends "log" and then applies the
-    status, and a chunk arriving after that would be out of order or refused.
+    status, and a chunk arriving after that would be out of order or refused. A job's output is
+    capped (`logcap`): its tail, up to half the cap, is sent when the job ended, as chunks
+    before its final report.
     """
 
     def __init__(
@@ -112,11 +123,20 @@ class Reporter:
                 continue  # an ended job's remaining output travels with its final report
             size = held.buffered()
             if size >= LOG_CHUNK_BYTES or (size and now - held.flushed_at >= self._log_flush_s):
-                self._send_log(held, held.take_text(final=False))
+                self._send_output(held, size)
 
-    def _send_log(self, held: HeldJob, text: str) -> None:
+    def _send_output(self, held: HeldJob, size: int) -> None:
+        """Send `size` bytes of the job's output, in chunks of at most SEND_MAX."""
+        while size > 0:
+            n = min(size, SEND_MAX)
+            if not self._send_log(held, held.take_text(n)):
+                return
+            size -= n
+
+    def _send_log(self, held: HeldJob, text: str) -> bool:
+        """Send one chunk; False if the server refused it."""
         if not text:
-            return
+            return True
         path = f"/v1/jobs/{urllib.parse.quote(held.id, safe='')}/log"
         try:
             self._client.call(
@@ -125,11 +145,14 @@ class Reporter:
                 params={"attempt": held.attempt},
                 raw=text.encode("utf-8"),
                 content_type="text/plain; charset=utf-8",
+                patient=True,
             )
         except ApiError as e:
             if e.unreachable:
                 raise
             log.warning("job %s: output chunk refused: %s", held.id, e)
+            return False
+        return True
 
     def _take_batch(self) -> list[tuple[HeldJob, dict[str, Any]]]:
         batch = []
@@ -143,7 +166,9 @@ class Reporter:
                 batch.append((held, report))
         for held, report in batch:
             if report["status"] in FINAL_STATUSES and "log" not in report:
-                report["log"] = held.take_text(final=True) or None
+                held.log.end()  # the tail is ready: all but the last bit goes first, as chunks
+                self._send_output(held, held.buffered() - LOG_CHUNK_BYTES)
+                report["log"] = held.take_text(LOG_CHUNK_BYTES) or None
         return batch
 
     def _flush_reports(self) -> bool:
@@ -153,7 +178,8 @@ class Reporter:
             return False
         body = {"reports": [dict(report, log=report.get("log")) for _, report in batch]}
         try:
-            reply = self._client.call("POST", f"/v1/pilots/{self._quoted_id}/update", body)
+            path = f"/v1/pilots/{self._quoted_id}/update"
+            reply = self._client.call("POST", path, body, patient=True)
         except ApiError as e:
             if e.unreachable:
                 raise
@@ -228,7 +254,7 @@ class Heartbeat:
         while not self._stopped.wait(self._interval_s):
             jobs = [held.id for held in self._registry.snapshot()]
             try:
-                reply = self._client.call("POST", self._path, {"jobs": jobs})
+                reply = self._client.call("POST", self._path, {"jobs": jobs}, patient=True)
             except ApiError as e:
                 if e.unreachable:
                     self._on_unreachable(e)

@@ -19,8 +19,10 @@ Stage-out (a job with output patterns, after the payload succeeded): files match
 patterns (`match_outputs`; staged inputs are never outputs) are uploaded one by one with
 `PUT /v1/jobs/<job>/outputs/<name>`, streamed from disk while their size and SHA-256 are
 counted; the server answers with what it stored, which must match. An upload is tried once
-(see skypanda.handlers.data for why). A file is read only if it is the job's and stays in its
-directory (`sandbox.open_inside`): a link swapped in meanwhile cannot upload the pilot's.
+(see skypanda.handlers.data for why); a refused connection (nothing sent) waits for a server
+that is down, within the pilot's outage budget. A file is read only if it is the job's and
+stays in its directory (`sandbox.open_inside`): a link swapped in meanwhile cannot upload the
+pilot's.
 
 Errors: every failure is a StagingError whose message names the input or output; `Stopped`
 when the pilot was told to stop the job meanwhile. Standard library only, Python 3.9 syntax
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from skypanda.pilot.outage import Outage
 from skypanda.pilot.sandbox import PayloadUser, open_inside, read_as
 
 SCHEMES = ("file", "http", "https", "gs")
@@ -446,12 +449,13 @@ class _HashingReader:
 
 @dataclass(frozen=True)
 class Uploader:
-    """Where and as whom a pilot uploads a job's outputs."""
+    """Where and as whom a pilot uploads a job's outputs (`outage`: see `Uploader._wait`)."""
 
     server: str
     token: str | None
     pilot_id: str
     timeout_s: float = TIMEOUT_S
+    outage: Outage | None = None
 
     def url(self, job_id: str, attempt: int, name: str) -> str:
         path = (
@@ -478,26 +482,31 @@ class Uploader:
 
         Raises:
             StagingError: the file could not be read, the server refused or could not be
-                reached, or it counted other bytes than were sent.
+                reached (past the outage budget), or it counted other bytes than were sent.
             Stopped: `should_stop` said so.
         """
         headers = {"Content-Type": "application/octet-stream"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        try:
-            with path.open("rb") if root is None else open_inside(path, root) as f:
-                headers["Content-Length"] = str(os.fstat(f.fileno()).st_size)
-                reader = _HashingReader(f, should_stop)
-                request = urllib.request.Request(
-                    self.url(job_id, attempt, name), data=reader, headers=headers, method="PUT"
-                )
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    answer = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
-            raise StagingError(f"output {name}: the server refused it: {_message(e)}") from e
-        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise StagingError(f"output {name}: upload failed: {reason}") from e
+        while True:
+            try:
+                with path.open("rb") if root is None else open_inside(path, root) as f:
+                    headers["Content-Length"] = str(os.fstat(f.fileno()).st_size)
+                    reader = _HashingReader(f, should_stop)
+                    request = urllib.request.Request(
+                        self.url(job_id, attempt, name), data=reader, headers=headers, method="PUT"
+                    )
+                    with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                        answer = json.loads(response.read().decode("utf-8"))
+                break
+            except urllib.error.HTTPError as e:
+                raise StagingError(f"output {name}: the server refused it: {_message(e)}") from e
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+                reason = getattr(e, "reason", None) or e
+                # Refused: nothing was sent, so trying again cannot store the output twice.
+                if isinstance(reason, ConnectionRefusedError) and self._wait(e, should_stop):
+                    continue
+                raise StagingError(f"output {name}: upload failed: {reason}") from e
         sent = Staged(name, reader.size, reader.digest.hexdigest())
         if not isinstance(answer, dict) or (answer.get("size"), answer.get("sha256")) != (
             sent.size,
@@ -505,6 +514,15 @@ class Uploader:
         ):
             raise StagingError(f"output {name}: the server stored other bytes than were sent")
         return Staged(name, sent.size, sent.sha256, str(answer.get("uri", "")))
+
+    def _wait(self, refused: Exception, should_stop: ShouldStop) -> bool:
+        """Wait for a server that refused the connection (`outage`): True to try again."""
+        if self.outage is None or not self.outage.wait(refused, lambda: should_stop() is not None):
+            code = should_stop()
+            if code is not None:
+                raise Stopped(code) from refused
+            return False
+        return True
 
 
 def _message(e: urllib.error.HTTPError) -> str:

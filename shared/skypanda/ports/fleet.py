@@ -1,12 +1,34 @@
-"""FleetStore: queues, pilots and the scaler's notes."""
+"""FleetStore: queues, pilots, the scaler's notes and the sweep's mark."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from skypanda.domain.models import Pilot, Queue
 from skypanda.domain.states import PilotStatus
+
+
+@dataclass(frozen=True)
+class SweepMark:
+    """When the sweep last ran, how often it usually runs, and the server's last outage.
+
+    The sweep is the server's pulse: a gap between two sweeps much longer than their usual
+    cadence means the server itself was down (stopped, restarted, unreachable), and pilots
+    silent across that gap are not to blame (handlers.sweep).
+
+    Attributes:
+        swept_at: when the sweep last ran.
+        cadence_s: the usual time between two sweeps (None until two were seen).
+        down_since: the last sweep before the server's last outage (None: none seen).
+        resumed_at: the first sweep after it.
+    """
+
+    swept_at: float
+    cadence_s: float | None = None
+    down_since: float | None = None
+    resumed_at: float | None = None
 
 
 class FleetStore(Protocol):
@@ -20,7 +42,20 @@ class FleetStore(Protocol):
     def list_queues(self) -> list[Queue]: ...
 
     def count_failed_pilots(self, queue: str, since: float) -> int:
-        """Pilots of the queue that ended missed or failed at or after `since` (back-off)."""
+        """Pilots of the queue that ended missed or failed at or after `since` (back-off).
+        Disconnected pilots (the server was unreachable) are not counted."""
+
+    def reset_backoff(self, queue: str, at: float) -> None:
+        """Pilots of the queue that failed before `at` no longer count for its back-off."""
+
+    def backoff_reset_at(self, queue: str) -> float | None:
+        """When the queue's back-off was last reset (None: never)."""
+
+    def last_sweep(self) -> SweepMark | None:
+        """The mark the last sweep left (None: no sweep ever ran)."""
+
+    def mark_sweep(self, mark: SweepMark) -> None:
+        """Record this sweep's mark (replacing the last one)."""
 
     def note_scaling(self, queue: str, note: str, at: float) -> None:
         """Record the scaler's last decision on a queue and why (for `skypanda queues`)."""

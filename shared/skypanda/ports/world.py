@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,9 +23,21 @@ class Blobs(Protocol):
     def append(self, key: str, data: bytes) -> None: ...
 
     def read(self, key: str) -> bytes:
-        """Raises NotFound."""
+        """The whole blob, in memory: for small ones only (see `stream`). Raises NotFound."""
+
+    def stream(self, key: str, *, last: int | None = None) -> Iterator[bytes]:
+        """The blob in chunks of at most STREAM_CHUNK bytes, as it is when read (a log may
+        grow meanwhile): never held whole in memory. `last`: only its last `last` bytes.
+
+        Raises:
+            NotFound: when called, before the first chunk (so a caller can still answer 404).
+        """
 
     def uri(self, key: str) -> str: ...
+
+
+STREAM_CHUNK = 1024 * 1024
+"""The most bytes `Blobs.stream` yields at once."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from skypanda.runtime import cloudfn, emulators, entrypoints
 from skypanda.runtime.bridge import OutboxBridge, gateway
 from skypanda.runtime.emulators import Emulator
 from skypanda.runtime.launchers import QueueLaunchers
-from skypanda.runtime.local import LocalOptions, ensure_identity, ensure_queue
+from skypanda.runtime.local import LocalOptions, ensure_identity, ensure_pilot_key, ensure_queue
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class EmulatedCloud:
         # One key signs the launch credentials the scale function hands pilots and the pilot
         # credentials dispatch issues; both verify with it (on Google Cloud, runtime.gcp derives
         # it the same way in every function instance).
-        self.pilot_credentials = PilotCredentials(secrets.token_bytes(32))
+        self.pilot_credentials = PilotCredentials(ensure_pilot_key(opts.home))
         self.identity = WithPilotCredentials(
             self.users, self.pilot_credentials, oidc_from_env(), google_ids_from_env()
         )

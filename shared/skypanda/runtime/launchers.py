@@ -46,9 +46,15 @@ class QueueLaunchers:
         return [seen for launcher in self._made.values() for seen in launcher.list()]
 
     def stop(self, pilot_id: str) -> None:
+        """Stop through the launcher that started the pilot; one this process did not start
+        (it restarted since) is asked of every launcher made (each leaves alone what is not
+        its own)."""
         kind = self._owner.get(pilot_id)
         if kind is not None:
             self._made[kind].stop(pilot_id)
+            return
+        for launcher in list(self._made.values()):
+            launcher.stop(pilot_id)
 
     def forget(self, pilot_id: str) -> None:
         kind = self._owner.pop(pilot_id, None)

@@ -24,7 +24,7 @@ from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCrede
 from skypanda.api.app import create_app
 from skypanda.api.audit import trusted_proxies_from_env
 from skypanda.api.server import ApiServer
-from skypanda.domain.errors import NotFound
+from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
 from skypanda.handlers.pipeline import Pipeline
@@ -61,6 +61,27 @@ def ensure_token(home: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
+
+
+def ensure_pilot_key(home: Path) -> bytes:
+    """The key pilots' credentials are signed with, in `<home>/pilot.key` (mode 0600), made on
+    first use: kept across restarts, so a restarted server still knows its running pilots."""
+    make_home(home)
+    path = home / "pilot.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            key = bytes.fromhex(path.read_text().strip())
+        except ValueError:
+            key = b""
+        if len(key) < 32:
+            raise InvalidInput(f"{path} is not a pilot key (64 hex digits): remove it") from None
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return key
 
 
 def ensure_identity(home: Path) -> tuple[LocalTokens, str]:
@@ -121,8 +142,9 @@ class LocalSystem:
         home = opts.home
         make_home(home)
         self.users, self.token = ensure_identity(home)
-        # Pilots' own credentials are signed with a key of this run: pilots live no longer.
-        self.pilot_credentials = PilotCredentials(secrets.token_bytes(32))
+        # Pilots' own credentials are signed with the key of this home, so that pilots ride
+        # out a restart of the server (the same home, the same port) and carry on.
+        self.pilot_credentials = PilotCredentials(ensure_pilot_key(home))
         self.identity = WithPilotCredentials(self.users, self.pilot_credentials, oidc_from_env())
         clock = SystemClock()
         self.store = SqliteStore(home / "skypanda.db", clock=clock.now)
@@ -169,12 +191,16 @@ class LocalSystem:
         log.info("skypanda serving on %s (home %s)", self.url, self.opts.home)
         return self
 
-    def stop(self) -> None:
-        """Stop pilots first (they report their jobs), then the server, router and store."""
+    def stop(self, *, pilots: bool = True) -> None:
+        """Stop pilots first (they report their jobs), then the server, router and store.
+
+        `pilots=False` leaves the pilots running, as a server that is killed or restarted does:
+        they ride the outage out and report to the next server on the same home and port.
+        """
         self._stop.set()
         if self._ticker.is_alive():
             self._ticker.join(timeout=10)
-        if self.launcher is not None:
+        if self.launcher is not None and pilots:
             self.launcher.stop_all()
         self.server.stop()
         self.router.stop()

@@ -26,6 +26,7 @@ class ErrorCode(IntEnum):
     LOST_HEARTBEAT = 9002  # the pilot holding the job stopped heartbeating
     TASK_ABORTED = 9003  # the job's task was killed
     NEVER_DELIVERED = 9004  # claimed for a pilot that never got it (its acquire reply was lost)
+    SERVER_UNREACHABLE = 9005  # the pilot could not reach the server (an outage, not the job)
 
 
 DESCRIPTIONS: dict[ErrorCode, str] = {
@@ -42,9 +43,15 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.LOST_HEARTBEAT: "the pilot running the job stopped heartbeating",
     ErrorCode.TASK_ABORTED: "the job's task was killed",
     ErrorCode.NEVER_DELIVERED: "claimed for a pilot that never received it",
+    ErrorCode.SERVER_UNREACHABLE: "the pilot could not reach the server (not counted)",
 }
 
 NOT_COUNTED: frozenset[ErrorCode] = frozenset(
-    {ErrorCode.PREEMPTED, ErrorCode.SIGTERM, ErrorCode.NEVER_DELIVERED}
+    {
+        ErrorCode.PREEMPTED,
+        ErrorCode.SIGTERM,
+        ErrorCode.NEVER_DELIVERED,
+        ErrorCode.SERVER_UNREACHABLE,
+    }
 )
 """Attempts that end with these codes are requeued without counting against max_attempts."""

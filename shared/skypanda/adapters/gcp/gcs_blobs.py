@@ -16,6 +16,12 @@ it runs. So one key is stored as:
 is already composed but not yet deleted is not read twice, and a part deleted between a reader's
 listing and its download makes the reader start again.
 
+`stream(key)` yields the same bytes without holding them: each object in ranged downloads of
+at most STREAM_CHUNK, so a reader's memory does not grow with the blob; `last=N` downloads only
+the objects (and the range of the first of them) that hold the last N bytes. A part a seal
+moved while the stream runs is found again at the same offset: a seal composes the parts in
+order after the sealed object, so every byte keeps its offset in the key.
+
 `seal(key)` composes the parts into `{key}` (GCS compose takes at most 32 sources per call, so
 it composes in rounds: each round appends up to 31 parts to the object composed so far, moving
 the mark forward) and then deletes them. Appends after a seal add new parts, read after the
@@ -31,6 +37,10 @@ pilot batches a log into one chunk every ~2 s: a job running an hour writes ~1,8
 unsealed part), so unsealed logs get slower to read as they grow: sealing every few dozen
 chunks keeps both reads and the object count small. A seal costs ceil(parts / 31) composes plus
 one delete per part.
+
+A log's size is not checked here (it would cost a listing per chunk): it is bounded by the
+server's limit per chunk, by its accepting chunks only from the pilot holding the attempt while
+it runs, and by the pilot's cap on each attempt's log (the queue's `max_log_mb`).
 
 `uri(key)` is `gs://bucket/key`, where the sealed object lives; until the key is sealed that
 object may not exist, so readers go through `read()`.
@@ -52,6 +62,7 @@ from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 
 from skypanda.domain.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
+from skypanda.ports.world import STREAM_CHUNK
 
 __all__ = ["MAX_COMPOSE_SOURCES", "GcsBlobs", "client_from_env"]
 
@@ -140,6 +151,34 @@ class GcsBlobs:
                 continue  # a seal moved the parts into the sealed object: read again
         raise BackendUnavailable(f"{key!r} kept changing while being read", key=key)
 
+    def stream(self, key: str, *, last: int | None = None) -> Iterator[bytes]:
+        """Everything appended to `key` when this is called (or its last `last` bytes), in
+        chunks of at most STREAM_CHUNK (see the module docstring).
+
+        Raises:
+            InvalidInput: a bad key.
+            NotFound: nothing was ever appended to `key` (raised here, not at the first chunk).
+            BackendUnavailable: Cloud Storage failed (also while the chunks come).
+        """
+        _check(key)
+        layout = self._layout(key)
+        end = sum(_size(b) for b in layout)
+        start = 0 if last is None else max(0, end - last)
+        return self._stream(key, layout, start, end)
+
+    def _stream(self, key: str, layout: list[Any], pos: int, end: int) -> Iterator[bytes]:
+        for _ in range(_READ_TRIES):
+            try:
+                for blob, lo, hi in _ranges(layout, pos, end):
+                    with _backend("read", key):
+                        chunk = _download(blob, lo, hi)
+                    pos += len(chunk)
+                    yield chunk
+                return
+            except _PartVanished:
+                layout = self._layout(key)  # a seal moved it: the same bytes, the same offsets
+        raise BackendUnavailable(f"{key!r} kept changing while being read", key=key)
+
     def uri(self, key: str) -> str:
         _check(key)
         return f"gs://{self.bucket_name}/{key}"
@@ -203,7 +242,9 @@ class GcsBlobs:
         parts = [b for b in blobs if _PART_NAME.match(_base(b))]
         return sorted(parts, key=_base)
 
-    def _read_once(self, key: str) -> bytes:
+    def _layout(self, key: str) -> list[Any]:
+        """The objects holding the key's bytes, in order: the sealed one (if any), then the
+        parts named after its mark."""
         with _backend("read", key):
             # Parts are listed before the sealed object is looked at: a seal that runs in
             # between moves its mark past parts this listing holds, and they are skipped;
@@ -213,17 +254,38 @@ class GcsBlobs:
             if sealed is None and not parts:
                 raise NotFound(f"no blob {key!r}", key=key)
             through = _sealed_through(sealed)
-            chunks = [] if sealed is None else [_download(sealed)]
-            chunks.extend(_download(p) for p in parts if _base(p) > through)
-            return b"".join(chunks)
+            return ([] if sealed is None else [sealed]) + [p for p in parts if _base(p) > through]
+
+    def _read_once(self, key: str) -> bytes:
+        layout = self._layout(key)
+        with _backend("read", key):
+            return b"".join(_download(blob) for blob in layout)
 
 
-def _download(blob: Any) -> bytes:
+def _download(blob: Any, start: int | None = None, stop: int | None = None) -> bytes:
+    """The blob's bytes (from `start` up to, not including, `stop`, when given)."""
+    end = None if stop is None else stop - 1  # the client's `end` is inclusive
     try:
         # Pinning the generation makes a replaced sealed object fail rather than mix versions.
-        return bytes(blob.download_as_bytes(if_generation_match=blob.generation))
+        data = blob.download_as_bytes(start=start, end=end, if_generation_match=blob.generation)
+        return bytes(data)
     except (gexc.NotFound, gexc.PreconditionFailed) as e:
         raise _PartVanished(blob.name) from e
+
+
+def _ranges(layout: list[Any], start: int, end: int) -> Iterator[tuple[Any, int, int]]:
+    """(object, from, to) pieces of at most STREAM_CHUNK bytes covering the key's bytes from
+    `start` to `end`, offsets within each object."""
+    offset = 0
+    for blob in layout:
+        size = _size(blob)
+        for at in range(max(start, offset), min(end, offset + size), STREAM_CHUNK):
+            yield blob, at - offset, min(at + STREAM_CHUNK, end, offset + size) - offset
+        offset += size
+
+
+def _size(blob: Any) -> int:
+    return int(blob.size or 0)
 
 
 def _sealed_through(sealed: Any) -> str:

@@ -115,9 +115,13 @@ class ProcessLauncher:
             self._procs.pop(pilot_id, None)
 
     def stop(self, pilot_id: str) -> None:
+        """SIGTERM a pilot of ours; for one we did not start (an earlier server's, after a
+        restart), kill the payloads it recorded, which it can no longer stop itself."""
         with self._lock:
             proc = self._procs.get(pilot_id)
-        if proc is not None and proc.poll() is None:
+        if proc is None:
+            self._reap(pilot_id)
+        elif proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
     def kill(self, pilot_id: str) -> None:

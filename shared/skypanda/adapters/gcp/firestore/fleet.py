@@ -1,9 +1,12 @@
-"""FleetStore on Firestore: queues, pilots (heartbeats, sweeps' queries) and the scaler's
-notes (one small document per queue)."""
+"""FleetStore on Firestore: queues, pilots (heartbeats, sweeps' queries), the scaler's notes
+(one small document per queue) and the fleet's marks (`fleet`: the sweep's pulse, one small
+document written once per tick; a document per queue whose back-off an admin reset)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -13,10 +16,11 @@ from skypanda.adapters.gcp.firestore.base import FirestoreBase, count, eq, field
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import Pilot, Queue
 from skypanda.domain.states import PILOT_FINAL, PILOT_LIVE, PilotStatus
+from skypanda.ports.fleet import SweepMark
 
 
 class FleetPart(FirestoreBase):
-    """The `queues`, `pilots` and `scaler` collections."""
+    """The `queues`, `pilots`, `scaler` and `fleet` collections."""
 
     # -- queues ------------------------------------------------------------------------------------
     def put_queue(self, queue: Queue) -> None:
@@ -51,6 +55,26 @@ class FleetPart(FirestoreBase):
     def scaling_notes(self) -> dict[str, tuple[str, float]]:
         snaps = self._stream("scaling_notes", self._scaler)
         return {s.id: (str(fields(s)["note"]), float(fields(s)["at"])) for s in snaps}
+
+    # -- marks -------------------------------------------------------------------------------------
+    def _mark(self, name: str) -> Any:
+        return self._db.collection(self.collection("fleet")).document(name)
+
+    def reset_backoff(self, queue: str, at: float) -> None:
+        with self._backend("reset_backoff"):
+            self._mark(f"backoff:{queue}").set({"reset_at": at})
+
+    def backoff_reset_at(self, queue: str) -> float | None:
+        doc = self._read("backoff_reset_at", self._mark(f"backoff:{queue}"))
+        return None if doc is None else float(doc["reset_at"])
+
+    def last_sweep(self) -> SweepMark | None:
+        doc = self._read("last_sweep", self._mark("sweep"))
+        return None if doc is None else SweepMark(**doc)
+
+    def mark_sweep(self, mark: SweepMark) -> None:
+        with self._backend("mark_sweep"):
+            self._mark("sweep").set(dataclasses.asdict(mark))
 
     # -- pilots ------------------------------------------------------------------------------------
     def add_pilot(self, pilot: Pilot) -> None:

@@ -1,15 +1,19 @@
-"""FleetStore on SQLite: queues, pilots (a heartbeat writes only the pilot's row) and the
-scaler's notes."""
+"""FleetStore on SQLite: queues, pilots (a heartbeat writes only the pilot's row), the
+scaler's notes and the fleet's marks (the sweep's pulse, back-off resets)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 from skypanda.adapters.local.sqlite.db import SqliteDb, marks
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import Pilot, Queue
 from skypanda.domain.states import PILOT_FINAL, PILOT_LIVE, PilotStatus
+from skypanda.ports.fleet import SweepMark
 
 
 def _pilot(row: sqlite3.Row) -> Pilot:
@@ -48,6 +52,32 @@ class SqliteFleet(SqliteDb):
     def scaling_notes(self) -> dict[str, tuple[str, float]]:
         rows = self._read("SELECT queue, note, at FROM scaler_notes")
         return {r["queue"]: (r["note"], r["at"]) for r in rows}
+
+    # -- marks -----------------------------------------------------------------------------------
+    def _put_mark(self, name: str, mark: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO fleet_marks (name, mark) VALUES (?, ?)",
+                (name, json.dumps(mark)),
+            )
+
+    def _get_mark(self, name: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT mark FROM fleet_marks WHERE name = ?", (name,))
+        return json.loads(rows[0]["mark"]) if rows else None
+
+    def reset_backoff(self, queue: str, at: float) -> None:
+        self._put_mark(f"backoff:{queue}", {"reset_at": at})
+
+    def backoff_reset_at(self, queue: str) -> float | None:
+        mark = self._get_mark(f"backoff:{queue}")
+        return None if mark is None else float(mark["reset_at"])
+
+    def last_sweep(self) -> SweepMark | None:
+        mark = self._get_mark("sweep")
+        return None if mark is None else SweepMark(**mark)
+
+    def mark_sweep(self, mark: SweepMark) -> None:
+        self._put_mark("sweep", dataclasses.asdict(mark))
 
     # -- pilots ----------------------------------------------------------------------------------
     def add_pilot(self, pilot: Pilot) -> None:

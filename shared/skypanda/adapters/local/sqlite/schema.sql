@@ -118,6 +118,13 @@ CREATE TABLE IF NOT EXISTS scaler_notes (
     at REAL NOT NULL
 );
 
+-- Small fleet-wide marks, one JSON record each: `sweep` (the sweep's pulse: ports.SweepMark)
+-- and `backoff:<queue>` (when an admin last reset the queue's back-off).
+CREATE TABLE IF NOT EXISTS fleet_marks (
+    name TEXT PRIMARY KEY,
+    mark TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
