@@ -104,3 +104,10 @@ def test_the_local_launcher_kills_the_payloads_a_pilot_of_an_earlier_server_left
     finally:
         if payload.poll() is None:
             payload.kill()
+
+
+def test_a_launcher_at_hand_is_asked_before_anything_is_launched() -> None:
+    local = Recording("local")
+    launchers = QueueLaunchers({"local": lambda q: local}, {"local": local})
+    launchers.stop("p-from-before")
+    assert local.stopped == ["p-from-before"]

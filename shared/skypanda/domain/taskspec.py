@@ -97,6 +97,19 @@ class RetryRule(Strict):
         return self
 
 
+def _all_strings(value: object) -> object:
+    """Raises ValueError naming the first value of a list that is not a string, and how many
+    such there are."""
+    if isinstance(value, list):
+        bad = [i for i, v in enumerate(value) if not isinstance(v, str)]
+        if bad:
+            more = (
+                f" (and {len(bad) - 1:,} more values that are not strings)" if len(bad) > 1 else ""
+            )
+            raise ValueError(f"item {bad[0]} is {type(value[bad[0]]).__name__}, not a string{more}")
+    return value
+
+
 class TaskSpec(Strict):
     """A task as a user writes it (YAML or JSON).
 
@@ -140,6 +153,21 @@ class TaskSpec(Strict):
         if not command[0].strip():
             raise ValueError("the first word of command (the program) must not be empty")
         return command
+
+    @field_validator("command", "inputs", mode="before")
+    @classmethod
+    def _strings_first(cls, value: object) -> object:
+        """A list of many values that are not strings is one error, not one per value (a
+        million integers made a million errors: seconds and a gigabyte)."""
+        return _all_strings(value)
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _groups_of_strings(cls, value: object) -> object:
+        if isinstance(value, list):
+            for group in value:
+                _all_strings(group)
+        return value
 
     @field_validator("inputs")
     @classmethod

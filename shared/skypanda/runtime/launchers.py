@@ -19,9 +19,13 @@ Factory = Callable[[Queue], Launcher]
 class QueueLaunchers:
     """The Launcher port over several launchers, chosen per queue by `queue.launcher.kind`."""
 
-    def __init__(self, factories: dict[str, Factory]) -> None:
+    def __init__(
+        self, factories: dict[str, Factory], made: dict[str, Launcher] | None = None
+    ) -> None:
+        """`made`: launchers already at hand (the embedded system's local one), so a pilot of
+        an earlier run can be stopped before this run launches anything."""
         self._factories = factories
-        self._made: dict[str, Launcher] = {}
+        self._made: dict[str, Launcher] = dict(made or {})
         self._owner: dict[str, str] = {}  # pilot id -> launcher kind
 
     def _for(self, queue: Queue) -> tuple[str, Launcher]:

@@ -164,7 +164,7 @@ class LocalSystem:
                 server_url=self.url, credential_for=self.pilot_credentials.issue_launch, home=home
             )
             local = self.launcher
-            self.svc.launcher = QueueLaunchers({"local": lambda queue: local})
+            self.svc.launcher = QueueLaunchers({"local": lambda queue: local}, {"local": local})
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="skypanda-ticker", daemon=True)
         ensure_queue(self.store, self.opts.queue)
