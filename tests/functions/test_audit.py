@@ -4,7 +4,6 @@ address comes from X-Forwarded-For only through trusted proxies."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,7 @@ from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.api.app import create_app
 from skypanda.cli.audit import parse_since
 from skypanda.domain.identity import Role
-from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
-from tests.support import FakeClock, sqlite_services
-
-
-@pytest.fixture
-def svc(tmp_path: Path) -> Iterator[Services]:
-    with sqlite_services(tmp_path, FakeClock(), Queue(name="local")) as services:
-        yield services
 
 
 @pytest.fixture

@@ -20,9 +20,8 @@ from skypanda.adapters.oidc import OidcSettings, OidcTokens, settings_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.app import create_app
 from skypanda.domain.errors import InvalidInput
-from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
-from tests.support import FakeClock, json_server, sqlite_services
+from tests.support import json_server
 
 AUDIENCE = "skypanda-test"
 
@@ -65,12 +64,6 @@ def issuer() -> Iterator[Issuer]:
     with json_server(found.answer) as url:
         found.url = url
         yield found
-
-
-@pytest.fixture
-def svc(tmp_path: Path) -> Iterator[Services]:
-    with sqlite_services(tmp_path, FakeClock(), Queue(name="local")) as services:
-        yield services
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,13 @@ from skypanda.adapters.pilot_credentials import (
 from skypanda.api.app import create_app
 from skypanda.domain.errors import Unauthorized
 from skypanda.domain.identity import Role
-from skypanda.domain.models import Pilot, Queue
+from skypanda.domain.models import Pilot
 from skypanda.domain.states import PilotStatus
 from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
 from skypanda.runtime.router import Router
-from tests.support import FakeClock, sqlite_services
 
 KEY = b"k" * 32
-
-
-@pytest.fixture
-def svc(tmp_path: Path) -> Iterator[Services]:
-    with sqlite_services(tmp_path, FakeClock(), Queue(name="local")) as services:
-        yield services
 
 
 @pytest.fixture

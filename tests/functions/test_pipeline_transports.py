@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from cloudevents.http import CloudEvent
 from google.events.cloud.firestore_v1.types import Document, DocumentEventData, Value
 
@@ -26,12 +23,10 @@ from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.domain import events as ev
 from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.events import Event, EventType, JobEnded
-from skypanda.domain.models import Queue
 from skypanda.handlers.pipeline import MAX_TRIES, Pipeline
 from skypanda.handlers.services import Services
 from skypanda.runtime import cloudfn
 from skypanda.runtime.router import Router
-from tests.support import FakeClock, sqlite_services
 
 POISON = Event(id="job-ended:poison", type=EventType.JOB_ENDED, subject="jobs/x", data={"job": 1})
 FAILING = ev.job_ended("j-fail", 1, "t-fail", "finished")
@@ -47,12 +42,6 @@ class DeadLetterBox:
 
 def failing_release(svc: Services, ended: JobEnded) -> None:
     raise BackendUnavailable(f"Firestore is down (releasing {ended.job_id})")
-
-
-@pytest.fixture
-def svc(tmp_path: Path) -> Iterator[Services]:
-    with sqlite_services(tmp_path, FakeClock(), Queue(name="local")) as services:
-        yield services
 
 
 def _pipeline(svc: Services) -> Pipeline:

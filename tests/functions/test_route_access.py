@@ -5,7 +5,6 @@ the other's task or workflow; an admin can."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,7 @@ from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.api.access import ROUTE_ROLES
 from skypanda.api.app import create_app
 from skypanda.domain.identity import Role
-from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
-from tests.support import FakeClock, sqlite_services
-
-
-@pytest.fixture
-def svc(tmp_path: Path) -> Iterator[Services]:
-    with sqlite_services(tmp_path, FakeClock(), Queue(name="local")) as services:
-        yield services
 
 
 @pytest.fixture

@@ -93,7 +93,6 @@ class PilotCredentials:
         """
         import jwt
 
-        kind = _kind(token)
         try:
             claims = jwt.decode(
                 token,
@@ -104,18 +103,19 @@ class PilotCredentials:
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError as e:
+            kind = _kind(token)  # read again only to word the refusal (not on every request)
             launch = kind == "launch credential"
             again = "the pilot must be launched again" if launch else "register again"
             raise Unauthorized(f"{kind} expired: {again}") from e
         except jwt.InvalidTokenError as e:
-            raise Unauthorized(f"invalid {kind}: {e}") from e
+            raise Unauthorized(f"invalid {_kind(token)}: {e}") from e
         pilot, audience = str(claims["sub"]), claims["aud"]
         if audience == AUDIENCE:
             return Principal(f"pilot:{pilot}", frozenset({Role.PILOT}), pilot=pilot)
         if audience == LAUNCH_AUDIENCE:
             return Principal(f"launch:{pilot}", frozenset({Role.LAUNCHER}), launch_for=pilot)
         # A list naming both audiences verifies above; this server never signs one.
-        raise Unauthorized(f"invalid {kind}: audience {audience!r} is not one credential's")
+        raise Unauthorized(f"invalid {_kind(token)}: audience {audience!r} is not one credential's")
 
 
 def looks_like_jwt(token: str) -> bool:

@@ -7,7 +7,7 @@ models; errors are mapped to JSON in `api.errors`.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +29,6 @@ from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
 from skypanda.ports import Identity
 
-B = TypeVar("B", bound=BaseModel)
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_TAIL_BYTES = 2**53
 

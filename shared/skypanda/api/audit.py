@@ -144,9 +144,10 @@ def _queue_names() -> list[str]:
 
 
 def _small_body() -> Any:
+    """The body as the route parsed it (`api.bodies`), if small."""
     if request.content_length is None or request.content_length > SMALL_BODY:
         return None
-    return request.get_json(silent=True)
+    return g.get("json_body")
 
 
 def _detail(response: Response) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any, TypeVar
 
-from flask import request
+from flask import g, request
 from pydantic import BaseModel, ValidationError
 
 from skypanda.api.errors import validation_message
@@ -68,20 +68,28 @@ def parse_json(raw: bytes | str, source: str = "the request body") -> Any:
     return data
 
 
+def _raw(limit: int, too_large: str) -> bytes:
+    """The request's body, at most `limit` bytes. Raises TooLarge (`too_large`)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(too_large)
+    raw = request.get_data(cache=True)
+    if len(raw) > limit:
+        raise TooLarge(too_large)
+    return raw
+
+
 def json_body(limit: int = MAX_JSON_BYTES) -> Any:
-    """The request's JSON body, parsed and checked.
+    """The request's JSON body, parsed and checked (kept in `g.json_body` for the audit trail,
+    which must not parse it again).
 
     Raises:
         TooLarge: over `limit` bytes. InvalidInput: no body, not JSON, or beyond the limits.
     """
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"the request body is over {limit:,} bytes")
-    raw = request.get_data(cache=True)
-    if len(raw) > limit:
-        raise TooLarge(f"the request body is over {limit:,} bytes")
+    raw = _raw(limit, f"the request body is over {limit:,} bytes")
     if not raw.strip():
         raise InvalidInput("the request body must be a JSON object")
-    return parse_json(raw)
+    g.json_body = parse_json(raw)
+    return g.json_body
 
 
 def yaml_text(limit: int = MAX_YAML_BYTES) -> str:
@@ -90,11 +98,7 @@ def yaml_text(limit: int = MAX_YAML_BYTES) -> str:
     Raises:
         TooLarge: over `limit` bytes (JSON takes larger documents). InvalidInput: not UTF-8.
     """
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"a YAML body is limited to {limit:,} bytes; send larger ones as JSON")
-    raw = request.get_data(cache=True)
-    if len(raw) > limit:
-        raise TooLarge(f"a YAML body is limited to {limit:,} bytes; send larger ones as JSON")
+    raw = _raw(limit, f"a YAML body is limited to {limit:,} bytes; send larger ones as JSON")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from skypanda.adapters.local.private import write_private
 from skypanda.cli import oidc_client
 from skypanda.cli.connect import BadInput, find_credential, find_server
 from skypanda.cli.oidc_client import Client, LoginError
@@ -123,7 +124,7 @@ def login_with_token(home: Path, server: str | None) -> None:
             "`skypanda users add NAME --role admin` makes another)",
             err=True,
         )
-    oidc_client.write_private(path, token + "\n")
+    write_private(path, token + "\n")
     if _forget_oidc(home):  # it would be sent before the token file
         click.echo("the OIDC login was removed: this token is used from now on", err=True)
     click.echo(f"logged in as {who} at {url}; token kept in {path}")

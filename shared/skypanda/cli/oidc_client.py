@@ -26,19 +26,17 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import json
-import os
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from skypanda.adapters.local.private import locked, write_private
 from skypanda.domain.errors import SkypandaError
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -61,36 +59,10 @@ class LoginError(SkypandaError):
 
 
 # -- files ------------------------------------------------------------------------------------
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, readable by its owner only at every instant.
-
-    `mkstemp` creates the file with mode 0600 beside the target, and `os.replace` swaps it in:
-    a reader sees the old file or the new one, never half of one, never a readable copy.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path) -> contextlib.AbstractContextManager[None]:
     """Hold `<path>.lock`: two commands refreshing at once must not both spend one refresh
     token (providers that rotate them refuse the second use)."""
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    return locked(Path(f"{path}.lock"))
 
 
 # -- the issuer -------------------------------------------------------------------------------

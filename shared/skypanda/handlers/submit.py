@@ -15,6 +15,21 @@ from skypanda.handlers.services import Services, new_id
 MAX_JOBS_PER_TASK = 1_000_000
 
 
+def check_size(spec: TaskSpec) -> int:
+    """Check a task's command and size (jobs, stored bytes) before anything is stored; return
+    its job count.
+
+    Raises:
+        InvalidInput: bad placeholders, too many jobs, over its storage budget.
+    """
+    check_split(spec)
+    n = count_jobs(spec)
+    if n > MAX_JOBS_PER_TASK:
+        raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
+    check_task_budget(spec, n)
+    return n
+
+
 def check_task(svc: Services, spec: TaskSpec, *, count: bool = True, brokered: bool = False) -> int:
     """Check a task against what exists (placeholders, size, queue); return its job count.
     `brokered`: the queue was chosen by brokerage (`queues.place`), not named by the user.
@@ -29,12 +44,11 @@ def check_task(svc: Services, spec: TaskSpec, *, count: bool = True, brokered: b
             "name a queue for a workflow's task",
             field="queue",
         )
-    check_split(spec)
-    n = count_jobs(spec) if count else 0
-    if n > MAX_JOBS_PER_TASK:
-        raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
     if count:
-        check_task_budget(spec, n)
+        n = check_size(spec)
+    else:
+        check_split(spec)
+        n = 0
     try:
         queue = svc.fleet.get_queue(spec.queue)
     except NotFound as e:
@@ -90,11 +104,7 @@ def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
 def _pending(svc: Services, spec: TaskSpec, owner: str, why: str) -> Task:
     """A valid task no queue fits yet: stored pending, unsplit, with the reason; brokered
     again when queues are applied (`queues.rebroker`)."""
-    check_split(spec)
-    n = count_jobs(spec)
-    if n > MAX_JOBS_PER_TASK:
-        raise InvalidInput(f"task would have {n} jobs; the limit is {MAX_JOBS_PER_TASK}")
-    check_task_budget(spec, n)
+    n = check_size(spec)
     now = svc.clock.now()
     task = Task(
         id=new_id("t"), spec=spec, owner=owner, status=TaskStatus.PENDING,

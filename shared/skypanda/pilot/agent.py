@@ -57,7 +57,6 @@ from skypanda.pilot.config import (
 )
 from skypanda.pilot.held import STOP_CHECK_S, Cores, HeldJob, Registry
 from skypanda.pilot.logcap import cap_bytes
-from skypanda.pilot.outage import GIVE_UP_CODE
 from skypanda.pilot.outcomes import after, code_name, failed, safe_name
 from skypanda.pilot.pacing import acquire_size
 from skypanda.pilot.reporting import LOG_CHUNK_BYTES, Heartbeat, Reporter, job_report
@@ -311,7 +310,7 @@ class _Pilot:
         """Why the loop should end now, as (status, reason) for /end, or None to go on."""
         if self.unreachable is not None:
             log.error("%s: stopping, %d job(s) to kill", self.unreachable, self._active)
-            self.request_stop(GIVE_UP_CODE, "server unreachable")
+            self.request_stop(ErrorCode.SERVER_UNREACHABLE, "server unreachable")
             return "disconnected", self._unreachable_reason()
         if self.stop_code is not None:
             log.info("stopping (%s): killing %d running job(s)", self.stop_reason, self._active)

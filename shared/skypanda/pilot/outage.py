@@ -21,8 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from skypanda.wire.codes import ErrorCode
-
 log = logging.getLogger("skypanda.pilot")
 
 DEFAULT_OUTAGE_BUDGET_S = 600.0
@@ -97,8 +95,3 @@ class Outage:
     def stopping(self) -> None:
         """The pilot is stopping: wait for a server that is down only briefly (signal-safe)."""
         self.budget_s = min(self.budget_s, STOPPING_BUDGET_S)
-
-
-GIVE_UP_CODE = ErrorCode.SERVER_UNREACHABLE
-"""What the jobs a pilot stops when it gives up on the server end with: a code the server does
-not count against max_attempts (the outage is not the jobs' fault)."""

@@ -16,10 +16,8 @@ in memory (`issue`) and never written.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import re
 import secrets
 import threading
@@ -28,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from skypanda.adapters.local.private import locked, write_private
 from skypanda.domain.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from skypanda.domain.identity import USER_NAME_PATTERN, Principal, Role
 
@@ -132,16 +131,10 @@ class LocalTokens:
             raise InvalidInput("this identity keeps no users file")
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = os.open(path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(lock, "a") as held:
-            fcntl.flock(held, fcntl.LOCK_EX)
+        with locked(path.with_suffix(".lock")):
             users = _read(path)
             yield users
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"users": [asdict(u) for u in users]}, f, indent=1)
-            os.replace(tmp, path)
+            write_private(path, json.dumps({"users": [asdict(u) for u in users]}, indent=1))
         with self._lock:
             self._seen = None
 
