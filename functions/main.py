@@ -1,12 +1,23 @@
 """Cloud Functions source: the entry points, defined in `skypanda.runtime.entrypoints`.
 
-    gcloud functions deploy NAME --gen2 --runtime python311 --source functions \
-        --entry-point NAME ...
+`skypanda deploy bundle` builds what a deployment uploads from this file: main.py, a
+requirements.txt and the skypanda wheel it names. Every function, its trigger and its size are
+listed in `skypanda.runtime.deployment.FUNCTIONS` (and `infra/terraform/skypanda.json`):
 
-submit, dispatch (HTTP); split, workflow, scale, sweep (Pub/Sub); release (Firestore
-document.written on the outbox collection). See skypanda/entrypoints.py for each trigger.
+submit, dispatch (HTTP); split, workflow, scale, sweep, bulk (Pub/Sub push subscriptions);
+release (Firestore document.created on the outbox collection, and lost events re-sent on
+Pub/Sub).
 """
 
-from skypanda.runtime.entrypoints import dispatch, release, scale, split, submit, sweep, workflow
+from skypanda.runtime.entrypoints import (
+    bulk,
+    dispatch,
+    release,
+    scale,
+    split,
+    submit,
+    sweep,
+    workflow,
+)
 
-__all__ = ["dispatch", "release", "scale", "split", "submit", "sweep", "workflow"]
+__all__ = ["bulk", "dispatch", "release", "scale", "split", "submit", "sweep", "workflow"]

@@ -1,7 +1,8 @@
 """Build the gcp backend's services from the environment (what a Cloud Function instance does).
 
 Environment:
-    GOOGLE_CLOUD_PROJECT   the project (set by Cloud Functions)
+    GOOGLE_CLOUD_PROJECT   optional: the project; by default the one google.auth.default()
+                           finds (on Cloud Functions: the metadata server's)
     SKYPANDA_BUCKET        Cloud Storage bucket for logs and outputs
     SKYPANDA_TOKEN         the API token (from Secret Manager); pilots never get it
     SKYPANDA_SIGNING_KEY   optional key (32+ bytes, from Secret Manager) signing pilots' launch
@@ -72,6 +73,27 @@ def gke_factory(server_url: str, credential_for: CredentialFor) -> Factory:
     return make
 
 
+def project_id() -> str:
+    """GOOGLE_CLOUD_PROJECT, else the project of the default credentials (current runtimes set
+    no project variable; the metadata server knows it).
+
+    Raises:
+        InvalidInput: neither says.
+    """
+    if project := os.environ.get("GOOGLE_CLOUD_PROJECT"):
+        return project
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        _credentials, project = google.auth.default()
+    except DefaultCredentialsError as e:
+        raise InvalidInput(f"no Google Cloud project: set GOOGLE_CLOUD_PROJECT ({e})") from e
+    if not project:
+        raise InvalidInput("no Google Cloud project: set GOOGLE_CLOUD_PROJECT")
+    return str(project)
+
+
 def _need(name: str) -> str:
     value = os.environ.get(name)
     if not value:
@@ -94,7 +116,7 @@ def services_from_env() -> tuple[Services, Identity]:
     from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
     from skypanda.adapters.gcp.pubsub_bus import PubSubBus
 
-    project = _need("GOOGLE_CLOUD_PROJECT")
+    project = project_id()
     prefix = os.environ.get("SKYPANDA_PREFIX", "")
     store = FirestoreStore(firestore.Client(project=project), clock=time.time, prefix=prefix)
     bus = PubSubBus(pubsub_v1.PublisherClient(), project, prefix=f"{prefix}skypanda")
