@@ -97,3 +97,35 @@ def test_the_outbox_survives_a_restart(backend: Backend, store: ClosableStore) -
         (event(2), 1),
         (event(3), 0),
     ]
+
+
+def test_events_handled_by_id_are_no_longer_pending_nor_lost(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given three events sent at the store's clock
+    store.add_events([event(1), event(2), event(3)])
+    # When e2 is handled by id (as a Cloud Function does), and an unknown id too
+    store.mark_handled(["e2", "nope"], clock.now())
+    # Then e2 is neither pending nor lost; the others are lost once the bound passes them
+    assert pending_ids(store) == ["e1", "e3"]
+    assert store.lost_events(clock.now(), 10) == []  # sent at `now`: not before it
+    later = clock.now() + 1
+    assert [s.event.id for s in store.lost_events(later, 10)] == ["e1", "e3"]
+    assert [s.event.id for s in store.lost_events(later, 1)] == ["e1"]
+
+
+def test_a_resent_event_is_lost_again_only_after_the_bound_from_its_resend(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given an event sent at t0, still not handled at t0 + 10
+    store.add_events([event(1)])
+    t0 = clock.now()
+    # When it is sent again at t0 + 10
+    store.mark_resent(["e1"], t0 + 10)
+    # Then it is not lost before t0 + 10, is again after, with its resend counted
+    assert store.lost_events(t0 + 10, 10) == []
+    [again] = store.lost_events(t0 + 11, 10)
+    assert (again.event, again.tries) == (event(1), 1)
+    # And once handled it is not lost any more
+    store.mark_handled(["e1"], t0 + 12)
+    assert store.lost_events(t0 + 100, 10) == []

@@ -93,7 +93,7 @@ def create_app(
     app = Flask("skypanda", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     errors.install(app)
-    if "user" in parts:
+    if "user" in parts or "monitor" in parts:  # the parts with acting routes of people
         audit.install(app, svc, trusted_proxies=trusted_proxies)
 
     @app.before_request

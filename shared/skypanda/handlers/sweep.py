@@ -1,6 +1,11 @@
 """sweep (on tick): pilots silent past their queue's heartbeat timeout are declared missed and
 their jobs requeued as new attempts. Idempotent: the pilot's move to missed is compare-and-set.
-It also prunes audit entries past their retention (a bounded batch per tick).
+It also prunes audit entries past their retention (a bounded batch per tick), and, where a
+transport may lose an event (Eventarc and Pub/Sub on Google Cloud: `resend_lost_after_s` in the
+services' settings), sends again the outbox events not handled that long after they were sent:
+handlers are idempotent, so an event that was only slow is handled twice to no effect. After
+MAX_RESENDS sends an event is parked dead (`skypanda doctor` lists it). The embedded router
+reads the outbox itself and loses nothing in transit: no setting, no re-send.
 
 A server outage is nobody's silence. The sweep is the server's own pulse: it leaves a mark at
 every tick (ports.SweepMark), and a gap between two ticks much longer than their usual cadence
@@ -36,6 +41,12 @@ CADENCE_WEIGHT = 0.2
 """How much one gap moves the learnt cadence (an exponential moving average)."""
 
 
+MAX_RESENDS = 5
+"""Sends of a lost event (its first included) before it is parked dead."""
+RESEND_BATCH = 500
+"""Lost events re-sent per sweep at most (bounded work per tick)."""
+
+
 def handle(svc: Services, tick: Tick | None = None) -> int:
     """Returns how many pilots were declared missed (or disconnected)."""
     now = svc.clock.now()
@@ -50,10 +61,34 @@ def handle(svc: Services, tick: Tick | None = None) -> int:
     ended = 0
     for queue in svc.fleet.list_queues():
         ended += _sweep_queue(svc, queue, mark, now)
+    resend_lost(svc, now)
     pruned = svc.audit.prune_audit(now - RETENTION_S)
     if pruned:
         log.info("pruned %d audit entries older than %d days", pruned, RETENTION_S // 86400)
     return ended
+
+
+def resend_lost(svc: Services, now: float) -> int:
+    """Send again the events not handled `resend_lost_after_s` after they were sent; returns
+    how many were sent."""
+    after = svc.settings.get("resend_lost_after_s")
+    if not isinstance(after, int | float) or after <= 0:
+        return 0
+    lost = svc.outbox.lost_events(now - after, RESEND_BATCH)
+    given_up = [s for s in lost if s.tries + 1 >= MAX_RESENDS]
+    for stored in given_up:
+        why = f"not handled after {MAX_RESENDS} sends, {after:g} s apart"
+        log.error("event %s (%s): %s; parked", stored.event.id, stored.event.type, why)
+        svc.outbox.mark_failed(stored.seq, why, dead=True)
+    again = [s.event for s in lost if s.tries + 1 < MAX_RESENDS]
+    if again:
+        svc.bus.publish(again)
+        svc.outbox.mark_resent([e.id for e in again], now)
+        log.warning(
+            "sent %d events again, not handled %g s after they were sent: %s",
+            len(again), after, ", ".join(f"{e.type} {e.id}" for e in again[:5]),
+        )  # fmt: skip
+    return len(again)
 
 
 def _sweep_queue(svc: Services, queue: Queue, mark: SweepMark, now: float) -> int:

@@ -31,3 +31,15 @@ class Outbox(Protocol):
 
     def mark_failed(self, seq: int, error: str, *, dead: bool) -> None:
         """Count a failed delivery; a dead event is parked (not redelivered) with its error."""
+
+    def mark_handled(self, event_ids: Sequence[str], now: float) -> None:
+        """Events a transport delivered by id (Cloud Functions) were handled: they are no longer
+        pending and expire after a retention (Firestore's TTL deletes them). Ids not in the
+        outbox are ignored."""
+
+    def lost_events(self, sent_before: float, limit: int) -> list[StoredEvent]:
+        """Unhandled events last sent (created or re-sent) before `sent_before`, oldest first:
+        the ones a transport may have lost, to send again."""
+
+    def mark_resent(self, event_ids: Sequence[str], now: float) -> None:
+        """The events were sent again now (counted in their tries)."""

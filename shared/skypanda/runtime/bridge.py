@@ -2,10 +2,13 @@
 
 - `OutboxBridge` plays Eventarc: the Firestore emulator delivers no triggers, so a snapshot
   listener on the outbox collection turns each new event document into the CloudEvent Eventarc
-  would send (`google.cloud.firestore.document.v1.written`, protobuf `DocumentEventData`, binary
-  mode) and POSTs it to the `release` function, retrying like Eventarc does.
-- `gateway` plays the HTTPS load balancer's URL map: one URL, users' routes to `submit`,
-  pilots' routes to `dispatch`.
+  would send (`google.cloud.firestore.document.v1.created`, protobuf `DocumentEventData`,
+  binary mode) and POSTs it to the `release` function, retrying like Eventarc does. Like
+  Eventarc it marks nothing: the function marks the event handled. `drop` loses deliveries
+  on purpose (tests of the sweep's re-send).
+- `gateway` plays the HTTPS load balancer's URL map: one URL, the paths of pilots' routes to
+  `dispatch` (`runtime.deployment.dispatch_rules`, which the real URL map is made from),
+  everything else to `submit`.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from google.events.cloud.firestore_v1.types import (
     MapValue,
     Value,
 )
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
 
-from skypanda.runtime.cloudfn import FIRESTORE_WRITTEN
+from skypanda.runtime.cloudfn import FIRESTORE_CREATED
 
 log = logging.getLogger(__name__)
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -66,7 +71,7 @@ def written_event(project: str, path: str, fields: dict[str, Any]) -> tuple[dict
     headers = {
         "ce-specversion": "1.0",
         "ce-id": f"written:{path}",
-        "ce-type": FIRESTORE_WRITTEN,
+        "ce-type": FIRESTORE_CREATED,
         "ce-source": f"//firestore.googleapis.com/projects/{project}/databases/(default)",
         "ce-subject": f"documents/{path}",
         "Content-Type": "application/protobuf",
@@ -78,17 +83,26 @@ class OutboxBridge:
     """Deliver new outbox documents to a function URL, at least once, in arrival order."""
 
     def __init__(
-        self, client: Any, collection: str, url: str, project: str, *, tries: int = 5
+        self,
+        client: Any,
+        collection: str,
+        url: str,
+        project: str,
+        *,
+        tries: int = 5,
+        drop: Callable[[str, dict[str, Any]], bool] | None = None,
     ) -> None:
         self._col = client.collection(collection)
         self._collection = collection
         self._url = url
         self._project = project
         self._tries = tries
+        self._drop = drop or (lambda _id, _fields: False)
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
         self._watch: Any = None
         self._thread = threading.Thread(target=self._run, name="skypanda-eventarc", daemon=True)
         self.delivered = 0
+        self.dropped = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -104,10 +118,12 @@ class OutboxBridge:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             doc_id, fields = item
-            headers, body = written_event(self._project, f"{self._collection}/{doc_id}", fields)
-            if self._post(headers, body):
-                self._col.document(doc_id).update({"delivered": True})
-                self.delivered += 1
+            if self._drop(doc_id, fields):
+                self.dropped += 1
+            else:
+                path = f"{self._collection}/{doc_id}"
+                headers, body = written_event(self._project, path, fields)
+                self.delivered += self._post(headers, body)
             self._queue.task_done()
 
     def drain(self) -> None:
@@ -133,23 +149,27 @@ class OutboxBridge:
         self._thread.join(timeout=10)
 
 
-def is_pilot_route(method: str, path: str) -> bool:
-    return (
-        path.startswith("/v1/pilots/")
-        or (method == "POST" and path.startswith("/v1/jobs/") and path.endswith("/log"))
-        or (method == "POST" and path == "/v1/pilots")
-    )
+def path_router(dispatch_rules: Iterable[str]) -> Callable[[str], str]:
+    """path -> the function its request goes to (`dispatch` or `submit`), matching paths only,
+    whatever the method, as the load balancer's URL map does."""
+    adapter = Map([Rule(rule, endpoint="dispatch") for rule in dispatch_rules]).bind("")
+
+    def route(path: str) -> str:
+        try:
+            endpoint, _ = adapter.match(path, method="GET")
+        except HTTPException:  # no path of dispatch's (a 405 cannot happen: no methods given)
+            return "submit"
+        return str(endpoint)
+
+    return route
 
 
-def gateway(users: WsgiApp, pilots: WsgiApp) -> WsgiApp:
+def gateway(users: WsgiApp, pilots: WsgiApp, dispatch_rules: Iterable[str]) -> WsgiApp:
     """One WSGI app in front of the `submit` and `dispatch` functions."""
+    route = path_router(dispatch_rules)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        pick = (
-            pilots
-            if is_pilot_route(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
-            else users
-        )
+        pick = pilots if route(environ.get("PATH_INFO", "")) == "dispatch" else users
         return pick(environ, start_response)
 
     return app

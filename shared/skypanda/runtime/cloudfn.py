@@ -7,12 +7,17 @@ router calls:
 - HTTP (`submit`, `dispatch`): the Flask API, restricted to users' or pilots' routes.
 - Pub/Sub `google.cloud.pubsub.topic.v1.messagePublished` (`split`, `scale`, `sweep`): the
   message carries the event's data as JSON and its id, type and subject as attributes.
-- Firestore `google.cloud.firestore.document.v1.written` (`release`): fired when an outbox
-  document (`events/{id}`) is written; its data is protobuf `DocumentEventData`. A `job.ended`
+- Firestore `google.cloud.firestore.document.v1.created` (`release`): fired when an outbox
+  document (`events/{id}`) is created (`written` is understood too: its updates and deletes
+  are skipped); its data is protobuf `DocumentEventData`. A `job.ended`
   event is released right there; any other kind is forwarded to its Pub/Sub topic. The trigger
   sits on the outbox record of a job's end, not on the job document: a job document is written
   at least three times (created, claimed, ended) and each write would be a billed invocation,
   against one for its end record.
+
+Every event that came from the outbox is marked handled once its handlers are done (DELIVERED
+or DEAD), and TTL deletes it later; the sweep sends again the ones never marked (a lost
+delivery), on their Pub/Sub topic, `job.ended` included (its subscription feeds `release`).
 
 Every event goes through the one pipeline (`handlers.pipeline`), with its outcome mapped onto
 what Google Cloud understands: DELIVERED returns (acknowledged), RETRY raises (Pub/Sub and
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 FIRESTORE_WRITTEN = "google.cloud.firestore.document.v1.written"
+FIRESTORE_CREATED = "google.cloud.firestore.document.v1.created"
 
 _state: dict[str, Any] = {}
 invocations: Counter[str] = Counter()
@@ -184,6 +190,18 @@ def on_pubsub(cloud_event: Any, *, only: str, transport: str = "pubsub") -> None
         return
     result = pipe.deliver(event, tries=_tries(message), transport=transport, only=only)
     _settle(result, event.id, data, attributes)
+    if event.type is not EventType.TICK:  # ticks come from Cloud Scheduler, not the outbox
+        _handled(event)
+
+
+def _handled(event: Event) -> None:
+    """Mark an outbox event handled. A failure is only logged: the event was handled, and the
+    sweep's re-send of an unmarked one changes nothing (handlers are idempotent)."""
+    svc = services()
+    try:
+        svc.outbox.mark_handled([event.id], svc.clock.now())
+    except SkypandaError as e:
+        log.warning("event %s handled but not marked so: %s", event.id, e.message)
 
 
 def event_from_document(cloud_event: Any) -> Event | None:
@@ -195,8 +213,8 @@ def event_from_document(cloud_event: Any) -> Event | None:
     """
     from google.events.cloud.firestore_v1.types import DocumentEventData
 
-    if cloud_event["type"] != FIRESTORE_WRITTEN:
-        raise InvalidInput(f"expected a {FIRESTORE_WRITTEN} CloudEvent, got {cloud_event['type']}")
+    if cloud_event["type"] not in (FIRESTORE_CREATED, FIRESTORE_WRITTEN):
+        raise InvalidInput(f"expected a {FIRESTORE_CREATED} CloudEvent, got {cloud_event['type']}")
     raw = cloud_event.get_data()
     try:
         payload = DocumentEventData.deserialize(
@@ -220,9 +238,18 @@ def event_from_document(cloud_event: Any) -> Event | None:
         ) from e
 
 
+def on_release(cloud_event: Any) -> None:
+    """The `release` function: an outbox document created (Eventarc), or a lost `job.ended`
+    the sweep sent again (Pub/Sub)."""
+    if cloud_event["type"] == PUBSUB_PUBLISHED:
+        on_pubsub(cloud_event, only="release")
+    else:
+        on_outbox_written(cloud_event)
+
+
 def on_outbox_written(cloud_event: Any) -> None:
     """Release a job's end right here (through the pipeline); forward any other event to its
-    Pub/Sub topic."""
+    Pub/Sub topic (marked handled where it is delivered)."""
     invocations["firestore"] += 1
     pipe = pipeline()
     raw = cloud_event.get_data()
@@ -243,6 +270,7 @@ def on_outbox_written(cloud_event: Any) -> None:
         return
     data, attributes = encode_message(event)  # as it would travel on Pub/Sub
     _settle(pipe.deliver(event, transport="eventarc"), event.id, data, attributes)
+    _handled(event)
 
 
 def cloud_event(attributes: dict[str, str], data: Any) -> CloudEvent:

@@ -35,6 +35,7 @@ __all__ = [
     "HTTP_PARTS",
     "FunctionSpec",
     "Route",
+    "dispatch_rules",
     "dispatch_templates",
     "function_for",
     "manifest",
@@ -125,12 +126,17 @@ def routes() -> list[Route]:
     return sorted(found.values(), key=lambda r: (r.rule, r.methods))
 
 
-def dispatch_templates() -> list[str]:
-    """The path templates the front door sends to `dispatch`: every path of a pilot route."""
+def dispatch_rules() -> list[str]:
+    """The Flask rules whose paths the front door sends to `dispatch`: every pilot route's."""
     from skypanda.api.app import create_app
 
     app = create_app(None, None, ("pilot",))  # type: ignore[arg-type]
-    return sorted({path_template(r.rule) for r in app.url_map.iter_rules()})
+    return sorted({r.rule for r in app.url_map.iter_rules()})
+
+
+def dispatch_templates() -> list[str]:
+    """`dispatch_rules` as the URL map's path templates."""
+    return sorted({path_template(rule) for rule in dispatch_rules()})
 
 
 _VAR = re.compile(r"<(?:(?P<conv>[a-z]+):)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)>")

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,19 +33,13 @@ from skypanda.domain.events import EventType
 from skypanda.handlers.services import Services
 from skypanda.runtime import cloudfn, emulators, entrypoints
 from skypanda.runtime.bridge import OutboxBridge, gateway
+from skypanda.runtime.deployment import FUNCTIONS, dispatch_rules
 from skypanda.runtime.emulators import Emulator
 from skypanda.runtime.launchers import QueueLaunchers
 from skypanda.runtime.local import LocalOptions, ensure_identity, ensure_pilot_key, ensure_queue
 
 log = logging.getLogger(__name__)
 
-PUSHED = {
-    "split": "split",
-    "workflow": "workflow",
-    "scale": "scale",
-    "sweep": "sweep",
-    "bulk": "bulk",
-}  # handler -> entry point
 BUCKET = "skypanda-logs"
 
 
@@ -53,6 +48,8 @@ class EmulatedOptions(LocalOptions):
     """LocalOptions, plus a prefix for collections and topics (one deployment per prefix)."""
 
     prefix: str = ""
+    resend_lost_after_s: float = 300.0  # the sweep sends again what Eventarc/Pub/Sub lost
+    drop_delivery: Callable[[str, dict[str, Any]], bool] | None = None  # lose it (tests)
 
 
 class EmulatedCloud:
@@ -106,25 +103,31 @@ class EmulatedCloud:
         self.store = FirestoreStore(self.firestore, clock=clock.now, prefix=self.opts.prefix)
         self.bus = PubSubBus(self.publisher, self.project, prefix=self.topic_prefix)
         blobs = GcsBlobs(client_from_env(self.project), BUCKET, create=True)
-        return Services(store=self.store, bus=self.bus, blobs=blobs, clock=clock)
+        svc = Services(store=self.store, bus=self.bus, blobs=blobs, clock=clock)
+        svc.settings["resend_lost_after_s"] = self.opts.resend_lost_after_s
+        return svc
 
     @property
     def topic_prefix(self) -> str:
         return f"{self.opts.prefix}skypanda"
 
-    def _serve(self, name: str, signature: str, threads: int = 4) -> ApiServer:
+    def _serve(self, name: str, signature: str, threads: int = 4) -> str:
+        """Serve the entry point `name` on a port of its own; its URL."""
         app = create_function(name, entrypoints.__file__, signature)  # type: ignore[no-untyped-call]
         server = ApiServer(app, threads=threads)
         server.start()
         self._servers[name] = server
-        return server
+        return server.url + "/"
 
     def start(self) -> EmulatedCloud:
         self._start_emulators()
         self.svc = self._services()
         cloudfn.configure(self.svc, self.identity)
-        users, pilots = (self._serve(n, "http") for n in ("submit", "dispatch"))
-        self.gateway = ApiServer(gateway(users.wsgi, pilots.wsgi), port=self.opts.port)
+        self._serve("submit", "http")
+        self._serve("dispatch", "http")
+        users, pilots = self._servers["submit"].wsgi, self._servers["dispatch"].wsgi
+        front = gateway(users, pilots, dispatch_rules())
+        self.gateway = ApiServer(front, port=self.opts.port)
         self.gateway.start()
         if self.opts.launch_pilots:
             self.launcher = ProcessLauncher(
@@ -134,12 +137,14 @@ class EmulatedCloud:
             )
             local = self.launcher
             self.svc.launcher = QueueLaunchers({"local": lambda queue: local})
-        # scale is deployed with --max-instances=1 --concurrency=1: one decision at a time per
-        # project, or two concurrent invocations would both launch the pilots a queue lacks.
-        pushed = {
-            h: self._serve(fn, "cloudevent", threads=1 if fn == "scale" else 4).url + "/"
-            for h, fn in PUSHED.items()
+        # Each function as deployed (runtime.deployment): scale and sweep with one instance
+        # and one request at a time (one decision at a time per deployment).
+        served = {
+            f.name: self._serve(f.name, "cloudevent", min(4, f.max_instances * f.concurrency))
+            for f in FUNCTIONS.values()
+            if f.trigger != "http"
         }
+        pushed = {f.handler: served[f.name] for f in FUNCTIONS.values() if f.handler}
         ensure_topology(
             self.publisher,
             self.subscriber,
@@ -147,12 +152,12 @@ class EmulatedCloud:
             prefix=self.topic_prefix,
             push_endpoints=pushed,
         )
-        release = self._serve("release", "cloudevent")
         # Eventarc's own reads and writes are not the functions' bill: a client of its own.
         watcher = type(self.firestore)(project=self.project)
         self.bridge = OutboxBridge(
-            watcher, self.store.collection("events"), release.url + "/", self.project
-        )
+            watcher, self.store.collection("events"), served["release"], self.project,
+            drop=self.opts.drop_delivery,
+        )  # fmt: skip
         self.bridge.start()
         ensure_queue(self.store, self.opts.queue)
         self._ticker.start()

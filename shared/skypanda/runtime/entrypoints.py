@@ -3,13 +3,15 @@
 They live in the package so that an installed skypanda can serve them (`skypanda up --backend
 emulators` loads this file into functions-framework); `functions/main.py`, the source a Cloud
 Functions deployment uploads, re-exports them. Deploy each with `--entry-point NAME`. Triggers:
-  submit, dispatch   HTTP (users' routes; pilots' routes)
+  submit, dispatch   HTTP (users' routes; pilots' routes and the paths they share:
+                     runtime.deployment.HTTP_PARTS)
   split              Pub/Sub topic skypanda-task-registered
   workflow           Pub/Sub topic skypanda-workflow-registered (makes a workflow's jobs)
   scale              Pub/Sub topics skypanda-jobs-activated and skypanda-tick
   sweep              Pub/Sub topic skypanda-tick (Cloud Scheduler, every minute)
   bulk               Pub/Sub topic skypanda-task-bulk (a page of a task-wide action)
-  release            Firestore document.written on events/{eventId} (the outbox)
+  release            Firestore document.created on events/{eventId} (the outbox), and
+                     Pub/Sub topic skypanda-job-ended (ends the sweep sent again)
 
 A Pub/Sub function runs the handlers the routing table names for the event's type
 (`domain.events.SUBSCRIBERS`): its subscription delivers only the types that name it. The tick
@@ -25,16 +27,17 @@ import functions_framework
 from flask import Request, Response
 
 from skypanda.runtime import cloudfn
+from skypanda.runtime.deployment import HTTP_PARTS
 
 
 @functions_framework.http
 def submit(request: Request) -> Response:
-    return cloudfn.serve_http(request, ("user", "monitor"))
+    return cloudfn.serve_http(request, HTTP_PARTS["submit"])
 
 
 @functions_framework.http
 def dispatch(request: Request) -> Response:
-    return cloudfn.serve_http(request, ("pilot",))
+    return cloudfn.serve_http(request, HTTP_PARTS["dispatch"])
 
 
 @functions_framework.cloud_event
@@ -64,4 +67,4 @@ def bulk(cloud_event: Any) -> None:
 
 @functions_framework.cloud_event
 def release(cloud_event: Any) -> None:
-    cloudfn.on_outbox_written(cloud_event)
+    cloudfn.on_release(cloud_event)

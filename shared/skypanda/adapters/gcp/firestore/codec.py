@@ -358,6 +358,7 @@ def event_doc(e: Event, seq: int, now: float) -> Doc:
         "subject": e.subject,
         "data": json.dumps(e.data),
         "created_at": now,
+        "sent_at": now,  # created, or last re-sent (`lost_events`)
         "seq": seq,
         "delivered": False,
         "delivered_at": None,

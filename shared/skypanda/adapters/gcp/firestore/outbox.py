@@ -1,11 +1,19 @@
 """Outbox on Firestore: the `events` collection. Events are written by every part in the
 same commit as their change (`base`); this part adds events on their own, lists the pending
-ones in `seq` order and records deliveries. Sequence numbers: `plans.SeqSource`."""
+ones in `seq` order and records deliveries. Sequence numbers: `plans.SeqSource`.
+
+On Google Cloud events are delivered by id (Eventarc on creation, Pub/Sub), and the functions
+mark each one handled (`mark_handled`: one write, no read). A handled event gets `expire_at`, a
+Timestamp HANDLED_RETENTION_S later, on which the deployment's TTL policy deletes it; an event
+never handled has none and stays until the sweep re-sends it (`lost_events`, `mark_resent`)."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 from collections.abc import Sequence
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -13,6 +21,14 @@ from skypanda.adapters.gcp.firestore import codec
 from skypanda.adapters.gcp.firestore.base import FirestoreBase, Snapshot, eq, fields, where
 from skypanda.domain.events import Event
 from skypanda.ports import StoredEvent
+
+HANDLED_RETENTION_S = 7 * 86400
+"""How long a handled event is kept (for inspection) before Firestore's TTL deletes it."""
+
+
+def expire_at(now: float) -> dt.datetime:
+    """The TTL field's value for an event handled at `now` (a Timestamp, as TTL requires)."""
+    return dt.datetime.fromtimestamp(now + HANDLED_RETENTION_S, tz=dt.UTC)
 
 
 class OutboxPart(FirestoreBase):
@@ -33,6 +49,35 @@ class OutboxPart(FirestoreBase):
             for s in self._stream("pending_events", query)
         ]
 
+    def lost_events(self, sent_before: float, limit: int) -> list[StoredEvent]:
+        query = where(
+            self._events, eq("delivered", False), eq("dead", False),
+            FieldFilter("sent_at", "<", sent_before),
+        )  # fmt: skip
+        return [
+            StoredEvent(
+                seq=s.get("seq"), event=codec.event_from(s.id, fields(s)), tries=s.get("tries")
+            )
+            for s in self._stream("lost_events", query.order_by("sent_at").limit(limit))
+        ]
+
+    def mark_handled(self, event_ids: Sequence[str], now: float) -> None:
+        change = {
+            "delivered": True, "delivered_at": now, "expire_at": expire_at(now),
+            "tries": firestore.Increment(1),
+        }  # fmt: skip
+        self._update_each("mark_handled", event_ids, change)
+
+    def mark_resent(self, event_ids: Sequence[str], now: float) -> None:
+        change = {"sent_at": now, "tries": firestore.Increment(1)}
+        self._update_each("mark_resent", event_ids, change)
+
+    def _update_each(self, what: str, event_ids: Sequence[str], change: dict[str, object]) -> None:
+        """Update each event by id: one write each, no read; ids not in the outbox are skipped."""
+        for event_id in dict.fromkeys(event_ids):
+            with self._backend(what), contextlib.suppress(gexc.NotFound):
+                self._events.document(event_id).update(change)
+
     def _by_seq(self, what: str, seqs: Sequence[int]) -> list[Snapshot]:
         found: list[Snapshot] = []
         unique = sorted(set(seqs))
@@ -44,7 +89,10 @@ class OutboxPart(FirestoreBase):
 
     def mark_delivered(self, seqs: Sequence[int], now: float) -> None:
         snaps = self._by_seq("mark_delivered", seqs)
-        change = {"delivered": True, "delivered_at": now, "tries": firestore.Increment(1)}
+        change = {
+            "delivered": True, "delivered_at": now, "expire_at": expire_at(now),
+            "tries": firestore.Increment(1),
+        }  # fmt: skip
         for start in range(0, len(snaps), codec.MAX_WRITES):
             batch = self._db.batch()
             for s in snaps[start : start + codec.MAX_WRITES]:

@@ -52,6 +52,7 @@ _ADDED_COLUMNS = (
     ("jobs", "outputs", "TEXT NOT NULL DEFAULT '[]'"),
     ("jobs", "owner", "TEXT NOT NULL DEFAULT 'local'"),
     ("job_edges", "parent_status", "TEXT"),
+    ("outbox", "resent_at", "REAL"),
 )
 
 

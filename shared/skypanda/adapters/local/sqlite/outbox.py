@@ -19,11 +19,22 @@ class SqliteOutbox(SqliteDb):
             self.on_events()
 
     def pending_events(self, limit: int) -> list[StoredEvent]:
-        rows = self._read(
+        return self._stored(
             "SELECT seq, id, type, subject, data, tries FROM outbox "
             "WHERE delivered_at IS NULL AND dead = 0 ORDER BY seq LIMIT ?",
             (limit,),
         )
+
+    def lost_events(self, sent_before: float, limit: int) -> list[StoredEvent]:
+        return self._stored(
+            "SELECT seq, id, type, subject, data, tries FROM outbox "
+            "WHERE delivered_at IS NULL AND dead = 0 AND COALESCE(resent_at, created_at) < ? "
+            "ORDER BY seq LIMIT ?",
+            (sent_before, limit),
+        )
+
+    def _stored(self, sql: str, args: tuple[object, ...]) -> list[StoredEvent]:
+        rows = self._read(sql, args)
         return [
             StoredEvent(
                 seq=r["seq"],
@@ -45,6 +56,25 @@ class SqliteOutbox(SqliteDb):
             db.executemany(
                 "UPDATE outbox SET delivered_at = ?, tries = tries + 1 WHERE seq = ?",
                 [(now, s) for s in seqs],
+            )
+
+    def mark_handled(self, event_ids: Sequence[str], now: float) -> None:
+        if not event_ids:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET delivered_at = ?, tries = tries + 1 "
+                "WHERE id = ? AND delivered_at IS NULL",
+                [(now, i) for i in event_ids],
+            )
+
+    def mark_resent(self, event_ids: Sequence[str], now: float) -> None:
+        if not event_ids:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET resent_at = ?, tries = tries + 1 WHERE id = ?",
+                [(now, i) for i in event_ids],
             )
 
     def mark_failed(self, seq: int, error: str, *, dead: bool) -> None:

@@ -133,6 +133,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     data TEXT NOT NULL,
     created_at REAL NOT NULL,
     delivered_at REAL,
+    resent_at REAL,
     tries INTEGER NOT NULL DEFAULT 0,
     dead INTEGER NOT NULL DEFAULT 0,
     error TEXT
