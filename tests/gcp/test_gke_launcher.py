@@ -1,21 +1,25 @@
 """The GKE launcher through the real `kubernetes` client, against a local recording API server.
 
-There is no Kubernetes API server here: `FakeApiServer` answers the batch/v1 Job routes the way
-the API server does (create echoes the object with uid and status, list filters by label, delete
-returns a Status) and records every request, so the tests assert what a cluster would receive.
+There is no Kubernetes API server here: `FakeApiServer` (tests/gcp/fake_gke.py) answers the
+batch/v1 Job routes the way the API server does (create echoes the object with uid and status,
+list filters by label, delete returns a Status) and records every request, so the tests assert
+what a cluster would receive. The last tests run a pilot as the pod would, SIGTERM included.
 """
 
 from __future__ import annotations
 
-import copy
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
-import uuid
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from kubernetes import client as k8s
@@ -25,98 +29,11 @@ from skypanda.domain.errors import BackendUnavailable, InvalidInput
 from skypanda.domain.launchers import GkeLauncherSpec, Toleration
 from skypanda.domain.models import Job, Queue, Resources
 from skypanda.domain.states import JobStatus
+from skypanda.pilot.stopping import StopBudget
+from skypanda.wire.codes import ErrorCode
+from tests.gcp.fake_gke import FakeApiServer
 
-_ROUTE = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?$")
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-class FakeApiServer:
-    """Records requests; keeps Jobs by (namespace, name)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.fail_next: int | None = None
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self) -> None:
-                url = urlparse(self.path)
-                size = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(size)) if size else None
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                server.requests.append(  # a copy: the server keeps and amends `body`
-                    {"method": self.command, "path": url.path, "query": query,
-                     "body": copy.deepcopy(body)}
-                )  # fmt: skip
-                code, reply = server.answer(self.command, url.path, query, body)
-                self._reply(code, reply)
-
-            do_GET = do_POST = do_DELETE = _handle
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    @staticmethod
-    def _status(code: int, reason: str, message: str = "") -> dict[str, Any]:
-        return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
-                "reason": reason, "message": message}  # fmt: skip
-
-    def answer(
-        self, method: str, path: str, query: dict[str, str], body: Any
-    ) -> tuple[int, dict[str, Any]]:
-        if self.fail_next is not None:
-            code, self.fail_next = self.fail_next, None
-            return code, self._status(code, "InternalError")
-        m = _ROUTE.match(path)
-        if m is None:
-            return 404, self._status(404, "NotFound", path)
-        ns, name = m.groups()
-        if method == "POST" and name is None:
-            key = (ns, body["metadata"]["name"])
-            if key in self.jobs:
-                return 409, self._status(409, "AlreadyExists")
-            body["metadata"].update(namespace=ns, uid=str(uuid.uuid4()), resourceVersion="1")
-            body["status"] = {"active": 1}
-            self.jobs[key] = body
-            return 201, body
-        if method == "GET" and name is None:
-            want = dict(kv.split("=", 1) for kv in query.get("labelSelector", "").split(",") if kv)
-            items = [
-                j
-                for (jns, _), j in self.jobs.items()
-                if jns == ns and all(j["metadata"]["labels"].get(k) == v for k, v in want.items())
-            ]
-            return 200, {"kind": "JobList", "apiVersion": "batch/v1", "metadata": {},
-                         "items": items}  # fmt: skip
-        if method == "DELETE" and name is not None:
-            if self.jobs.pop((ns, name), None) is None:
-                return 404, self._status(404, "NotFound", name)
-            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
-        return 405, self._status(405, "MethodNotAllowed")
-
-    def finish(self, ns: str, name: str, condition: str) -> None:
-        """The Job's pod ended: Complete or Failed, as the Job controller would record it."""
-        status: dict[str, Any] = {"conditions": [{"type": condition, "status": "True"}]}
-        status["succeeded" if condition == "Complete" else "failed"] = 1
-        self.jobs[(ns, name)]["status"] = status
 
 
 @pytest.fixture
@@ -218,7 +135,8 @@ def test_manifest_essential_fields() -> None:
     assert meta.labels == labels and spec.template.metadata.labels == labels
     assert spec.backoff_limit == 0 and spec.ttl_seconds_after_finished == 600
     assert pod.restart_policy == "Never" and pod.service_account_name == "pilot-sa"
-    assert pod.termination_grace_period_seconds >= 30
+    # a spot VM gives 15 s from SIGTERM to SIGKILL: the pod asks no more, the pilot is told
+    assert pod.termination_grace_period_seconds == 15
     annotations = spec.template.metadata.annotations
     assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
     # spot placement plus the queue's own
@@ -242,11 +160,14 @@ def test_manifest_essential_fields() -> None:
     assert token.value == "launch-credential-of-p-abc123" and token.value_from is None
     assert all(e.value_from is None for e in container.env)
     assert "SKYPANDA_PUSH_JOB" not in env
+    assert env["SKYPANDA_STOP_GRACE"].value == "15"
 
 
-def test_no_spot_means_no_spot_selector() -> None:
+def test_no_spot_means_no_spot_selector_and_the_default_grace() -> None:
     pod = make_launcher_offline().manifest(gke_queue(spot=False), "p1").spec.template.spec
     assert pod.node_selector is None and pod.tolerations is None
+    assert pod.termination_grace_period_seconds == 30
+    assert env_of(pod.containers[0])["SKYPANDA_STOP_GRACE"].value == "30"
 
 
 @pytest.mark.parametrize(
@@ -300,6 +221,7 @@ def test_launch_sends_the_manifest(api: FakeApiServer) -> None:
     pod = req["body"]["spec"]["template"]["spec"]
     assert req["body"]["spec"]["backoffLimit"] == 0
     assert pod["restartPolicy"] == "Never"
+    assert pod["terminationGracePeriodSeconds"] == 15
     assert pod["containers"][0]["env"][3] == {
         "name": "SKYPANDA_TOKEN",
         "value": "launch-credential-of-p-abc123",
@@ -319,6 +241,28 @@ def test_server_errors_become_backend_errors(api: FakeApiServer) -> None:
     with pytest.raises(BackendUnavailable) as info:
         make_launcher(api).launch(gke_queue(), "p1")
     assert info.value.retryable and info.value.context["status"] == 503
+
+
+def test_an_api_server_that_does_not_answer_is_a_retryable_backend_error() -> None:
+    # Given an API server that has gone away (its port closed)
+    gone = FakeApiServer()
+    gone.close()
+    cfg = k8s.Configuration(host=gone.url)
+    cfg.retries = 0
+    launcher = GkeLauncher(
+        k8s.ApiClient(cfg),
+        server_url="https://skypanda.example",
+        credential_for=launch_credential,
+        namespaces=["skypanda"],
+    )
+    # Then launching, listing and stopping fail as skypanda errors, worth retrying
+    with pytest.raises(BackendUnavailable, match="create job skypanda/pilot-p1") as info:
+        launcher.launch(gke_queue(), "p1")
+    assert info.value.retryable
+    with pytest.raises(BackendUnavailable, match="list jobs in skypanda"):
+        launcher.list()
+    with pytest.raises(BackendUnavailable, match="delete job skypanda/pilot-p1"):
+        launcher.stop("p1")
 
 
 def test_list_maps_alive_and_exit_codes_and_reports_vanished_jobs(api: FakeApiServer) -> None:
@@ -373,3 +317,121 @@ def test_stop_deletes_in_foreground(api: FakeApiServer) -> None:
     # And stopping it again (already gone) is not an error
     launcher.stop("p1")
     assert [r["method"] for r in api.requests] == ["DELETE", "DELETE"]
+
+
+# -- the pilot within a spot VM's grace ---------------------------------------------------------
+
+
+def test_the_stop_budget_fits_the_grace() -> None:
+    clock = [100.0]
+    budget = StopBudget(15.0, kill_s=3.0, clock=lambda: clock[0])
+    # Before SIGTERM nothing is cut
+    assert budget.left() is None and budget.cap(None) is None and budget.cap(30.0) == 30.0
+    # Of a spot VM's 15 s, 2 are kept back; payloads get their usual 3 s to stop
+    assert budget.usable_s == 13.0 and budget.kill_s == 3.0
+    budget.start()
+    clock[0] += 5.0
+    budget.start()  # a second signal does not restart the budget
+    assert budget.left() == 8.0
+    assert budget.cap(30.0) == 8.0 and budget.cap(2.0) == 2.0
+    assert budget.cap(None, keep_s=3.0) == 5.0  # the rest kept for ending the pilot
+    clock[0] += 60.0
+    assert budget.left() == 0.0
+    # A short grace shortens the payloads' own; no grace, no limit
+    assert StopBudget(4.0, kill_s=3.0).kill_s == pytest.approx(0.8)
+    assert StopBudget(None, kill_s=3.0).kill_s == 3.0
+
+
+class _PilotServer:
+    """The skypanda API as one pilot sees it: registers it, gives it one job, takes its
+    reports; `/end` hangs until closed (a server slower than the grace allows)."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.posts: list[tuple[str, Any]] = []
+        self.release = threading.Event()
+        jobs = [job]
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(size) if size else b""
+                body = json.loads(raw) if raw.startswith(b"{") else None
+                server.posts.append((self.path, body))
+                if self.path.endswith("/end"):
+                    server.release.wait(60)
+                reply: dict[str, Any] = {}
+                if self.path == "/v1/pilots":
+                    reply = {"pilot": {"id": "p-spot"}, "queue": {}}
+                elif self.path.endswith("/acquire"):
+                    reply = {"jobs": [jobs.pop()] if jobs else []}
+                data = json.dumps(reply).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the pilot gave up on this call (its grace ran out)
+                    pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def reports(self) -> list[dict[str, Any]]:
+        return [r for path, body in list(self.posts) if path.endswith("/update")
+                for r in body["reports"]]  # fmt: skip
+
+    def close(self) -> None:
+        self.release.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def test_a_preempted_pilot_reports_and_exits_within_the_grace(tmp_path: Path) -> None:
+    # Given a pilot told its grace (as the launcher tells it on a spot node), running a payload
+    # that ignores SIGTERM, for a server whose /end answers later than the grace allows
+    grace = 8
+    started = tmp_path / "started"
+    command = ["sh", "-c", f"trap '' TERM; touch {started}; exec sleep 600"]
+    server = _PilotServer({"id": "t1-000001", "attempt": 1, "command": command})
+    env = {**os.environ, "SKYPANDA_STOP_GRACE": str(grace), "SKYPANDA_TOKEN": "t"}
+    log = tmp_path / "pilot.log"
+    with log.open("wb") as stderr:
+        pilot = subprocess.Popen(
+            [sys.executable, "-m", "skypanda", "pilot", "--server", server.url, "--queue", "gke-q",
+             "--pilot-id", "p-spot", "--memory-mb", "100", "--cores", "1",
+             "--workdir", str(tmp_path / "work")],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: started.exists() or pilot.poll() is not None, "the payload to start")
+        assert pilot.poll() is None, log.read_text()
+        # When the node is reclaimed: SIGTERM, SIGKILL `grace` seconds later
+        sigterm_at = time.monotonic()
+        pilot.send_signal(signal.SIGTERM)
+        code = pilot.wait(timeout=120)
+        took = time.monotonic() - sigterm_at
+    finally:
+        if pilot.poll() is None:
+            pilot.kill()
+            pilot.wait()
+        server.close()
+    # Then it killed the payload, reported the job preempted and tried to end, all in time
+    assert code == 0
+    assert took < grace, f"stopping took {took:.1f} s, the grace is {grace} s: {log.read_text()}"
+    final = [r for r in server.reports() if r["status"] == "failed"]
+    assert [(r["job_id"], r["error_code"]) for r in final] == [("t1-000001", ErrorCode.SIGTERM)]
+    ends = [body for path, body in server.posts if path.endswith("/end")]
+    assert ends == [{"status": "cancelled", "reason": "SIGTERM"}]
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -111,3 +111,29 @@ def test_a_launcher_at_hand_is_asked_before_anything_is_launched() -> None:
     launchers = QueueLaunchers({"local": lambda q: local}, {"local": local})
     launchers.stop("p-from-before")
     assert local.stopped == ["p-from-before"]
+
+
+def test_prepared_launchers_list_stop_and_forget_pilots_an_earlier_process_launched() -> None:
+    # Given a Cloud Run launcher that already runs pilot p9 (launched before a cold start),
+    # and a queue whose factory fails
+    earlier = Recording("cloudrun")
+    earlier.launched.append("p9")
+
+    def broken(queue: Queue) -> Recording:
+        raise RuntimeError("no cluster")
+
+    launchers = QueueLaunchers({"cloudrun": lambda q: earlier, "gke": broken})
+    spec = {"kind": "cloudrun", "project": "my-proj-1", "region": "europe-west10",
+            "job": "pilots", "image": "img"}  # fmt: skip
+    queues = [
+        Queue(name="a", launcher=spec),
+        Queue(name="b", launcher={"kind": "gke", "image": "i"}),
+    ]
+    # When a new process prepares its queues' launchers, before launching anything
+    assert launchers.list() == []
+    launchers.prepare(queues)
+    # Then it sees p9, can stop it and forget it; the broken queue did not stop the others
+    assert [s.pilot_id for s in launchers.list()] == ["p9"]
+    launchers.stop("p9")
+    launchers.forget("p9")
+    assert (earlier.stopped, earlier.forgotten) == (["p9"], ["p9"])

@@ -32,7 +32,10 @@ class CloudRunLauncherSpec(_Spec):
 
     kind: Literal["cloudrun"]
     project: str = Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
-    region: str = Field(pattern=r"^[a-z]+-[a-z]+[0-9]$")
+    # A Google Cloud region: area-direction and a number from 1 (us-central1, europe-west10,
+    # northamerica-northeast2, me-central1; a sovereign cloud's u-france-east1). Not a zone
+    # (us-central1-a), not "global".
+    region: str = Field(pattern=r"^[a-z]+(-[a-z]+){1,2}[1-9][0-9]?$")
     job: str = Field(pattern=_NAME)
     image: str = Field(min_length=1)
     service_account: str | None = None

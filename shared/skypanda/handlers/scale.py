@@ -31,9 +31,13 @@ def handle(svc: Services, nudge: QueueNudge | Tick | None = None) -> int:
     if svc.launcher is None:
         return 0
     only = nudge.queue if isinstance(nudge, QueueNudge) else None
+    queues = svc.fleet.list_queues()
+    prepare = getattr(svc.launcher, "prepare", None)  # see the pilots of an earlier instance
+    if prepare is not None:
+        prepare([q for q in queues if q.online])
     reconcile(svc)
     launched = 0
-    for queue in svc.fleet.list_queues():
+    for queue in queues:
         if queue.online and (only is None or queue.name == only):
             try:
                 launched += scale_queue(svc, queue)
@@ -171,5 +175,9 @@ def _launch(svc: Services, queue: Queue, job: Job | None) -> None:
         push_job=job.id if job is not None else None,
     )  # fmt: skip
     svc.fleet.add_pilot(pilot)
-    ref = svc.launcher.launch(queue, pilot.id, job)
+    try:
+        ref = svc.launcher.launch(queue, pilot.id, job)
+    except SkypandaError as e:  # a failed pilot at once: the queue's back-off counts it
+        retire(svc, pilot, PilotStatus.FAILED, f"launch failed: {e.message}")
+        raise
     svc.fleet.update_pilot(pilot.model_copy(update={"launcher_ref": ref}), [PilotStatus.SUBMITTED])

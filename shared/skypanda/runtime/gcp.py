@@ -10,6 +10,8 @@ Environment:
     SKYPANDA_LAUNCH_TTL_S  optional lifetime of a pilot's launch credential (default 3600 s):
                            longer than a pilot may wait to start (an execution or pod queued
                            for capacity)
+    SKYPANDA_RESEND_AFTER_S  optional: the sweep sends again outbox events not handled this
+                           long after they were sent (default 300 s)
     SKYPANDA_PREFIX        optional prefix for collections and topics (several deployments
                            in one project, or one test per prefix)
     SKYPANDA_SERVER_URL    the URL pilots reach the API at (the dispatch function's); with it,
@@ -47,28 +49,52 @@ CredentialFor = Callable[[str], str]
 
 
 def cloudrun_factory(server_url: str, credential_for: CredentialFor) -> Factory:
+    """One CloudRunLauncher for every Cloud Run queue. It starts out looking at the location of
+    the queue it is made for (so `list` and `stop` find pilots an earlier instance launched
+    there) and adds each location it launches in."""
+
     def make(queue: Queue) -> Launcher:
         from skypanda.adapters.gcp.cloudrun_launcher import CloudRunLauncher
+        from skypanda.domain.launchers import CloudRunLauncherSpec
 
-        return CloudRunLauncher(server_url=server_url, credential_for=credential_for)
+        spec = queue.launcher
+        locations = (
+            [f"projects/{spec.project}/locations/{spec.region}"]
+            if isinstance(spec, CloudRunLauncherSpec)
+            else []
+        )
+        return CloudRunLauncher(
+            server_url=server_url, credential_for=credential_for, locations=locations
+        )
 
     return make
 
 
-def gke_factory(server_url: str, credential_for: CredentialFor) -> Factory:
+def gke_factory(
+    server_url: str, credential_for: CredentialFor, *, gke_api: str | None = None
+) -> Factory:
+    """GKE launchers, one per cluster (QueueLaunchers asks once per cluster or context): a
+    queue naming `launcher.cluster` is reached through the GKE API with the function's own
+    credentials (adapters.gcp.gke_access, its clients cached per cluster for the process;
+    `gke_api`, else $SKYPANDA_GKE_API, overrides the API's URL), else through a kubeconfig
+    `context` or in-cluster credentials.
+
+    The factory raises InvalidInput or BackendUnavailable naming the queue and the cluster
+    when the cluster cannot be reached (QueueLaunchers then keeps nothing, and the scaler
+    counts it as that queue's failure)."""
+
     def make(queue: Queue) -> Launcher:
         try:
-            from skypanda.adapters.gcp.gke_launcher import GkeLauncher, load_api_client
+            from skypanda.adapters.gcp.gke_access import shared_access
+            from skypanda.adapters.gcp.gke_launcher import GkeLauncher, spec_of
         except ImportError as e:  # the kubernetes client comes with the k8s extra
             raise InvalidInput(
                 f"queue {queue.name}: GKE pilots need the kubernetes client: "
                 "pip install 'skypanda[k8s]'"
             ) from e
 
-        context = getattr(queue.launcher, "context", None)
-        return GkeLauncher(
-            load_api_client(context), server_url=server_url, credential_for=credential_for
-        )
+        api_client = shared_access(gke_api).client_for(queue.name, spec_of(queue))
+        return GkeLauncher(api_client, server_url=server_url, credential_for=credential_for)
 
     return make
 
@@ -122,6 +148,8 @@ def services_from_env() -> tuple[Services, Identity]:
     bus = PubSubBus(pubsub_v1.PublisherClient(), project, prefix=f"{prefix}skypanda")
     blobs = GcsBlobs(client_from_env(project), _need("SKYPANDA_BUCKET"))
     svc = Services(store=store, bus=bus, blobs=blobs, clock=SystemClock())
+    # Eventarc and Pub/Sub may lose a delivery: the sweep sends again what is not handled.
+    svc.settings["resend_lost_after_s"] = _seconds("SKYPANDA_RESEND_AFTER_S", 300.0)
     token = _need("SKYPANDA_TOKEN")
     people = LocalTokens(None)
     people.accept(token, "deployment", Role.ADMIN)

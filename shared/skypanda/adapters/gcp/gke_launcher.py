@@ -10,14 +10,17 @@ The manifest, for a queue whose launcher is `kind: gke` (skypanda.domain.launche
                ttlSecondsAfterFinished (finished Jobs are garbage-collected by the cluster)
     pod        restartPolicy Never; annotation `cluster-autoscaler.kubernetes.io/safe-to-evict:
                "false"`: the autoscaler must not drain a node to consolidate while a pilot runs
-               payloads there (spot preemption still happens; the pilot handles its SIGTERM and
-               reports its jobs preempted within terminationGracePeriodSeconds, 30 s: what GKE
-               gives pods on a reclaimed spot node); serviceAccountName; spot node selector and
-               toleration (`cloud.google.com/gke-spot`) plus the queue's own
+               payloads there (spot preemption still happens); terminationGracePeriodSeconds
+               15 on spot nodes (GKE gives a pod on a reclaimed spot VM at most 15 s between
+               SIGTERM and SIGKILL, whatever the pod asks), 30 otherwise; serviceAccountName;
+               spot node selector and toleration (`cloud.google.com/gke-spot`) plus the
+               queue's own
     container  the queue's image running `python3 -m skypanda pilot --memory-mb M --cores C`
                (the flags matter: without them the pilot would offer the node's memory, not the
                container's); SKYPANDA_SERVER, SKYPANDA_QUEUE, SKYPANDA_PILOT_ID, SKYPANDA_TOKEN
-               (the pilot's launch credential, see below), SKYPANDA_PUSH_JOB in push mode;
+               (the pilot's launch credential, see below), SKYPANDA_STOP_GRACE (the grace in
+               seconds: on SIGTERM the pilot kills its payloads, reports its jobs and ends
+               within it), SKYPANDA_PUSH_JOB in push mode;
                requests = limits (Guaranteed QoS: a pilot is not the first to be OOM-killed or
                throttled) = the queue's pilot resources, or the job's exact memory and cores in
                push mode
@@ -35,6 +38,11 @@ An image without skypanda installed can run the single-file pilot instead: pass
 `command=["sh", "-c", 'curl -fsS "$SKYPANDA_SERVER/v1/pilot.pyz" -o /tmp/pilot.pyz && exec
 python3 /tmp/pilot.pyz "$@"', "pilot"]` (the memory and cores flags are appended as arguments).
 
+The ApiClient comes from the runtime (adapters.gcp.gke_access: a GKE cluster described through
+the GKE API, or a kubeconfig). Errors are skypanda's: the API server's refusals and an
+unreachable API server are BackendUnavailable (retryable for throttling, server errors and the
+network).
+
 A pilot whose Job vanished (deleted by hand, or by the TTL after it finished) is still reported by
 `list`, as not alive with no exit code, as long as this launcher launched it and was not told to
 `forget` it: the scaler then retires its record and requeues its jobs. A launcher that restarted
@@ -49,6 +57,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -57,7 +66,7 @@ from skypanda.domain.launchers import GkeLauncherSpec
 from skypanda.domain.models import Job, Queue, Resources
 from skypanda.ports import LaunchedPilot
 
-__all__ = ["APP_LABEL", "DEFAULT_COMMAND", "GkeLauncher", "job_name", "load_api_client"]
+__all__ = ["APP_LABEL", "DEFAULT_COMMAND", "GkeLauncher", "grace_s", "job_name", "spec_of"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +75,10 @@ DEFAULT_COMMAND: tuple[str, ...] = ("python3", "-m", "skypanda", "pilot")
 SPOT_KEY = "cloud.google.com/gke-spot"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 PILOT_ID_ANNOTATION = "skypanda/pilot-id"
-GRACE_S = 30
+SPOT_GRACE_S = 15
+"""What GKE gives a pod on a reclaimed spot VM between SIGTERM and SIGKILL, at most."""
+DEFAULT_GRACE_S = 30
+"""Kubernetes' default terminationGracePeriodSeconds (a deleted Job, a drained node)."""
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -122,7 +134,19 @@ def _placement(spec: GkeLauncherSpec) -> tuple[dict[str, str], list[k8s.V1Tolera
     return selector, tolerations
 
 
-def _spec_of(queue: Queue) -> GkeLauncherSpec:
+def grace_s(spec: GkeLauncherSpec) -> int:
+    """The pod's terminationGracePeriodSeconds: no more than a spot VM's reclaim gives (a
+    longer one would be cut short there, and the pilot would plan its stop on time it has
+    not got)."""
+    return SPOT_GRACE_S if spec.spot else DEFAULT_GRACE_S
+
+
+def spec_of(queue: Queue) -> GkeLauncherSpec:
+    """The queue's GKE launcher settings.
+
+    Raises:
+        InvalidInput: the queue's launcher is not `kind: gke`.
+    """
     if not isinstance(queue.launcher, GkeLauncherSpec):
         raise InvalidInput(
             f"queue {queue.name!r} has launcher kind {queue.launcher.kind!r}, not 'gke'",
@@ -131,8 +155,13 @@ def _spec_of(queue: Queue) -> GkeLauncherSpec:
     return queue.launcher
 
 
-def _backend_error(action: str, e: ApiException) -> BackendUnavailable:
-    """A Kubernetes API error; only throttling and server errors are worth retrying."""
+def _backend_error(
+    action: str, e: ApiException | urllib3.exceptions.HTTPError
+) -> BackendUnavailable:
+    """A Kubernetes API error; only the network, throttling and server errors are worth
+    retrying."""
+    if not isinstance(e, ApiException):  # no answer: refused, timed out, TLS
+        return BackendUnavailable(f"kubernetes: {action} failed: {e}")
     err = BackendUnavailable(
         f"kubernetes: {action} failed: {e.status} {e.reason}", status=e.status, body=e.body
     )
@@ -160,10 +189,10 @@ def _outcome(job: k8s.V1Job) -> tuple[bool, int | None]:
 class GkeLauncher:
     """Launcher port on Kubernetes batch/v1 Jobs (GKE Autopilot/Standard or any cluster).
 
-    `api_client` is a `kubernetes.client.ApiClient` (see `load_api_client`; tests point one at a
-    local server). `credential_for(pilot_id)` makes each pilot's launch credential. `namespaces`
-    are listed besides those this launcher launched into, so pilots launched before a restart
-    are seen once they finish.
+    `api_client` is a `kubernetes.client.ApiClient` (see adapters.gcp.gke_access; tests point
+    one at a local server). `credential_for(pilot_id)` makes each pilot's launch credential.
+    `namespaces` are listed besides those this launcher launched into, so pilots launched
+    before a restart are seen once they finish.
     """
 
     def __init__(
@@ -190,7 +219,7 @@ class GkeLauncher:
         Raises:
             InvalidInput: the queue's launcher is not `kind: gke`.
         """
-        spec = _spec_of(queue)
+        spec = spec_of(queue)
         size = job.resources if job is not None else queue.pilot_resources
         name = job_name(pilot_id)
         labels = {
@@ -203,6 +232,7 @@ class GkeLauncher:
             k8s.V1EnvVar(name="SKYPANDA_QUEUE", value=queue.name),
             k8s.V1EnvVar(name="SKYPANDA_PILOT_ID", value=pilot_id),
             k8s.V1EnvVar(name="SKYPANDA_TOKEN", value=self._credential_for(pilot_id)),
+            k8s.V1EnvVar(name="SKYPANDA_STOP_GRACE", value=str(grace_s(spec))),
         ]
         if job is not None:
             env.append(k8s.V1EnvVar(name="SKYPANDA_PUSH_JOB", value=job.id))
@@ -221,7 +251,7 @@ class GkeLauncher:
             service_account_name=spec.service_account,
             node_selector=selector or None,
             tolerations=tolerations or None,
-            termination_grace_period_seconds=GRACE_S,
+            termination_grace_period_seconds=grace_s(spec),
         )
         annotations = {PILOT_ID_ANNOTATION: pilot_id}
         return k8s.V1Job(
@@ -253,9 +283,11 @@ class GkeLauncher:
             BackendUnavailable: the API server refused or failed.
         """
         manifest = self.manifest(queue, pilot_id, job)
-        ns, name = _spec_of(queue).namespace, job_name(pilot_id)
+        ns, name = spec_of(queue).namespace, job_name(pilot_id)
         try:
             self._batch.create_namespaced_job(ns, manifest)
+        except urllib3.exceptions.HTTPError as e:
+            raise _backend_error(f"create job {ns}/{name}", e) from e
         except ApiException as e:
             if e.status != 409:
                 raise _backend_error(f"create job {ns}/{name}", e) from e
@@ -280,7 +312,7 @@ class GkeLauncher:
         for ns in namespaces:
             try:
                 jobs = self._batch.list_namespaced_job(ns, label_selector=f"app={APP_LABEL}")
-            except ApiException as e:
+            except (ApiException, urllib3.exceptions.HTTPError) as e:
                 raise _backend_error(f"list jobs in {ns}", e) from e
             for item in jobs.items:
                 meta = item.metadata or k8s.V1ObjectMeta()
@@ -316,22 +348,8 @@ class GkeLauncher:
             ns, name = each.split("/", 1)
             try:
                 self._batch.delete_namespaced_job(name, ns, propagation_policy="Foreground")
+            except urllib3.exceptions.HTTPError as e:
+                raise _backend_error(f"delete job {each}", e) from e
             except ApiException as e:
                 if e.status != 404:
                     raise _backend_error(f"delete job {each}", e) from e
-
-
-def load_api_client(context: str | None = None) -> k8s.ApiClient:
-    """An ApiClient for the cluster: in-cluster credentials when running in a pod and no
-    `context` is named, else the kubeconfig (its `context`, or the current one)."""
-    from kubernetes import config
-
-    if context is None:
-        try:
-            cfg = k8s.Configuration()
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            return k8s.ApiClient(cfg)
-        except config.ConfigException:
-            pass
-    api: k8s.ApiClient = config.new_client_from_config(context=context)  # type: ignore[no-untyped-call]
-    return api
