@@ -22,8 +22,9 @@ from google.auth.credentials import Credentials as GoogleCredentials
 from google.auth.exceptions import DefaultCredentialsError, RefreshError
 from google.oauth2.credentials import Credentials
 from kubernetes.config import ConfigException
+from pydantic import ValidationError
 
-from skypanda.adapters.gcp.gke_access import GkeAccess, shared_access
+from skypanda.adapters.gcp.gke_access import ClusterName, GkeAccess, shared_access
 from skypanda.adapters.gcp.gke_launcher import GkeLauncher
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
 from skypanda.domain.launchers import GkeLauncherSpec
@@ -183,8 +184,11 @@ def test_the_token_is_refreshed_before_it_expires(gke: FakeApiServer) -> None:
     ],
 )
 def test_a_malformed_cluster_name_is_refused(name: str) -> None:
+    # by the queue definition, and by the access layer for a name that bypassed it
+    with pytest.raises(ValidationError, match="cluster"):
+        spec(cluster=name)
     with pytest.raises(InvalidInput, match=r"queue q: launcher\.cluster .* is not 'projects/"):
-        GkeAccess(Credentials(token=TOKEN)).client_for("q", spec(cluster=name))
+        ClusterName.parse(name, queue="q")
 
 
 @pytest.mark.parametrize(

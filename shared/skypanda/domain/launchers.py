@@ -52,13 +52,24 @@ class Toleration(_Spec):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
+GKE_CLUSTER_PATTERN = (
+    r"^projects/(?P<project>[a-z][-a-z0-9]{4,28}[a-z0-9]|[0-9]+)"
+    r"/locations/(?P<location>[a-z]+(-[a-z]+){1,2}[0-9]+(-[a-z])?)"
+    r"/clusters/(?P<cluster>[a-z]([-a-z0-9]{0,38}[a-z0-9])?)$"
+)
+"""A GKE cluster's resource name: project id (6-30, a letter first) or number; region or zone;
+cluster name (1-40, a letter first)."""
+
+
 class GkeLauncherSpec(_Spec):
     """A Kubernetes batch/v1 Job per pilot."""
 
     kind: Literal["gke"]
     namespace: str = Field(default="skypanda", pattern=_NAME)
     image: str = Field(min_length=1)
-    cluster: str | None = None  # informational (kubeconfig context selects the cluster)
+    # The cluster, reached through the GKE API with the scaler's own Google credentials
+    # (adapters.gcp.gke_access); else `context` or in-cluster credentials.
+    cluster: str | None = Field(default=None, pattern=GKE_CLUSTER_PATTERN)
     context: str | None = None  # kubeconfig context; None: in-cluster or the current one
     spot: bool = True  # spot/preemptible nodes: node selector and toleration
     node_selector: dict[_Label, Annotated[str, Field(max_length=63)]] = Field(

@@ -51,7 +51,7 @@ from google.auth.transport.requests import AuthorizedSession, Request
 from kubernetes import client as k8s
 
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
-from skypanda.domain.launchers import GkeLauncherSpec
+from skypanda.domain.launchers import GKE_CLUSTER_PATTERN, GkeLauncherSpec
 
 __all__ = [
     "DEFAULT_GKE_API", "SCOPES", "ClusterName", "GkeAccess", "load_api_client", "shared_access",
@@ -61,12 +61,7 @@ DEFAULT_GKE_API = "https://container.googleapis.com"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 DESCRIBE_TIMEOUT_S = 30.0
 
-# project id (6-30: a letter first) or number; region or zone; cluster name (1-40: a letter first)
-_CLUSTER = re.compile(
-    r"^projects/(?P<project>[a-z][-a-z0-9]{4,28}[a-z0-9]|[0-9]+)"
-    r"/locations/(?P<location>[a-z]+(-[a-z]+){1,2}[0-9]+(-[a-z])?)"
-    r"/clusters/(?P<cluster>[a-z]([-a-z0-9]{0,38}[a-z0-9])?)$"
-)
+_CLUSTER = re.compile(GKE_CLUSTER_PATTERN)
 
 
 @dataclass(frozen=True)
