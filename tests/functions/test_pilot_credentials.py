@@ -294,18 +294,19 @@ def _routes(client: Any) -> list[tuple[str, str, str]]:
     return sorted(out)
 
 
-def test_a_launch_credential_can_call_nothing_but_register(
+def test_a_launch_credential_can_call_nothing_but_register_and_the_pilot_download(
     world: tuple[Any, dict[str, str]], svc: Services
 ) -> None:
     client, _ = world
     pilot = _launched(svc, "p-x")
     launch = _auth(PilotCredentials(KEY).issue_launch(pilot))
-    # When it calls every route of the API but registration
+    # When it calls every route of the API but registration and the pilot's download
     answers = {
         f"{method} {path}": client.open(path, method=method, headers=launch, json={}).status_code
         for endpoint, method, path in _routes(client)
-        if endpoint != "register"
+        if endpoint not in ("register", "pilot_zipapp")
     }
-    # Then each is refused
+    # Then each is refused; the download is allowed and does not spend it
     assert answers and {a: s for a, s in answers.items() if s != 403} == {}
+    assert client.get("/v1/pilot.pyz", headers=launch).status_code == 200
     assert svc.fleet.get_pilot(pilot).status is PilotStatus.SUBMITTED

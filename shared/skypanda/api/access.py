@@ -69,6 +69,10 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
 )
 
 
+LAUNCH_ROUTES = frozenset({"register", "pilot_zipapp"})
+"""What a launch credential may call."""
+
+
 def authenticate(identity: Identity) -> Principal:
     """The caller, from `Authorization: Bearer`, allowed on this route (stored in `g`).
 
@@ -91,9 +95,13 @@ def authenticate(identity: Identity) -> Principal:
     if principal.pilot is not None:
         _within_scope(principal.pilot)
     launch_for = principal.launch_for
-    if launch_for is not None and endpoint != "register":
-        # A launch credential registers its one pilot, once (handlers.dispatch.register).
-        raise Forbidden(f"a launch credential for pilot {launch_for} may only register it")
+    if launch_for is not None and endpoint not in LAUNCH_ROUTES:
+        # A launch credential registers its one pilot, once (handlers.dispatch.register); it
+        # may fetch the pilot first (a pilot starter: any image with python3).
+        raise Forbidden(
+            f"a launch credential for pilot {launch_for} may only download the pilot and "
+            "register it"
+        )
     g.principal = principal
     g.owner = principal.name
     g.admin = principal.admin

