@@ -10,6 +10,7 @@ These run on the Firestore emulator only (tests/conftest.py starts it once per s
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,18 @@ from google.api_core import exceptions as gexc
 
 from skypanda.adapters.gcp.firestore import FirestoreStore, codec, plans
 from skypanda.adapters.gcp.metering import FirestoreMeter, meter_firestore
+from skypanda.cli.bench_cloud import HEARTBEAT_OPS, LOG_FLUSH_OPS, _NoBlobs, _NoBus
 from skypanda.domain import events as ev
 from skypanda.domain.audit import AuditEntry, Outcome, audit_id
 from skypanda.domain.bulk import Action, JobBulk
 from skypanda.domain.bulk import plan as plan_action
 from skypanda.domain.errors import BackendUnavailable
-from skypanda.domain.jobflow import JobChange, apply_report
+from skypanda.domain.jobflow import JobChange, apply_report, requeue_lost
 from skypanda.domain.models import Attempt, Job, JobReport, Pilot, Queue
-from skypanda.domain.states import JOB_QUEUED, JobStatus, TaskStatus
+from skypanda.domain.states import JOB_QUEUED, JobStatus, PilotStatus, TaskStatus
 from skypanda.domain.workflow import Workflow, WorkflowSpec, WorkflowTask
+from skypanda.handlers import dispatch
+from skypanda.handlers.services import Services
 from skypanda.runtime.emulators import Emulator
 
 from .conftest import FakeClock, FirestoreBackend, add_split_task, fits_all, make_jobs, make_task
@@ -189,6 +193,32 @@ def test_a_claim_that_loses_a_race_takes_other_jobs(
     assert store.job_counts("t1") == {JobStatus.SENT: 4, JobStatus.ACTIVATED: 2}
 
 
+def test_claims_from_one_process_take_turns_and_read_only_what_they_take(
+    store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
+) -> None:
+    # Given 32 activated jobs, and four pilots served by one process claiming 8 each at once
+    add_split_task(store, clock, 32)
+    start = threading.Barrier(4)
+    got: list[list[Job]] = []
+    meter.reset()
+
+    def claim(pilot_id: str) -> None:
+        start.wait()
+        got.append(store.claim_jobs("q", pilot_id, 8, fits_all(), clock.now()))
+
+    threads = [threading.Thread(target=claim, args=(f"p{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
+    # Then each got 8 different jobs, no claim lost a race, and each job was read once
+    assert sorted(len(jobs) for jobs in got) == [8, 8, 8, 8]
+    assert len({j.id for jobs in got for j in jobs}) == 32
+    assert store.claim_stats["conflicts"] == 0
+    assert meter.snapshot() == {"reads": 32, "writes": 32, "deletes": 0}
+
+
 def test_several_changes_of_one_job_in_one_call_apply_in_order(
     store: FirestoreStore, clock: FakeClock
 ) -> None:
@@ -334,6 +364,25 @@ def test_a_claim_writes_only_the_jobs_it_takes(
         assert store.attempts(job.id) == [sent]
 
 
+def test_a_heartbeat_and_a_chunk_of_output_cost_what_the_cost_bench_counts(
+    store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
+) -> None:
+    # Given a pilot holding one job, through the real handlers
+    store.add_pilot(Pilot(id="p1", queue="q", status=PilotStatus.RUNNING, created_at=clock.t))
+    add_split_task(store, clock, 1)
+    [job] = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+    svc = Services(store=store, bus=_NoBus(), blobs=_NoBlobs(), clock=clock)
+
+    # When it beats, and sends a chunk of the job's output, Then each costs what `skypanda
+    # bench cost` counts per job-hour
+    meter.reset()
+    assert dispatch.heartbeat(svc, "p1", [job.id]).commands == []
+    assert meter.snapshot() == {**HEARTBEAT_OPS, "deletes": 0}
+    meter.reset()
+    dispatch.append_log(svc, job.id, 1, b"some output\n", "p1")
+    assert meter.snapshot() == {**LOG_FLUSH_OPS, "deletes": 0}
+
+
 def test_changes_to_jobs_just_read_are_committed_without_reading_them_again(
     store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
 ) -> None:
@@ -347,8 +396,9 @@ def test_changes_to_jobs_just_read_are_committed_without_reading_them_again(
     changes = [report(jobs[j.id], JobStatus.FINISHED, clock) for j in held]
     assert store.apply_job_changes(changes) == [True, True]
 
-    # Then each job, its attempt record and its job.ended event were written, with no read
-    assert meter.snapshot() == {"reads": 0, "writes": 6, "deletes": 0}
+    # Then each job (with its attempt record kept in it) and its job.ended event were
+    # written, with no read
+    assert meter.snapshot() == {"reads": 0, "writes": 4, "deletes": 0}
     for ch in changes:
         assert store.get_job(ch.after.id) == ch.after
         assert store.attempts(ch.after.id) == [ch.attempt]
@@ -443,6 +493,29 @@ def test_an_event_already_in_the_outbox_is_not_added_again(
     assert store.pending_events(10) == [stored]
 
 
+def test_an_attempt_s_record_moves_out_of_its_job_only_when_a_new_attempt_replaces_it(
+    store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
+) -> None:
+    # Given a job whose first attempt was lost (its record kept with the job until now)
+    add_split_task(store, clock, 1)
+    [first] = store.claim_jobs("q", "p1", 1, fits_all(), clock.now())
+    lost = requeue_lost(store.get_job(first.id), clock.now(), None)
+    meter.reset()
+    assert store.apply_job_changes([lost]) == [True]
+
+    # Then the requeue wrote the job and the lost attempt's record
+    assert meter.snapshot()["writes"] == 2
+    assert store.attempts(first.id) == [lost.attempt]
+
+    # And when the second attempt finishes, its record stays in the job: both are listed
+    [second] = store.claim_jobs("q", "p2", 1, fits_all(), clock.now())
+    finished = report(store.get_job(second.id), JobStatus.FINISHED, clock)
+    meter.reset()
+    assert store.apply_job_changes([finished]) == [True]
+    assert meter.snapshot()["writes"] == 2  # the job and its job.ended event
+    assert store.attempts(first.id) == [lost.attempt, finished.attempt]
+
+
 def test_a_change_ending_a_live_attempt_without_its_record_gets_one_from_the_job(
     clock: FakeClock,
 ) -> None:
@@ -456,13 +529,13 @@ def test_a_change_ending_a_live_attempt_without_its_record_gets_one_from_the_job
     # When it is planned against the job as stored
     plan = plans.plan_changes([JobChange(sent, cancelled)], {job.id: ("sent", 1, False)})
 
-    # Then it wins, and the attempt it ends is recorded as the job held it
+    # Then it wins, and the attempt it ends is recorded as the job held it, with the job
     assert plan.won == [True]
     record = Attempt(
         job_id=job.id, attempt=1, pilot_id="p1", status=JobStatus.SENT, started_at=clock.now()
     )
-    assert plan.attempts == {f"{job.id}:1": codec.attempt_doc(record)}
-    assert plan.jobs[job.id]["live_attempt"] is None
+    assert plan.attempts == {}
+    assert codec.kept_attempt(plan.jobs[job.id]) == record
 
 
 # --- outbox ------------------------------------------------------------------------------------

@@ -236,15 +236,19 @@ def test_claims_by_owner_and_owner_loads(store: Store, clock: FakeClock) -> None
     add_split_task(store, clock, 2, task_id="tb", owner="bob")
     store.claim_jobs("q", "p0", 1, fits_all(), clock.now(), owner="alice")
 
-    # Then the loads say who runs and who waits
+    # Then the loads say who runs and who waits, and the owners waiting come in name order
     loads = store.owner_loads("q")
     assert loads == {"alice": OwnerLoad(1, 4), "bob": OwnerLoad(0, 2)}
     assert store.owner_loads("elsewhere") == {}
+    assert store.waiting_owners("q", 2) == ["alice", "bob"]
+    assert store.waiting_owners("q", 1) == ["alice"]
+    assert store.waiting_owners("elsewhere", 2) == []
 
     # And a claim for bob takes only bob's jobs, even when asking for more
     got = store.claim_jobs("q", "p1", 5, fits_all(), clock.now(), owner="bob")
     assert [j.owner for j in got] == ["bob", "bob"]
     assert store.owner_loads("q") == {"alice": OwnerLoad(1, 4), "bob": OwnerLoad(2, 0)}
+    assert store.waiting_owners("q", 2) == ["alice"]
 
 
 def test_concurrent_claims_never_hand_one_job_to_two_pilots(store: Store, clock: FakeClock) -> None:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from skypanda.domain.errors import InvalidInput
-from skypanda.domain.fleet import MAX_LOCAL_PILOTS, MAX_PILOTS
+from skypanda.domain.fleet import MAX_HEARTBEAT_INTERVAL_S, MAX_LOCAL_PILOTS, MAX_PILOTS
 from skypanda.domain.jobflow import new_job
 from skypanda.domain.models import Queue, Task, TaskSpec
 from skypanda.domain.splitter import check_split, count_jobs, split
@@ -256,7 +256,7 @@ def queue_data(draw: st.DrawFn) -> dict[str, Any]:
     launcher = draw(launchers)
     most = MAX_LOCAL_PILOTS if launcher["kind"] == "local" else MAX_PILOTS
     max_pilots = draw(st.one_of(st.integers(0, 5), st.just(most), st.integers(0, most)))
-    interval = draw(st.floats(MIN_DURATION_S, MAX_DURATION_S / 2))
+    interval = draw(st.floats(MIN_DURATION_S, MAX_HEARTBEAT_INTERVAL_S))
     data: dict[str, Any] = {
         "name": draw(names),
         "launcher": launcher,
@@ -274,6 +274,7 @@ def queue_data(draw: st.DrawFn) -> dict[str, Any]:
             "gpus": ints(0, 64),
             "idle_timeout_s": durations,
             "looping_timeout_s": durations,
+            "log_flush_interval_s": durations,
             "jobs_per_acquire": ints(1, 1000),
             "max_log_mb": ints(1, 256),
             "shares": st.dictionaries(texts.filter(bool), floats(0, 1_000_000), max_size=3),

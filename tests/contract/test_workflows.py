@@ -451,8 +451,12 @@ def test_retry_jobs_starts_a_new_attempt_of_failed_and_cancelled_jobs(
         assert not after.kill_requested
     assert store.get_job(done.id) == finished.after
     assert store.task_flags("t1") == {"k": {"v"}}
-    # And they can be claimed again
+    # And the failed job keeps the record of the attempt that failed
+    assert [(a.attempt, a.status) for a in store.attempts(failed.id)] == [(1, JobStatus.FAILED)]
+    # And they can be claimed again, each claim a new attempt next to the old ones
     assert {j.id for j in claim_all(store, clock)} == {failed.id, cancelled.id}
+    assert [a.attempt for a in store.attempts(failed.id)] == [1, 2]
+    assert [a.attempt for a in store.attempts(cancelled.id)] == [2]
 
 
 def test_retry_jobs_of_a_task_with_nothing_failed_resets_nothing(

@@ -32,6 +32,29 @@ def fast_queue(**overrides: Any) -> Queue:
     return Queue(**settings)
 
 
+def emulated_cloud(home: Path, **opts: Any) -> Any:
+    """An EmulatedCloud started with a prefix of its own and a queue patient enough for the
+    emulators (the caller stops it; the emulator fixtures must be up)."""
+    import uuid
+
+    from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions  # Google clients
+
+    queue = fast_queue(heartbeat_interval_s=1.0, heartbeat_timeout_s=20.0)  # the emulator is slow
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    options = EmulatedOptions(home=home, queue=queue, tick_s=0.5, prefix=prefix, **opts)
+    return EmulatedCloud(options).start()
+
+
+@pytest.fixture
+def cloud(
+    tmp_path: Path, firestore_emulator: Any, pubsub_emulator: Any, storage_emulator: Any
+) -> Iterator[Any]:
+    """The gcp backend on the emulators (an EmulatedCloud), for one test."""
+    system = emulated_cloud(tmp_path / "home")
+    yield system
+    system.stop()
+
+
 @pytest.fixture
 def make_system(tmp_path: Path) -> Iterator[Callable[..., LocalSystem]]:
     started: list[LocalSystem] = []

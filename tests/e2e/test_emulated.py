@@ -4,30 +4,13 @@ functions-framework, the Eventarc stand-in, real pilots. Same outcomes as the lo
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from skypanda.pilot.client import ApiClient
-from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions
-from skypanda.runtime.emulators import Emulator
-from tests.e2e.conftest import REPO, Gate, cli, fast_queue, wait_until
-
-
-@pytest.fixture
-def cloud(
-    tmp_path: Path,
-    firestore_emulator: Emulator,
-    pubsub_emulator: Emulator,
-    storage_emulator: Emulator,
-) -> Iterator[EmulatedCloud]:
-    prefix = f"t{uuid.uuid4().hex[:8]}-"
-    queue = fast_queue(heartbeat_interval_s=1.0, heartbeat_timeout_s=20.0)  # the emulator is slow
-    opts = EmulatedOptions(home=tmp_path / "home", queue=queue, tick_s=0.5, prefix=prefix)
-    with EmulatedCloud(opts) as system:
-        yield system
+from skypanda.runtime.emulated import EmulatedCloud
+from tests.e2e.conftest import REPO, Gate, cli, wait_until
 
 
 def _status(api: ApiClient, task_id: str) -> str:

@@ -5,41 +5,15 @@ delivery of a job's end, sent again by the sweep, so that its task still ends.""
 from __future__ import annotations
 
 import urllib.request
-import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from skypanda.domain.jobflow import output_key
 from skypanda.pilot.client import ApiClient
-from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions
+from skypanda.runtime.emulated import EmulatedCloud
 from skypanda.runtime.emulators import Emulator
-from tests.e2e.conftest import Gate, cli, fast_queue, wait_until
-
-EMULATORS = ("firestore_emulator", "pubsub_emulator", "storage_emulator")
-
-
-def _start(home: Path, **opts: Any) -> EmulatedCloud:
-    queue = fast_queue(heartbeat_interval_s=1.0, heartbeat_timeout_s=20.0)  # the emulator is slow
-    prefix = f"t{uuid.uuid4().hex[:8]}-"
-    return EmulatedCloud(
-        EmulatedOptions(home=home, queue=queue, tick_s=0.5, prefix=prefix, **opts)
-    ).start()
-
-
-@pytest.fixture
-def cloud(
-    tmp_path: Path,
-    firestore_emulator: Emulator,
-    pubsub_emulator: Emulator,
-    storage_emulator: Emulator,
-) -> Iterator[EmulatedCloud]:
-    system = _start(tmp_path / "home")
-    yield system
-    system.stop()
+from tests.e2e.conftest import Gate, cli, emulated_cloud, wait_until
 
 
 def _ended(api: ApiClient, task_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -105,7 +79,9 @@ def test_a_lost_delivery_of_a_jobs_end_is_sent_again_and_the_task_ends(
             return True
         return False
 
-    cloud = _start(tmp_path / "home", resend_lost_after_s=2.0, drop_delivery=drop)
+    cloud: EmulatedCloud = emulated_cloud(
+        tmp_path / "home", resend_lost_after_s=2.0, drop_delivery=drop
+    )
     try:
         api = ApiClient(cloud.url, cloud.token)
         # When a task of three jobs runs

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus
 from skypanda.handlers import dispatch
 from skypanda.handlers.pipeline import Pipeline
-from skypanda.handlers.services import Services
+from skypanda.handlers.services import LOADS_TTL_S, Services
 from skypanda.handlers.submit import submit
 from skypanda.runtime.router import Router
 from tests.support import FakeClock, sqlite_services
@@ -94,3 +95,36 @@ def test_shares_weight_the_split_and_priorities_order_jobs_within_a_user(svc: Se
     assert by_owner == {"alice": 20, "vip": 60, "bob": 20}
     assert {j.task_id for j in jobs if j.owner == "bob"} == {high.id}
     assert low.id not in {j.task_id for j in jobs}
+
+
+def test_loads_are_read_only_when_several_owners_have_jobs_waiting(
+    svc: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given alice's jobs alone waiting, and the store's reads of owner loads watched
+    read: list[str] = []
+    loads = svc.store.owner_loads
+
+    def watched(queue: str) -> dict[str, OwnerLoad]:
+        read.append(queue)
+        return loads(queue)
+
+    monkeypatch.setattr(svc.store, "owner_loads", watched)
+    submit(svc, TaskSpec(name="a", command=["true"], n_jobs=20), owner="alice")
+    Router(Pipeline(svc), svc.store).drain()
+    pilot = dispatch.register(svc, pilot_id=None, queue="local", host="h", pid=None,
+                              resources=Resources(), version="v")[0].id  # fmt: skip
+
+    # When a pilot acquires, Then it gets alice's jobs with no loads read: nothing to share
+    assert [j.owner for j in dispatch.acquire(svc, pilot, 8)] == ["alice"] * 8
+    assert read == []
+
+    # And once bob's jobs wait too (and the last second's answer has expired), the next
+    # acquire reads the loads and shares: bob, running none, comes first
+    submit(svc, TaskSpec(name="b", command=["true"], n_jobs=5), owner="bob")
+    Router(Pipeline(svc), svc.store).drain()
+    clock = svc.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(LOADS_TTL_S + 0.1)
+    jobs = dispatch.acquire(svc, pilot, 8)
+    assert read == ["local"]
+    assert sorted(j.owner for j in jobs) == ["alice"] * 3 + ["bob"] * 5

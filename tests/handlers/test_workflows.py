@@ -3,20 +3,21 @@ subprocess): release, failure propagation, continue-past-failure, conditions, lo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from skypanda.domain.errors import Conflict, InvalidInput
-from skypanda.domain.models import Job, Queue
+from skypanda.domain.models import Job, Queue, TaskSpec
 from skypanda.domain.planner import latest_iterations
 from skypanda.domain.states import WORKFLOW_FINAL, JobStatus, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.handlers import task_actions, workflow, workflow_actions
 from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
+from skypanda.handlers.submit import submit
 from skypanda.runtime.router import Router
 from skypanda.runtime.sim import SimulatedPilots
 from tests.support import FakeClock, sqlite_services
@@ -136,6 +137,40 @@ def test_continue_on_failure_runs_descendants_of_failed_jobs(svc: Services) -> N
     assert run.go() is WorkflowStatus.FAILED  # a failure is still a failure
     assert {("b", 1, 0), ("b", 1, 1), ("c", 1, 0)} <= set(run.runs)
     assert run.tasks() == {"a": TaskStatus.FAILED, "b": TaskStatus.DONE, "c": TaskStatus.DONE}
+
+
+def test_only_ends_of_jobs_that_may_have_children_look_for_them(
+    svc: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a -> b (job by job), c after b (task level), and a plain task beside them; the
+    # store's search for a parent's edges watched
+    looked: list[str] = []
+    search = svc.store.release_children
+
+    def watched(parent_ids: Sequence[str]) -> Any:
+        looked.extend(parent_ids)
+        return search(parent_ids)
+
+    monkeypatch.setattr(svc.store, "release_children", watched)
+    spec = _spec(
+        [
+            {"name": "a", "n_jobs": 2},
+            {"name": "b", "n_jobs": 2, "depends": [{"task": "a"}]},
+            {"name": "c", "n_jobs": 1, "after": ["b"]},
+        ]
+    )
+    run = Run(svc, spec)
+    plain = submit(svc, TaskSpec(name="plain", command=["true"], n_jobs=3), owner="me")
+
+    # When it all runs
+    assert run.go() is WorkflowStatus.DONE
+    SimulatedPilots(svc, run.router, "local").run(
+        lambda: svc.store.get_task(plain.id).status is TaskStatus.DONE
+    )
+
+    # Then only the ends of a's jobs (b's parents) looked for children: b's and c's jobs have
+    # none (c waits for b as a task), nor has a plain task's
+    assert sorted(looked) == sorted(j.id for j in run.jobs("a"))
 
 
 def test_a_task_level_dependency_makes_the_task_only_after_its_prerequisite_ended(

@@ -244,6 +244,58 @@ def test_queue_rejects_a_heartbeat_timeout_not_longer_than_the_interval(
     assert "heartbeat_timeout_s must be longer than heartbeat_interval_s" in error["msg"]
 
 
+GKE = {"kind": "gke", "image": "pilot:1"}
+CLOUD_RUN = {"kind": "cloudrun", "project": "my-project", "region": "us-central1", "job": "p",
+             "image": "pilot:1"}  # fmt: skip
+
+
+def _cadence(queue: Queue) -> tuple[float, float, float]:
+    return queue.heartbeat_interval_s, queue.heartbeat_timeout_s, queue.log_flush_interval_s
+
+
+@pytest.mark.parametrize(
+    ("launcher", "cadence"),
+    [(None, (5.0, 60.0, 2.0)), (GKE, (300.0, 900.0, 60.0)), (CLOUD_RUN, (300.0, 900.0, 60.0))],
+)
+def test_a_queue_s_cadence_defaults_to_snappy_locally_and_cheap_on_google_cloud(
+    launcher: dict[str, str] | None, cadence: tuple[float, float, float]
+) -> None:
+    data: dict[str, Any] = (
+        {"name": "q"} if launcher is None else {"name": "q", "launcher": launcher}
+    )
+    queue = Queue.model_validate(data)
+    assert _cadence(queue) == cadence
+    # and the defaults are stored as values: the queue reads back the same
+    assert Queue.model_validate_json(queue.model_dump_json()) == queue
+
+
+def test_a_cloud_queue_keeps_the_cadence_it_is_given() -> None:
+    queue = Queue.model_validate(
+        {"name": "q", "launcher": GKE, "heartbeat_interval_s": 5, "heartbeat_timeout_s": 60,
+         "log_flush_interval_s": "2s"}
+    )  # fmt: skip
+    assert _cadence(queue) == (5.0, 60.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "interval", "timeout"),
+    [(None, "100s", 300.0), (None, 10, 60.0), (GKE, 600, 1800.0)],
+)
+def test_a_heartbeat_interval_given_alone_leaves_room_for_late_beats(
+    launcher: dict[str, str] | None, interval: Any, timeout: float
+) -> None:
+    # a timeout left out is the launcher's default, or 3 intervals if that is longer
+    data: dict[str, Any] = {"name": "q", "heartbeat_interval_s": interval}
+    if launcher is not None:
+        data["launcher"] = launcher
+    assert Queue.model_validate(data).heartbeat_timeout_s == timeout
+
+
+def test_a_heartbeat_slower_than_the_pilot_credential_allows_is_refused() -> None:
+    (error,) = rejected(Queue, {"name": "q", "launcher": GKE, "heartbeat_interval_s": "11m"})
+    assert "heartbeat_interval_s must be at most 600 s" in error["msg"]
+
+
 def test_queue_durations_accept_duration_strings() -> None:
     queue = Queue(name="q", heartbeat_interval_s="10s", heartbeat_timeout_s="2m")
     assert (queue.heartbeat_interval_s, queue.heartbeat_timeout_s) == (10.0, 120.0)

@@ -305,6 +305,23 @@ def test_two_tasks_waiting_for_each_other_are_a_cycle() -> None:
     assert any(p in error.message for p in rotations(["a", "b", "a"])), error.message
 
 
+def test_only_tasks_that_others_depend_on_job_by_job_have_jobs_with_children() -> None:
+    # Given b depending on a job by job, c after b (task level), d when c succeeded, and two
+    # graph tasks (a graph job's parents may be in any graph task)
+    spec = workflow(
+        task("a", n_jobs=2),
+        task("b", n_jobs=2, depends=[{"task": "a"}]),
+        task("c", after=["b"]),
+        task("d", when={"task": "c", "status": "succeeded"}),
+        task("g", graph=True),
+        task("h", graph=True),
+        graph="jobs.jsonl",
+    )
+    # When it is compiled, Then a's jobs and the graph tasks' may have children; no others
+    cw = compile_workflow(spec)
+    assert {t.name for t in spec.tasks if cw.has_job_children(t.name)} == {"a", "g", "h"}
+
+
 # --- loops ----------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from skypanda.cli.bench import wait_for_condition
+from skypanda.domain.fleet import CADENCES
 from skypanda.domain.models import Queue, Resources, TaskSpec
 from skypanda.domain.states import PilotStatus, TaskStatus
 from skypanda.handlers.submit import submit
@@ -28,7 +29,53 @@ PRICES = {
     "firestore_delete": 0.02 / 100_000,
     "function_invocation": 0.40 / 1_000_000,
     "pubsub_message": 40.0 / 2**40 * 1000,  # $40/TiB, billed at 1 KB per message at least
+    "gcs_class_a": 0.005 / 1000,  # Standard storage: an object written (a log chunk)
 }
+
+HEARTBEAT_OPS = {"reads": 3, "writes": 1}
+"""What one heartbeat of a pilot holding one job costs in Firestore: its record read and
+written, the query for kill flags and the query of its live jobs (a read each). Checked by
+tests/contract/test_firestore_specific.py."""
+LOG_FLUSH_OPS = {"reads": 1, "writes": 0}
+"""What one chunk of a running job's output costs in Firestore: the job read (the chunk itself
+is an object written to Cloud Storage). Checked with HEARTBEAT_OPS."""
+
+
+def job_hour(queue: Queue) -> dict[str, Any]:
+    """What an hour of a running job costs in calls to the server, at the queue's cadence: its
+    pilot's heartbeats (a pilot running one job: more jobs per pilot share the beats) and its
+    output sent every `log_flush_interval_s` (a job that prints all the time; a silent one
+    sends nothing)."""
+    beats = 3600.0 / queue.heartbeat_interval_s
+    flushes = 3600.0 / queue.log_flush_interval_s
+    reads = beats * HEARTBEAT_OPS["reads"] + flushes * LOG_FLUSH_OPS["reads"]
+    writes = beats * HEARTBEAT_OPS["writes"] + flushes * LOG_FLUSH_OPS["writes"]
+    usd = (
+        (beats + flushes) * PRICES["function_invocation"]
+        + reads * PRICES["firestore_read"]
+        + writes * PRICES["firestore_write"]
+    )
+    return {
+        "heartbeat_interval_s": queue.heartbeat_interval_s,
+        "log_flush_interval_s": queue.log_flush_interval_s,
+        "function_invocations": round(beats + flushes, 1),
+        "firestore_reads": round(reads, 1),
+        "firestore_writes": round(writes, 1),
+        "usd_per_million_job_hours": round(usd * 1_000_000, 2),
+        "gcs_writes": round(flushes, 1),
+        "gcs_usd_per_million_job_hours": round(flushes * PRICES["gcs_class_a"] * 1_000_000, 2),
+    }
+
+
+def _ttl_documents(client: Any, prefix: str) -> int:
+    """Documents in the collections a TTL policy empties (each deletion is a billed delete)."""
+    from skypanda.runtime.deployment import COLLECTIONS
+
+    total = 0
+    for c in COLLECTIONS:
+        if c.ttl_field is not None:
+            total += int(client.collection(f"{prefix}{c.name}").count().get()[0][0].value)
+    return total
 
 
 def _emit(result: dict[str, Any], as_json: bool) -> None:
@@ -42,13 +89,20 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 def run_cost(jobs: int, pilots: int, home: Path) -> dict[str, Any]:
     from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions
 
+    # Local pilots, at the cadence (heartbeats, output) of a queue on Cloud Run or GKE
+    cadence = CADENCES["cloudrun"]._asdict()
     queue = Queue(
         name="bench", min_pilots=pilots, max_pilots=pilots, jobs_per_acquire=64,
-        idle_timeout_s=120.0, heartbeat_interval_s=5.0, heartbeat_timeout_s=60.0,
+        idle_timeout_s=120.0, **cadence,
     )  # fmt: skip
     prefix = f"b{uuid.uuid4().hex[:6]}-"
     with EmulatedCloud(EmulatedOptions(home=home, queue=queue, tick_s=5.0, prefix=prefix)) as cloud:
         store = cloud.store
+        # Watch through a client of its own: the bench's polling is not the system's bill.
+        from skypanda.adapters.gcp.firestore import FirestoreStore
+
+        client = type(cloud.firestore)()
+        watcher = FirestoreStore(client, clock=time.time, prefix=prefix)
 
         def registered() -> bool:
             live = store.list_pilots(queue="bench")
@@ -58,14 +112,11 @@ def run_cost(jobs: int, pilots: int, home: Path) -> dict[str, Any]:
         cloud.meter.reset()
         cloudfn.invocations.clear()
         published0, ticks0 = cloud.bus.published, cloud.ticks
+        ttl0 = _ttl_documents(client, prefix)
         start = time.perf_counter()
         spec = TaskSpec(name="cost", command=["true"], n_jobs=jobs, queue="bench", max_attempts=1)
         task = submit(cloud.svc, spec, owner="bench")
         ended = {TaskStatus.DONE, TaskStatus.FAILED}
-        # Watch through a client of its own: the bench's polling is not the system's bill.
-        from skypanda.adapters.gcp.firestore import FirestoreStore
-
-        watcher = FirestoreStore(type(cloud.firestore)(), clock=time.time, prefix=prefix)
         done = lambda: watcher.get_task(task.id, counts=False).status in ended  # noqa: E731
         wait_for_condition(done, 3600, "the task")
         seconds = time.perf_counter() - start
@@ -78,10 +129,19 @@ def run_cost(jobs: int, pilots: int, home: Path) -> dict[str, Any]:
         calls = dict(cloudfn.invocations)
         published = cloud.bus.published - published0 + cloud.ticks - ticks0
         status = str(store.get_task(task.id).status)
+        ttl_deletes = _ttl_documents(client, prefix) - ttl0
+        watcher.close()
     report = _cost_report(jobs, pilots, seconds, status, ops, calls, published)
     report["firestore_ops_by_operation_per_job"] = {
         k: round(v / jobs, 3) for k, v in breakdown.items()
     }
+    # Not the functions' operations: Firestore's TTL policy deletes each outbox event (and
+    # audit entry) some time after it was handled, and bills each deletion.
+    report["ttl_deletes_per_job"] = round(ttl_deletes / jobs, 3)
+    report["ttl_usd_per_million_jobs"] = round(
+        ttl_deletes / jobs * PRICES["firestore_delete"] * 1_000_000, 2
+    )
+    report["job_hour"] = job_hour(queue)
     return report
 
 
@@ -138,7 +198,9 @@ def _claimer(store: Any, pilot: str, taken: list[str], errors: list[str]) -> Non
         taken.extend(j.id for j in jobs)
 
 
-def run_dispatch(jobs: int, pilots: int) -> dict[str, Any]:
+def run_dispatch(jobs: int, pilots: int, processes: int | None = None) -> dict[str, Any]:
+    """`processes`: how many server processes (stores) the pilots' claims are spread over
+    (None: one each). Claims served by one process take turns; only different processes race."""
     from google.cloud import firestore
 
     from skypanda.adapters.gcp.firestore import FirestoreStore
@@ -146,19 +208,25 @@ def run_dispatch(jobs: int, pilots: int) -> dict[str, Any]:
     from skypanda.runtime import emulators
 
     emu = emulators.firestore()
+    stores: list[Any] = []
     try:
         os.environ.update(emulators.env_for(emu))
-        client = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
-        store = FirestoreStore(client, clock=time.time, prefix=f"d{uuid.uuid4().hex[:6]}-")
-        return _dispatch_round(store, jobs, pilots, split)
+        prefix = f"d{uuid.uuid4().hex[:6]}-"
+        for _ in range(max(1, min(processes or pilots, pilots))):
+            client = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
+            stores.append(FirestoreStore(client, clock=time.time, prefix=prefix))
+        return _dispatch_round(stores, jobs, pilots, split)
     finally:
+        for store in stores:
+            store.close()
         emu.stop()
 
 
-def _dispatch_round(store: Any, jobs: int, pilots: int, split: Any) -> dict[str, Any]:
+def _dispatch_round(stores: list[Any], jobs: int, pilots: int, split: Any) -> dict[str, Any]:
     from skypanda.domain.events import TaskRef
     from skypanda.handlers.services import Services
 
+    store = stores[0]
     store.put_queue(Queue(name="bench", max_pilots=pilots))
     svc = Services(store=store, bus=_NoBus(), blobs=_NoBlobs(), clock=_Clock())
     task = submit(svc, TaskSpec(name="d", command=["true"], n_jobs=jobs, queue="bench"), owner="b")
@@ -166,7 +234,7 @@ def _dispatch_round(store: Any, jobs: int, pilots: int, split: Any) -> dict[str,
     taken: list[list[str]] = [[] for _ in range(pilots)]
     errors: list[str] = []
     threads = [
-        threading.Thread(target=_claimer, args=(store, f"p{i}", taken[i], errors))
+        threading.Thread(target=_claimer, args=(stores[i % len(stores)], f"p{i}", taken[i], errors))
         for i in range(pilots)
     ]
     start = time.perf_counter()
@@ -176,10 +244,11 @@ def _dispatch_round(store: Any, jobs: int, pilots: int, split: Any) -> dict[str,
         t.join()
     seconds = time.perf_counter() - start
     counts = Counter(j for ids in taken for j in ids)
-    stats = store.claim_stats
+    stats: Counter[str] = sum((s.claim_stats for s in stores), Counter())
     return {
         "jobs": jobs,
         "pilots": pilots,
+        "processes": len(stores),
         "claimed": len(counts),
         "seconds": round(seconds, 2),
         "jobs_per_s": round(len(counts) / seconds, 1),
@@ -219,8 +288,15 @@ class _NoBlobs:
     "--pilots", default=20, show_default=True, help="Concurrent claiming pilots (threads)."
 )
 @click.option("--jobs", default=2000, show_default=True)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Server processes the pilots' claims go to (default: one per pilot, every claim "
+    "racing the others; claims that share a process take turns).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def dispatch(backend: str, pilots: int, jobs: int, as_json: bool) -> None:
+def dispatch(backend: str, pilots: int, jobs: int, processes: int | None, as_json: bool) -> None:
     """Concurrent pilots claiming from one queue on Firestore: jobs/s, conflicts, and a check
     that no job was handed to two pilots."""
-    _emit(run_dispatch(jobs, pilots), as_json)
+    _emit(run_dispatch(jobs, pilots, processes), as_json)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
     Field,
@@ -15,6 +16,7 @@ from skypanda.domain.launchers import LauncherSpec, LocalLauncherSpec
 from skypanda.domain.states import PilotStatus
 from skypanda.domain.values import (
     MAX_CORES,
+    MAX_DURATION_S,
     MAX_GPUS,
     MAX_MEMORY_MB,
     NAME_PATTERN,
@@ -25,6 +27,7 @@ from skypanda.domain.values import (
     Resources,
     Strict,
     check_storable,
+    parse_duration,
 )
 
 
@@ -57,6 +60,45 @@ running job. What must be kept whole is an output (`output_patterns`), not a log
 _Owner = Annotated[str, Field(min_length=1, max_length=MAX_OWNER_CHARS)]
 
 
+class Cadence(NamedTuple):
+    """How often a queue's pilots call the server while they run jobs: a heartbeat (the pilot
+    is alive, which jobs it holds; replies carry kills) and each running job's new output.
+    Each call is a billed function invocation with its Firestore operations on Google Cloud."""
+
+    heartbeat_interval_s: float
+    heartbeat_timeout_s: float  # silent longer: the pilot is declared missed
+    log_flush_interval_s: float
+
+
+CADENCES = {
+    "local": Cadence(5.0, 60.0, 2.0),  # the embedded backend: calls cost nothing, be snappy
+    "cloudrun": Cadence(300.0, 900.0, 60.0),  # Google Cloud: cheap (PanDA pilots beat every
+    "gke": Cadence(300.0, 900.0, 60.0),  # 30 min); output reaches the monitor within a minute
+}
+"""The defaults of a queue's cadence, by launcher kind."""
+TIMEOUT_BEATS = 3
+"""A heartbeat timeout left out is at least this many heartbeat intervals."""
+MAX_HEARTBEAT_INTERVAL_S = 600.0
+"""Each heartbeat renews the pilot's own credential, which lasts 20 minutes
+(adapters.pilot_credentials): a pilot must beat at least twice in that time."""
+
+
+def _launcher_kind(launcher: Any) -> str:
+    kind = launcher.get("kind") if isinstance(launcher, dict) else getattr(launcher, "kind", None)
+    return kind if isinstance(kind, str) else "local"
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration as given, in seconds, if it reads as one (else the field's check says why)."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return None
+    return float(seconds) if math.isfinite(seconds) else None
+
+
 class Queue(Strict):
     """Where jobs run (a CRIC PanDA queue): its status and limits, which brokerage checks,
     and what the local scaler keeps running there.
@@ -77,8 +119,10 @@ class Queue(Strict):
     max_walltime_s: Duration | None = None
     disk_gb: Finite | None = Field(default=None, gt=0, le=MAX_DISK_GB)  # scratch per pilot
     gpus: Int = Field(default=0, ge=0, le=MAX_GPUS)  # GPUs per pilot
-    heartbeat_interval_s: Duration = 5.0
-    heartbeat_timeout_s: Duration = 60.0
+    # Left out, these three take the defaults of the launcher's kind (CADENCES), see _cadence
+    heartbeat_interval_s: Duration = CADENCES["local"].heartbeat_interval_s
+    heartbeat_timeout_s: Duration = CADENCES["local"].heartbeat_timeout_s
+    log_flush_interval_s: Duration = CADENCES["local"].log_flush_interval_s
     idle_timeout_s: Duration = 30.0
     jobs_per_acquire: Int = Field(default=8, ge=1, le=MAX_SCALE_STEP)
     max_log_mb: Int = Field(default=16, ge=1, le=MAX_LOG_MB)  # each attempt's log: its first
@@ -110,6 +154,25 @@ class Queue(Strict):
         if "status" in data and str(data["status"]) != status:
             raise ValueError(f"online: {online} contradicts status: {data['status']}")
         data.setdefault("status", status)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cadence(cls, data: Any) -> Any:
+        """Fill the heartbeat and log-flush intervals left out with the defaults of the
+        launcher's kind (CADENCES: snappy for local pilots, cheap on Google Cloud), and a
+        heartbeat timeout left out with at least TIMEOUT_BEATS intervals (so a slower
+        heartbeat set alone still leaves room for a late beat)."""
+        if not isinstance(data, dict):
+            return data
+        cadence = CADENCES.get(_launcher_kind(data.get("launcher")), CADENCES["local"])
+        data = dict(data)
+        data.setdefault("heartbeat_interval_s", cadence.heartbeat_interval_s)
+        data.setdefault("log_flush_interval_s", cadence.log_flush_interval_s)
+        interval = _seconds(data["heartbeat_interval_s"])
+        if "heartbeat_timeout_s" not in data and interval is not None:
+            scaled = min(TIMEOUT_BEATS * interval, MAX_DURATION_S)
+            data["heartbeat_timeout_s"] = max(cadence.heartbeat_timeout_s, scaled)
         return data
 
     @field_validator("launcher")
@@ -144,6 +207,11 @@ class Queue(Strict):
             )
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s must be longer than heartbeat_interval_s")
+        if self.heartbeat_interval_s > MAX_HEARTBEAT_INTERVAL_S:
+            raise ValueError(
+                f"heartbeat_interval_s must be at most {MAX_HEARTBEAT_INTERVAL_S:g} s: each "
+                "heartbeat renews the pilot's credential, which lasts 20 minutes"
+            )
         if self.max_cores is not None and self.max_cores > self.pilot_resources.cores:
             raise ValueError(
                 f"max_cores ({self.max_cores}) exceeds pilot_resources.cores "

@@ -165,6 +165,7 @@ class CompiledWorkflow:
     prerequisites: Mapping[str, frozenset[str]]  # every task a task waits for, any kind
     lazy: frozenset[str]
     loop_of: Mapping[str, str]  # body task -> loop name
+    job_parents: frozenset[str]  # tasks whose jobs may be parents of jobs (edges out of them)
 
     @property
     def eager(self) -> tuple[str, ...]:
@@ -173,6 +174,12 @@ class CompiledWorkflow:
     def continues(self, name: str) -> bool:
         own = self.spec.task(name).continue_on_failure
         return self.spec.continue_on_failure if own is None else own
+
+    def has_job_children(self, name: str) -> bool:
+        """Whether a job of task `name` may have children (job-level dependents: a task that
+        `depends` on it, or, for a graph task, any graph job naming it in the graph file).
+        When not, its end releases nothing, and the release need not look for edges."""
+        return name in self.job_parents
 
     def loop(self, name: str) -> Loop:
         return next(lp for lp in self.spec.loops if lp.name == name)
@@ -335,4 +342,6 @@ def compile_workflow(spec: WorkflowSpec) -> CompiledWorkflow:
                 f"graph task {name!r} cannot wait for a task to end (after, when, a loop, or "
                 "downstream of one): its jobs are made with the workflow"
             )
-    return CompiledWorkflow(spec, order, prereqs, frozenset(lazy), loop_of)
+    job_parents = {d.task for t in spec.tasks for d in t.depends}
+    job_parents |= {t.name for t in spec.tasks if t.graph}  # graph parents: graph tasks only
+    return CompiledWorkflow(spec, order, prereqs, frozenset(lazy), loop_of, frozenset(job_parents))

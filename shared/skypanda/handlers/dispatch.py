@@ -136,24 +136,33 @@ def acquire(svc: Services, pilot_id: str, n: int, job_id: str | None = None) -> 
     return jobs
 
 
-def _loads(svc: Services, queue: str) -> tuple[dict[str, OwnerLoad], dict[str, float]]:
-    """The queue's owner loads and shares, reused for LOADS_TTL_S (services.Memory)."""
-    cached: tuple[dict[str, OwnerLoad], dict[str, float]] | None = svc.memory.loads.get(queue)
+Sharing = tuple[dict[str, OwnerLoad], dict[str, float]]
+"""A queue's owner loads and fair-share weights."""
+
+
+def _sharing(svc: Services, queue: str) -> Sharing | None:
+    """The owner loads and shares of the queue, when several owners have jobs waiting; None
+    when at most one does (the usual case: nothing to share). Knowing that costs two
+    single-document reads (`waiting_owners`), not a read of every live job of the queue.
+    Reused for LOADS_TTL_S (services.Memory)."""
+    cached: tuple[Sharing | None] | None = svc.memory.loads.get(queue)
     if cached is not None:
-        return cached
-    loads = svc.jobs.owner_loads(queue)
-    shares = svc.fleet.get_queue(queue).shares if len(loads) > 1 else {}
-    svc.memory.loads[queue] = (loads, shares)
-    return loads, shares
+        return cached[0]
+    sharing = None
+    if len(svc.jobs.waiting_owners(queue, 2)) > 1:
+        sharing = (svc.jobs.owner_loads(queue), svc.fleet.get_queue(queue).shares)
+    svc.memory.loads[queue] = (sharing,)
+    return sharing
 
 
 def _claim_fairly(svc: Services, pilot: Pilot, n: int, now: float) -> list[Job]:
     """Claim up to `n` jobs, shared between the owners with jobs waiting (fairshare.allocate);
     with one owner waiting (the usual case) this is one plain claim."""
     queue = pilot.queue
-    loads, shares = _loads(svc, queue)
-    if sum(1 for load in loads.values() if load.waiting) <= 1:
+    sharing = _sharing(svc, queue)
+    if sharing is None:
         return svc.jobs.claim_jobs(queue, pilot.id, n, pilot.resources, now)
+    loads, shares = sharing
     jobs: list[Job] = []
     for owner, k in sorted(allocate(n, loads, shares).items()):
         got = svc.jobs.claim_jobs(queue, pilot.id, k, pilot.resources, now, owner=owner)
@@ -184,7 +193,8 @@ def _claim_one(svc: Services, pilot: Pilot, job_id: str, now: float) -> list[Job
 
 
 LOG_CHUNK_BYTES = 4 * 1024 * 1024
-"""One chunk of a log at most (pilots send one every couple of seconds, much smaller)."""
+"""One chunk of a log at most (pilots send one per `log_flush_interval_s` of their queue, or
+per 64 KiB of output: much smaller)."""
 LOG_GRACE_S = 120.0
 """A chunk sent just before its job's final report may arrive just after it."""
 

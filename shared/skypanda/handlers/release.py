@@ -2,11 +2,12 @@
 
 Cost per event (DESIGN laws 5 and 6): the job's edges are marked and each child is checked with
 two indexed existence queries (any parent pending? any parent ended badly?), so the work grows
-with the job's children, never with the workflow. A child leaves `defined` by compare-and-set,
-so it is activated (or cancelled, missing a parent) exactly once whatever the order and
-duplication of events. The task rollup is one indexed existence check; only when nothing is
-left does it read the task and count its jobs (aggregations, once per task). No counter
-document is written per job.
+with the job's children, never with the workflow; a job whose task can have no children (a
+plain task, or a workflow task nothing depends on job by job) skips the edges altogether. A
+child leaves `defined` by compare-and-set, so it is activated (or cancelled, missing a parent)
+exactly once whatever the order and duplication of events. The task rollup is one indexed
+existence check; only when nothing is left does it read the task and count its jobs
+(aggregations, once per task). No counter document is written per job.
 
 Events can be handled one by one (a Cloud Function per event) or in batches (the local router):
 a batch does the same steps with one transaction per step instead of one per event.
@@ -38,9 +39,21 @@ def handle_batch(svc: Services, ended: Sequence[JobEnded]) -> None:
 
 
 def release(svc: Services, ended: Sequence[JobEnded]) -> None:
-    release_children(svc, [e.job_id for e in ended])
+    release_children(svc, [e.job_id for e in ended if _may_have_children(svc, e.task_id)])
     for task_id in dict.fromkeys(e.task_id for e in ended):
         workflow.roll_up_and_advance(svc, task_id)
+
+
+def _may_have_children(svc: Services, task_id: str) -> bool:
+    """Whether the task's jobs may be parents of other jobs. Not those of a plain task (not
+    in a workflow: only workflow tasks' jobs have parents, in their own workflow), nor of a
+    workflow task no job depends on (`CompiledWorkflow.has_job_children`): their ends skip
+    the store's search for edges (a billed read each on Firestore), which would find none.
+    Both facts are fixed when the task is made, and read once per process (`known`)."""
+    task = known.task(svc, task_id)
+    if task.workflow_id is None:
+        return False
+    return known.compiled(svc, task.workflow_id).has_job_children(task.spec.name)
 
 
 # -- children -----------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ PAUSE_TTL_S = 2.0
 """How long a task's paused-or-not is reused: a pause holds released children back within
 this (running and just-claimed jobs go on anyway)."""
 LOADS_TTL_S = 1.0
-"""How long a queue's owner loads (and shares) are reused between acquires."""
+"""How long acquires reuse what fair share read of a queue: whether several owners have jobs
+waiting there and, if so, their loads and shares (a new owner's jobs wait this long at most
+before sharing starts)."""
 
 
 def new_id(prefix: str) -> str:

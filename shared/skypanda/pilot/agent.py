@@ -52,6 +52,7 @@ from skypanda.pilot.client import ApiClient, ApiError
 from skypanda.pilot.config import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_LOG_FLUSH_S,
     PilotConfig,
     parse_args,
 )
@@ -60,7 +61,7 @@ from skypanda.pilot.logcap import cap_bytes
 from skypanda.pilot.outcomes import after, code_name, failed, safe_name
 from skypanda.pilot.pacing import acquire_size
 from skypanda.pilot.reporting import LOG_CHUNK_BYTES, Heartbeat, Reporter, job_report
-from skypanda.pilot.runner import PayloadResult, run_payload
+from skypanda.pilot.runner import KILL_GRACE_S, PayloadResult, run_payload
 from skypanda.pilot.sandbox import make_base
 from skypanda.pilot.staging import (
     StagingError,
@@ -70,6 +71,7 @@ from skypanda.pilot.staging import (
     stage_in,
     stage_out,
 )
+from skypanda.pilot.stopping import END_RESERVE_S, StopBudget
 from skypanda.wire.codes import ErrorCode
 from skypanda.wire.groups import GROUPS_DIR
 
@@ -118,6 +120,7 @@ class _Pilot:
         # Written by signal handlers and other threads; read by polling (no locks in handlers).
         self.stop_code: int | None = None
         self.stop_reason = ""
+        self.budget = StopBudget(cfg.stop_grace_s, KILL_GRACE_S)
         self.unreachable: ApiError | None = None
         self.refused: ApiError | None = None
         self.draining = False
@@ -131,11 +134,16 @@ class _Pilot:
         self._heartbeat: Heartbeat | None = None
 
     def request_stop(self, code: int, reason: str) -> None:
-        """Stop acquiring and kill running payloads with `code`; safe in a signal handler."""
+        """Stop acquiring and kill running payloads with `code`; safe in a signal handler.
+        With a stop grace, every later wait fits in it (see `stopping`)."""
         if self.stop_code is None:
             self.stop_reason = reason
             self.stop_code = code
+            self.budget.start()
             self.client.outage.stopping()  # reports wait only briefly for a server that is down
+            usable = self.budget.usable_s
+            if usable is not None:  # no single call outlasts the grace
+                self.client.timeout = min(self.client.timeout, usable)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -199,7 +207,7 @@ class _Pilot:
             self.client,
             self.pilot_id,
             self.registry,
-            self.cfg.log_flush_s,
+            self._setting(self.cfg.log_flush_s, "log_flush_interval_s", DEFAULT_LOG_FLUSH_S),
             self._apply_commands,
             self._on_unreachable,
         )
@@ -222,9 +230,10 @@ class _Pilot:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         if self._heartbeat is not None:
-            self._heartbeat.stop()
+            self._heartbeat.stop(self.budget.cap(2.0))
         if self._reporter is not None:
-            self._reporter.close(timeout=None if self.unreachable is None else 2.0)
+            timeout = None if self.unreachable is None else 2.0
+            self._reporter.close(self.budget.cap(timeout, keep_s=END_RESERVE_S))
         if self.owns_base and self.base is not None:
             shutil.rmtree(self.base, ignore_errors=True)
 
@@ -232,8 +241,10 @@ class _Pilot:
         client = self.client
         if self.unreachable is not None:
             status, reason = "disconnected", self._unreachable_reason()
-        if self.client.outage.down_for() is not None:  # one quick try: the server is down
-            client = ApiClient(self.cfg.server, self.client.token, timeout=5.0, retries=0)
+        left = self.budget.left()  # stopping within a grace: one try in what is left
+        if self.client.outage.down_for() is not None or left is not None:
+            timeout = 5.0 if left is None else max(left, 0.1)
+            client = ApiClient(self.cfg.server, self.client.token, timeout=timeout, retries=0)
         path = f"/v1/pilots/{urllib.parse.quote(self.pilot_id, safe='')}/end"
         try:
             client.call("POST", path, {"status": status, "reason": reason})
@@ -438,6 +449,7 @@ class _Pilot:
                 groups=self.base / GROUPS_DIR,
                 looping_timeout_s=self._setting(None, "looping_timeout_s", LOOPING_TIMEOUT_S),
                 user=self.cfg.payload_user,
+                kill_grace_s=self.budget.kill_s,
             )
             return self._stage_out(held, workdir, result, staged)
         finally:
@@ -550,7 +562,8 @@ def run_pilot(cfg: PilotConfig) -> int:
 
     In the main thread it handles SIGTERM and SIGINT: stop acquiring, kill the payloads (their
     jobs fail with ErrorCode.SIGTERM, which the server requeues without counting an attempt),
-    report, end the pilot and return 0. Previous handlers are restored on return.
+    report, end the pilot and return 0, within `cfg.stop_grace_s` when set (see `stopping`).
+    Previous handlers are restored on return.
     """
     pilot = _Pilot(cfg, ApiClient(cfg.server, cfg.token, outage_s=cfg.outage_budget_s))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from skypanda.pilot.outage import DEFAULT_OUTAGE_BUDGET_S
 from skypanda.pilot.sandbox import PayloadUser, resolve_payload_user
 
-DEFAULT_HEARTBEAT_S, DEFAULT_IDLE_TIMEOUT_S = 60.0, 300.0
+DEFAULT_HEARTBEAT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_LOG_FLUSH_S = 60.0, 300.0, 2.0
 """Used when neither the pilot's flags nor the server's queue settings give a value."""
 
 
@@ -44,12 +44,15 @@ class PilotConfig:
         slots: payloads run at once (default: cores).
         idle_timeout_s, heartbeat_interval_s: None takes the queue's values from the server.
         max_jobs: stop acquiring after this many jobs.
-        log_flush_s: how often running jobs' output is sent.
+        log_flush_s: how often running jobs' output is sent; None takes the queue's
+            `log_flush_interval_s` from the server.
         job_id: push mode: run exactly this job (the one the pilot was launched for), then
             exit; None: pull mode, acquire jobs of the queue until idle.
         payload_user: run payloads as this user (see `sandbox`); None: as the pilot's user.
         outage_budget_s: how long to ride out a server that does not answer (see `outage`)
             before giving up on it.
+        stop_grace_s: seconds between the SIGTERM the pilot may get and the SIGKILL that
+            follows (the launcher's grace, see `stopping`); None: stopping is not hurried.
     """
 
     server: str
@@ -63,10 +66,11 @@ class PilotConfig:
     idle_timeout_s: float | None = None
     heartbeat_interval_s: float | None = None
     max_jobs: int | None = None
-    log_flush_s: float = 2.0
+    log_flush_s: float | None = None
     job_id: str | None = None
     payload_user: PayloadUser | None = None
     outage_budget_s: float = DEFAULT_OUTAGE_BUDGET_S
+    stop_grace_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.server.startswith(("http://", "https://")):
@@ -79,7 +83,10 @@ class PilotConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        for name in ("idle_timeout_s", "heartbeat_interval_s", "log_flush_s", "outage_budget_s"):
+        for name in (
+            "idle_timeout_s", "heartbeat_interval_s", "log_flush_s", "outage_budget_s",
+            "stop_grace_s",
+        ):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
@@ -119,6 +126,15 @@ def parse_args(argv: list[str]) -> PilotConfig:
         help="how long to ride out a server that does not answer (payloads keep running, "
         "reports wait) before giving up on it (default: $SKYPANDA_OUTAGE_BUDGET, else "
         f"{DEFAULT_OUTAGE_BUDGET_S:g})",
+    )
+    p.add_argument(
+        "--stop-grace",
+        type=float,
+        default=env("SKYPANDA_STOP_GRACE") or None,
+        metavar="SECONDS",
+        help="seconds from SIGTERM to SIGKILL that the launcher's platform gives (e.g. 15 on a "
+        "GKE spot VM): on SIGTERM, payloads are killed, their jobs reported and the pilot "
+        "ended within it (default: $SKYPANDA_STOP_GRACE, else no limit)",
     )
     p.add_argument(
         "--job",
@@ -168,6 +184,7 @@ def parse_args(argv: list[str]) -> PilotConfig:
             job_id=args.job,
             payload_user=payload_user,
             outage_budget_s=args.outage_budget,
+            stop_grace_s=args.stop_grace,
         )
     except ValueError as e:
         p.error(str(e))

@@ -18,13 +18,14 @@ from typing import Protocol
 from skypanda.domain.jobflow import JobChange
 from skypanda.ports.audit import AuditLog
 from skypanda.ports.fleet import FleetStore
-from skypanda.ports.jobs import WAITING_COUNT_CAP, JobStore
+from skypanda.ports.jobs import OWNERS_SCANNED, WAITING_COUNT_CAP, JobStore
 from skypanda.ports.outbox import Outbox, StoredEvent
 from skypanda.ports.tasks import TaskStore
 from skypanda.ports.workflows import WorkflowStore
 from skypanda.ports.world import Blobs, Bus, Clock, Identity, LaunchedPilot, Launcher
 
 __all__ = [
+    "OWNERS_SCANNED",
     "WAITING_COUNT_CAP",
     "AuditLog",
     "Blobs",

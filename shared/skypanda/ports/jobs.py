@@ -13,6 +13,8 @@ from skypanda.domain.states import JobStatus
 
 WAITING_COUNT_CAP = 1000
 """owner_loads counts an owner's waiting jobs up to this: enough for one acquire's shares."""
+OWNERS_SCANNED = 1000
+"""owner_loads finds at most this many owners with jobs waiting on a queue (a handful, usually)."""
 
 
 class JobStore(Protocol):
@@ -44,6 +46,10 @@ class JobStore(Protocol):
         """Move up to `n` activated jobs of `queue` (of `owner`'s tasks, when given) that fit
         `capacity` to `sent` for the pilot: highest priority first, then oldest. Each job is
         claimed by at most one pilot."""
+
+    def waiting_owners(self, queue: str, limit: int) -> list[str]:
+        """The first `limit` owners, in name order, with jobs activated on the queue: one
+        seek per owner found (so `limit=2` tells none, one or several cheaply)."""
 
     def owner_loads(self, queue: str) -> dict[str, OwnerLoad]:
         """For fair share: each owner with jobs live or waiting on the queue, with how many are

@@ -60,7 +60,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import run_v2
@@ -96,6 +96,21 @@ FINISHED_WINDOW_S = 3600.0
 SIDE_JOB_IDLE_S = 6 * 3600.0
 """How long a side job may stay idle before it is deleted (see the module docstring)."""
 _API_ERRORS = (gexc.GoogleAPICallError, OSError)
+T = TypeVar("T")
+
+
+def _listed(pages: Callable[[], Iterable[T]], what: str) -> list[T]:
+    """Every item of a paged Cloud Run listing.
+
+    Raises:
+        BackendUnavailable: the API failed (naming `what` was listed).
+    """
+    try:
+        return list(pages())
+    except _API_ERRORS as e:
+        raise BackendUnavailable(f"Cloud Run: cannot list {what}: {e}", listing=what) from e
+
+
 """What a failed call raises: an API error, or the transport's (requests' errors are OSErrors)."""
 
 Executions = list[run_v2.Execution]
@@ -341,28 +356,17 @@ class CloudRunLauncher:
         return pilot_id
 
     def _jobs_in(self, parent: str) -> Iterable[run_v2.Job]:
-        try:
-            return list(self._jobs.list_jobs(parent=parent))
-        except _API_ERRORS as e:
-            raise BackendUnavailable(
-                f"Cloud Run: cannot list jobs in {parent}: {e}", location=parent
-            ) from e
+        return _listed(lambda: self._jobs.list_jobs(parent=parent), f"jobs in {parent}")
 
     def _executions_of(self, job_name: str) -> Executions:
-        try:
-            return list(self._executions.list_executions(parent=job_name))
-        except _API_ERRORS as e:
-            raise BackendUnavailable(
-                f"Cloud Run: cannot list executions of {job_name}: {e}", job=job_name
-            ) from e
+        return _listed(
+            lambda: self._executions.list_executions(parent=job_name), f"executions of {job_name}"
+        )
 
     def _tasks_of(self, execution_name: str) -> Sequence[run_v2.Task]:
-        try:
-            return list(self._tasks.list_tasks(parent=execution_name))
-        except _API_ERRORS as e:
-            raise BackendUnavailable(
-                f"Cloud Run: cannot list tasks of {execution_name}: {e}", execution=execution_name
-            ) from e
+        return _listed(
+            lambda: self._tasks.list_tasks(parent=execution_name), f"tasks of {execution_name}"
+        )
 
     # -- side jobs ------------------------------------------------------------------------------
 

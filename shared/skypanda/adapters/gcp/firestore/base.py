@@ -89,6 +89,7 @@ class FirestoreBase:
         self.on_events: Callable[[], None] = lambda: None
         self.claim_stats: Counter[str] = Counter()  # claim commits tried, and lost to a race
         self._stats_lock = threading.Lock()
+        self._claim_turns: dict[str, threading.Lock] = {}  # queue -> its claims' turn here
         # job id -> (update time, status, attempt) of the job as this store last read or
         # wrote it: what `apply_job_changes` commits against without reading the job again.
         self._versions: OrderedDict[str, tuple[Any, str, int]] = OrderedDict()

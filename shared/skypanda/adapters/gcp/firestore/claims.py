@@ -4,7 +4,10 @@ queue's jobs (activated jobs in dispatch order, their count, owners' loads)."""
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -26,9 +29,11 @@ from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.models import Job, Resources
 from skypanda.domain.states import JOB_LIVE
-from skypanda.ports import WAITING_COUNT_CAP
+from skypanda.ports import OWNERS_SCANNED, WAITING_COUNT_CAP
 
 CLAIM_ROUNDS = 32  # claim commits per call at most (each may follow a query of candidates)
+CLAIM_TURN_WAIT_S = 5.0
+"""How long a claim waits for its turn behind this process's other claims on its queue."""
 
 
 class ClaimPart(FirestoreBase):
@@ -47,7 +52,38 @@ class ClaimPart(FirestoreBase):
         the window, or after a lost race a random sample), commit the picks compare-and-set
         (DESIGN law 4). Candidates read and not tried yet are tried before the next query:
         each query bills a read per candidate it returns, a commit of picks bills only the
-        picks it wins, and each pick's precondition checks that its job is still as read."""
+        picks it wins, and each pick's precondition checks that its job is still as read.
+
+        Claims on one queue from this process take turns (`_turn`): a claim queries only after
+        the one before it committed, so it reads fresh candidates instead of the same head of
+        the queue, which it would pay for and then lose. Only claims from other processes race.
+        """
+        with self._turn(queue):
+            return self._claim(queue, pilot_id, n, capacity, now, owner)
+
+    @contextmanager
+    def _turn(self, queue: str) -> Iterator[None]:
+        """Wait (up to CLAIM_TURN_WAIT_S) for this process's other claims on `queue`. Only an
+        economy: past the wait a claim goes ahead and races, as claims from other processes
+        always may (picks are compare-and-set)."""
+        with self._stats_lock:
+            lock = self._claim_turns.setdefault(queue, threading.Lock())
+        mine = lock.acquire(timeout=CLAIM_TURN_WAIT_S)
+        try:
+            yield
+        finally:
+            if mine:
+                lock.release()
+
+    def _claim(
+        self,
+        queue: str,
+        pilot_id: str,
+        n: int,
+        capacity: Resources,
+        now: float,
+        owner: str | None,
+    ) -> list[Job]:
         claimed: list[Job] = []
         losses = 0
         spare: list[Snapshot] = []  # candidates read and not tried yet
@@ -132,26 +168,34 @@ class ClaimPart(FirestoreBase):
         return won, len(won) < len(picks)
 
     # -- a queue's jobs ----------------------------------------------------------------------------
+    def waiting_owners(self, queue: str, limit: int) -> list[str]:
+        """A skip scan: one single-document query per owner, ordered by owner (and, when fewer
+        than `limit` owners wait, one more that finds none: a billed read)."""
+        activated = where(self._jobs, eq("queue", queue), eq("status", ACTIVATED))
+        owners: list[str] = []
+        while len(owners) < limit:
+            after = None if not owners else FieldFilter("owner", ">", owners[-1])
+            query = where(activated, after).order_by("owner").select(["owner"]).limit(1)
+            found = self._stream("waiting_owners", query)
+            if not found:
+                break
+            owners.append(str(fields(found[0])["owner"]))
+        return owners
+
     def owner_loads(self, queue: str) -> dict[str, OwnerLoad]:
         """Live jobs read by owner only (a few: what the pilots hold); owners waiting found by
-        a skip scan (one single-document query per owner, ordered by owner), each counted by
-        an aggregation capped at WAITING_COUNT_CAP."""
+        `waiting_owners`, each counted by an aggregation capped at WAITING_COUNT_CAP."""
         live = where(self._jobs, eq("queue", queue), is_in("status", JOB_LIVE))
         running: dict[str, int] = {}
         for snap in self._stream("owner_loads", live.select(["owner"])):
             owner = str(fields(snap).get("owner", "local"))
             running[owner] = running.get(owner, 0) + 1
-        waiting: dict[str, int] = {}
-        last: str | None = None
         activated = where(self._jobs, eq("queue", queue), eq("status", ACTIVATED))
-        for _ in range(1000):  # owners with jobs waiting on one queue: a handful
-            query = activated if last is None else where(activated, FieldFilter("owner", ">", last))
-            found = self._stream("owner_loads", query.order_by("owner").select(["owner"]).limit(1))
-            if not found:
-                break
-            last = str(fields(found[0])["owner"])
+        waiting: dict[str, int] = {}
+        for owner in self.waiting_owners(queue, OWNERS_SCANNED):
+            mine = where(activated, eq("owner", owner)).limit(WAITING_COUNT_CAP)
             with self._backend("owner_loads"):
-                waiting[last] = count(where(activated, eq("owner", last)).limit(WAITING_COUNT_CAP))
+                waiting[owner] = count(mine)
         loads = {o: OwnerLoad(running.get(o, 0), n) for o, n in waiting.items()}
         for owner, n in running.items():
             loads.setdefault(owner, OwnerLoad(n, 0))

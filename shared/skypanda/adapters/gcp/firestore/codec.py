@@ -128,8 +128,9 @@ def workflow_from(workflow_id: str, d: Mapping[str, Any]) -> Workflow:
 
 # -- jobs ------------------------------------------------------------------------------------------
 def job_doc(job: Job, live_attempt: Attempt | None = None) -> Doc:
-    """A job as stored. `live_attempt` is the record of its live attempt, kept in the job
-    document until the attempt ends (see `plan_changes`)."""
+    """A job as stored. `live_attempt` is the record of its current attempt, live or ended,
+    kept in the job document until a new attempt replaces it (see `plan_changes`); the name
+    is from when only live attempts' records were kept there."""
     r = job.resources
     return {
         "task_id": job.task_id,
@@ -297,7 +298,13 @@ def flags_from(d: Mapping[str, Any]) -> dict[str, str]:
 # -- attempts --------------------------------------------------------------------------------------
 def attempt_key(a: Attempt) -> str:
     """The document id of an attempt record."""
-    return f"{a.job_id}:{a.attempt}"  # as `plan_changes` names an ended attempt
+    return f"{a.job_id}:{a.attempt}"  # as `plan_changes` names a replaced attempt
+
+
+def kept_attempt(d: Mapping[str, Any]) -> Attempt | None:
+    """The attempt record kept in the stored job `d` (`live_attempt`): its current attempt's,
+    live or ended, once a change gave one (see `plan_changes`); None if none is kept."""
+    return Attempt.model_validate_json(d["live_attempt"]) if d.get("live_attempt") else None
 
 
 def live_attempt(job_id: str, d: Mapping[str, Any]) -> Attempt | None:
@@ -308,8 +315,9 @@ def live_attempt(job_id: str, d: Mapping[str, Any]) -> Attempt | None:
     what the claim wrote on the job: sent to its pilot at `started_at`."""
     if JobStatus(d["status"]) not in JOB_LIVE:
         return None
-    if d.get("live_attempt"):
-        return Attempt.model_validate_json(d["live_attempt"])
+    kept = kept_attempt(d)
+    if kept is not None and kept.attempt == d["attempt"]:
+        return kept
     return Attempt(
         job_id=job_id, attempt=d["attempt"], pilot_id=d["pilot_id"],
         status=JobStatus(d["status"]), started_at=_float(d["started_at"]),

@@ -51,19 +51,22 @@ class JobPart(FirestoreBase):
         return [codec.job_from(s.id, fields(s)) for s in self._stream("list_jobs", query)]
 
     def attempts(self, job_id: str) -> list[Attempt]:
-        """The records of ended attempts (`attempts`), and the live attempt's, which is kept
-        with the job (see `plans.plan_changes`). The job is read first: an attempt that ends
-        between the two reads is then found in `attempts`."""
+        """The records of replaced attempts (`attempts`), and the current attempt's, which is
+        kept with the job (see `plans.plan_changes`). The job is read first: an attempt that
+        is replaced between the two reads is then found in `attempts`."""
         doc = self._read("attempts", self._jobs.document(job_id))
         query = self._attempts.where(filter=eq("job_id", job_id)).order_by("attempt")
         found = [codec.attempt_from(fields(s)) for s in self._stream("attempts", query)]
         records = {a.attempt: a for a in found}
-        current = None if doc is None else codec.live_attempt(job_id, doc)
-        kept = doc is not None and bool(doc.get("live_attempt"))
-        # A record kept with the job is the newest. One in `attempts` for a live attempt was
-        # written at the claim by an earlier version of this store: better than one made up
-        # from the job's fields.
-        if current is not None and (kept or current.attempt not in records):
+        if doc is None:
+            return found
+        # A record kept with the job is the newest. One in `attempts` for the current attempt
+        # was written by an earlier version of this store (at the claim, or when it ended).
+        kept = codec.kept_attempt(doc)
+        if kept is not None:
+            records[kept.attempt] = kept
+        current = codec.live_attempt(job_id, doc)
+        if current is not None and current.attempt not in records:
             records[current.attempt] = current
         return [records[k] for k in sorted(records)]
 

@@ -24,7 +24,7 @@ from skypanda.adapters.gcp.firestore.codec import (
 )
 from skypanda.domain.events import Event
 from skypanda.domain.models import Attempt, Job
-from skypanda.domain.states import JOB_LIVE
+from skypanda.domain.states import JOB_FINAL, JOB_LIVE
 from skypanda.ports import JobChange
 
 T = TypeVar("T")
@@ -135,18 +135,19 @@ def plan_changes(
     requested would otherwise write the flag back to false and lose the kill.
 
     A job is written once, as its last winning change left it. Attempt records: the record of
-    a live attempt (a change to starting or running) is kept in the job document
-    (`live_attempt`), which is written anyway; a record goes to `attempts` only when its
-    attempt ends or is replaced. So a job costs no attempt write until its attempt ends. A
-    change that ends a live attempt without giving its record gets one made from the job as
-    it was (never the case for jobflow's changes, which always give it).
+    the job's current attempt, live or ended, is kept in the job document (`live_attempt`),
+    which is written anyway; a record goes to `attempts` only when its attempt is replaced by
+    a new one (a requeue, a retry). So a job that runs once costs no attempt write at all,
+    and the job document holds one record at most. A change that ends or replaces a live
+    attempt without giving its record gets one made from the job as it was (never the case
+    for jobflow's changes, which always give it).
     """
     plan = ChangePlan()
     state = dict(state)
     final: dict[str, Job] = {}
-    live: dict[str, Attempt | None] = {}  # job id -> live record to store; absent: keep stored
+    kept: dict[str, Attempt | None] = {}  # job id -> record to keep; absent: keep the stored
     for ch in changes:
-        before, after, record = ch.before, ch.after, ch.attempt
+        before, after = ch.before, ch.after
         ok = state.get(before.id) == (str(before.status), before.attempt, before.kill_requested)
         plan.won.append(ok)
         if not ok:
@@ -155,24 +156,34 @@ def plan_changes(
         final[before.id] = after
         for e in ch.events:
             plan.events.setdefault(e.id, e)
-        still_live = after.status in JOB_LIVE and after.attempt == before.attempt
-        keep = record is not None and after.status in JOB_LIVE and record.attempt == after.attempt
-        if record is not None and not keep:
-            plan.attempts[attempt_key(record)] = attempt_doc(record)
-        if before.status in JOB_LIVE and not still_live:  # the live attempt ended
-            ended = f"{before.id}:{before.attempt}"
-            if ended not in plan.attempts:
-                kept = live.get(before.id)
-                plan.attempts[ended] = attempt_doc(kept or _attempt_as_read(before))
-            live[before.id] = None
-        if keep:
-            live[before.id] = record
+        _place_records(ch, kept, plan.attempts)
     for job_id, job in final.items():
-        doc = job_doc(job, live.get(job_id))
-        if job_id not in live:
+        doc = job_doc(job, kept.get(job_id))
+        if job_id not in kept:
             del doc["live_attempt"]  # unchanged: keep the record stored with the job
         plan.jobs[job_id] = doc
     return plan
+
+
+def _place_records(ch: JobChange, kept: dict[str, Attempt | None], out: dict[str, Doc]) -> None:
+    """Where a winning change's attempt records go: the current attempt's kept with the job
+    (`kept`), a replaced attempt's out to `attempts` (`out`)."""
+    before, after, record = ch.before, ch.after, ch.attempt
+    if record is not None and record.attempt == after.attempt:
+        kept[before.id] = record
+    elif record is not None:
+        out[attempt_key(record)] = attempt_doc(record)
+    if after.attempt != before.attempt:  # the attempt is replaced: its record goes out
+        old, mine = f"{before.id}:{before.attempt}", kept.get(before.id)
+        if old in out:
+            pass
+        elif mine is not None and mine.attempt == before.attempt:
+            out[old] = attempt_doc(mine)
+        elif before.status in JOB_LIVE or before.status in JOB_FINAL:  # it ran
+            out[old] = attempt_doc(_attempt_as_read(before))
+        kept[before.id] = None
+    elif before.status in JOB_LIVE and after.status not in JOB_LIVE and before.id not in kept:
+        kept[before.id] = _attempt_as_read(before)  # it ended, and no record was given
 
 
 def _attempt_as_read(job: Job) -> Attempt:

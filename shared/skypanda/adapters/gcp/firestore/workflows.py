@@ -218,6 +218,8 @@ class WorkflowPart(FirestoreBase):
         1. each failed or cancelled job of the task starts a new attempt, defined (commits of
            up to 500 jobs, each with the precondition "not updated since read": a job that
            changed meanwhile is left to the next query, which finds it if it still needs it);
+           the record of the attempt it ends, kept with the job, is first copied to
+           `attempts` (an upsert: a job whose reset then loses is copied again, the same);
         2. right after each commit, the edges out of the jobs it reset are made pending again
            (the job is written first: see `_mark_edges`);
         3. once every job is reset, those with no pending edge into them are activated
@@ -228,10 +230,11 @@ class WorkflowPart(FirestoreBase):
             advance(s, JobStatus.DEFINED)
             advance(s, JobStatus.ACTIVATED)
         query = self._of_task(task_id, is_in("status", {JobStatus.FAILED, JobStatus.CANCELLED}))
-        query = query.select(["attempt"]).limit(codec.MAX_WRITES)
+        query = query.select(["attempt", "live_attempt"]).limit(codec.MAX_WRITES)
         reset: dict[str, Any] = {}  # job id -> its update time after the reset
         idle = 0
         while page := self._stream("retry_jobs", query):
+            self._keep_records(page)
             bulk = BulkWriteBatch(self._db)
             for snap in page:
                 unchanged = self._db.write_option(last_update_time=snap.update_time)
@@ -255,6 +258,18 @@ class WorkflowPart(FirestoreBase):
                 raise BackendUnavailable(f"Firestore retry_jobs: task {task_id} kept changing")
         self._activate_ready(reset)
         return len(reset)
+
+    def _keep_records(self, jobs: Sequence[Snapshot]) -> None:
+        """Write to `attempts` the attempt records kept in these jobs' documents (one commit:
+        a page of jobs is at most 500), before a reset starts new attempts that replace them."""
+        records = [r for s in jobs if (r := codec.kept_attempt(fields(s))) is not None]
+        if not records:
+            return
+        batch = self._db.batch()
+        for r in records:
+            batch.set(self._attempts.document(codec.attempt_key(r)), codec.attempt_doc(r))
+        with self._backend("retry_jobs"):
+            batch.commit()
 
     def _reset_edges(self, parent_id: str) -> None:
         """Make pending again every edge out of the job (it runs again)."""

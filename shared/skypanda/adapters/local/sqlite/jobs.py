@@ -22,7 +22,7 @@ from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.jobflow import JobChange
 from skypanda.domain.models import Attempt, Job, Resources
 from skypanda.domain.states import JOB_LIVE, JobStatus, advance
-from skypanda.ports import WAITING_COUNT_CAP
+from skypanda.ports import OWNERS_SCANNED, WAITING_COUNT_CAP
 
 _LIVE = [str(s) for s in JOB_LIVE]
 
@@ -130,6 +130,19 @@ class SqliteJobs(SqliteDb):
             db.executemany(UPSERT_ATTEMPT, [attempt_row(a) for a in sent])
         return jobs
 
+    def waiting_owners(self, queue: str, limit: int) -> list[str]:
+        # A skip scan of the (queue, status, owner) dispatch index, one seek per owner, instead
+        # of DISTINCT over every activated job of the queue.
+        rows = self._read(
+            "WITH RECURSIVE o(owner) AS ("
+            " SELECT min(owner) FROM jobs WHERE queue = ?1 AND status = ?2"
+            " UNION ALL SELECT (SELECT min(owner) FROM jobs WHERE queue = ?1 AND status = ?2"
+            " AND owner > o.owner) FROM o WHERE o.owner IS NOT NULL LIMIT ?3"
+            ") SELECT owner FROM o WHERE owner IS NOT NULL",
+            (queue, str(JobStatus.ACTIVATED), limit),
+        )
+        return [r["owner"] for r in rows]
+
     def owner_loads(self, queue: str) -> dict[str, OwnerLoad]:
         running = {
             r["owner"]: r["n"]
@@ -139,20 +152,8 @@ class SqliteJobs(SqliteDb):
                 (queue, *_LIVE),
             )
         }
-        # Owners with jobs waiting: a skip scan of the (queue, owner) dispatch index, one seek
-        # per owner, instead of DISTINCT over every activated job of the queue.
         activated = str(JobStatus.ACTIVATED)
-        waiting_owners = [
-            r["owner"]
-            for r in self._read(
-                "WITH RECURSIVE o(owner) AS ("
-                " SELECT min(owner) FROM jobs WHERE queue = ?1 AND status = ?2"
-                " UNION ALL SELECT (SELECT min(owner) FROM jobs WHERE queue = ?1 AND status = ?2"
-                " AND owner > o.owner) FROM o WHERE o.owner IS NOT NULL"
-                ") SELECT owner FROM o WHERE owner IS NOT NULL",
-                (queue, activated),
-            )
-        ]
+        waiting_owners = self.waiting_owners(queue, OWNERS_SCANNED)
         loads: dict[str, OwnerLoad] = {}
         for owner in waiting_owners:
             (count,) = self._read(
