@@ -62,11 +62,9 @@ _MAIN_DOC = '''\
 
 `skypanda deploy bundle` builds what a deployment uploads from this file: main.py, a
 requirements.txt and the skypanda wheel it names. Every function, its trigger and its size are
-listed in `skypanda.runtime.deployment.FUNCTIONS` (and `infra/terraform/skypanda.json`):
-
-submit, dispatch (HTTP); split, workflow, scale, sweep, bulk (Pub/Sub push subscriptions);
-release (Firestore document.created on the outbox collection, and lost events re-sent on
-Pub/Sub).
+listed in `skypanda.runtime.deployment.FUNCTIONS` (and `infra/terraform/skypanda.json`): HTTP
+(submit, dispatch), Pub/Sub push subscriptions, and release (Firestore document.created on the
+outbox collection). This file is written by the code: `skypanda deploy bundle` checks it.
 """
 '''
 
@@ -105,10 +103,10 @@ def main_source() -> str:
 
     names = sorted(FUNCTIONS)
     imports = "".join(f"    {name},\n" for name in names)
-    exported = ", ".join(f'"{name}"' for name in names)
+    exported = "".join(f'    "{name}",\n' for name in names)
     return (
         f"{_MAIN_DOC}\nfrom skypanda.runtime.entrypoints import (\n{imports})\n\n"
-        f"__all__ = [{exported}]\n"
+        f"__all__ = [\n{exported}]\n"
     )
 
 

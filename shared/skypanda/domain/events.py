@@ -26,6 +26,11 @@ class EventType(StrEnum):
     JOB_ENDED = "dev.skypanda.job.ended"  # -> release (rollup, children)
     TICK = "dev.skypanda.tick"  # -> scale, sweep (Cloud Scheduler on GCP, a timer locally)
     TASK_BULK = "dev.skypanda.task.bulk"  # -> bulk (one page of a task-wide job change)
+    TASK_ENDED = "dev.skypanda.task.ended"  # -> notify, chain (a task reached an end status)
+    WORKFLOW_ENDED = "dev.skypanda.workflow.ended"  # -> notify, chain (a workflow ended)
+    # From outside (other pipelines), not from the outbox:
+    SUBMISSION = "dev.skypanda.submission"  # -> intake (a task or workflow, with its key)
+    OBJECT_FINALIZED = "dev.skypanda.object.finalized"  # -> watch (a new Cloud Storage object)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,44 @@ class TaskBulk(Payload):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+class TaskEnded(Payload):
+    """A task reached an end status (done, failed, finished, aborted, skipped...)."""
+
+    task_id: str = Field(min_length=1)
+    status: str = Field(min_length=1)
+    owner: str = ""
+    name: str = ""
+    workflow_id: str | None = None
+
+
+class WorkflowEnded(Payload):
+    """A workflow reached an end status."""
+
+    workflow_id: str = Field(min_length=1)
+    status: str = Field(min_length=1)
+    owner: str = ""
+    name: str = ""
+
+
+class Submission(Payload):
+    """A task or workflow another pipeline submitted by message (`handlers.intake`): the body
+    as published, the publisher's client key, and the credential naming who submits."""
+
+    body: str
+    key: str = ""
+    credential: str = ""
+    content_type: str = "application/json"
+
+
+class ObjectFinalized(Payload):
+    """A new object in Cloud Storage (or a file in a watched folder): `handlers.watch`."""
+
+    bucket: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    generation: str = ""
+    size: int = 0
+
+
 PAYLOADS: Mapping[EventType, type[Payload]] = MappingProxyType(
     {
         EventType.TASK_REGISTERED: TaskRef,
@@ -87,6 +130,10 @@ PAYLOADS: Mapping[EventType, type[Payload]] = MappingProxyType(
         EventType.JOB_ENDED: JobEnded,
         EventType.TICK: Tick,
         EventType.TASK_BULK: TaskBulk,
+        EventType.TASK_ENDED: TaskEnded,
+        EventType.WORKFLOW_ENDED: WorkflowEnded,
+        EventType.SUBMISSION: Submission,
+        EventType.OBJECT_FINALIZED: ObjectFinalized,
     }
 )
 
@@ -98,6 +145,10 @@ SUBSCRIBERS: Mapping[EventType, tuple[str, ...]] = MappingProxyType(
         EventType.JOB_ENDED: ("release",),
         EventType.TICK: ("scale", "sweep"),
         EventType.TASK_BULK: ("bulk",),
+        EventType.TASK_ENDED: ("notify", "chain"),
+        EventType.WORKFLOW_ENDED: ("notify", "chain"),
+        EventType.SUBMISSION: ("intake",),
+        EventType.OBJECT_FINALIZED: ("watch",),
     }
 )
 """Who receives each event type, by handler name: the routing table as data. On Google Cloud
@@ -176,4 +227,26 @@ def task_bulk(
         type=EventType.TASK_BULK,
         subject=f"tasks/{task_id}",
         data={"task_id": task_id, "action": action, "run": run, "page": page, "args": args or {}},
+    )
+
+
+def task_ended(
+    task_id: str, status: str, *, owner: str, name: str, workflow_id: str | None
+) -> Event:
+    # One end per (task, status): a task retried and ended again is a new event.
+    return Event(
+        id=f"task-ended:{task_id}:{status}",
+        type=EventType.TASK_ENDED,
+        subject=f"tasks/{task_id}",
+        data={"task_id": task_id, "status": status, "owner": owner, "name": name,
+              "workflow_id": workflow_id},
+    )  # fmt: skip
+
+
+def workflow_ended(workflow_id: str, status: str, *, owner: str, name: str) -> Event:
+    return Event(
+        id=f"workflow-ended:{workflow_id}:{status}",
+        type=EventType.WORKFLOW_ENDED,
+        subject=f"workflows/{workflow_id}",
+        data={"workflow_id": workflow_id, "status": status, "owner": owner, "name": name},
     )

@@ -9,7 +9,18 @@ from types import MappingProxyType
 from typing import Any
 
 from skypanda.domain.events import EventType
-from skypanda.handlers import bulk, release, scale, split, sweep, workflow
+from skypanda.handlers import (
+    bulk,
+    chain,
+    intake,
+    notify,
+    release,
+    scale,
+    split,
+    sweep,
+    watch,
+    workflow,
+)
 from skypanda.handlers.services import Services
 
 Handler = Callable[[Services, Any], object]
@@ -23,6 +34,10 @@ HANDLERS: Mapping[str, Handler] = MappingProxyType(
         "release": release.handle,
         "sweep": sweep.handle,
         "bulk": bulk.handle,
+        "notify": notify.handle,
+        "chain": chain.handle,
+        "intake": intake.handle,
+        "watch": watch.handle,
     }
 )
 

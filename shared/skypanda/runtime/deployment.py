@@ -87,6 +87,10 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         FunctionSpec("scale", "pubsub", "scale", timeout_s=300, max_instances=1),
         FunctionSpec("sweep", "pubsub", "sweep", timeout_s=540, max_instances=1),
         FunctionSpec("bulk", "pubsub", "bulk", timeout_s=540, max_instances=10),
+        FunctionSpec("notify", "pubsub", "notify", timeout_s=300, max_instances=20),
+        FunctionSpec("chain", "pubsub", "chain", timeout_s=120, max_instances=10),
+        FunctionSpec("intake", "pubsub", "intake", memory="1Gi", timeout_s=300),
+        FunctionSpec("watch", "pubsub", "watch", timeout_s=300, max_instances=10),
         # Outbox documents created (Eventarc), and lost ones re-sent by the sweep (Pub/Sub).
         FunctionSpec("release", "firestore", "release", timeout_s=60),
     )

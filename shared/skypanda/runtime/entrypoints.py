@@ -68,3 +68,23 @@ def bulk(cloud_event: Any) -> None:
 @functions_framework.cloud_event
 def release(cloud_event: Any) -> None:
     cloudfn.on_release(cloud_event)
+
+
+@functions_framework.cloud_event
+def notify(cloud_event: Any) -> None:
+    cloudfn.on_pubsub(cloud_event, only="notify")
+
+
+@functions_framework.cloud_event
+def chain(cloud_event: Any) -> None:
+    cloudfn.on_pubsub(cloud_event, only="chain")
+
+
+@functions_framework.cloud_event
+def intake(cloud_event: Any) -> None:
+    cloudfn.on_pubsub(cloud_event, only="intake")
+
+
+@functions_framework.cloud_event
+def watch(cloud_event: Any) -> None:
+    cloudfn.on_pubsub(cloud_event, only="watch")

@@ -43,6 +43,7 @@ __all__ = [
     "Topology",
     "dead_letter_topic_name",
     "ensure_topology",
+    "notifications_topic_name",
     "subscription_name",
     "topic_name",
     "topology",
@@ -95,6 +96,12 @@ def dead_letter_topic_name(prefix: str = "skypanda") -> str:
     return _checked(f"{prefix}-dead-letter")
 
 
+def notifications_topic_name(prefix: str = "skypanda") -> str:
+    """Where skypanda publishes what ended (and rejected submissions) for other pipelines:
+    a topic with no subscription of skypanda's own."""
+    return _checked(f"{prefix}-notifications")
+
+
 def topology(prefix: str = "skypanda", push_endpoints: Mapping[str, str] | None = None) -> Topology:
     """The topics and subscriptions skypanda needs, from the routing table.
 
@@ -127,7 +134,8 @@ def topology(prefix: str = "skypanda", push_endpoints: Mapping[str, str] | None 
     subscriptions.append(
         SubscriptionSpec(_checked(f"{dead_letter}--{DEAD_LETTER_HOLD}"), dead_letter, None)
     )
-    topics = (*(topic_name(t, prefix) for t in EventType), dead_letter)
+    topics = (*(topic_name(t, prefix) for t in EventType), notifications_topic_name(prefix),
+              dead_letter)  # fmt: skip
     return Topology(topics, tuple(subscriptions), dead_letter)
 
 
