@@ -53,6 +53,8 @@ locals {
   dead_lettering = { for name, s in local.subscriptions : name => s if s.dead_letter }
   # The topic Cloud Scheduler ticks on (topology.topic_name(EventType.TICK)).
   tick_topic = local.manifest.tick_topic
+  # The topic other pipelines submit on; its messages must follow schemas/submission.avsc.
+  submission_topic = local.manifest.submission_topic
 
   # -- Firestore -------------------------------------------------------------------------------
   database   = "(default)"

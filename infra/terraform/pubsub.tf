@@ -25,6 +25,24 @@ resource "google_pubsub_topic" "topic" {
   # Dead letters stay readable for a week even when the hold subscription was recreated.
   message_retention_duration = each.key == local.manifest.dead_letter_topic ? "604800s" : null
 
+  # Pub/Sub refuses, at publishing, a submission that is not the schema's record.
+  dynamic "schema_settings" {
+    for_each = each.key == local.submission_topic ? [google_pubsub_schema.submission.id] : []
+    content {
+      schema   = schema_settings.value
+      encoding = "JSON"
+    }
+  }
+
+  depends_on = [google_project_service.api]
+}
+
+# The record a submission message carries (runtime.intake), in the repository's schemas/.
+resource "google_pubsub_schema" "submission" {
+  name       = "${local.prefix}${local.submission_topic}"
+  type       = "AVRO"
+  definition = file("${path.module}/../../schemas/submission.avsc")
+
   depends_on = [google_project_service.api]
 }
 

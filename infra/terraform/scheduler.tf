@@ -1,6 +1,7 @@
 # The tick: every minute (var.tick_schedule) a message on the tick topic, which the scale and
-# sweep subscriptions both receive. The message carries none of skypanda's attributes: the
-# functions take such a message for a tick whose id is the message id (runtime.cloudfn).
+# sweep subscriptions both receive. The message says what it is with the attribute
+# type=dev.skypanda.tick (a message with no type is dead-lettered); its id is the message id
+# (runtime.cloudfn).
 
 resource "google_cloud_scheduler_job" "tick" {
   name        = "${local.prefix}skypanda-tick"
@@ -17,6 +18,9 @@ resource "google_cloud_scheduler_job" "tick" {
   pubsub_target {
     topic_name = google_pubsub_topic.topic[local.tick_topic].id
     data       = base64encode("{}")
+    attributes = {
+      type = "dev.skypanda.tick"
+    }
   }
 
   lifecycle {

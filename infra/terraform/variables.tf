@@ -157,6 +157,12 @@ variable "domain" {
   default     = null
 }
 
+variable "watched_buckets" {
+  description = "Buckets whose new objects may feed watch rules (skypanda watch add --source gs://bucket/prefix): each gets a Cloud Storage notification on the object topic, and the pilots may read its objects."
+  type        = set(string)
+  default     = []
+}
+
 variable "tick_schedule" {
   description = "Cron schedule of the tick (scale and sweep), in UTC."
   type        = string

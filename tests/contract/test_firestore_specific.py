@@ -20,6 +20,8 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from skypanda.adapters.gcp.firestore import FirestoreStore, codec, plans
+from skypanda.adapters.gcp.firestore import watches as watch_docs
+from skypanda.adapters.gcp.firestore import webhooks as webhook_docs
 from skypanda.adapters.gcp.metering import FirestoreMeter, meter_firestore
 from skypanda.cli.bench_cloud import HEARTBEAT_OPS, LOG_FLUSH_OPS, _NoBlobs, _NoBus
 from skypanda.domain import events as ev
@@ -30,6 +32,8 @@ from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.jobflow import JobChange, apply_report, requeue_lost
 from skypanda.domain.models import Attempt, Job, JobReport, Pilot, Queue
 from skypanda.domain.states import JOB_QUEUED, JobStatus, PilotStatus, TaskStatus
+from skypanda.domain.watch import WatchRule
+from skypanda.domain.webhooks import Delivery, Webhook
 from skypanda.domain.workflow import Workflow, WorkflowSpec, WorkflowTask
 from skypanda.handlers import dispatch
 from skypanda.handlers.services import Services
@@ -615,6 +619,27 @@ def _documents(clock: FakeClock) -> dict[str, codec.Doc]:
             )
         ),
         "edges": codec.edge_doc("p", "c", None),
+        "webhooks": webhook_docs.webhook_doc(
+            Webhook(id="h", owner="o", url="https://example.org/h", created_at=0)
+        ),
+        "deliveries": webhook_docs.delivery_doc(
+            Delivery(
+                id="d",
+                owner="o",
+                url="https://example.org/h",
+                event_id="e",
+                subject="tasks/t",
+                headers={},
+                body="{}",
+                next_at=0,
+                created_at=0,
+            )
+        ),
+        "watch_batches": watch_docs.new_batch_doc(
+            WatchRule(name="w", source="gs://b/", template={"name": "t", "command": ["x"]}),
+            0,
+            clock.now(),
+        ),
         "audit": codec.audit_doc(
             AuditEntry(
                 id=audit_id(clock.now()),

@@ -59,7 +59,11 @@ def _client(target: str, signature: str) -> Any:
     return create_app(target, MAIN, signature).test_client()
 
 
-def _pubsub(event: Event | None, msg_id: str = "m1") -> CloudEvent:
+def _pubsub(
+    event: Event | None, msg_id: str = "m1", attributes: dict[str, str] | None = None
+) -> CloudEvent:
+    """A messagePublished CloudEvent carrying `event`, or (None) a message with only
+    `attributes` and no data (a tick: `{"type": "dev.skypanda.tick"}`)."""
     message: dict[str, Any] = {"messageId": msg_id, "publishTime": "2026-11-22T00:00:00Z"}
     if event is not None:
         message["data"] = base64.b64encode(json.dumps(event.data).encode()).decode()
@@ -70,6 +74,7 @@ def _pubsub(event: Event | None, msg_id: str = "m1") -> CloudEvent:
         }
     else:
         message["data"] = ""
+        message["attributes"] = attributes or {}
     return cloudfn.cloud_event(
         {"id": msg_id, "type": cloudfn.PUBSUB_PUBLISHED,
          "source": "//pubsub.googleapis.com/projects/p/topics/t"},
@@ -155,10 +160,30 @@ def test_sweep_on_a_scheduler_tick_declares_silent_pilots_missed(svc: Services) 
         )
     )
     clock.t += 3600
-    # When Cloud Scheduler's tick (a message with no attributes) reaches sweep
-    assert _post(_client("sweep", "cloudevent"), _pubsub(None)).status_code == 200
+    # When Cloud Scheduler's tick (a message with only the attribute type) reaches sweep
+    tick = _pubsub(None, attributes={"type": str(ev.EventType.TICK)})
+    assert _post(_client("sweep", "cloudevent"), tick).status_code == 200
     # Then the pilot is missed
     assert svc.store.get_pilot("p1").status is PilotStatus.MISSED
+
+
+def test_a_message_without_a_type_is_no_tick_and_goes_to_the_dead_letter(svc: Services) -> None:
+    # Given a pilot last heard from long ago
+    clock = svc.clock
+    assert isinstance(clock, FakeClock)
+    svc.store.add_pilot(
+        Pilot(id="p1", queue="local", status=PilotStatus.RUNNING, created_at=clock.t,
+              heartbeat_at=clock.t)
+    )  # fmt: skip
+    clock.t += 3600
+    # When a message with no type attribute reaches sweep
+    assert _post(_client("sweep", "cloudevent"), _pubsub(None, "m9")).status_code == 200
+    # Then it is dead-lettered with why, acknowledged, and no sweep ran
+    box = cloudfn._state["dead_letters"]
+    assert isinstance(box, DeadLetterBox)
+    ((event_id, reason),) = box.parked
+    assert event_id == "m9" and "no type attribute" in reason
+    assert svc.store.get_pilot("p1").status is PilotStatus.RUNNING
 
 
 def _run_jobs(svc: Services, task_id: str, status: JobStatus) -> list[Event]:

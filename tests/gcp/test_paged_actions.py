@@ -130,8 +130,8 @@ def deliver(
     store: FirestoreStore, pipeline: Pipeline, clock: FakeClock, *, stop_after: int | None = None
 ) -> list[Event]:
     """Deliver the outbox's pending events (the next page's events too, as they appear) until
-    none is left, or until `stop_after` were delivered (the process stops there). Returns the
-    events delivered, in order."""
+    none is left, or until `stop_after` pages were delivered (the process stops there). Returns
+    the events delivered, in order."""
     delivered: list[Event] = []
     for _ in range(100):
         pending = store.pending_events(20)
@@ -145,7 +145,7 @@ def deliver(
             else:
                 dead = result.outcome is Outcome.DEAD
                 store.mark_failed(stored.seq, result.reason, dead=dead)
-            if stop_after is not None and len(delivered) >= stop_after:
+            if stop_after is not None and len(pages(delivered)) >= stop_after:
                 return delivered
     raise AssertionError("the outbox never drained")
 

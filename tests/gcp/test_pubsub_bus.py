@@ -114,8 +114,10 @@ def test_topology_has_one_subscription_per_route_and_a_dead_letter_hold() -> Non
     routes = {(topic_name(t), h) for t, hs in SUBSCRIBERS.items() for h in hs}
     subs = {(s.topic, s.handler) for s in topo.subscriptions if s.handler}
     assert subs == routes
-    # And there is a topic per event type plus the dead-letter topic, which is kept
-    assert set(topo.topics) == {topic_name(t) for t in EventType} | {"skypanda-dead-letter"}
+    # And there is a topic per event type, the notifications topic (what ended, for other
+    # pipelines) and the dead-letter topic, which is kept
+    others = {"skypanda-notifications", "skypanda-dead-letter"}
+    assert set(topo.topics) == {topic_name(t) for t in EventType} | others
     assert [s.name for s in topo.subscriptions if s.handler is None] == [
         "skypanda-dead-letter--hold"
     ]

@@ -220,12 +220,13 @@ ALLOWED_TYPES = {
     "google_firestore_field",
     # Pub/Sub and the tick
     "google_pubsub_topic", "google_pubsub_subscription", "google_pubsub_topic_iam_member",
-    "google_pubsub_subscription_iam_member", "google_cloud_scheduler_job",
+    "google_pubsub_subscription_iam_member", "google_cloud_scheduler_job", "google_pubsub_schema",
     # functions, their source and who may call them
     "google_cloudfunctions2_function", "google_storage_bucket_object",
     "google_cloud_run_service_iam_member",
     # buckets, secrets, service accounts and roles
     "google_storage_bucket", "google_storage_bucket_iam_member", "google_secret_manager_secret",
+    "google_storage_notification",
     "google_secret_manager_secret_version", "google_secret_manager_secret_iam_member",
     "random_password", "google_service_account", "google_service_account_iam_member",
     "google_project_iam_member", "google_project_iam_custom_role",
@@ -705,6 +706,26 @@ def test_the_tick_goes_to_the_codes_tick_topic(tf: Terraform, manifest: dict[str
     )
 
 
+def test_the_tick_says_it_is_a_tick(tf: Terraform) -> None:
+    # A message without a type is dead-lettered (runtime.cloudfn): the scheduler names the type.
+    job = tf.resources[("google_cloud_scheduler_job", "tick")]
+    assert block(job, "pubsub_target")["attributes"] == {"type": str(EventType.TICK)}
+
+
+def test_the_submission_topic_checks_messages_against_the_repositorys_schema(
+    tf: Terraform, manifest: dict[str, Any]
+) -> None:
+    assert manifest["submission_topic"] == topology.topic_name(EventType.SUBMISSION)
+    assert expr(tf.locals["submission_topic"]) == "local.manifest.submission_topic"
+    schema = tf.resources[("google_pubsub_schema", "submission")]
+    assert schema["type"] == "AVRO"
+    assert "schemas/submission.avsc" in str(schema["definition"])
+    assert (ROOT / "schemas" / "submission.avsc").is_file()
+    settings = dynamic(tf.resources[("google_pubsub_topic", "topic")], "schema_settings")
+    assert block(settings, "content")["encoding"] == "JSON"
+    assert "local.submission_topic" in expr(settings["for_each"])
+
+
 def test_no_resource_the_code_does_not_know_about(tf: Terraform) -> None:
     assert owned_problems(tf) == []
 
@@ -824,3 +845,13 @@ def test_every_checkov_skip_says_why(tf: Terraform) -> None:
     bare = 'resource "google_pubsub_topic" "t" {\n  #checkov:skip=CKV_GCP_83\n}\n'
     broken = Terraform.parse({**tf.texts, "extra.tf": bare})
     assert checkov_skip_problems(broken) == ["extra.tf: checkov skip of CKV_GCP_83 gives no reason"]
+
+
+def test_watched_buckets_notify_the_codes_object_topic(tf: Terraform) -> None:
+    from skypanda.domain.events import EventType
+
+    text = tf.texts["watch.tf"]
+    assert f'object_topic = "{topology.topic_name(EventType.OBJECT_FINALIZED)}"' in text
+    assert 'payload_format = "JSON_API_V1"' in text
+    assert 'event_types    = ["OBJECT_FINALIZE"]' in text
+    assert "for_each       = var.watched_buckets" in text

@@ -161,7 +161,12 @@ def test_task_final_states_are_those_without_exits_and_the_retryable_ones() -> N
 
 
 def test_workflow_final_states() -> None:
-    assert {WorkflowStatus.DONE, WorkflowStatus.FAILED, WorkflowStatus.ABORTED} == WORKFLOW_FINAL
+    assert {
+        WorkflowStatus.DONE,
+        WorkflowStatus.FAILED,
+        WorkflowStatus.ABORTED,
+        WorkflowStatus.SKIPPED,  # never started: its start_after trigger ended otherwise
+    } == WORKFLOW_FINAL
     # A failed workflow is retried (running again) or killed
     assert WORKFLOW_TRANSITIONS[WorkflowStatus.FAILED] == {
         WorkflowStatus.RUNNING,

@@ -52,6 +52,15 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "set_priority": USERS,
         "kill_workflow": USERS,
         "retry_workflow": USERS,
+        # webhooks: a user manages their own, an admin anyone's (handlers.webhooks checks)
+        "list_webhooks": USERS,
+        "add_webhook": USERS,
+        "remove_webhook": USERS,
+        "webhook_secret": USERS,
+        "list_deliveries": USERS,
+        "create_watch": USERS,
+        "list_watches": USERS,
+        "remove_watch": USERS,
         # operators
         "apply_queues": frozenset({A}),
         "reset_backoff": frozenset({A}),

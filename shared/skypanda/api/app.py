@@ -13,7 +13,7 @@ from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from skypanda import __version__
-from skypanda.api import access, audit, bodies, data, errors, pilotzip, tasks
+from skypanda.api import access, audit, bodies, data, errors, pilotzip, tasks, watches, webhooks
 from skypanda.api.bodies import TooLarge, model_body
 from skypanda.api.params import int_arg
 from skypanda.api.workflows import workflow_routes
@@ -160,6 +160,8 @@ def _user_routes(app: Flask, svc: Services) -> None:
 
     workflow_routes(app, svc)
     tasks.routes(app, svc)
+    webhooks.routes(app, svc)
+    watches.routes(app, svc)
 
 
 def _monitor_routes(app: Flask, svc: Services) -> None:

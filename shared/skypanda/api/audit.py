@@ -34,12 +34,15 @@ ACTIONS = frozenset(
         "reassign_task", "set_priority",
         "kill_workflow", "retry_workflow",
         "apply_queues", "reset_backoff", "drain_pilot",
+        "add_webhook", "remove_webhook", "webhook_secret",
+        "create_watch", "remove_watch",
     }
 )  # fmt: skip
 """The routes whose calls are written to the trail (the acting ones of people and pipelines;
 not reads, and not the pilots' dispatch protocol)."""
 TARGETS = (
     ("task_id", "task"), ("workflow_id", "workflow"), ("pilot_id", "pilot"), ("name", "queue"),
+    ("watch_name", "watch"),
 )  # fmt: skip
 SMALL_BODY = 4096  # an acting call's body is kept in the entry only when it is this small
 
@@ -130,6 +133,8 @@ def _target(response: Response) -> tuple[str, str]:
             return kind, str(args[key])
     if request.endpoint in ("create_task", "create_workflow") and response.status_code < 400:
         return request.endpoint.removeprefix("create_"), str(_reply(response).get("id", ""))
+    if request.endpoint == "create_watch" and response.status_code < 400:
+        return "watch", str(_reply(response).get("name", ""))
     if request.endpoint == "apply_queues":
         return "queue", ",".join(_queue_names())
     return "", ""

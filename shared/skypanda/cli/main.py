@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from skypanda import __version__
-from skypanda.cli import actions, audit, bench, bench_dag, flows, login, users
+from skypanda.cli import actions, audit, bench, bench_dag, flows, login, users, watch, webhooks
 from skypanda.cli.connect import call, client
 from skypanda.cli.lazy import load_module
 from skypanda.cli.render import print_jobs, print_pilots, print_task
@@ -138,7 +138,9 @@ def _send_and_wait(
             click.echo(f"submitted workflow {view['id']} ({flows.total_jobs(view)} jobs)", err=True)
         return flows.outcome(flows.wait(api, view["id"], quiet=quiet), time.monotonic() - start)
     task = call(api, "POST", "/v1/tasks", spec.model_dump(mode="json", by_alias=True))
-    if task.get("status") == "pending":
+    if spec.start_after is not None and not quiet:
+        click.echo(f"task {task['id']}: {task['status']} {task['reason']}".rstrip(), err=True)
+    elif task.get("status") == "pending":
         # Stored, but no queue fits it yet: waiting could last until an operator applies one.
         click.echo(f"task {task['id']} is pending: {task['reason']}", err=True)
         if wait:
@@ -150,14 +152,66 @@ def _send_and_wait(
     return outcome(flows.wait_task(api, task["id"], quiet=quiet), time.monotonic() - start)
 
 
+def _chained(
+    spec: TaskSpec | WorkflowSpec, after: str | None, statuses: tuple[str, ...]
+) -> TaskSpec | WorkflowSpec:
+    """The spec with `start_after` from --after/--after-status (the file's field otherwise)."""
+    if after is None:
+        if statuses:
+            raise click.UsageError("--after-status needs --after ID")
+        return spec
+    kind = "workflow" if flows.is_workflow_id(after) else "task"
+    data = spec.model_dump(mode="json", by_alias=True)
+    data["start_after"] = {kind: after, "status": list(statuses) or ["done"]}
+    try:
+        return type(spec).model_validate(data)
+    except ValueError as e:
+        raise click.UsageError(f"--after {after}: {e}") from e
+
+
+def _notifying(spec: TaskSpec | WorkflowSpec, urls: tuple[str, ...]) -> TaskSpec | WorkflowSpec:
+    """The spec with the --notify URLs added to its `notify:` (each once)."""
+    if not urls:
+        return spec
+    data = spec.model_dump(mode="json", by_alias=True)
+    data["notify"] = list(dict.fromkeys([*data.get("notify", []), *urls]))
+    try:
+        return type(spec).model_validate(data)
+    except ValueError as e:
+        raise click.UsageError(f"--notify: {e}") from e
+
+
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--wait", is_flag=True, help="Wait until it ends; exit 0 only if every job finished.")
+@click.option("--after", metavar="ID", help="Start only once this task or workflow ends (a chain).")
+@click.option(
+    "--after-status",
+    multiple=True,
+    metavar="STATUS",
+    help="With --after: the end statuses that start it (repeatable; default done); "
+    "on any other end it is skipped, never started.",
+)
+@click.option(
+    "--notify",
+    multiple=True,
+    metavar="URL",
+    help="POST a signed CloudEvent to URL when it ends (repeatable; added to the file's "
+    "`notify:`). Verify with your secret: `skypanda webhooks secret`.",
+)
 @json_opt
 @server_opt
-def submit(file: str, wait: bool, as_json: bool, server: str | None) -> None:
+def submit(
+    file: str,
+    wait: bool,
+    after: str | None,
+    after_status: tuple[str, ...],
+    notify: tuple[str, ...],
+    as_json: bool,
+    server: str | None,
+) -> None:
     """Submit a task or workflow file (a workflow has `tasks:`) to a running server."""
-    spec = _load(file)
+    spec = _notifying(_chained(_load(file), after, after_status), notify)
     result = _send_and_wait(client(server), spec, file, wait=wait, quiet=as_json)
     assert result is not None
     if not wait:
@@ -421,7 +475,10 @@ bench.bench.lazy["chaos"] = "skypanda.cli.bench_chaos:chaos"  # loaded when run
 cli.add_command(bench.bench)
 cli.add_command(users.users)
 cli.add_command(audit.audit)
+cli.add_command(watch.watch)
+cli.add_command(webhooks.webhooks)
 cli.add_command(load_module("skypanda.cli.deploy", "skypanda deploy").deploy)  # light: no Google
+cli.add_command(load_module("skypanda.cli.publish", "skypanda publish").publish)  # light too
 for _command in (*actions.COMMANDS, *login.COMMANDS):
     cli.add_command(_command)
 

@@ -92,6 +92,8 @@ class TaskEnded(Payload):
     owner: str = ""
     name: str = ""
     workflow_id: str | None = None
+    reason: str = ""
+    at: float = 0.0  # when it ended (the transition's time)
 
 
 class WorkflowEnded(Payload):
@@ -101,16 +103,21 @@ class WorkflowEnded(Payload):
     status: str = Field(min_length=1)
     owner: str = ""
     name: str = ""
+    reason: str = ""
+    at: float = 0.0  # when it ended (the transition's time)
 
 
 class Submission(Payload):
-    """A task or workflow another pipeline submitted by message (`handlers.intake`): the body
-    as published, the publisher's client key, and the credential naming who submits."""
+    """A task or workflow another pipeline submitted by message (`handlers.intake`): the
+    document as published (`kind`, `body`, `content_type`: schemas/submission.avsc), the
+    publisher's client key, and the owner: the name of the principal whose credential the
+    transport verified (`runtime.intake.decode_submission`; a message never names its owner)."""
 
+    kind: str = Field(min_length=1)
     body: str
-    key: str = ""
-    credential: str = ""
-    content_type: str = "application/json"
+    key: str = Field(min_length=1)
+    owner: str = Field(min_length=1)
+    content_type: str = "application/yaml"
 
 
 class ObjectFinalized(Payload):
@@ -231,22 +238,38 @@ def task_bulk(
 
 
 def task_ended(
-    task_id: str, status: str, *, owner: str, name: str, workflow_id: str | None
+    task_id: str,
+    status: str,
+    *,
+    owner: str,
+    name: str,
+    workflow_id: str | None,
+    at: float,
+    reason: str = "",
 ) -> Event:
-    # One end per (task, status): a task retried and ended again is a new event.
+    """A task reached an end status, written in the same commit as the status change.
+
+    The id names the transition's time: a task that ends, is retried and ends again (even with
+    the same status) makes a new event, while a redelivery of one end is the same event (the
+    compare-and-set that writes it wins only once per end).
+    """
     return Event(
-        id=f"task-ended:{task_id}:{status}",
+        id=f"task-ended:{task_id}:{status}:{at:.6f}",
         type=EventType.TASK_ENDED,
         subject=f"tasks/{task_id}",
         data={"task_id": task_id, "status": status, "owner": owner, "name": name,
-              "workflow_id": workflow_id},
+              "workflow_id": workflow_id, "reason": reason, "at": at},
     )  # fmt: skip
 
 
-def workflow_ended(workflow_id: str, status: str, *, owner: str, name: str) -> Event:
+def workflow_ended(
+    workflow_id: str, status: str, *, owner: str, name: str, at: float, reason: str = ""
+) -> Event:
+    """A workflow reached an end status (the id names the time, as for `task_ended`)."""
     return Event(
-        id=f"workflow-ended:{workflow_id}:{status}",
+        id=f"workflow-ended:{workflow_id}:{status}:{at:.6f}",
         type=EventType.WORKFLOW_ENDED,
         subject=f"workflows/{workflow_id}",
-        data={"workflow_id": workflow_id, "status": status, "owner": owner, "name": name},
-    )
+        data={"workflow_id": workflow_id, "status": status, "owner": owner, "name": name,
+              "reason": reason, "at": at},
+    )  # fmt: skip

@@ -31,7 +31,8 @@ class JobStatus(StrEnum):
 class TaskStatus(StrEnum):
     """A task's state (JEDI's task states)."""
 
-    PENDING = "pending"  # no queue fits it yet: stored unsplit, brokered again on queue changes
+    PENDING = "pending"  # no queue fits it yet (brokered again on queue changes), or it waits
+    # for its start_after trigger to end (domain.chain): stored unsplit
     REGISTERED = "registered"  # stored, not yet split
     READY = "ready"  # split into jobs, none dispatched yet
     RUNNING = "running"  # some job was dispatched
@@ -40,7 +41,8 @@ class TaskStatus(StrEnum):
     FINISHED = "finished"  # ended with some jobs failed; the task allows partial success
     FAILED = "failed"  # ended with failed jobs (or could not be split)
     ABORTED = "aborted"  # killed by a user
-    SKIPPED = "skipped"  # in a workflow: its condition did not hold (or a task it needs skipped)
+    SKIPPED = "skipped"  # in a workflow: its condition did not hold (or a task it needs skipped);
+    # alone: its start_after trigger ended with another status (never started)
     CANCELLED = "cancelled"  # in a workflow: not run because a task it needs failed
 
 
@@ -52,6 +54,7 @@ class WorkflowStatus(StrEnum):
     DONE = "done"  # every task done or skipped
     FAILED = "failed"  # some task failed or was cancelled (a user may retry)
     ABORTED = "aborted"  # killed by a user
+    SKIPPED = "skipped"  # never started: its start_after trigger ended with another status
 
 
 class PilotStatus(StrEnum):
@@ -91,7 +94,9 @@ JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
 
 _T = TaskStatus
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
-    _T.PENDING: frozenset({_T.REGISTERED, _T.ABORTED}),  # placed on a queue, or killed
+    # Placed on a queue (or its start_after trigger ended as wanted), killed, or not started
+    # (its start_after trigger ended otherwise: skipped).
+    _T.PENDING: frozenset({_T.REGISTERED, _T.ABORTED, _T.SKIPPED}),
     _T.REGISTERED: frozenset({_T.READY, _T.FAILED, _T.ABORTED, _T.SKIPPED, _T.CANCELLED}),
     _T.READY: frozenset({_T.RUNNING, _T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED, _T.PAUSED}),
     _T.RUNNING: frozenset({_T.DONE, _T.FINISHED, _T.FAILED, _T.ABORTED, _T.PAUSED}),
@@ -107,11 +112,12 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
 
 _W = WorkflowStatus
 WORKFLOW_TRANSITIONS: Mapping[WorkflowStatus, frozenset[WorkflowStatus]] = {
-    _W.REGISTERED: frozenset({_W.RUNNING, _W.FAILED, _W.ABORTED}),
+    _W.REGISTERED: frozenset({_W.RUNNING, _W.FAILED, _W.ABORTED, _W.SKIPPED}),
     _W.RUNNING: frozenset({_W.DONE, _W.FAILED, _W.ABORTED}),
     _W.DONE: frozenset(),
     _W.FAILED: frozenset({_W.RUNNING, _W.ABORTED}),  # a user's retry, or kill
     _W.ABORTED: frozenset(),
+    _W.SKIPPED: frozenset(),
 }
 
 _P = PilotStatus

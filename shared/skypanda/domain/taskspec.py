@@ -13,9 +13,11 @@ from pydantic import (
     model_validator,
 )
 
+from skypanda.domain.chain import StartAfter
 from skypanda.domain.data import MAX_EVENTS, MAX_OUTPUT_PATTERNS, check_output_pattern
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.fleet import AUTO_QUEUE
+from skypanda.domain.notifications import MAX_NOTIFY_URLS, WebhookUrl
 from skypanda.domain.patterns import compile_user_pattern
 from skypanda.domain.values import (
     MAX_ATTEMPTS,
@@ -146,6 +148,9 @@ class TaskSpec(Strict):
     retry_rules: list[RetryRule] = Field(default_factory=list, max_length=MAX_RETRY_RULES)
     stage_in: Flag = False
     outputs: list[str] = Field(default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
+    start_after: StartAfter | None = None  # held until another task or workflow ends (chain)
+    # Webhooks told when this task ends (signed with the owner's secret: domain.webhooks)
+    notify: list[WebhookUrl] = Field(default_factory=list, max_length=MAX_NOTIFY_URLS)
 
     @field_validator("command")
     @classmethod

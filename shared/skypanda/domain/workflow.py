@@ -27,8 +27,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from skypanda.domain.chain import StartAfter
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import NAME_PATTERN, TaskSpec, check_job_source
+from skypanda.domain.notifications import MAX_NOTIFY_URLS, WebhookUrl
 from skypanda.domain.patterns import compile_user_pattern
 from skypanda.domain.splitter import check_command, count_jobs
 from skypanda.domain.states import WorkflowStatus
@@ -88,6 +90,11 @@ class WorkflowTask(TaskSpec):
 
     @model_validator(mode="after")
     def _inputs_or_n_jobs(self) -> WorkflowTask:
+        if self.start_after is not None:
+            raise ValueError(
+                "start_after holds a whole submission: give it to the workflow, not to its "
+                "task (a task waits for the workflow's other tasks with after:)"
+            )
         if self.graph:
             if self.inputs is not None or self.n_jobs is not None:
                 raise ValueError(
@@ -139,6 +146,9 @@ class WorkflowSpec(Strict):
     continue_on_failure: Flag = False
     # where the job graph file is (resolved by whoever submits)
     graph: str | None = Field(default=None, max_length=MAX_PATH_CHARS)
+    start_after: StartAfter | None = None  # held until another task or workflow ends (chain)
+    # Webhooks told when the workflow ends (each task's own `notify:` when that task ends)
+    notify: list[WebhookUrl] = Field(default_factory=list, max_length=MAX_NOTIFY_URLS)
 
     def task(self, name: str) -> WorkflowTask:
         return next(t for t in self.tasks if t.name == name)

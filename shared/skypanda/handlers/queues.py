@@ -140,8 +140,8 @@ def rebroker(svc: Services) -> list[tuple[str, str]]:
 
     placed = []
     for task in svc.tasks.list_tasks(limit=REBROKER_SCAN):
-        if task.status is not TaskStatus.PENDING:
-            continue
+        if task.status is not TaskStatus.PENDING or task.spec.start_after is not None:
+            continue  # a chained task waits for its trigger, on a queue chosen already
         try:
             spec = place(svc, task.spec)
         except NoQueueFits as e:

@@ -12,6 +12,7 @@ import logging
 
 from skypanda.domain.policy import rollup
 from skypanda.domain.states import TaskStatus
+from skypanda.handlers.ends import task_end
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ def roll_up_task_fresh(svc: Services, task_id: str) -> tuple[TaskStatus | None, 
         return None, False
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     if svc.tasks.set_task_status(
-        task_id, [TaskStatus.READY, TaskStatus.RUNNING], final, reason=summary
+        task_id,
+        [TaskStatus.READY, TaskStatus.RUNNING],
+        final,
+        reason=summary,
+        events=task_end(svc, task, final, summary),
     ):
         log.info("task %s %s (%s)", task_id, final, summary)
     return _remember(svc, task_id, final), True

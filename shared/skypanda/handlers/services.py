@@ -21,9 +21,11 @@ from skypanda.ports import (
     FleetStore,
     JobStore,
     Launcher,
+    Notifier,
     Outbox,
     Store,
     TaskStore,
+    WebhookStore,
     WorkflowStore,
 )
 
@@ -73,6 +75,8 @@ class Services:
     clock: Clock
     launcher: Launcher | None = None
     settings: dict[str, object] = field(default_factory=dict)
+    # Where notifications go (a topic, webhooks); None: nowhere (deliveries wait, pending).
+    notifier: Notifier | None = None
     memory: Memory = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,4 +105,8 @@ class Services:
 
     @property
     def audit(self) -> AuditLog:
+        return self.store
+
+    @property
+    def webhooks(self) -> WebhookStore:
         return self.store

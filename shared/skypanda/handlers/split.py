@@ -16,6 +16,7 @@ from skypanda.domain.jobflow import new_job
 from skypanda.domain.splitter import check_split
 from skypanda.domain.splitter import split as split_task
 from skypanda.domain.states import TaskStatus
+from skypanda.handlers.ends import task_end
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,11 @@ def handle(svc: Services, ref: TaskRef) -> None:
         check_split(task.spec)  # what could refuse a job refuses the task, before any is made
     except InvalidInput as e:
         svc.tasks.set_task_status(
-            task.id, [TaskStatus.REGISTERED], TaskStatus.FAILED, reason=e.message
+            task.id,
+            [TaskStatus.REGISTERED],
+            TaskStatus.FAILED,
+            reason=e.message,
+            events=task_end(svc, task, TaskStatus.FAILED, e.message),
         )
         return
     # Streamed: the store writes the jobs as they are cut, so a task of a million jobs is

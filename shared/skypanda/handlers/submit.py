@@ -5,11 +5,12 @@ from __future__ import annotations
 from skypanda.domain import events as ev
 from skypanda.domain.broker import Needs, misfits
 from skypanda.domain.budget import check_task_budget
+from skypanda.domain.chain import StartAfter
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import AUTO_QUEUE, Task, TaskSpec
 from skypanda.domain.splitter import check_split, count_jobs
 from skypanda.domain.states import TaskStatus
-from skypanda.handlers import queues
+from skypanda.handlers import chain, queues
 from skypanda.handlers.services import Services, new_id
 
 MAX_JOBS_PER_TASK = 1_000_000
@@ -72,24 +73,33 @@ def check_task(svc: Services, spec: TaskSpec, *, count: bool = True, brokered: b
     return n
 
 
-def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
-    """Register a task. Nothing is stored if the task is invalid.
+def submit(svc: Services, spec: TaskSpec, owner: str, *, task_id: str | None = None) -> Task:
+    """Register a task. Nothing is stored if the task is invalid. `task_id`: the id to give it
+    (a submission by message derives it from its key); default a new random one.
 
     A task with `queue: auto` (or `queues:`) is brokered first: its stored spec names the
     queue chosen. When no queue fits, the task waits: stored registered (not split) with the
     status `pending` (and why in its reason), and brokered again when queues are applied.
 
+    A task with `start_after` is stored held: pending, unsplit, until the task or workflow it
+    names ends (`handlers.chain`); it must fit a queue now.
+
     Raises:
-        InvalidInput: bad placeholders, too many jobs, unknown queue.
+        InvalidInput: bad placeholders, too many jobs, unknown queue, an unknown trigger, no
+            queue fits a chained task.
     """
     try:
         spec = queues.place(svc, spec)
     except queues.NoQueueFits as e:
-        return _pending(svc, spec, owner, e.message)
+        if spec.start_after is not None:
+            raise  # a chained task is placed now: nothing brokers it again once started
+        return _pending(svc, spec, owner, e.message, task_id or new_id("t"))
     n = check_task(svc, spec, brokered=True)
+    if spec.start_after is not None:
+        chain.check_trigger(svc, spec.start_after)
     now = svc.clock.now()
     task = Task(
-        id=new_id("t"),
+        id=task_id or new_id("t"),
         spec=spec,
         owner=owner,
         status=TaskStatus.REGISTERED,
@@ -97,17 +107,28 @@ def submit(svc: Services, spec: TaskSpec, owner: str) -> Task:
         created_at=now,
         updated_at=now,
     )
+    if spec.start_after is not None:
+        return _held(svc, task, spec.start_after)
     svc.tasks.add_task(task, [ev.task_registered(task.id)])
     return task
 
 
-def _pending(svc: Services, spec: TaskSpec, owner: str, why: str) -> Task:
+def _held(svc: Services, task: Task, after: StartAfter) -> Task:
+    """A chained task: stored pending (unsplit, no event) with what it waits for as its
+    reason, until its trigger ends (`handlers.chain`); decided at once if it has ended."""
+    held = task.model_copy(update={"status": TaskStatus.PENDING, "reason": after.waiting_reason()})
+    svc.tasks.add_task(held, [])
+    chain.decide_if_ended(svc, after)
+    return svc.tasks.get_task(task.id, counts=False)
+
+
+def _pending(svc: Services, spec: TaskSpec, owner: str, why: str, task_id: str) -> Task:
     """A valid task no queue fits yet: stored pending, unsplit, with the reason; brokered
     again when queues are applied (`queues.rebroker`)."""
     n = check_size(spec)
     now = svc.clock.now()
     task = Task(
-        id=new_id("t"), spec=spec, owner=owner, status=TaskStatus.PENDING,
+        id=task_id, spec=spec, owner=owner, status=TaskStatus.PENDING,
         reason=why, n_jobs=n, created_at=now, updated_at=now,
     )  # fmt: skip
     svc.tasks.add_task(task, [])

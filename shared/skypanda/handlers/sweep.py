@@ -26,6 +26,7 @@ from skypanda.domain.audit import RETENTION_S
 from skypanda.domain.events import Tick
 from skypanda.domain.models import Pilot, Queue
 from skypanda.domain.states import PilotStatus
+from skypanda.handlers import notify, watch
 from skypanda.handlers.dispatch import retire
 from skypanda.handlers.services import Services
 from skypanda.ports.fleet import SweepMark
@@ -62,6 +63,8 @@ def handle(svc: Services, tick: Tick | None = None) -> int:
     for queue in svc.fleet.list_queues():
         ended += _sweep_queue(svc, queue, mark, now)
     resend_lost(svc, now)
+    watch.flush(svc)  # batches past their T seconds (bounded per tick)
+    notify.send_due(svc, now)  # webhook deliveries due (bounded per tick)
     pruned = svc.audit.prune_audit(now - RETENTION_S)
     if pruned:
         log.info("pruned %d audit entries older than %d days", pruned, RETENTION_S // 86400)

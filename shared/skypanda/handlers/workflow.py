@@ -42,7 +42,8 @@ from skypanda.domain.states import (
     WorkflowStatus,
 )
 from skypanda.domain.workflow import CompiledWorkflow, Workflow, WorkflowSpec, compile_workflow
-from skypanda.handlers import known
+from skypanda.handlers import chain, known
+from skypanda.handlers.ends import task_end, workflow_end
 from skypanda.handlers.rollup import roll_up_task, roll_up_task_fresh
 from skypanda.handlers.services import Services, new_id
 from skypanda.handlers.submit import check_task
@@ -90,15 +91,22 @@ def _graph_counts(
 
 
 def submit_workflow(
-    svc: Services, spec: WorkflowSpec, owner: str, graph: Iterable[bytes] | None = None
+    svc: Services,
+    spec: WorkflowSpec,
+    owner: str,
+    graph: Iterable[bytes] | None = None,
+    *,
+    workflow_id: str | None = None,
 ) -> Workflow:
     """Validate a workflow and store it with its first tasks. Nothing is stored if invalid.
 
-    `graph` is the job graph file's lines when the workflow has graph tasks.
+    `graph` is the job graph file's lines when the workflow has graph tasks. `workflow_id`: the
+    id to give it (a submission by message derives it from its key); default a new random one.
 
     Raises:
         InvalidInput: what `compile_workflow` finds, a missing or bad graph, unknown queues,
-            a job-level mapping that leaves a job without parents.
+            a job-level mapping that leaves a job without parents, an unknown `start_after`
+            trigger (a workflow with one is stored held: `handlers.chain`).
     """
     cw = compile_workflow(spec)
     chunks: list[bytes] = []
@@ -119,11 +127,21 @@ def submit_workflow(
         if t.depends:
             for _ in parents_by_job(t, by_name):  # raises on a mapping that does not match
                 pass
+    after = spec.start_after
+    if after is not None:
+        chain.check_trigger(svc, after)
     now = svc.clock.now()
-    wf = Workflow(id=new_id("w"), spec=spec, owner=owner, created_at=now, updated_at=now)
+    wf_id = workflow_id or new_id("w")
+    wf = Workflow(id=wf_id, spec=spec, owner=owner, created_at=now, updated_at=now,
+                  reason=after.waiting_reason() if after else "")  # fmt: skip
     tasks = [_task_record(wf, cw, name, 1, counts[name], now) for name in cw.order]
     for chunk in chunks:
         svc.blobs.append(graph_key(wf.id), chunk)
+    if after is not None:
+        # Held (registered without its event) until its trigger ends: `handlers.chain`.
+        svc.workflows.add_workflow(wf, tasks, [])
+        chain.decide_if_ended(svc, after)
+        return svc.workflows.get_workflow(wf.id)
     svc.workflows.add_workflow(wf, tasks, [ev.workflow_registered(wf.id)])
     return wf
 
@@ -287,7 +305,11 @@ def advance(svc: Services, workflow_id: str) -> WorkflowStatus | None:
             return None
         if step.final is not None:
             if svc.workflows.set_workflow_status(
-                workflow_id, [WorkflowStatus.RUNNING], step.final, reason=step.reason
+                workflow_id,
+                [WorkflowStatus.RUNNING],
+                step.final,
+                reason=step.reason,
+                events=workflow_end(svc, wf, step.final, step.reason),
             ):
                 log.info("workflow %s %s %s", workflow_id, step.final, step.reason)
             return step.final
@@ -324,7 +346,13 @@ def _apply(
 
 
 def _end(svc: Services, task: Task, end: EndTask) -> None:
-    svc.tasks.set_task_status(task.id, [TaskStatus.REGISTERED], end.status, reason=end.reason)
+    svc.tasks.set_task_status(
+        task.id,
+        [TaskStatus.REGISTERED],
+        end.status,
+        reason=end.reason,
+        events=task_end(svc, task, end.status, end.reason),
+    )
 
 
 def _repeat(svc: Services, wf: Workflow, cw: CompiledWorkflow, r: Repeat) -> None:

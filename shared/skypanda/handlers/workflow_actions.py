@@ -9,6 +9,7 @@ from skypanda.domain.errors import Conflict, Forbidden, IllegalTransition, NotFo
 from skypanda.domain.states import TASK_FINAL, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import Workflow
 from skypanda.handlers import known, task_actions, workflow
+from skypanda.handlers.ends import workflow_end
 from skypanda.handlers.rollup import forget
 from skypanda.handlers.services import Services
 
@@ -80,6 +81,7 @@ def kill(
         [WorkflowStatus.REGISTERED, WorkflowStatus.RUNNING, WorkflowStatus.FAILED],
         WorkflowStatus.ABORTED,
         reason=reason,
+        events=workflow_end(svc, wf, WorkflowStatus.ABORTED, reason),
     )
     for task in svc.workflows.workflow_tasks(workflow_id):
         if task.status not in TASK_FINAL:

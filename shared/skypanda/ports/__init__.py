@@ -19,8 +19,10 @@ from skypanda.domain.jobflow import JobChange
 from skypanda.ports.audit import AuditLog
 from skypanda.ports.fleet import FleetStore
 from skypanda.ports.jobs import OWNERS_SCANNED, WAITING_COUNT_CAP, JobStore
+from skypanda.ports.notifications import Notifier, WebhookRequest, WebhookStore
 from skypanda.ports.outbox import Outbox, StoredEvent
 from skypanda.ports.tasks import TaskStore
+from skypanda.ports.watches import WatchStore
 from skypanda.ports.workflows import WorkflowStore
 from skypanda.ports.world import Blobs, Bus, Clock, Identity, LaunchedPilot, Launcher
 
@@ -37,13 +39,27 @@ __all__ = [
     "JobStore",
     "LaunchedPilot",
     "Launcher",
+    "Notifier",
     "Outbox",
     "Store",
     "StoredEvent",
     "TaskStore",
+    "WatchStore",
+    "WebhookRequest",
+    "WebhookStore",
     "WorkflowStore",
 ]
 
 
-class Store(TaskStore, WorkflowStore, JobStore, FleetStore, Outbox, AuditLog, Protocol):
+class Store(
+    TaskStore,
+    WorkflowStore,
+    JobStore,
+    FleetStore,
+    Outbox,
+    AuditLog,
+    WatchStore,
+    WebhookStore,
+    Protocol,
+):
     """Every aggregate of one backend (what the SQLite and Firestore stores implement)."""

@@ -66,6 +66,11 @@ class TaskStore(Protocol):
         queue), clear its reason and emit `events`, compare-and-set on the task still being
         pending. False (nothing written) when it was not."""
 
+    def held_tasks(self, trigger_id: str, limit: int) -> list[Task]:
+        """Up to `limit` tasks still held (pending) by a `start_after` naming `trigger_id`:
+        one indexed query (`domain.chain`). A held task leaves it when it is started
+        (`place_task`), skipped or killed."""
+
     def count_jobs_above_memory(self, task_id: str, memory_mb: int) -> int:
         """How many of the task's jobs ask for more than `memory_mb` (raised by retry rules)."""
 

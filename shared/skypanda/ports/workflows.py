@@ -33,8 +33,27 @@ class WorkflowStore(Protocol):
         to: WorkflowStatus,
         *,
         reason: str = "",
+        events: Sequence[Event] = (),
     ) -> bool:
-        """Compare-and-set a workflow's status. False when it was not in `expect`."""
+        """Compare-and-set a workflow's status, with `events` in the same commit. False (nothing
+        written) when it was not in `expect`."""
+
+    def held_workflows(self, trigger_id: str, limit: int) -> list[Workflow]:
+        """Up to `limit` workflows still held by a `start_after` naming `trigger_id` (stored
+        registered, without their registered event): one indexed query (`domain.chain`)."""
+
+    def end_hold(
+        self,
+        workflow_id: str,
+        to: WorkflowStatus,
+        *,
+        reason: str = "",
+        events: Sequence[Event] = (),
+    ) -> bool:
+        """A held workflow stops waiting: it stays `registered` (to start: its registered event
+        in `events`) or ends (`skipped`: never started), with `events` in the same commit.
+        Compare-and-set on it still being held (registered and waiting); False (nothing
+        written) when it was not: killed, or settled already by a redelivered end."""
 
     def workflow_tasks(self, workflow_id: str) -> list[Task]:
         """Every task record of the workflow (every iteration of looped tasks), without counts."""

@@ -7,6 +7,12 @@ router calls:
 - HTTP (`submit`, `dispatch`): the Flask API, restricted to users' or pilots' routes.
 - Pub/Sub `google.cloud.pubsub.topic.v1.messagePublished` (`split`, `scale`, `sweep`): the
   message carries the event's data as JSON and its id, type and subject as attributes.
+  A tick (Cloud Scheduler) carries only the attribute `type=dev.skypanda.tick`; a message
+  with no type is no tick: it is dead-lettered with that reason.
+- Pub/Sub on the submission topic (`intake`, `on_submission`): another pipeline's task or
+  workflow (`runtime.intake` decodes it and verifies its credential).
+- Pub/Sub on the object topic (`watch`, `on_object_finalized`): Cloud Storage's notifications
+  (`runtime.objects`) as well as our own object.finalized events.
 - Firestore `google.cloud.firestore.document.v1.created` (`release`): fired when an outbox
   document (`events/{id}`) is created (`written` is understood too: its updates and deletes
   are skipped); its data is protobuf `DocumentEventData`. A `job.ended`
@@ -50,6 +56,8 @@ from skypanda.domain.events import Event, EventType
 from skypanda.handlers.pipeline import Outcome, Pipeline, Result
 from skypanda.handlers.services import Services
 from skypanda.ports import Identity
+from skypanda.runtime.intake import decode_submission, public_attributes
+from skypanda.runtime.objects import decode_notification, is_notification
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,10 @@ class DeadLetters(Protocol):
     ) -> None: ...
 
 
+class Rejections(Protocol):
+    def publish_rejection(self, key: str, reason: str, owner: str = "") -> str: ...
+
+
 class RetryLater(Exception):
     """Raised out of an entry point so that Pub/Sub or Eventarc delivers the event again."""
 
@@ -79,12 +91,14 @@ def configure(
     forward: Callable[[Event], None] | None = None,
     dead_letters: DeadLetters | None = None,
     pipeline: Pipeline | None = None,
+    rejections: Rejections | None = None,
 ) -> None:
     """Use these services (and this identity) for every entry point in this process.
 
     `forward` publishes an event that `release` does not handle itself (default: `svc.bus`);
     `dead_letters` parks dead events (default: `svc.bus`, a PubSubBus); `pipeline` delivers
-    events (default: one over `svc` with the routing table)."""
+    events (default: one over `svc` with the routing table); `rejections` tells publishers
+    their submission was refused (default: `svc.bus`, a PubSubBus)."""
     _state.clear()
     _state.update(
         svc=svc,
@@ -92,6 +106,7 @@ def configure(
         pipeline=pipeline or Pipeline(svc),
         forward=forward or (lambda e: svc.bus.publish([e])),
         dead_letters=dead_letters or svc.bus,
+        rejections=rejections or svc.bus,
     )
 
 
@@ -135,15 +150,23 @@ def event_from_pubsub(cloud_event: Any) -> Event:
     """Our event from a Pub/Sub messagePublished CloudEvent.
 
     Raises:
-        InvalidInput: not a Pub/Sub CloudEvent, or the message lacks skypanda's attributes.
+        InvalidInput: not a Pub/Sub CloudEvent, or the message lacks skypanda's attributes
+            (a message without a `type` is no tick: it is dead-lettered with that reason).
     """
     if cloud_event["type"] != PUBSUB_PUBLISHED:
         raise InvalidInput(f"expected a {PUBSUB_PUBLISHED} CloudEvent, got {cloud_event['type']}")
     message = _message(cloud_event)
     attributes = message.get("attributes") or {}
-    if "type" not in attributes:
-        # Cloud Scheduler publishes ticks with no attributes of ours: such a message is a tick.
+    kind = attributes.get("type") if isinstance(attributes, dict) else None
+    if kind == EventType.TICK and "event_id" not in attributes:
+        # Cloud Scheduler's tick carries only `type` (infra/terraform/scheduler.tf): its id is
+        # the message's.
         return ev.tick(str(message.get("messageId") or cloud_event["id"]))
+    if kind is None:
+        raise InvalidInput(
+            f"message has no type attribute (a tick carries type={EventType.TICK}; a submission "
+            "goes to the submission topic)"
+        )
     return decode_push({"message": message})
 
 
@@ -192,6 +215,73 @@ def on_pubsub(cloud_event: Any, *, only: str, transport: str = "pubsub") -> None
     _settle(result, event.id, data, attributes)
     if event.type is not EventType.TICK:  # ticks come from Cloud Scheduler, not the outbox
         _handled(event)
+
+
+def on_submission(cloud_event: Any) -> None:
+    """The `intake` function: a message on the submission topic (`runtime.intake`) decoded,
+    its credential verified, and delivered to `intake`. A submission that is refused (at
+    decoding, by the handler, or out of tries) is dead-lettered with its reason (without its
+    credential) and a rejection with the key and the reason goes back to the publisher."""
+    invocations["pubsub"] += 1
+    pipe = pipeline()
+    message = _message(cloud_event)
+    raw_id = str(message.get("messageId") or cloud_event["id"])
+    try:
+        data = base64.b64decode(message.get("data") or "")
+    except (ValueError, TypeError):
+        data = b""
+    attributes = {str(k): str(v) for k, v in (message.get("attributes") or {}).items()}
+    public = public_attributes(attributes)
+    try:
+        event = decode_submission(raw_id, data, attributes, _state["identity"])
+    except SkypandaError as e:
+        if e.retryable:
+            raise RetryLater(f"submission {raw_id}: {e.message}") from e
+        key = str(e.context.get("key") or attributes.get("key", ""))[:200]
+        result = pipe.poison(raw_id, e.message, "pubsub", kind=EventType.SUBMISSION)
+        _refuse(result, raw_id, data, public, key, str(e.context.get("owner") or ""))
+        return
+    result = pipe.deliver(event, tries=_tries(message), transport="pubsub", only="intake")
+    _refuse(result, event.id, data, public, event.data["key"], event.data["owner"])
+
+
+def _refuse(
+    result: Result, event_id: str, data: bytes, attributes: Mapping[str, str], key: str, owner: str
+) -> None:
+    """`_settle`, and for a dead submission first the rejection to its publisher (a failure to
+    publish it raises: the message comes again, and is refused again)."""
+    if result.outcome is Outcome.DEAD:
+        try:
+            _state["rejections"].publish_rejection(key, result.reason, owner)
+        except SkypandaError as e:
+            raise RetryLater(f"submission {event_id}: rejection not published: {e.message}") from e
+    _settle(result, event_id, data, attributes)
+
+
+def on_object_finalized(cloud_event: Any) -> None:
+    """The `watch` function: a Cloud Storage notification (`runtime.objects`: a finalize is
+    delivered to `watch`, any other kind acknowledged and ignored), or an object.finalized
+    event of ours (a watched folder's or bucket's poller, through the outbox)."""
+    message = _message(cloud_event)
+    attributes = {str(k): str(v) for k, v in (message.get("attributes") or {}).items()}
+    if not is_notification(attributes):
+        on_pubsub(cloud_event, only="watch")
+        return
+    invocations["pubsub"] += 1
+    pipe = pipeline()
+    raw_id = str(message.get("messageId") or cloud_event["id"])
+    try:
+        data = base64.b64decode(message.get("data") or "")
+    except (ValueError, TypeError):
+        data = b""
+    try:
+        event = decode_notification(attributes, data)
+    except InvalidInput as e:
+        _settle(pipe.poison(raw_id, e.message, "pubsub"), raw_id, data, attributes)
+        return
+    if event is not None:
+        result = pipe.deliver(event, tries=_tries(message), transport="pubsub", only="watch")
+        _settle(result, event.id, data, attributes)
 
 
 def _handled(event: Event) -> None:

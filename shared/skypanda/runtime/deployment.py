@@ -90,7 +90,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         FunctionSpec("notify", "pubsub", "notify", timeout_s=300, max_instances=20),
         FunctionSpec("chain", "pubsub", "chain", timeout_s=120, max_instances=10),
         FunctionSpec("intake", "pubsub", "intake", memory="1Gi", timeout_s=300),
-        FunctionSpec("watch", "pubsub", "watch", timeout_s=300, max_instances=10),
+        # Objects of one rule fill one open batch document: one writer at a time, no contention.
+        FunctionSpec("watch", "pubsub", "watch", timeout_s=300, max_instances=1),
         # Outbox documents created (Eventarc), and lost ones re-sent by the sweep (Pub/Sub).
         FunctionSpec("release", "firestore", "release", timeout_s=60),
     )
@@ -195,6 +196,7 @@ class Manifest:
     outbox_document: str
     outbox_trigger: str
     tick_topic: str
+    submission_topic: str  # its messages follow schemas/submission.avsc (runtime.intake)
     front_door_default: str
 
 
@@ -228,6 +230,7 @@ def manifest() -> dict[str, Any]:
             outbox_document=f"{OUTBOX}/{{eventId}}",
             outbox_trigger=OUTBOX_TRIGGER,
             tick_topic=topic_name(EventType.TICK),
+            submission_topic=topic_name(EventType.SUBMISSION),
             front_door_default="submit",
         )
     )

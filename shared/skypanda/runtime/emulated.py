@@ -30,6 +30,7 @@ from skypanda.adapters.oidc import oidc_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.server import ApiServer
 from skypanda.domain.events import EventType
+from skypanda.domain.watch import SourceKind
 from skypanda.handlers.services import Services
 from skypanda.runtime import cloudfn, emulators, entrypoints
 from skypanda.runtime.bridge import OutboxBridge, gateway
@@ -37,6 +38,7 @@ from skypanda.runtime.deployment import FUNCTIONS, dispatch_rules
 from skypanda.runtime.emulators import Emulator
 from skypanda.runtime.launchers import QueueLaunchers
 from skypanda.runtime.local import LocalOptions, ensure_identity, ensure_pilot_key, ensure_queue
+from skypanda.runtime.objects import Poller, gcs_lister, list_folder
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class EmulatedCloud:
         self.bridge: OutboxBridge | None = None
         self.gateway: ApiServer | None = None
         self.ticks = 0  # Cloud Scheduler publishes (billed as Pub/Sub messages)
+        self.poller: Poller | None = None
 
     @property
     def url(self) -> str:
@@ -94,6 +97,7 @@ class EmulatedCloud:
         from google.cloud import firestore
 
         from skypanda.adapters.gcp.firestore import FirestoreStore
+        from skypanda.adapters.gcp.pubsub_notifier import PubSubNotifier
 
         clock = SystemClock()
         self.firestore = firestore.Client(project=self.project)
@@ -102,10 +106,16 @@ class EmulatedCloud:
         self.subscriber = pubsub_v1.SubscriberClient()
         self.store = FirestoreStore(self.firestore, clock=clock.now, prefix=self.opts.prefix)
         self.bus = PubSubBus(self.publisher, self.project, prefix=self.topic_prefix)
-        blobs = GcsBlobs(client_from_env(self.project), BUCKET, create=True)
+        self.storage = client_from_env(self.project)
+        blobs = GcsBlobs(self.storage, BUCKET, create=True)
         svc = Services(store=self.store, bus=self.bus, blobs=blobs, clock=clock)
+        svc.notifier = PubSubNotifier(self.publisher, self.project, prefix=self.topic_prefix)
         svc.settings["resend_lost_after_s"] = self.opts.resend_lost_after_s
         return svc
+
+    def function_url(self, name: str) -> str:
+        """Where the entry point `name` is served (Pub/Sub pushes there)."""
+        return self._servers[name].url + "/"
 
     @property
     def topic_prefix(self) -> str:
@@ -161,6 +171,17 @@ class EmulatedCloud:
         self.bridge.start()
         ensure_queue(self.store, self.opts.queue)
         self._ticker.start()
+        # Cloud Storage notifications are not emulated: folders and buckets are listed (by a
+        # client of its own: not the functions' bill).
+        self.poll_store = poll_store = type(self.store)(
+            type(self.firestore)(project=self.project), clock=self.svc.clock.now,
+            prefix=self.opts.prefix,
+        )  # fmt: skip
+        self.poller = Poller(
+            poll_store,
+            {SourceKind.FOLDER: list_folder, SourceKind.GCS: gcs_lister(self.storage)},
+            self.opts.tick_s,
+        ).start()
         log.info("skypanda (emulators) serving on %s", self.url)
         return self
 
@@ -170,7 +191,8 @@ class EmulatedCloud:
         )
         while not self._stop.wait(self.opts.tick_s):
             try:
-                self.publisher.publish(topic, b"tick").result(timeout=10)
+                # As Cloud Scheduler's job sends it (infra/terraform/scheduler.tf).
+                self.publisher.publish(topic, b"{}", type=str(EventType.TICK)).result(timeout=10)
                 self.ticks += 1
             except Exception:  # keep ticking, like Cloud Scheduler
                 log.exception("tick publish failed")
@@ -180,6 +202,9 @@ class EmulatedCloud:
         self._stop.set()
         if self._ticker.is_alive():
             self._ticker.join(timeout=10)
+        if self.poller is not None:
+            self.poller.stop()
+            self.poll_store.close()
         if self.launcher is not None:
             self.launcher.stop_all()
         log.info("pilots stopped after %.1f s", time.monotonic() - t)

@@ -10,6 +10,8 @@ Functions deployment uploads, re-exports them. Deploy each with `--entry-point N
   scale              Pub/Sub topics skypanda-jobs-activated and skypanda-tick
   sweep              Pub/Sub topic skypanda-tick (Cloud Scheduler, every minute)
   bulk               Pub/Sub topic skypanda-task-bulk (a page of a task-wide action)
+  intake             Pub/Sub topic skypanda-submission (tasks and workflows submitted by
+                     message: runtime.intake)
   release            Firestore document.created on events/{eventId} (the outbox), and
                      Pub/Sub topic skypanda-job-ended (ends the sweep sent again)
 
@@ -82,9 +84,9 @@ def chain(cloud_event: Any) -> None:
 
 @functions_framework.cloud_event
 def intake(cloud_event: Any) -> None:
-    cloudfn.on_pubsub(cloud_event, only="intake")
+    cloudfn.on_submission(cloud_event)
 
 
 @functions_framework.cloud_event
 def watch(cloud_event: Any) -> None:
-    cloudfn.on_pubsub(cloud_event, only="watch")
+    cloudfn.on_object_finalized(cloud_event)

@@ -141,13 +141,16 @@ def services_from_env() -> tuple[Services, Identity]:
     from skypanda.adapters.gcp.firestore import FirestoreStore
     from skypanda.adapters.gcp.gcs_blobs import GcsBlobs, client_from_env
     from skypanda.adapters.gcp.pubsub_bus import PubSubBus
+    from skypanda.adapters.gcp.pubsub_notifier import PubSubNotifier
 
     project = project_id()
     prefix = os.environ.get("SKYPANDA_PREFIX", "")
     store = FirestoreStore(firestore.Client(project=project), clock=time.time, prefix=prefix)
-    bus = PubSubBus(pubsub_v1.PublisherClient(), project, prefix=f"{prefix}skypanda")
+    publisher = pubsub_v1.PublisherClient()
+    bus = PubSubBus(publisher, project, prefix=f"{prefix}skypanda")
     blobs = GcsBlobs(client_from_env(project), _need("SKYPANDA_BUCKET"))
     svc = Services(store=store, bus=bus, blobs=blobs, clock=SystemClock())
+    svc.notifier = PubSubNotifier(publisher, project, prefix=f"{prefix}skypanda")
     # Eventarc and Pub/Sub may lose a delivery: the sweep sends again what is not handled.
     svc.settings["resend_lost_after_s"] = _seconds("SKYPANDA_RESEND_AFTER_S", 300.0)
     token = _need("SKYPANDA_TOKEN")

@@ -21,16 +21,19 @@ from skypanda.adapters.local.sqlite import SqliteStore
 from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.adapters.oidc import oidc_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
+from skypanda.adapters.webhooks_http import WebhookNotifier
 from skypanda.api.app import create_app
 from skypanda.api.audit import trusted_proxies_from_env
 from skypanda.api.server import ApiServer
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
+from skypanda.domain.watch import SourceKind
 from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
 from skypanda.ports import Store
 from skypanda.runtime.launchers import QueueLaunchers
+from skypanda.runtime.objects import Poller, list_folder
 from skypanda.runtime.router import Router, tick_event
 
 log = logging.getLogger(__name__)
@@ -152,6 +155,7 @@ class LocalSystem:
         self.svc = Services(
             store=self.store, bus=OutboxBus(self.store), blobs=self.blobs, clock=clock
         )
+        self.svc.notifier = WebhookNotifier()  # webhooks only: no topic here
         self.router = Router(Pipeline(self.svc), self.store)
         self.store.on_events = self.router.nudge
         app = create_app(self.svc, self.identity, trusted_proxies=trusted_proxies_from_env(0))
@@ -168,6 +172,7 @@ class LocalSystem:
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="skypanda-ticker", daemon=True)
         ensure_queue(self.store, self.opts.queue)
+        self.poller = Poller(self.store, {SourceKind.FOLDER: list_folder}, opts.tick_s)
 
     @property
     def url(self) -> str:
@@ -188,6 +193,7 @@ class LocalSystem:
         self.router.start()
         self.router.nudge()  # deliver what a previous run left in the outbox
         self._ticker.start()
+        self.poller.start()
         log.info("skypanda serving on %s (home %s)", self.url, self.opts.home)
         return self
 
@@ -200,6 +206,7 @@ class LocalSystem:
         self._stop.set()
         if self._ticker.is_alive():
             self._ticker.join(timeout=10)
+        self.poller.stop()
         if self.launcher is not None and pilots:
             self.launcher.stop_all()
         self.server.stop()

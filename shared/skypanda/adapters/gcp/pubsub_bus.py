@@ -17,21 +17,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from skypanda.adapters.gcp.topology import dead_letter_topic_name, topic_name
+from skypanda.adapters.gcp.topology import (
+    dead_letter_topic_name,
+    notifications_topic_name,
+    topic_name,
+)
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
 from skypanda.domain.events import Event, EventType
 
-__all__ = ["PubSubBus", "decode_message", "decode_push", "encode_message"]
+__all__ = ["REJECTED", "PubSubBus", "decode_message", "decode_push", "encode_message"]
 
 PUBLISH_TIMEOUT_S = 30.0
+REJECTED = "dev.skypanda.submission.rejected"
+"""The CloudEvent type telling a publisher its submission was refused (`publish_rejection`)."""
 
 
 class PubSubBus:
@@ -116,6 +124,36 @@ class PubSubBus:
             self._publisher.publish(topic, data, **attrs).result(timeout=self._timeout)
         except (gexc.GoogleAPIError, TimeoutError) as e:
             raise BackendUnavailable(f"could not dead-letter event {event_id}: {e}") from e
+
+    def publish_rejection(self, key: str, reason: str, owner: str = "") -> str:
+        """Tell a publisher its submission was refused: a CloudEvent-shaped message on the
+        notifications topic, attributes `type` (dev.skypanda.submission.rejected), `key` and,
+        when known, `owner` (to filter on); data the CloudEvent in JSON (specversion, id,
+        source, type, time, data {key, owner, reason}). Its id derives from the key and the
+        reason: a redelivered rejection is recognisably the same. Returns the message id.
+
+        Raises:
+            BackendUnavailable: Pub/Sub did not accept it.
+        """
+        kind = REJECTED
+        digest = hashlib.sha256(f"{key}\0{owner}\0{reason}".encode()).hexdigest()[:24]
+        body = {
+            "specversion": "1.0", "id": f"rejected:{digest}", "source": "//skypanda/intake",
+            "type": kind, "subject": f"submissions/{key}",
+            "time": datetime.now(UTC).isoformat(), "datacontenttype": "application/json",
+            "data": {"key": key, "owner": owner, "reason": reason},
+        }  # fmt: skip
+        attrs = {
+            "type": kind,
+            **({"key": key} if key else {}),
+            **({"owner": owner} if owner else {}),
+        }
+        topic = self._publisher.topic_path(self._project, notifications_topic_name(self._prefix))
+        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        try:
+            return str(self._publisher.publish(topic, data, **attrs).result(timeout=self._timeout))
+        except (gexc.GoogleAPIError, TimeoutError) as e:
+            raise BackendUnavailable(f"could not publish the rejection of {key}: {e}") from e
 
 
 def decode_message(message_data: bytes, attributes: Mapping[str, str]) -> Event:

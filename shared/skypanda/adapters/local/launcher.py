@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.models import Job, Queue
 from skypanda.ports import LaunchedPilot
 from skypanda.wire.groups import GROUPS_DIR, kill_recorded_groups
@@ -53,9 +54,12 @@ class ProcessLauncher:
         self._extra = extra_args or []
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
+        self._closed = False  # stop_all ran: a scaler still at work launches nothing more
 
     def launch(self, queue: Queue, pilot_id: str, job: Job | None = None) -> str:
         """A pilot process; for a push-mode job, sized to the job and told to run it alone."""
+        if self._closed:
+            raise BackendUnavailable(f"pilot {pilot_id} not launched: the launcher is stopping")
         size = job.resources if job is not None else queue.pilot_resources
         push = ["--job", job.id] if job is not None else []
         argv = [
@@ -90,6 +94,10 @@ class ProcessLauncher:
                 log.warning("pilot %s exited before reading its token", pilot_id)
         with self._lock:
             self._procs[pilot_id] = proc
+            closed = self._closed
+        if closed:  # stop_all ran while it started: it would never be stopped
+            self._stop_now(proc)
+            raise BackendUnavailable(f"pilot {pilot_id} stopped: the launcher is stopping")
         log.info("launched pilot %s on queue %s (pid %d)", pilot_id, queue.name, proc.pid)
         return f"pid:{proc.pid}"
 
@@ -131,9 +139,19 @@ class ProcessLauncher:
         if proc is not None and proc.poll() is None:
             proc.kill()
 
+    @staticmethod
+    def _stop_now(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
     def stop_all(self, grace_s: float = 10.0) -> None:
         """SIGTERM every pilot (they report their jobs as preempted), then SIGKILL stragglers."""
         with self._lock:
+            self._closed = True
             procs = list(self._procs.values())
         for proc in procs:
             if proc.poll() is None:

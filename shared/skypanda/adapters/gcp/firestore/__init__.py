@@ -6,7 +6,7 @@
   outbox seqs, what a run of job changes writes);
 - `tasks` (TaskStore), `workflows` (WorkflowStore: workflows and job edges), `jobs` and
   `claims` (JobStore), `bulk` (task-wide job changes, a page of job indexes at a time),
-  `fleet` (FleetStore), `outbox` (Outbox), `audit` (AuditLog).
+  `fleet` (FleetStore), `outbox` (Outbox), `audit` (AuditLog), `watches` (WatchStore).
 
 Collections (`{prefix}tasks`, `jobs`, `attempts`, `queues`, `pilots`, `events`, `workflows`,
 `edges`, `scaler`, `audit`), fields and indexes are described in infra/FIRESTORE.md. How each
@@ -44,12 +44,24 @@ from skypanda.adapters.gcp.firestore.fleet import FleetPart
 from skypanda.adapters.gcp.firestore.jobs import JobPart
 from skypanda.adapters.gcp.firestore.outbox import OutboxPart
 from skypanda.adapters.gcp.firestore.tasks import TaskPart
+from skypanda.adapters.gcp.firestore.watches import WatchPart
+from skypanda.adapters.gcp.firestore.webhooks import WebhookPart
 from skypanda.adapters.gcp.firestore.workflows import WorkflowPart
 
 __all__ = ["BULK_PAGE", "FirestoreStore"]
 
 
-class FirestoreStore(TaskPart, WorkflowPart, JobPart, ClaimPart, FleetPart, OutboxPart, AuditPart):
+class FirestoreStore(
+    TaskPart,
+    WorkflowPart,
+    JobPart,
+    ClaimPart,
+    FleetPart,
+    OutboxPart,
+    AuditPart,
+    WatchPart,
+    WebhookPart,
+):
     """Store port on Firestore: every aggregate's part over one client (`base.FirestoreBase`
     has the constructor: `FirestoreStore(client, clock=..., prefix="", bulk_page=2000)`).
     `on_events` is called after a commit that wrote outbox events. The store owns `client`

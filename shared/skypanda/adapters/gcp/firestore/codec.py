@@ -81,6 +81,8 @@ def task_doc(task: Task) -> Doc:
         "updated_at": task.updated_at,
         "workflow_id": task.workflow_id,
         "iteration": task.iteration,
+        # What its start_after waits for (domain.chain): `held_tasks` finds it by this field.
+        "waits_on": task.spec.start_after.trigger_id if task.spec.start_after else None,
     }
 
 
@@ -111,6 +113,10 @@ def workflow_doc(wf: Workflow) -> Doc:
         "spec": wf.spec.model_dump_json(by_alias=True),
         "created_at": wf.created_at,
         "updated_at": wf.updated_at,
+        # Held by a start_after (domain.chain): the trigger's id, cleared by `end_hold`.
+        "waits_on": wf.spec.start_after.trigger_id
+        if wf.spec.start_after and wf.status is WorkflowStatus.REGISTERED
+        else None,
     }
 
 

@@ -76,6 +76,13 @@ class TaskPart(FirestoreBase):
         ref = self._tasks.document(task_id)
         return self._cas("place_task", ref, lambda d: d["status"] == pending, change, events)
 
+    def held_tasks(self, trigger_id: str, limit: int) -> list[Task]:
+        query = self._tasks.where(filter=eq("waits_on", trigger_id)).where(
+            filter=eq("status", str(TaskStatus.PENDING))
+        )
+        snaps = self._stream("held_tasks", query.order_by("created_at").limit(limit))
+        return [codec.task_from(s.id, fields(s), {}) for s in snaps]
+
     # -- the split ---------------------------------------------------------------------------------
     def add_jobs(
         self,

@@ -95,11 +95,41 @@ class WorkflowPart(FirestoreBase):
         to: WorkflowStatus,
         *,
         reason: str = "",
+        events: Sequence[Event] = (),
     ) -> bool:
         expected = {str(s) for s in expect if advance(s, to)}
         change = {"status": str(to), "reason": reason, "updated_at": self._clock()}
         ref = self._workflows.document(workflow_id)
-        return self._cas("set_workflow_status", ref, lambda d: d["status"] in expected, change)
+        return self._cas(
+            "set_workflow_status", ref, lambda d: d["status"] in expected, change, events
+        )
+
+    def held_workflows(self, trigger_id: str, limit: int) -> list[Workflow]:
+        query = self._workflows.where(filter=eq("waits_on", trigger_id)).where(
+            filter=eq("status", str(WorkflowStatus.REGISTERED))
+        )
+        snaps = self._stream("held_workflows", query.order_by("created_at").limit(limit))
+        return [codec.workflow_from(s.id, fields(s)) for s in snaps]
+
+    def end_hold(
+        self,
+        workflow_id: str,
+        to: WorkflowStatus,
+        *,
+        reason: str = "",
+        events: Sequence[Event] = (),
+    ) -> bool:
+        registered = str(WorkflowStatus.REGISTERED)
+        if to is not WorkflowStatus.REGISTERED:
+            advance(WorkflowStatus.REGISTERED, to)
+        change = {"status": str(to), "reason": reason, "waits_on": None,
+                  "updated_at": self._clock()}  # fmt: skip
+        ref = self._workflows.document(workflow_id)
+
+        def held(d: codec.Doc) -> bool:
+            return d["status"] == registered and d.get("waits_on") is not None
+
+        return self._cas("end_hold", ref, held, change, events)
 
     def workflow_tasks(self, workflow_id: str) -> list[Task]:
         query = self._tasks.where(filter=eq("workflow_id", workflow_id))

@@ -13,10 +13,21 @@ from skypanda.adapters.local.sqlite.fleet import SqliteFleet
 from skypanda.adapters.local.sqlite.jobs import SqliteJobs
 from skypanda.adapters.local.sqlite.outbox import SqliteOutbox
 from skypanda.adapters.local.sqlite.tasks import SqliteTasks
+from skypanda.adapters.local.sqlite.watches import SqliteWatches
+from skypanda.adapters.local.sqlite.webhooks import SqliteWebhooks
 from skypanda.adapters.local.sqlite.workflows import SqliteWorkflows
 
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore(SqliteTasks, SqliteWorkflows, SqliteJobs, SqliteFleet, SqliteOutbox, SqliteAudit):
+class SqliteStore(
+    SqliteTasks,
+    SqliteWorkflows,
+    SqliteJobs,
+    SqliteFleet,
+    SqliteOutbox,
+    SqliteAudit,
+    SqliteWatches,
+    SqliteWebhooks,
+):
     """Store port on SQLite. `on_events` is called after a commit that wrote outbox events."""

@@ -53,6 +53,7 @@ _ADDED_COLUMNS = (
     ("jobs", "owner", "TEXT NOT NULL DEFAULT 'local'"),
     ("job_edges", "parent_status", "TEXT"),
     ("outbox", "resent_at", "REAL"),
+    ("workflows", "waits_on", "TEXT"),
 )
 
 

@@ -13,6 +13,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     iteration INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS tasks_recent ON tasks (created_at DESC);
+-- Tasks held by a start_after (domain.chain), by the id of the task or workflow they wait for;
+-- partial: only pending tasks are in it (the query names the same expression and status).
+CREATE INDEX IF NOT EXISTS tasks_held ON tasks (
+    coalesce(json_extract(spec, '$.start_after.task'), json_extract(spec, '$.start_after.workflow'))
+) WHERE status = 'pending';
 
 CREATE TABLE IF NOT EXISTS workflows (
     id TEXT PRIMARY KEY,
@@ -22,9 +27,11 @@ CREATE TABLE IF NOT EXISTS workflows (
     reason TEXT NOT NULL DEFAULT '',
     spec TEXT NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    waits_on TEXT  -- held by a start_after: the trigger's id, until the hold ends (domain.chain)
 );
 CREATE INDEX IF NOT EXISTS workflows_recent ON workflows (created_at DESC);
+CREATE INDEX IF NOT EXISTS workflows_held ON workflows (waits_on) WHERE waits_on IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -149,3 +156,61 @@ CREATE TABLE IF NOT EXISTS audit (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target_id, id);
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, id);
+
+-- Watch rules (domain.watch): the rule as JSON, its bucket (or folder) to find it by, and the
+-- sequence number of its open batch (the next objects' batch).
+CREATE TABLE IF NOT EXISTS watches (
+    name TEXT PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    open_seq INTEGER NOT NULL DEFAULT 0,
+    rule TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS watches_by_bucket ON watches (bucket);
+-- One row per (rule, object): its primary key is what makes an object seen twice one input.
+CREATE TABLE IF NOT EXISTS watch_objects (
+    key TEXT PRIMARY KEY,
+    batch TEXT NOT NULL,
+    uri TEXT NOT NULL,
+    seen_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS watch_objects_by_batch ON watch_objects (batch);
+CREATE TABLE IF NOT EXISTS watch_batches (
+    id TEXT PRIMARY KEY,        -- <rule uid>-<seq>
+    rule TEXT NOT NULL,         -- the rule's name
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,       -- domain.watch.BatchStatus
+    count INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    task_id TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS watch_batches_due ON watch_batches (status, due_at);
+-- Notifications (issue 15): owners' webhooks and signing secrets, and deliveries (one per
+-- (end event, URL)) with their attempts as JSON, found by (state, next_at) by the sweep.
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    url TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhooks_by_owner ON webhooks (owner, created_at);
+CREATE TABLE IF NOT EXISTS webhook_secrets (
+    owner TEXT PRIMARY KEY,
+    secret TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    state TEXT NOT NULL,        -- domain.webhooks.DeliveryState
+    next_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    doc TEXT NOT NULL           -- the Delivery as JSON
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_owner ON deliveries (owner, created_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_subject ON deliveries (subject, created_at);

@@ -148,6 +148,16 @@ class SqliteTasks(SqliteDb):
             self.on_events()
         return won
 
+    def held_tasks(self, trigger_id: str, limit: int) -> list[Task]:
+        # The expression and the literal status are those of the partial index `tasks_held`.
+        rows = self._read(
+            "SELECT * FROM tasks WHERE coalesce(json_extract(spec, '$.start_after.task'), "
+            "json_extract(spec, '$.start_after.workflow')) = ? AND status = 'pending' "
+            "ORDER BY created_at LIMIT ?",
+            (trigger_id, limit),
+        )
+        return [task_from_row(r, {}) for r in rows]
+
     def count_jobs_above_memory(self, task_id: str, memory_mb: int) -> int:
         rows = self._read(
             "SELECT count(*) AS n FROM jobs WHERE task_id = ? AND memory_mb > ?",

@@ -37,6 +37,12 @@ def _workflow(row: sqlite3.Row) -> Workflow:
     )
 
 
+def _waits_on(wf: Workflow) -> str | None:
+    """The trigger a new workflow is held by (cleared when the hold ends: `end_hold`)."""
+    held = wf.status is WorkflowStatus.REGISTERED and wf.spec.start_after is not None
+    return wf.spec.start_after.trigger_id if held and wf.spec.start_after else None
+
+
 class SqliteWorkflows(SqliteDb):
     def add_workflow(
         self, workflow: Workflow, tasks: Sequence[Task], events: Sequence[Event]
@@ -45,10 +51,10 @@ class SqliteWorkflows(SqliteDb):
             try:
                 db.execute(
                     "INSERT INTO workflows (id, name, owner, status, reason, spec, created_at, "
-                    "updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                    "updated_at, waits_on) VALUES (?,?,?,?,?,?,?,?,?)",
                     (workflow.id, workflow.spec.name, workflow.owner, str(workflow.status),
                      workflow.reason, workflow.spec.model_dump_json(by_alias=True),
-                     workflow.created_at, workflow.updated_at),
+                     workflow.created_at, workflow.updated_at, _waits_on(workflow)),
                 )  # fmt: skip
             except sqlite3.IntegrityError as e:
                 raise InvalidInput(f"workflow id {workflow.id} already exists") from e
@@ -75,6 +81,7 @@ class SqliteWorkflows(SqliteDb):
         to: WorkflowStatus,
         *,
         reason: str = "",
+        events: Sequence[Event] = (),
     ) -> bool:
         expected = [str(s) for s in expect if advance(s, to)]
         with self._tx() as db:
@@ -83,7 +90,41 @@ class SqliteWorkflows(SqliteDb):
                 f"WHERE id = ? AND status IN ({marks(expected)})",
                 (str(to), reason, self._clock(), workflow_id, *expected),
             )
-            return cur.rowcount == 1
+            won = cur.rowcount == 1
+            emitted = won and self._emit(db, events)
+        if emitted:
+            self.on_events()
+        return won
+
+    def held_workflows(self, trigger_id: str, limit: int) -> list[Workflow]:
+        rows = self._read(
+            "SELECT * FROM workflows WHERE waits_on = ? AND status = ? ORDER BY created_at LIMIT ?",
+            (trigger_id, str(WorkflowStatus.REGISTERED), limit),
+        )
+        return [_workflow(r) for r in rows]
+
+    def end_hold(
+        self,
+        workflow_id: str,
+        to: WorkflowStatus,
+        *,
+        reason: str = "",
+        events: Sequence[Event] = (),
+    ) -> bool:
+        registered = WorkflowStatus.REGISTERED
+        if to is not registered:
+            advance(registered, to)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE workflows SET status = ?, reason = ?, waits_on = NULL, updated_at = ? "
+                "WHERE id = ? AND status = ? AND waits_on IS NOT NULL",
+                (str(to), reason, self._clock(), workflow_id, str(registered)),
+            )
+            won = cur.rowcount == 1
+            emitted = won and self._emit(db, events)
+        if emitted:
+            self.on_events()
+        return won
 
     def workflow_tasks(self, workflow_id: str) -> list[Task]:
         rows = self._read(
