@@ -8,7 +8,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from skypanda.domain.notifications import Notification, cloud_event, schema_text
+from skypanda.domain.notifications import (
+    Notification,
+    check_webhook_url,
+    cloud_event,
+    schema_text,
+)
 from skypanda.domain.webhooks import (
     MAX_BACKOFF_S,
     MAX_TRIES,
@@ -95,3 +100,21 @@ def test_an_answer_decides_what_follows(
     status: int | None, tries: int, want: DeliveryState
 ) -> None:
     assert outcome(status, tries) == want
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/computeMetadata/v1/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://[fe80::1]:8080/hook",
+    ],
+)
+def test_a_webhook_may_not_call_the_metadata_server(url: str) -> None:
+    with pytest.raises(ValueError, match="link-local"):
+        check_webhook_url(url)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000/hook", "https://hooks.example.org/x"])
+def test_loopback_and_public_webhooks_are_allowed(url: str) -> None:
+    assert check_webhook_url(url) == url

@@ -10,14 +10,20 @@ others. A failure is the attempt's (its status or error), never an exception.
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from skypanda.domain.notifications import NotificationCloudEvent, check_webhook_url
+from skypanda.domain.notifications import (
+    NotificationCloudEvent,
+    check_webhook_url,
+    is_metadata_host,
+)
 from skypanda.domain.webhooks import MAX_RESPONSE_BYTES, TIMEOUT_S, DeliveryAttempt
 from skypanda.ports.notifications import WebhookRequest
 
@@ -35,6 +41,19 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect())
 
 
+def _check_resolved(url: str) -> None:
+    """Refuse a host whose name resolves to a link-local address (the metadata server).
+
+    Raises:
+        ValueError: it does.
+    """
+    host = urllib.parse.urlsplit(url).hostname or ""
+    port = urllib.parse.urlsplit(url).port
+    for *_, sockaddr in socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP):
+        if is_metadata_host(str(sockaddr[0])):
+            raise ValueError(f"{host} resolves to the link-local address {sockaddr[0]}")
+
+
 def post_one(req: WebhookRequest, now: float, timeout: float = TIMEOUT_S) -> DeliveryAttempt:
     """POST one request; its attempt (the HTTP status, or the error when none came)."""
     start = time.monotonic()
@@ -42,6 +61,7 @@ def post_one(req: WebhookRequest, now: float, timeout: float = TIMEOUT_S) -> Del
     error = ""
     try:
         check_webhook_url(req.url)
+        _check_resolved(req.url)
         request = urllib.request.Request(
             req.url, data=req.body, method="POST", headers={"User-Agent": USER_AGENT, **req.headers}
         )

@@ -47,7 +47,26 @@ def check_webhook_url(url: str) -> str:
         raise ValueError("a webhook URL names a host")
     if parts.username or parts.password:
         raise ValueError("a webhook URL carries no credentials (requests are signed instead)")
+    if is_metadata_host(parts.hostname):
+        raise ValueError(f"a webhook URL may not name {parts.hostname}: a link-local address")
     return url
+
+
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "metadata.goog"})
+
+
+def is_metadata_host(host: str) -> bool:
+    """Whether `host` is a cloud metadata server or another link-local address (169.254.0.0/16,
+    fe80::/10): a webhook there would let a user make the server call its own metadata
+    server. Loopback and private networks stay allowed (local receivers, on-site pipelines)."""
+    import ipaddress
+
+    if host.lower().rstrip(".") in METADATA_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_link_local
+    except ValueError:
+        return False
 
 
 WebhookUrl = Annotated[str, AfterValidator(check_webhook_url)]
