@@ -4,38 +4,24 @@ handler is fed the end payloads directly, as the router delivers them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.events import EventType, TaskEnded, WorkflowEnded
-from skypanda.domain.models import Queue, Task, TaskSpec
+from skypanda.domain.models import Task, TaskSpec
 from skypanda.domain.states import TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.handlers import chain, queues, task_actions, workflow, workflow_actions
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
-from tests.support import FakeClock, sqlite_services
 
 _PATH = {  # how a trigger task is walked to each end status in tests
     TaskStatus.DONE: [TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.DONE],
     TaskStatus.FAILED: [TaskStatus.FAILED],
     TaskStatus.ABORTED: [TaskStatus.ABORTED],
 }
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def svc(tmp_path: Path, clock: FakeClock) -> Iterator[Services]:
-    with sqlite_services(tmp_path, clock, Queue(name="local")) as services:
-        yield services
 
 
 def _task(name: str, **after: Any) -> TaskSpec:

@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from skypanda.domain.events import EventType
-from skypanda.domain.models import Queue, TaskSpec
+from skypanda.domain.models import TaskSpec
 from skypanda.domain.states import TaskStatus, WorkflowStatus
 from skypanda.handlers import task_actions, workflow, workflow_actions
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
 from tests.handlers.test_workflows import Run, _spec
-from tests.support import FakeClock, sqlite_services
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def svc(tmp_path: Path, clock: FakeClock) -> Iterator[Services]:
-    with sqlite_services(tmp_path, clock, Queue(name="local")) as services:
-        yield services
+from tests.support import FakeClock
 
 
 def _ends(tmp_path: Path) -> list[tuple[str, str, dict[str, Any]]]:

@@ -4,14 +4,14 @@ manage only their own webhooks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from skypanda.domain.events import TaskEnded, payload_of
-from skypanda.domain.models import Queue, TaskSpec
+from skypanda.domain.models import TaskSpec
 from skypanda.domain.notifications import NotificationCloudEvent
 from skypanda.domain.webhooks import DeliveryAttempt, DeliveryState
 from skypanda.handlers import notify, task_actions, webhooks
@@ -20,7 +20,7 @@ from skypanda.handlers.submit import submit
 from skypanda.notifications import verify
 from skypanda.ports.notifications import WebhookRequest
 from tests.handlers.test_end_events import _ends
-from tests.support import FakeClock, sqlite_services
+from tests.support import FakeClock
 
 
 class FakeNotifier:
@@ -37,17 +37,6 @@ class FakeNotifier:
     def post(self, requests: Sequence[WebhookRequest], now: float) -> list[DeliveryAttempt]:
         self.posted += requests
         return [DeliveryAttempt(at=now, status=self.answers.pop(0)) for _ in requests]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def svc(tmp_path: Path, clock: FakeClock) -> Iterator[Services]:
-    with sqlite_services(tmp_path, clock, Queue(name="local")) as services:
-        yield services
 
 
 def _killed_task_end(svc: Services, tmp_path: Path, urls: list[str]) -> TaskEnded:

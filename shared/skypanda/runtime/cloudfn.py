@@ -176,6 +176,19 @@ def _message(cloud_event: Any) -> dict[str, Any]:
     return message if isinstance(message, dict) else {}
 
 
+def _unpack(cloud_event: Any) -> tuple[dict[str, Any], str, bytes, dict[str, str]]:
+    """A Pub/Sub CloudEvent's message, its id, its data (decoded; empty when not base64) and
+    its attributes (as strings)."""
+    message = _message(cloud_event)
+    raw_id = str(message.get("messageId") or cloud_event["id"])
+    try:
+        data = base64.b64decode(message.get("data") or "")
+    except (ValueError, TypeError):
+        data = b""
+    attributes = {str(k): str(v) for k, v in (message.get("attributes") or {}).items()}
+    return message, raw_id, data, attributes
+
+
 def _tries(message: Mapping[str, Any]) -> int:
     """Failed deliveries before this one: Pub/Sub counts attempts when a subscription has a
     dead-letter policy (ours all have); 0 when it does not say."""
@@ -199,13 +212,7 @@ def on_pubsub(cloud_event: Any, *, only: str, transport: str = "pubsub") -> None
     handler `only` (the one its subscription feeds)."""
     invocations["pubsub"] += 1
     pipe = pipeline()
-    message = _message(cloud_event)
-    raw_id = str(message.get("messageId") or cloud_event["id"])
-    try:
-        data = base64.b64decode(message.get("data") or "")
-    except (ValueError, TypeError):
-        data = b""
-    attributes = {str(k): str(v) for k, v in (message.get("attributes") or {}).items()}
+    message, raw_id, data, attributes = _unpack(cloud_event)
     try:
         event = event_from_pubsub(cloud_event)
     except InvalidInput as e:
@@ -224,13 +231,7 @@ def on_submission(cloud_event: Any) -> None:
     credential) and a rejection with the key and the reason goes back to the publisher."""
     invocations["pubsub"] += 1
     pipe = pipeline()
-    message = _message(cloud_event)
-    raw_id = str(message.get("messageId") or cloud_event["id"])
-    try:
-        data = base64.b64decode(message.get("data") or "")
-    except (ValueError, TypeError):
-        data = b""
-    attributes = {str(k): str(v) for k, v in (message.get("attributes") or {}).items()}
+    message, raw_id, data, attributes = _unpack(cloud_event)
     public = public_attributes(attributes)
     try:
         event = decode_submission(raw_id, data, attributes, _state["identity"])
@@ -262,18 +263,12 @@ def on_object_finalized(cloud_event: Any) -> None:
     """The `watch` function: a Cloud Storage notification (`runtime.objects`: a finalize is
     delivered to `watch`, any other kind acknowledged and ignored), or an object.finalized
     event of ours (a watched folder's or bucket's poller, through the outbox)."""
-    message = _message(cloud_event)
-    attributes = {str(k): str(v) for k, v in (message.get("attributes") or {}).items()}
+    message, raw_id, data, attributes = _unpack(cloud_event)
     if not is_notification(attributes):
         on_pubsub(cloud_event, only="watch")
         return
     invocations["pubsub"] += 1
     pipe = pipeline()
-    raw_id = str(message.get("messageId") or cloud_event["id"])
-    try:
-        data = base64.b64decode(message.get("data") or "")
-    except (ValueError, TypeError):
-        data = b""
     try:
         event = decode_notification(attributes, data)
     except InvalidInput as e:
