@@ -14,6 +14,7 @@ locals {
       "iam.googleapis.com",
       "iamcredentials.googleapis.com", # OIDC tokens of the push subscriptions
       "logging.googleapis.com",
+      "monitoring.googleapis.com", # dashboard and alerts (monitoring.tf)
       "pubsub.googleapis.com",
       "run.googleapis.com", # gen2 functions are Cloud Run services; pilots are Cloud Run jobs
       "secretmanager.googleapis.com",

@@ -193,3 +193,32 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "alert_notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) the alerts notify (monitoring.tf). Empty: the alerts open incidents in the console only."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_stuck_minutes" {
+  description = "Alert when jobs have waited on a queue this many minutes with none dispatched."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.alert_stuck_minutes >= 5
+    error_message = "alert_stuck_minutes must be at least 5."
+  }
+}
+
+variable "alert_failed_pilots" {
+  description = "Alert when more pilots than this end failed or missed within 10 minutes on a queue."
+  type        = number
+  default     = 3
+}
+
+variable "alert_error_lines_per_minute" {
+  description = "Alert when the functions and pilots log more ERROR lines per minute than this, for 5 minutes."
+  type        = number
+  default     = 10
+}

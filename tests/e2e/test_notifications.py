@@ -192,7 +192,13 @@ def test_the_cli_registers_webhooks_submits_with_notify_and_shows_deliveries(
     # Then both URLs get its end, signed, and the deliveries show their attempts
     wait_until(lambda: owners.got and told.got, timeout=120, what="both webhooks")
     assert told.events(secret)[0]["subject"] == f"tasks/{task_id}"
-    shown = json.loads(cli(system, "webhooks", "deliveries", "--json").stdout)
+
+    def recorded() -> list[Any]:
+        # The receiver has the POST a moment before the sender records its answer
+        shown: list[Any] = json.loads(cli(system, "webhooks", "deliveries", "--json").stdout)
+        return shown if all(d["state"] != "pending" for d in shown) else []
+
+    shown = wait_until(recorded, timeout=120, what="both deliveries recorded")
     assert sorted(d["url"] for d in shown) == sorted([owners.url, told.url])
     assert all(d["state"] == "delivered" and d["attempts"][0]["status"] == 204 for d in shown)
 

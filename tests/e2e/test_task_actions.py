@@ -126,7 +126,7 @@ def test_actions_on_an_ended_task_or_to_an_unknown_queue_are_refused(
     assert cli(system, "finish", task["id"]).returncode == 0
     assert api.call("GET", f"/v1/tasks/{task['id']}")["job_counts"] == {"closed": 2}
     out = cli(system, "finish", task["id"])
-    assert out.returncode == 1 and "it is finished, not ready, running or paused" in out.stderr
+    assert out.returncode == 1 and "it has ended finished; nothing is left to do" in out.stderr
 
 
 def test_pause_stops_dispatch_and_resume_restarts_it(

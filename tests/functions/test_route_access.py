@@ -26,6 +26,7 @@ def world(svc: Services, tmp_path: Path) -> tuple[Any, dict[str, str]]:
         "admin": identity.add("root", Role.ADMIN),
         "pilot": identity.add("pilot1", Role.PILOT),
         "launcher": identity.add("launch1", Role.LAUNCHER),
+        "monitor": identity.add("scraper", Role.MONITOR),
     }
     return create_app(svc, identity).test_client(), tokens
 
@@ -55,6 +56,7 @@ ROLE_OF = {
     "admin": Role.ADMIN,
     "pilot": Role.PILOT,
     "launcher": Role.LAUNCHER,
+    "monitor": Role.MONITOR,
 }
 
 

@@ -169,8 +169,11 @@ def test_only_ends_of_jobs_that_may_have_children_look_for_them(
     )
 
     # Then only the ends of a's jobs (b's parents) looked for children: b's and c's jobs have
-    # none (c waits for b as a task), nor has a plain task's
-    assert sorted(looked) == sorted(j.id for j in run.jobs("a"))
+    # none (c waits for b as a task), nor has a plain task's. Each of a's jobs is looked up at
+    # most twice: in its report's commit (issue 17), then again, read-only, when the router
+    # delivers its job.ended event (the path that recovers a release the report did not make)
+    assert set(looked) == {j.id for j in run.jobs("a")}
+    assert all(looked.count(j) <= 2 for j in set(looked))
 
 
 def test_a_task_level_dependency_makes_the_task_only_after_its_prerequisite_ended(
@@ -315,7 +318,7 @@ def test_retry_reruns_only_failed_and_cancelled_jobs_and_keeps_finished_ones(
 def test_retry_of_a_workflow_that_did_not_fail_is_refused(svc: Services) -> None:
     run = Run(svc, _spec([{"name": "a", "n_jobs": 1}]))
     run.go()
-    with pytest.raises(Conflict, match="only a failed workflow is retried"):
+    with pytest.raises(Conflict, match=r"cannot retry workflow .*: it has ended done"):
         workflow_actions.retry(svc, run.wf.id)
 
 

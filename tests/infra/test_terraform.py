@@ -240,6 +240,8 @@ ALLOWED_TYPES = {
     "google_compute_managed_ssl_certificate", "google_compute_ssl_policy",
     "google_compute_target_https_proxy", "google_compute_target_http_proxy",
     "google_compute_global_forwarding_rule",
+    # Cloud Monitoring: log-based metrics, the dashboard, alerts (tests/infra/test_monitoring.py)
+    "google_logging_metric", "google_monitoring_dashboard", "google_monitoring_alert_policy",
 }  # fmt: skip
 """Every resource type the deployment is made of. A new one is a decision: add it here."""
 

@@ -15,7 +15,7 @@ from skypanda.pilot.config import DEFAULT_HEARTBEAT_S, DEFAULT_LOG_FLUSH_S, Pilo
 class _Made:
     """Stands in for the Reporter and Heartbeat threads: keeps what they were made with."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args = args
 
     def start(self) -> None:

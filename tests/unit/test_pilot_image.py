@@ -288,7 +288,7 @@ def test_the_build_steps_make_a_pilot_that_the_launchers_command_runs(
         [*command, "--help"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: skypanda-pilot")
+    assert done.stdout.startswith("Usage: skypanda pilot [OPTIONS]")
 
 
 # -- the pilot starter --------------------------------------------------------------------------
@@ -337,7 +337,7 @@ def test_a_starter_line_fetches_the_pilot_with_a_launcher_token_and_runs_it(
     done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
     # Then it downloaded the server's pilot and ran it
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: skypanda-pilot")
+    assert done.stdout.startswith("Usage: python3 pilot.pyz [OPTIONS]")
     assert (tmp_path / "pilot.pyz").read_bytes() == build_zipapp()
 
 

@@ -211,7 +211,7 @@ def test_zipapp_runs_as_a_program(zip_path: Path) -> None:
     )  # fmt: skip
     # Then the pilot's own usage is printed
     assert done.returncode == 0, done.stderr
-    assert "usage: skypanda-pilot" in done.stdout and "--token-file" in done.stdout
+    assert "Usage: python3 pilot.pyz [OPTIONS]" in done.stdout and "--token-file" in done.stdout
 
 
 # -- Python 3.9 ---------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_a_pilot_refuses_a_missing_user_or_root_with_one_line(
     with pytest.raises(SystemExit) as info:
         parse_args([*SERVER, "--payload-user", spec])
     assert info.value.code == 2
-    assert capsys.readouterr().err == f"skypanda-pilot: error: --payload-user: {message}\n"
+    assert capsys.readouterr().err == f"Error: --payload-user: {message}\n"
 
 
 @pytest.mark.skipif(NOBODY is None, reason="needs a nobody user")
@@ -169,7 +169,7 @@ def test_a_real_pilot_refuses_at_start_with_one_line_and_no_traceback() -> None:
         # Then it exits at once, saying why in one line
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
-        assert done.stderr.startswith("skypanda-pilot: error: --payload-user: "), done.stderr
+        assert done.stderr.startswith("Error: --payload-user: "), done.stderr
 
 
 # -- the payload's environment ---------------------------------------------------------------

@@ -154,7 +154,9 @@ def test_task_final_states_are_those_without_exits_and_the_retryable_ones() -> N
     # Failed and cancelled (in a workflow) are left only by a user's retry
     assert TASK_TRANSITIONS[TaskStatus.FAILED] == {TaskStatus.RUNNING}
     assert TASK_TRANSITIONS[TaskStatus.CANCELLED] == {TaskStatus.REGISTERED}
-    for state in TASK_FINAL - {TaskStatus.FAILED, TaskStatus.CANCELLED}:
+    # A killed task is retried too: its cancelled jobs run (or, in a workflow, it waits again)
+    assert TASK_TRANSITIONS[TaskStatus.ABORTED] == {TaskStatus.RUNNING, TaskStatus.REGISTERED}
+    for state in TASK_FINAL - {TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.ABORTED}:
         assert TASK_TRANSITIONS[state] == frozenset()
     for state in set(TaskStatus) - TASK_FINAL:
         assert TASK_TRANSITIONS[state]
@@ -172,6 +174,8 @@ def test_workflow_final_states() -> None:
         WorkflowStatus.RUNNING,
         WorkflowStatus.ABORTED,
     }
+    # A killed workflow is retried (running again)
+    assert WORKFLOW_TRANSITIONS[WorkflowStatus.ABORTED] == {WorkflowStatus.RUNNING}
 
 
 def test_pilot_final_states_are_exactly_those_without_exits() -> None:
@@ -256,7 +260,7 @@ def test_sources_is_the_inverse_of_the_table(target: StrEnum) -> None:
         # (and a job of a paused task goes back to defined until the resume)
         (JobStatus.DEFINED, {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ACTIVATED}),
         # (and a pending task, once a queue fits it, is registered: then it is split)
-        (TaskStatus.REGISTERED, {TaskStatus.CANCELLED, TaskStatus.PENDING}),
+        (TaskStatus.REGISTERED, {TaskStatus.CANCELLED, TaskStatus.ABORTED, TaskStatus.PENDING}),
         (PilotStatus.SUBMITTED, set()),
         (WorkflowStatus.REGISTERED, set()),
     ],

@@ -3,12 +3,13 @@
 
 Users read everything (PanDA-style: all tasks are readable) and act on their own tasks and
 workflows (the handlers check ownership; an admin acts on any). Pilots speak the dispatch
-protocol; a launcher may only register pilots. Admins may do everything.
+protocol; a launcher may only register pilots. The monitor role reads what users read, and
+the metrics, and acts on nothing. Admins may do everything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from flask import g, request
@@ -17,9 +18,9 @@ from skypanda.domain.errors import Forbidden, Unauthorized
 from skypanda.domain.identity import Principal, Role
 from skypanda.ports import Identity
 
-U, A, P, L = Role.USER, Role.ADMIN, Role.PILOT, Role.LAUNCHER
-ANYONE = frozenset({U, A, P, L})
-READERS = frozenset({U, A})
+U, A, P, L, M = Role.USER, Role.ADMIN, Role.PILOT, Role.LAUNCHER, Role.MONITOR
+ANYONE = frozenset({U, A, P, L, M})
+READERS = frozenset({U, A, M})  # the monitor role reads and never acts
 USERS = frozenset({U, A})
 PILOTS = frozenset({P, A})
 
@@ -40,6 +41,14 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "get_dag": READERS,
         "list_queues": READERS,
         "list_pilots": READERS,
+        # the monitor's data as JSON (api.monitor_data)
+        "task_errors": READERS,
+        "task_timeline": READERS,
+        "task_durations": READERS,
+        "task_memory": READERS,
+        "stats_throughput": READERS,
+        "stats_failures": READERS,
+        "queues_status": READERS,
         # users' own work (ownership checked by the handlers; admins act on any)
         "create_task": USERS,
         "create_workflow": USERS,
@@ -66,6 +75,8 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "reset_backoff": frozenset({A}),
         "drain_pilot": frozenset({A}),
         "list_audit": frozenset({A}),
+        # Prometheus metrics: admins and the monitor role (a scraper's credential)
+        "metrics": frozenset({A, M}),
         # the dispatch protocol
         "register": frozenset({P, L, A}),
         "acquire": PILOTS,
@@ -74,6 +85,31 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "end": PILOTS,
         "append_log": PILOTS,
         "put_output": PILOTS,
+        # the monitor's pages (api.monitor): a session cookie or a bearer token
+        "monitor.login": READERS,
+        "monitor.logout": READERS,
+        "monitor.login_link": READERS,
+        "monitor.static": READERS,
+        "monitor.home": READERS,
+        "monitor.tasks": READERS,
+        "monitor.task": READERS,
+        "monitor.job": READERS,
+        "monitor.job_log": READERS,
+        "monitor.workflows": READERS,
+        "monitor.workflow": READERS,
+        "monitor.queues": READERS,
+        "monitor.plots": READERS,
+        "monitor.live_tasks": READERS,
+        "monitor.live_job": READERS,
+        "monitor.live_chart": READERS,
+        # the monitor's task actions (ownership checked by the handlers, as above)
+        "monitor.kill_task": USERS,
+        "monitor.retry_task": USERS,
+        "monitor.pause_task": USERS,
+        "monitor.resume_task": USERS,
+        "monitor.set_priority": USERS,
+        "monitor.kill_workflow": USERS,
+        "monitor.retry_workflow": USERS,
     }
 )
 
@@ -82,8 +118,10 @@ LAUNCH_ROUTES = frozenset({"register", "pilot_zipapp"})
 """What a launch credential may call."""
 
 
-def authenticate(identity: Identity) -> Principal:
+def authenticate(identity: Identity, fallback: Callable[[], str | None] | None = None) -> Principal:
     """The caller, from `Authorization: Bearer`, allowed on this route (stored in `g`).
+    Without that header, `fallback` may find the token elsewhere (the monitor's session
+    cookie on /ui routes: `api.monitor.auth`); the same identity verifies it.
 
     Raises:
         Unauthorized: no credential, or one the identity refuses.
@@ -91,9 +129,12 @@ def authenticate(identity: Identity) -> Principal:
     """
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    token = given.strip() if scheme.lower() == "bearer" else ""
+    if not token and fallback is not None:
+        token = fallback() or ""
+    if not token:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    principal = identity.authenticate(given.strip())
+    principal = identity.authenticate(token)
     # No such route: an authenticated caller gets the 404. A route missing from the table is
     # nobody's (a test checks that none is missing).
     endpoint = request.endpoint

@@ -1,7 +1,8 @@
 """The Flask app: submission and monitoring for users, the dispatch protocol for pilots.
 
 Every route requires `Authorization: Bearer <token>`, checked once before any route against
-the Identity port and the route's roles (`api.access`). Bodies are decoded once into pydantic
+the Identity port and the route's roles (`api.access`); the web monitor's /ui routes also take
+the token from a session cookie (`api.monitor`). Bodies are decoded once into pydantic
 models; errors are mapped to JSON in `api.errors`.
 """
 
@@ -13,9 +14,23 @@ from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from skypanda import __version__
-from skypanda.api import access, audit, bodies, data, errors, pilotzip, tasks, watches, webhooks
+from skypanda.api import (
+    access,
+    audit,
+    bodies,
+    data,
+    errors,
+    monitor,
+    monitor_data,
+    pilotzip,
+    tasks,
+    watches,
+    webhooks,
+)
 from skypanda.api.bodies import TooLarge, model_body
+from skypanda.api.metrics import routes as metrics_routes
 from skypanda.api.params import int_arg
+from skypanda.api.tracing import install as tracing_install
 from skypanda.api.workflows import workflow_routes
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.jobflow import log_key
@@ -49,6 +64,8 @@ class RegisterBody(_Body):
 class AcquireBody(_Body):
     n: Int = Field(default=1, ge=1, le=1000)
     job_id: str | None = Field(default=None, max_length=200)  # push mode: exactly this job
+    # A long-poll: wait up to this long for jobs when none is ready (capped by the server).
+    wait_s: float = Field(default=0.0, ge=0, le=3600, allow_inf_nan=False)
 
 
 class ReportBody(JobReport):
@@ -57,6 +74,7 @@ class ReportBody(JobReport):
 
 class UpdateBody(_Body):
     reports: list[ReportBody] = Field(max_length=5000)
+    acquire: Int = Field(default=0, ge=0, le=1000)  # jobs to take in the reply (0: none)
 
 
 class HeartbeatBody(_Body):
@@ -86,25 +104,33 @@ def create_app(
     parts: tuple[str, ...] = ALL_PARTS,
     *,
     trusted_proxies: int = 0,
+    session_key: bytes | None = None,
 ) -> Flask:
     """The API. `parts` picks route groups: a Cloud Function can serve users' routes (`user`,
     `monitor`) and another the pilots' (`pilot`), each scaling on its own. `trusted_proxies`:
-    how many `X-Forwarded-For` hops name the client (`api.audit`)."""
+    how many `X-Forwarded-For` hops name the client (`api.audit`). `session_key`: what the
+    monitor's session cookies are sealed with (`api.monitor.session`)."""
     app = Flask("skypanda", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     errors.install(app)
     if "user" in parts or "monitor" in parts:  # the parts with acting routes of people
         audit.install(app, svc, trusted_proxies=trusted_proxies)
+    sessions = monitor.Sessions(session_key) if "monitor" in parts else None
+    from_session = None if sessions is None else monitor.finder(sessions)
 
     @app.before_request
     def _authenticate() -> None:
-        access.authenticate(identity)
+        access.authenticate(identity, from_session)
+
+    tracing_install(app)  # the log lines' trace and labels (`wire.logs`)
 
     for part in parts:
         if part == "pilot":
             _pilot_routes(app, svc, identity)
         else:
             {"user": _user_routes, "monitor": _monitor_routes}[part](app, svc)
+    if sessions is not None:
+        monitor.install(app, svc, sessions)  # the web monitor's pages, under /ui
     return app
 
 
@@ -130,8 +156,8 @@ def _user_routes(app: Flask, svc: Services) -> None:
 
     @app.get("/v1/tasks")
     def list_tasks() -> Response:
-        tasks = svc.tasks.list_tasks(limit=int_arg("limit", 50, 1, 1000))
-        return jsonify({"tasks": [jsonable(t) for t in tasks]})
+        # Filters (owner, status, name, since, until, workflow) and a `next` cursor.
+        return monitor_data.task_list(svc)
 
     @app.get("/v1/tasks/<task_id>")
     def get_task(task_id: str) -> Response:
@@ -139,6 +165,8 @@ def _user_routes(app: Flask, svc: Services) -> None:
 
     @app.get("/v1/tasks/<task_id>/jobs")
     def list_jobs(task_id: str) -> Response:
+        if "offset" not in request.args:  # paged by cursor, filtered by state and error code
+            return monitor_data.job_list(svc, task_id)
         svc.tasks.get_task(task_id)  # 404 for an unknown task
         raw = request.args.get("status")
         try:
@@ -201,8 +229,11 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
 
     @app.get("/v1/pilots")
     def list_pilots() -> Response:
-        pilots = svc.fleet.list_pilots(queue=request.args.get("queue"))
-        return jsonify({"pilots": [jsonable(p) for p in pilots]})
+        return monitor_data.pilot_list(svc)  # newest first, by queue and state, paged
+
+    monitor_data.routes(app, svc)  # a task's aggregates, time windows, the queues' state
+
+    metrics_routes(app, svc)  # GET /metrics (Prometheus)
 
 
 def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
@@ -224,15 +255,17 @@ def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
     @app.post("/v1/pilots/<pilot_id>/acquire")
     def acquire(pilot_id: str) -> Response:
         body = model_body(AcquireBody)
-        jobs = dispatch.acquire(svc, pilot_id, body.n, body.job_id)
+        jobs = dispatch.acquire(svc, pilot_id, body.n, body.job_id, wait_s=body.wait_s)
         return jsonify({"jobs": [jsonable(j) for j in jobs]})
 
     @app.post("/v1/pilots/<pilot_id>/update")
     def update(pilot_id: str) -> Response:
         body = model_body(UpdateBody)
         logs = {r.job_id: r.log for r in body.reports if r.log}
-        reports = [JobReport(**r.model_dump(exclude={"log"})) for r in body.reports]
-        results, reply = dispatch.update(svc, pilot_id, reports, logs)
+        reports: list[JobReport] = list(body.reports)  # validated once: a ReportBody is one
+        results, reply = dispatch.update(svc, pilot_id, reports, logs, acquire_n=body.acquire)
+        if body.acquire:
+            return _reply(reply, results=results, jobs=[jsonable(j) for j in reply.jobs])
         return _reply(reply, results=results)
 
     @app.post("/v1/pilots/<pilot_id>/heartbeat")

@@ -36,6 +36,9 @@ ACTIONS = frozenset(
         "apply_queues", "reset_backoff", "drain_pilot",
         "add_webhook", "remove_webhook", "webhook_secret",
         "create_watch", "remove_watch",
+        # the same actions from the web monitor's pages (api.monitor.actions)
+        "monitor.kill_task", "monitor.retry_task", "monitor.pause_task", "monitor.resume_task",
+        "monitor.set_priority", "monitor.kill_workflow", "monitor.retry_workflow",
     }
 )  # fmt: skip
 """The routes whose calls are written to the trail (the acting ones of people and pipelines;

@@ -1,5 +1,6 @@
 """Webhook routes (`/v1/webhooks`): an owner's webhooks, signing secret and deliveries. A user
-manages their own; an admin anyone's (`owner` in the body or query)."""
+manages their own (and adds webhooks to their own tasks and workflows: `task_id`,
+`workflow_id`); an admin anyone's (`owner` in the body or query)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class _Body(BaseModel):
 class AddBody(_Body):
     url: WebhookUrl
     owner: str | None = Field(default=None, max_length=200)
+    task_id: str | None = Field(default=None, min_length=1, max_length=200)
+    workflow_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class SecretBody(_Body):
@@ -39,7 +42,10 @@ def routes(app: Flask, svc: Services) -> None:
     @app.post("/v1/webhooks")
     def add_webhook() -> tuple[Response, int]:
         body = model_body(AddBody)
-        hook, secret = webhooks.add(svc, g.owner, body.url, owner=body.owner, admin=g.admin)
+        hook, secret = webhooks.add(
+            svc, g.owner, body.url, owner=body.owner, admin=g.admin,
+            task_id=body.task_id, workflow_id=body.workflow_id,
+        )  # fmt: skip
         return jsonify({**jsonable(hook), "secret": secret}), 201
 
     @app.delete("/v1/webhooks/<hook_id>")

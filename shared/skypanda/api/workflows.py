@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 
-from skypanda.api import bodies
+from skypanda.api import bodies, monitor_data
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.export import FORMATS, export
 from skypanda.domain.models import jsonable
@@ -78,11 +78,8 @@ def workflow_routes(app: Flask, svc: Services) -> None:
 
     @app.get("/v1/workflows")
     def list_workflows() -> Response:
-        limit = request.args.get("limit", "50")
-        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-            raise InvalidInput("query parameter limit must be an integer from 1 to 1000")
-        wfs = svc.workflows.list_workflows(limit=int(limit))
-        return jsonify({"workflows": [jsonable(w) for w in wfs]})
+        # Filters (owner, status, name, since, until) and a `next` cursor.
+        return monitor_data.workflow_list(svc)
 
     @app.get("/v1/workflows/<workflow_id>")
     def get_workflow(workflow_id: str) -> Response:

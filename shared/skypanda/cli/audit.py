@@ -47,7 +47,11 @@ def _line(e: dict[str, Any]) -> str:
 @click.option("--since", help="Only entries this recent: 30m, 2h, 7d, or a date.")
 @click.option("--limit", default=50, show_default=True, help="How many entries (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one entry each.")
-@click.option("--server", envvar="SKYPANDA_SERVER", help="Server URL (default: `skypanda up`'s).")
+@click.option(
+    "--server",
+    envvar="SKYPANDA_SERVER",
+    help="Server URL (default: the one `skypanda up` started).",
+)
 def audit(
     target: str | None,
     actor: str | None,

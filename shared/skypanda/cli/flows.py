@@ -8,15 +8,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import click
 
 from skypanda.cli.connect import FINAL_TASK_STATES, BadInput, call
 from skypanda.domain.states import WORKFLOW_FINAL
-from skypanda.domain.workflow import WorkflowSpec
-from skypanda.formats.taskfile import graph_path
 from skypanda.pilot.client import ApiClient
+
+if TYPE_CHECKING:
+    from skypanda.domain.workflow import WorkflowSpec
 
 FINAL_WORKFLOW_STATES = {str(s) for s in WORKFLOW_FINAL}
 ENDED_JOB_STATES = ("finished", "failed", "cancelled", "closed")
@@ -26,8 +27,17 @@ def is_workflow_id(ident: str) -> bool:
     return ident.startswith("w")
 
 
+def is_workflow_spec(spec: object) -> TypeGuard[WorkflowSpec]:
+    """Whether a loaded file is a workflow (the models are imported once a file is read)."""
+    from skypanda.domain.workflow import WorkflowSpec
+
+    return isinstance(spec, WorkflowSpec)
+
+
 def send(api: ApiClient, spec: WorkflowSpec, source: Path) -> dict[str, Any]:
     """Submit a workflow; its job graph file (if any) goes along as JSON lines."""
+    from skypanda.formats.taskfile import graph_path
+
     body = {"workflow": spec.model_dump(mode="json", by_alias=True)}
     graph = graph_path(spec, source)
     if graph is None:
@@ -138,3 +148,43 @@ def render(view: dict[str, Any]) -> str:
         if t["reason"] and t["status"] in ("skipped", "cancelled"):
             lines.append(f"{'':<22} {t['reason']}")
     return "\n".join(lines)
+
+
+SHOWN_FAILURES = 3
+LOG_LINES = 5
+
+
+def failures(api: Any, result: dict[str, Any], limit: int = SHOWN_FAILURES) -> list[dict[str, Any]]:
+    """Up to `limit` failed jobs of an ended task or workflow (`result` from `outcome`), each
+    with its error and the last lines of its log: what a failed `run` or `submit --wait`
+    shows. Best effort: a view that cannot be read is left out, never an error."""
+    try:
+        if "tasks" in result:
+            view = call(api, "GET", f"/v1/workflows/{result['id']}")
+            task_ids = [t["id"] for t in view["tasks"] if t["job_counts"].get("failed")]
+        else:
+            task_ids = [result["id"]]
+        found: list[dict[str, Any]] = []
+        for task_id in task_ids:
+            params = {"status": "failed", "limit": limit - len(found)}
+            jobs = call(api, "GET", f"/v1/tasks/{task_id}/jobs", params=params)["jobs"]
+            found.extend({**_failure(j), "log_tail": _log_tail(api, j["id"])} for j in jobs)
+            if len(found) >= limit:
+                break
+    except click.ClickException:
+        return []
+    return found
+
+
+def _failure(job: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "task_id", "index", "attempt", "exit_code", "error_code", "error_diag")
+    return {k: job.get(k) for k in keys}
+
+
+def _log_tail(api: Any, job_id: str) -> list[str]:
+    try:
+        text = call(api, "GET", f"/v1/jobs/{job_id}/log", params={"tail": 4096})
+    except click.ClickException:
+        return []  # no log (the job never started)
+    lines = [line for line in str(text or "").splitlines() if line.strip()]
+    return lines[-LOG_LINES:]

@@ -31,7 +31,7 @@ from skypanda.cli import oidc_client
 from skypanda.cli.connect import BadInput, find_credential, find_server
 from skypanda.cli.oidc_client import Client, LoginError
 from skypanda.pilot.client import ApiClient, ApiError
-from skypanda.runtime.local import default_home
+from skypanda.runtime.home import default_home
 
 SLEEP: Callable[[float], None] = time.sleep
 """How the device login waits between polls (tests replace it: they never sleep)."""

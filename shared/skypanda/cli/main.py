@@ -4,29 +4,48 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skypanda import __version__
-from skypanda.cli import actions, audit, bench, bench_dag, flows, login, users, watch, webhooks
-from skypanda.cli.connect import call, client
-from skypanda.cli.lazy import load_module
-from skypanda.cli.render import print_jobs, print_pilots, print_task
+from skypanda.cli import (
+    actions,
+    audit,
+    bench,
+    flows,
+    login,
+    serve,
+    tasklist,
+    users,
+    watch,
+    webhooks,
+)
+from skypanda.cli.connect import (
+    FINAL_TASK_STATES,
+    call,
+    client,
+    hold_home,
+    reader,
+)
+from skypanda.cli.lazy import LazyGroup
+from skypanda.cli.render import print_failures, print_jobs, print_pilots, print_task
+from skypanda.cli.serve import backend_opt, make_system, startup_error
 from skypanda.domain.errors import InvalidInput, SkypandaError
-from skypanda.domain.export import FORMATS, export
-from skypanda.domain.models import TaskSpec
-from skypanda.domain.workflow import WorkflowSpec, compile_workflow
-from skypanda.formats.queuefile import load_queue_file
-from skypanda.formats.taskfile import load_file
+from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.pilot.client import ApiClient
-from skypanda.runtime.local import LocalOptions, LocalSystem, default_home
+from skypanda.runtime.home import default_home
+from skypanda.wire.logs import configure as configure_logs
+
+if TYPE_CHECKING:  # the pydantic models load when a file is read, not at every start
+    from skypanda.domain.models import TaskSpec
+    from skypanda.domain.workflow import WorkflowSpec
+
+DAG_FORMATS = ("dot", "mermaid")
+"""`domain.export.FORMATS`, named here so that `--help` imports no domain (tested equal)."""
 
 server_opt = click.option(
     "--server",
@@ -37,6 +56,8 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def _load(path: str) -> TaskSpec | WorkflowSpec:
+    from skypanda.formats.taskfile import load_file
+
     try:
         return load_file(Path(path))
     except InvalidInput as e:
@@ -44,59 +65,20 @@ def _load(path: str) -> TaskSpec | WorkflowSpec:
         raise SystemExit(2) from e
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    lazy={  # imported when run (or listed in --help): none is needed to start the others
+        "deploy": "skypanda.cli.deploy:deploy",
+        "monitor": "skypanda.cli.monitor:monitor",
+        "publish": "skypanda.cli.publish:publish",
+    },
+)
 @click.version_option(__version__)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:
     """skypanda: tasks and workflows split into jobs, run by pilots, locally or on Google Cloud."""
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-backend_opt = click.option(
-    "--backend",
-    type=click.Choice(["local", "emulators"]),
-    default="local",
-    show_default=True,
-    help="local: SQLite and processes. emulators: Firestore, Pub/Sub, Cloud Storage emulators "
-    "and Cloud Functions under functions-framework.",
-)
-
-
-def make_system(backend: str, home: Path, port: int = 0) -> Any:
-    """A LocalSystem or an EmulatedCloud (both: start/stop, url, token)."""
-    if backend == "emulators":
-        emulated = load_module("skypanda.runtime.emulated", "--backend emulators")
-        return emulated.EmulatedCloud(emulated.EmulatedOptions(home=home, port=port))
-    return LocalSystem(LocalOptions(home=home, port=port))
-
-
-@cli.command()
-@click.option("--port", default=8470, show_default=True, help="Port on 127.0.0.1 (0: any free).")
-@backend_opt
-def up(port: int, backend: str) -> None:
-    """Run skypanda in the foreground: server, router, scaler and local pilots."""
-    logging.getLogger("skypanda").setLevel(logging.INFO)
-    home = default_home()
-    system = make_system(backend, home, port)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        system.start()
-    except SkypandaError as e:
-        raise click.ClickException(e.message) from e
-    server_file = home / "server.json"
-    server_file.write_text(json.dumps({"url": system.url, "pid": os.getpid(), "backend": backend}))
-    click.echo(
-        f"skypanda {__version__} ({backend}) serving on {system.url} (home {home}); Ctrl-C stops"
-    )
-    try:
-        stop.wait()
-        click.echo("stopping: pilots first, then the server", err=True)
-    finally:
-        system.stop()
-        server_file.unlink(missing_ok=True)
+    level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
+    configure_logs(level=logging.getLevelName(level))  # text; JSON on Google Cloud (wire.logs)
 
 
 def outcome(task: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -110,9 +92,14 @@ def outcome(task: dict[str, Any], seconds: float) -> dict[str, Any]:
     }
 
 
-def _finish(result: dict[str, Any], as_json: bool) -> None:
+def _finish(
+    result: dict[str, Any], as_json: bool, failed: list[dict[str, Any]], home: str | None = None
+) -> None:
+    """Print the outcome (and, when it failed, why: `failed` from `flows.failures`) and exit
+    0 when it is done, else 1."""
+    ok = result["status"] == "done"
     if as_json:
-        click.echo(json.dumps(result))
+        click.echo(json.dumps({**result, "failures": failed} if not ok else result))
     else:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(result["jobs"].items()))
         kind = "workflow" if "tasks" in result else "task"
@@ -122,7 +109,9 @@ def _finish(result: dict[str, Any], as_json: bool) -> None:
         )
         if result.get("tasks"):
             click.echo("  " + ", ".join(f"{n} {s}" for n, s in result["tasks"].items()))
-    raise SystemExit(0 if result["status"] == "done" else 1)
+        if not ok:
+            click.echo(print_failures(result, failed, home))
+    raise SystemExit(0 if ok else 1)
 
 
 def _send_and_wait(
@@ -130,7 +119,7 @@ def _send_and_wait(
 ) -> dict[str, Any] | None:
     """Submit a task or workflow file; with `wait`, wait for its end and return the outcome."""
     start = time.monotonic()
-    if isinstance(spec, WorkflowSpec):
+    if flows.is_workflow_spec(spec):
         view = flows.send(api, spec, Path(file))
         if not wait:
             return view
@@ -169,18 +158,6 @@ def _chained(
         raise click.UsageError(f"--after {after}: {e}") from e
 
 
-def _notifying(spec: TaskSpec | WorkflowSpec, urls: tuple[str, ...]) -> TaskSpec | WorkflowSpec:
-    """The spec with the --notify URLs added to its `notify:` (each once)."""
-    if not urls:
-        return spec
-    data = spec.model_dump(mode="json", by_alias=True)
-    data["notify"] = list(dict.fromkeys([*data.get("notify", []), *urls]))
-    try:
-        return type(spec).model_validate(data)
-    except ValueError as e:
-        raise click.UsageError(f"--notify: {e}") from e
-
-
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--wait", is_flag=True, help="Wait until it ends; exit 0 only if every job finished.")
@@ -192,13 +169,8 @@ def _notifying(spec: TaskSpec | WorkflowSpec, urls: tuple[str, ...]) -> TaskSpec
     help="With --after: the end statuses that start it (repeatable; default done); "
     "on any other end it is skipped, never started.",
 )
-@click.option(
-    "--notify",
-    multiple=True,
-    metavar="URL",
-    help="POST a signed CloudEvent to URL when it ends (repeatable; added to the file's "
-    "`notify:`). Verify with your secret: `skypanda webhooks secret`.",
-)
+@webhooks.NOTIFY
+@webhooks.NOTIFY_ON
 @json_opt
 @server_opt
 def submit(
@@ -207,17 +179,20 @@ def submit(
     after: str | None,
     after_status: tuple[str, ...],
     notify: tuple[str, ...],
+    notify_on: tuple[str, ...],
     as_json: bool,
     server: str | None,
 ) -> None:
     """Submit a task or workflow file (a workflow has `tasks:`) to a running server."""
-    spec = _notifying(_chained(_load(file), after, after_status), notify)
-    result = _send_and_wait(client(server), spec, file, wait=wait, quiet=as_json)
+    spec = webhooks.notifying(_chained(_load(file), after, after_status), notify, notify_on)
+    api = client(server)
+    result = _send_and_wait(api, spec, file, wait=wait, quiet=as_json)
     assert result is not None
     if not wait:
         click.echo(json.dumps(result) if as_json else result["id"])
         return
-    _finish(result, as_json)
+    failed = flows.failures(api, result) if result["status"] != "done" else []
+    _finish(result, as_json, failed)
 
 
 @cli.command()
@@ -231,37 +206,76 @@ def run(file: str, as_json: bool, home: str | None, backend: str) -> None:
     """Start a private local system, run FILE (task or workflow) to the end, print the outcome
     and shut down.
 
+    A failure ends with its failed jobs (error, diagnosis, last log lines). The state stays in
+    the run's home: `skypanda status|jobs|logs ... --home DIR` read it without a server.
     Exit 0 when every job finished, 1 when the task or workflow failed, 2 for bad input.
     """
     spec = _load(file)
     run_home = Path(home) if home else default_home() / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    lock = hold_home(run_home)
     system = make_system(backend, run_home)
     try:
-        system.start()
+        try:
+            system.start()
+        except Exception as e:
+            raise click.ClickException(startup_error(e, "127.0.0.1", 0)) from e
         api = ApiClient(system.url, system.token)
         result = _send_and_wait(api, spec, file, wait=True, quiet=as_json)
+        assert result is not None
+        failed = flows.failures(api, result) if result["status"] != "done" else []
     except SkypandaError as e:
         raise click.ClickException(e.message) from e
     finally:
         system.stop()
+        lock.close()
     if not as_json:
-        click.echo(f"state and logs kept in {run_home}", err=True)
-    assert result is not None
-    _finish(result, as_json)
+        click.echo(
+            f"server stopped; state and logs kept in {run_home} "
+            f"(`skypanda status {result['id']} --home {run_home}` reads them)",
+            err=True,
+        )
+    _finish({**result, "home": str(run_home)}, as_json, failed, str(run_home))
+
+
+home_opt = click.option(
+    "--home",
+    "read_home",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Read this home (e.g. a finished `skypanda run`'s) directly, without a server.",
+)
 
 
 @cli.command()
 @click.argument("ident", metavar="ID")
 @json_opt
 @server_opt
-def status(ident: str, as_json: bool, server: str | None) -> None:
+@home_opt
+def status(ident: str, as_json: bool, server: str | None, read_home: str | None) -> None:
     """Show a task (its jobs counted by state) or a workflow (each task's jobs by state)."""
+    api = reader(server, read_home)
     if flows.is_workflow_id(ident):
-        view = call(client(server), "GET", f"/v1/workflows/{ident}")
+        view = call(api, "GET", f"/v1/workflows/{ident}")
         click.echo(json.dumps(view, indent=2) if as_json else flows.render(view))
         return
-    task = call(client(server), "GET", f"/v1/tasks/{ident}")
-    click.echo(json.dumps(task, indent=2) if as_json else print_task(task))
+    task = call(api, "GET", f"/v1/tasks/{ident}")
+    if as_json:
+        click.echo(json.dumps(task, indent=2))
+        return
+    click.echo(print_task(task, _queued_priority(api, task)))
+
+
+def _queued_priority(api: Any, task: dict[str, Any]) -> int | None:
+    """The priority a task's queued jobs have now (`skypanda priority` changes theirs, not the
+    task's spec); None when none is queued. Asked only of a task that has not ended."""
+    if task["status"] in FINAL_TASK_STATES:
+        return None
+    for state in (JobStatus.ACTIVATED, JobStatus.DEFINED):
+        params = {"status": state, "limit": 1}
+        queued = call(api, "GET", f"/v1/tasks/{task['id']}/jobs", params=params)["jobs"]
+        if queued:
+            return int(queued[0]["priority"])
+    return None
 
 
 @cli.command()
@@ -269,7 +283,8 @@ def status(ident: str, as_json: bool, server: str | None) -> None:
 @json_opt
 @server_opt
 def retry(ident: str, as_json: bool, server: str | None) -> None:
-    """Rerun a failed workflow or task: only its failed and cancelled jobs run again."""
+    """Rerun a failed or killed workflow or task: only its failed and cancelled jobs run
+    again (finished ones are kept)."""
     kind = "workflows" if flows.is_workflow_id(ident) else "tasks"
     body = call(client(server), "POST", f"/v1/{kind}/{ident}/retry")
     if as_json:
@@ -280,7 +295,7 @@ def retry(ident: str, as_json: bool, server: str | None) -> None:
 
 @cli.command()
 @click.argument("what", metavar="WORKFLOW")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="dot", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(DAG_FORMATS), default="dot", show_default=True)
 @server_opt
 def dag(what: str, fmt: str, server: str | None) -> None:
     """Print a workflow's task graph as Graphviz DOT or Mermaid.
@@ -289,7 +304,10 @@ def dag(what: str, fmt: str, server: str | None) -> None:
     """
     if Path(what).is_file():
         spec = _load(what)
-        if not isinstance(spec, WorkflowSpec):
+        from skypanda.domain.export import export
+        from skypanda.domain.workflow import compile_workflow
+
+        if not flows.is_workflow_spec(spec):
             raise click.BadParameter(f"{what} is a task, not a workflow", param_hint="WORKFLOW")
         try:
             click.echo(export(compile_workflow(spec), fmt), nl=False)
@@ -306,11 +324,24 @@ def dag(what: str, fmt: str, server: str | None) -> None:
 @click.option("--status", "job_status", help="Only jobs in this state.")
 @json_opt
 @server_opt
-def jobs(task_id: str, job_status: str | None, as_json: bool, server: str | None) -> None:
+@home_opt
+def jobs(
+    task_id: str, job_status: str | None, as_json: bool, server: str | None, read_home: str | None
+) -> None:
     """List a task's jobs: id, state, attempt, exit code, error, pilot."""
-    params = {"status": job_status} if job_status else None
-    body = call(client(server), "GET", f"/v1/tasks/{task_id}/jobs", params=params)
-    click.echo(json.dumps(body["jobs"], indent=2) if as_json else print_jobs(body["jobs"]))
+    params = {"status": job_status}
+    api = reader(server, read_home)
+    body = call(api, "GET", f"/v1/tasks/{task_id}/jobs", params=params)
+    found = body["jobs"]
+    while body.get("next"):  # the server answers a page at a time
+        params["cursor"] = body["next"]
+        body = call(api, "GET", f"/v1/tasks/{task_id}/jobs", params=params)
+        found.extend(body["jobs"])
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    paused = call(api, "GET", f"/v1/tasks/{task_id}")["status"] == TaskStatus.PAUSED
+    click.echo(print_jobs(found, paused=paused))
 
 
 @cli.command()
@@ -320,22 +351,27 @@ def jobs(task_id: str, job_status: str | None, as_json: bool, server: str | None
     "--tail", type=click.IntRange(min=0), metavar="BYTES", help="Only the log's last BYTES."
 )
 @server_opt
-def logs(job_id: str, attempt: int | None, tail: int | None, server: str | None) -> None:
+@home_opt
+def logs(
+    job_id: str, attempt: int | None, tail: int | None, server: str | None, read_home: str | None
+) -> None:
     """Print a job's log (capped per attempt by its queue's max_log_mb: a long one keeps its
     head and its tail, with a line saying how much was elided between them)."""
     params = {"attempt": attempt or None, "tail": tail}
-    text = call(client(server), "GET", f"/v1/jobs/{job_id}/log", params=params)
+    text = call(reader(server, read_home), "GET", f"/v1/jobs/{job_id}/log", params=params)
     click.echo(text, nl=False)
 
 
 @cli.command()
 @click.argument("ident", metavar="ID")
+@json_opt
 @server_opt
-def kill(ident: str, server: str | None) -> None:
-    """Kill a task or a workflow: queued jobs are cancelled, running ones killed by pilots."""
+def kill(ident: str, as_json: bool, server: str | None) -> None:
+    """Kill a task or a workflow: queued jobs are cancelled, running ones killed by pilots
+    (`skypanda retry ID` reruns them later)."""
     kind = "workflow" if flows.is_workflow_id(ident) else "task"
     body = call(client(server), "POST", f"/v1/{kind}s/{ident}/kill")
-    click.echo(f"{kind} {body['id']}: {body['status']}")
+    actions.say(body, f"{kind} {body['id']}: {body['status']}", as_json)
 
 
 def _limits(q: dict[str, Any]) -> str:
@@ -386,6 +422,8 @@ def queues_apply(file: str, dry_run: bool, as_json: bool, server: str | None) ->
     Every queue is validated before any is stored; exit 2 names each bad queue, field, line.
     """
     try:
+        from skypanda.formats.queuefile import load_queue_file
+
         defined = load_queue_file(Path(file))
     except InvalidInput as e:
         click.echo(f"error: {e.message}", err=True)
@@ -404,12 +442,14 @@ def queues_apply(file: str, dry_run: bool, as_json: bool, server: str | None) ->
 
 @queues.command("reset-backoff")
 @click.argument("queue")
+@json_opt
 @server_opt
-def queues_reset_backoff(queue: str, server: str | None) -> None:
+def queues_reset_backoff(queue: str, as_json: bool, server: str | None) -> None:
     """Clear QUEUE's back-off (admins): pilots that failed so far no longer hold back new
     ones, and the scaler looks at the queue at once."""
-    call(client(server), "POST", f"/v1/queues/{urllib.parse.quote(queue, safe='')}/reset-backoff")
-    click.echo(f"queue {queue}: back-off reset")
+    path = f"/v1/queues/{urllib.parse.quote(queue, safe='')}/reset-backoff"
+    body = call(client(server), "POST", path)
+    actions.say(body, f"queue {queue}: back-off reset", as_json)
 
 
 @cli.command()
@@ -425,11 +465,12 @@ def pilots(queue: str | None, as_json: bool, server: str | None) -> None:
 
 @cli.command()
 @click.argument("pilot_id")
+@json_opt
 @server_opt
-def drain(pilot_id: str, server: str | None) -> None:
+def drain(pilot_id: str, as_json: bool, server: str | None) -> None:
     """Drain a pilot: it finishes the jobs it holds, takes no new one, and exits."""
     pilot = call(client(server), "POST", f"/v1/pilots/{pilot_id}/drain")
-    click.echo(f"pilot {pilot['id']}: {pilot['status']}, draining")
+    actions.say(pilot, f"pilot {pilot['id']}: {pilot['status']}, draining", as_json)
 
 
 @cli.command(
@@ -445,6 +486,25 @@ def pilot(ctx: click.Context) -> None:
     from skypanda.pilot.agent import main as pilot_main
 
     raise SystemExit(pilot_main(list(ctx.args)))
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (click's): commands, options, choices.
+
+    \b
+    bash:  eval "$(skypanda completion bash)"        (in ~/.bashrc)
+    zsh:   eval "$(skypanda completion zsh)"         (in ~/.zshrc)
+    fish:  skypanda completion fish > ~/.config/fish/completions/skypanda.fish
+
+    The same as `_SKYPANDA_COMPLETE=bash_source skypanda` (zsh_source, fish_source).
+    """
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    assert complete is not None  # the three choices are click's own
+    click.echo(complete(cli, {}, "skypanda", "_SKYPANDA_COMPLETE").source(), nl=False)
 
 
 @cli.command("pilot-zipapp")
@@ -470,16 +530,16 @@ def pilot_zipapp(output: str) -> None:
     click.echo(f"wrote {path} ({len(data)} bytes, skypanda {__version__})", err=True)
 
 
-bench.bench.add_command(bench_dag.dag)
+bench.bench.lazy["dag"] = "skypanda.cli.bench_dag:dag"  # the SQLite stack: when run
 bench.bench.lazy["chaos"] = "skypanda.cli.bench_chaos:chaos"  # loaded when run
+bench.bench.lazy["cli"] = "skypanda.cli.bench_cli:cli"
 cli.add_command(bench.bench)
+cli.add_command(serve.up)
 cli.add_command(users.users)
 cli.add_command(audit.audit)
 cli.add_command(watch.watch)
 cli.add_command(webhooks.webhooks)
-cli.add_command(load_module("skypanda.cli.deploy", "skypanda deploy").deploy)  # light: no Google
-cli.add_command(load_module("skypanda.cli.publish", "skypanda publish").publish)  # light too
-for _command in (*actions.COMMANDS, *login.COMMANDS):
+for _command in (*actions.COMMANDS, *login.COMMANDS, *tasklist.COMMANDS):
     cli.add_command(_command)
 
 

@@ -17,8 +17,8 @@ from skypanda.cli.connect import find_token
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.formats.taskfile import parse_spec
+from skypanda.runtime.home import default_home
 from skypanda.runtime.intake import KEY, encode_submission
-from skypanda.runtime.local import default_home
 
 PUBLISH_TIMEOUT_S = 60.0
 

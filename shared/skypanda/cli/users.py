@@ -14,10 +14,12 @@ import click
 from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.domain.errors import SkypandaError
 from skypanda.domain.identity import parse_role
-from skypanda.runtime.local import default_home, ensure_identity
+from skypanda.runtime.home import default_home
 
 
 def _tokens() -> LocalTokens:
+    from skypanda.runtime.local import ensure_identity  # the whole embedded system: when used
+
     return ensure_identity(default_home())[0]
 
 
@@ -32,7 +34,8 @@ def users() -> None:
     "--role",
     default="user",
     show_default=True,
-    help="user (own tasks), admin (everything), pilot, launcher (register pilots only).",
+    help="user (own tasks), admin (everything), pilot, launcher (register pilots only), "
+    "monitor (reads, and GET /metrics: a Prometheus scraper).",
 )
 def add(name: str, role: str) -> None:
     """Make a user and print its token (shown this once; only its hash is kept)."""

@@ -11,14 +11,17 @@ import click
 
 from skypanda.cli.connect import BadInput, call, client
 from skypanda.domain.errors import InvalidInput
-from skypanda.formats.taskfile import load_yaml
 
 SERVER = click.option(
-    "--server", envvar="SKYPANDA_SERVER", help="Server URL (default: `skypanda up`'s)."
+    "--server",
+    envvar="SKYPANDA_SERVER",
+    help="Server URL (default: the one `skypanda up` started).",
 )
 
 
 def _mapping(path: Path, what: str) -> dict[str, Any]:
+    from skypanda.formats.taskfile import load_yaml  # YAML and the models: when used
+
     try:
         _, data = load_yaml(path.read_text(), str(path))
     except (OSError, InvalidInput) as e:

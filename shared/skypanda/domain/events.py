@@ -28,6 +28,9 @@ class EventType(StrEnum):
     TASK_BULK = "dev.skypanda.task.bulk"  # -> bulk (one page of a task-wide job change)
     TASK_ENDED = "dev.skypanda.task.ended"  # -> notify, chain (a task reached an end status)
     WORKFLOW_ENDED = "dev.skypanda.workflow.ended"  # -> notify, chain (a workflow ended)
+    # Only for tasks and workflows that opted in (`notify_on: [state]`):
+    TASK_CHANGED = "dev.skypanda.task.changed"  # -> notify (a task's status changed)
+    WORKFLOW_CHANGED = "dev.skypanda.workflow.changed"  # -> notify (a workflow's status changed)
     # From outside (other pipelines), not from the outbox:
     SUBMISSION = "dev.skypanda.submission"  # -> intake (a task or workflow, with its key)
     OBJECT_FINALIZED = "dev.skypanda.object.finalized"  # -> watch (a new Cloud Storage object)
@@ -107,6 +110,26 @@ class WorkflowEnded(Payload):
     at: float = 0.0  # when it ended (the transition's time)
 
 
+class TaskChanged(Payload):
+    """An opted-in task's status changed (`notify_on: [state]`), its end included."""
+
+    task_id: str = Field(min_length=1)
+    previous: str = Field(min_length=1)
+    status: str = Field(min_length=1)
+    reason: str = ""
+    at: float = 0.0  # when it changed (the transition's time)
+
+
+class WorkflowChanged(Payload):
+    """An opted-in workflow's status changed (`notify_on: [state]`), its end included."""
+
+    workflow_id: str = Field(min_length=1)
+    previous: str = Field(min_length=1)
+    status: str = Field(min_length=1)
+    reason: str = ""
+    at: float = 0.0
+
+
 class Submission(Payload):
     """A task or workflow another pipeline submitted by message (`handlers.intake`): the
     document as published (`kind`, `body`, `content_type`: schemas/submission.avsc), the
@@ -139,6 +162,8 @@ PAYLOADS: Mapping[EventType, type[Payload]] = MappingProxyType(
         EventType.TASK_BULK: TaskBulk,
         EventType.TASK_ENDED: TaskEnded,
         EventType.WORKFLOW_ENDED: WorkflowEnded,
+        EventType.TASK_CHANGED: TaskChanged,
+        EventType.WORKFLOW_CHANGED: WorkflowChanged,
         EventType.SUBMISSION: Submission,
         EventType.OBJECT_FINALIZED: ObjectFinalized,
     }
@@ -154,6 +179,8 @@ SUBSCRIBERS: Mapping[EventType, tuple[str, ...]] = MappingProxyType(
         EventType.TASK_BULK: ("bulk",),
         EventType.TASK_ENDED: ("notify", "chain"),
         EventType.WORKFLOW_ENDED: ("notify", "chain"),
+        EventType.TASK_CHANGED: ("notify",),
+        EventType.WORKFLOW_CHANGED: ("notify",),
         EventType.SUBMISSION: ("intake",),
         EventType.OBJECT_FINALIZED: ("watch",),
     }
@@ -271,5 +298,30 @@ def workflow_ended(
         type=EventType.WORKFLOW_ENDED,
         subject=f"workflows/{workflow_id}",
         data={"workflow_id": workflow_id, "status": status, "owner": owner, "name": name,
+              "reason": reason, "at": at},
+    )  # fmt: skip
+
+
+def task_changed(task_id: str, previous: str, status: str, *, at: float, reason: str = "") -> Event:
+    """An opted-in task moved from `previous` to `status`, written in the same commit as the
+    move (the id names the move and its time: one event per move, whatever redelivers it)."""
+    return Event(
+        id=f"task-changed:{task_id}:{previous}:{status}:{at:.6f}",
+        type=EventType.TASK_CHANGED,
+        subject=f"tasks/{task_id}",
+        data={"task_id": task_id, "previous": previous, "status": status, "reason": reason,
+              "at": at},
+    )  # fmt: skip
+
+
+def workflow_changed(
+    workflow_id: str, previous: str, status: str, *, at: float, reason: str = ""
+) -> Event:
+    """An opted-in workflow moved from `previous` to `status` (as `task_changed`)."""
+    return Event(
+        id=f"workflow-changed:{workflow_id}:{previous}:{status}:{at:.6f}",
+        type=EventType.WORKFLOW_CHANGED,
+        subject=f"workflows/{workflow_id}",
+        data={"workflow_id": workflow_id, "previous": previous, "status": status,
               "reason": reason, "at": at},
     )  # fmt: skip

@@ -5,6 +5,8 @@ Roles (PanDA's model: a task's owner acts on it; a production role acts on any):
     admin     acts on any task, applies queues, drains pilots, manages users
     pilot     the dispatch protocol: register, acquire, report, heartbeat, logs, outputs
     launcher  may only register pilots (a launch credential: only the one pilot it names, once)
+    monitor   reads everything and acts on nothing: a dashboard's or a metrics scraper's
+              credential (`GET /metrics`)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Role(StrEnum):
     ADMIN = "admin"
     PILOT = "pilot"
     LAUNCHER = "launcher"
+    MONITOR = "monitor"
 
 
 @dataclass(frozen=True)

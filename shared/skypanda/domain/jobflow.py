@@ -114,6 +114,7 @@ def _attempt_record(job: Job, status: JobStatus, now: float, log_uri: str | None
         error_code=job.error_code,
         error_diag=job.error_diag,
         log_uri=log_uri,
+        max_rss_mb=job.max_rss_mb,
     )
 
 
@@ -170,6 +171,7 @@ def claim(job: Job, pilot_id: str, now: float) -> JobChange:
             "error_diag": "",
             "log_uri": None,
             "ended_at": None,
+            "max_rss_mb": None,
         }
     )
     record = Attempt(
@@ -222,6 +224,7 @@ def apply_report(
             "error_code": report.error_code,
             "error_diag": report.error_diag,
             "flags": report.flags,
+            "max_rss_mb": report.max_rss_mb,
         }
     )
     if report.status == JobStatus.FINISHED:

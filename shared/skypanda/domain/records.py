@@ -70,6 +70,7 @@ class Job(Strict):
     stage_in: bool = False  # inputs are URLs the pilot fetches first (TaskSpec.stage_in)
     output_patterns: list[str] = Field(default_factory=list)  # TaskSpec.outputs
     outputs: list[OutputFile] = Field(default_factory=list)  # uploaded when it finished
+    max_rss_mb: int | None = None  # the payload's peak memory, as its pilot reported it
 
 
 class Attempt(Strict):
@@ -85,6 +86,7 @@ class Attempt(Strict):
     error_code: int | None = None
     error_diag: str = ""
     log_uri: str | None = None
+    max_rss_mb: int | None = None  # the payload's peak resident memory in this attempt
 
 
 class JobReport(Strict):
@@ -99,6 +101,8 @@ class JobReport(Strict):
     log_uri: Text | None = Field(default=None, max_length=MAX_URI_CHARS)
     flags: dict[Text, Text] = Field(default_factory=dict)
     outputs: list[OutputFile] = Field(default_factory=list, max_length=MAX_OUTPUTS)
+    # The payload's peak resident memory (its process tree), in a final report.
+    max_rss_mb: Int | None = Field(default=None, ge=0, le=INT32_MAX)
 
     @field_validator("flags")
     @classmethod

@@ -107,7 +107,9 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     _T.FAILED: frozenset({_T.RUNNING}),
     _T.CANCELLED: frozenset({_T.REGISTERED}),
     _T.SKIPPED: frozenset(),
-    _T.ABORTED: frozenset(),
+    # A user's retry of a killed task: its cancelled jobs run again; in a workflow, one killed
+    # before its jobs were made waits for its inputs again.
+    _T.ABORTED: frozenset({_T.RUNNING, _T.REGISTERED}),
 }
 
 _W = WorkflowStatus
@@ -116,7 +118,7 @@ WORKFLOW_TRANSITIONS: Mapping[WorkflowStatus, frozenset[WorkflowStatus]] = {
     _W.RUNNING: frozenset({_W.DONE, _W.FAILED, _W.ABORTED}),
     _W.DONE: frozenset(),
     _W.FAILED: frozenset({_W.RUNNING, _W.ABORTED}),  # a user's retry, or kill
-    _W.ABORTED: frozenset(),
+    _W.ABORTED: frozenset({_W.RUNNING}),  # a user's retry
     _W.SKIPPED: frozenset(),
 }
 
@@ -174,12 +176,18 @@ JOB_LIVE: frozenset[JobStatus] = frozenset({_J.SENT, _J.STARTING, _J.RUNNING})
 TASK_FINAL: frozenset[TaskStatus] = frozenset(s for s, n in TASK_TRANSITIONS.items() if not n) | {
     _T.FAILED,
     _T.CANCELLED,
+    _T.ABORTED,
 }
-"""Task states in which a task has ended (failed and cancelled can only be left by a retry)."""
+"""Task states in which a task has ended (failed, cancelled and aborted can only be left by a
+retry)."""
+TASK_RETRYABLE: frozenset[TaskStatus] = frozenset({_T.FAILED, _T.ABORTED})
+"""Ended tasks a user may retry (a workflow's cancelled tasks are retried with it)."""
 TASK_OK: frozenset[TaskStatus] = frozenset({_T.DONE, _T.FINISHED})
 """Ended tasks whose outputs exist: what a dependent task needs."""
 WORKFLOW_FINAL: frozenset[WorkflowStatus] = frozenset(
     s for s, n in WORKFLOW_TRANSITIONS.items() if not n
-) | {_W.FAILED}
+) | {_W.FAILED, _W.ABORTED}
+WORKFLOW_RETRYABLE: frozenset[WorkflowStatus] = frozenset({_W.FAILED, _W.ABORTED})
+"""Ended workflows a user may retry."""
 PILOT_FINAL: frozenset[PilotStatus] = frozenset(s for s, n in PILOT_TRANSITIONS.items() if not n)
 PILOT_LIVE: frozenset[PilotStatus] = frozenset({_P.SUBMITTED, _P.RUNNING})

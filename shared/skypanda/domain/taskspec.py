@@ -17,7 +17,12 @@ from skypanda.domain.chain import StartAfter
 from skypanda.domain.data import MAX_EVENTS, MAX_OUTPUT_PATTERNS, check_output_pattern
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.fleet import AUTO_QUEUE
-from skypanda.domain.notifications import MAX_NOTIFY_URLS, WebhookUrl
+from skypanda.domain.notifications import (
+    DEFAULT_NOTIFY_ON,
+    MAX_NOTIFY_URLS,
+    NotifyOnList,
+    WebhookUrl,
+)
 from skypanda.domain.patterns import compile_user_pattern
 from skypanda.domain.values import (
     MAX_ATTEMPTS,
@@ -151,6 +156,9 @@ class TaskSpec(Strict):
     start_after: StartAfter | None = None  # held until another task or workflow ends (chain)
     # Webhooks told when this task ends (signed with the owner's secret: domain.webhooks)
     notify: list[WebhookUrl] = Field(default_factory=list, max_length=MAX_NOTIFY_URLS)
+    # What its webhooks and the notifications topic are told: `end` (the default), `job_end`
+    # (each job's end), `state` (each change of its status); [] for nothing (domain.notifications)
+    notify_on: NotifyOnList = Field(default_factory=lambda: list(DEFAULT_NOTIFY_ON))
 
     @field_validator("command")
     @classmethod

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from enum import StrEnum
 
 from pydantic import Field
@@ -44,13 +45,24 @@ class DeliveryState(StrEnum):
     FAILED = "failed"  # out of tries, or refused (a 4xx other than 408/429)
 
 
+SUBJECT_PATTERN = r"^(tasks|workflows)/[^/\s]{1,200}$"
+
+
 class Webhook(Strict):
-    """A URL an owner registered: every end of their tasks and workflows is POSTed to it."""
+    """A URL an owner registered: every notification about their tasks and workflows is
+    POSTed to it; or, with a `subject` (`tasks/<id>`, `workflows/<id>`), only those about that
+    one, as if it were in its `notify:` list (`applies`)."""
 
     id: str
     owner: str
     url: WebhookUrl
     created_at: float
+    subject: str | None = Field(default=None, pattern=SUBJECT_PATTERN)
+
+    def applies(self, scopes: Iterable[str]) -> bool:
+        """Whether a notification whose `notify:` lists are those of `scopes` (the subjects
+        of the task, and of its workflow when it opted in) comes here."""
+        return self.subject is None or self.subject in scopes
 
 
 class DeliveryAttempt(Strict):

@@ -30,7 +30,12 @@ from pydantic import Field, field_validator, model_validator
 from skypanda.domain.chain import StartAfter
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import NAME_PATTERN, TaskSpec, check_job_source
-from skypanda.domain.notifications import MAX_NOTIFY_URLS, WebhookUrl
+from skypanda.domain.notifications import (
+    DEFAULT_NOTIFY_ON,
+    MAX_NOTIFY_URLS,
+    NotifyOnList,
+    WebhookUrl,
+)
 from skypanda.domain.patterns import compile_user_pattern
 from skypanda.domain.splitter import check_command, count_jobs
 from skypanda.domain.states import WorkflowStatus
@@ -149,6 +154,9 @@ class WorkflowSpec(Strict):
     start_after: StartAfter | None = None  # held until another task or workflow ends (chain)
     # Webhooks told when the workflow ends (each task's own `notify:` when that task ends)
     notify: list[WebhookUrl] = Field(default_factory=list, max_length=MAX_NOTIFY_URLS)
+    # What is told about it: `end` (the default), `job_end` (each end of its tasks' jobs),
+    # `state` (each change of its status and its tasks'); [] for nothing (domain.notifications)
+    notify_on: NotifyOnList = Field(default_factory=lambda: list(DEFAULT_NOTIFY_ON))
 
     def task(self, name: str) -> WorkflowTask:
         return next(t for t in self.tasks if t.name == name)

@@ -23,7 +23,7 @@ from skypanda.domain.events import TaskEnded, WorkflowEnded
 from skypanda.domain.models import Task
 from skypanda.domain.states import TASK_FINAL, WORKFLOW_FINAL, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import Workflow
-from skypanda.handlers.ends import task_end, workflow_end
+from skypanda.handlers.ends import task_end, task_moved, workflow_end
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,8 @@ def _settle_task(svc: Services, task: Task, status: str) -> bool:
     if after is None:  # not held by a chain: a store answered wrongly; leave it alone
         return False
     if after.starts_on(status):
-        won = svc.tasks.place_task(task.id, task.spec, [ev.task_registered(task.id)])
+        told = [ev.task_registered(task.id), *task_moved(svc, task, TaskStatus.REGISTERED)]
+        won = svc.tasks.place_task(task.id, task.spec, told)
         if won:
             log.info("chain: task %s starts (%s %s ended %s)", task.id, after.kind,
                      after.trigger_id, status)  # fmt: skip

@@ -15,6 +15,7 @@ from typing import Any
 
 from skypanda.domain.bulk import Action
 from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, SkypandaError
+from skypanda.domain.events import EventType, JobEnded
 from skypanda.domain.fairshare import OwnerLoad, allocate
 from skypanda.domain.jobflow import (
     JobChange,
@@ -34,7 +35,8 @@ from skypanda.domain.states import (
     TaskStatus,
     advance,
 )
-from skypanda.handlers import bulk, known
+from skypanda.handlers import bulk, known, observe, release
+from skypanda.handlers.ends import task_moved
 from skypanda.handlers.services import Services, new_id
 from skypanda.wire.codes import ErrorCode
 
@@ -43,10 +45,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Reply:
-    """What the server tells a pilot after any call."""
+    """What the server tells a pilot after any call; after an update that asked for work, the
+    jobs it now holds too."""
 
     commands: list[dict[str, str]] = field(default_factory=list)
     drain: bool = False
+    jobs: list[Job] = field(default_factory=list)
+
+
+MAX_WAIT_S = 30.0
+"""The longest an acquire waits for work (a pilot's long-poll asks for less)."""
 
 
 def register(
@@ -110,29 +118,66 @@ def _live_pilot(svc: Services, pilot_id: str) -> Pilot:
     return pilot
 
 
-def acquire(svc: Services, pilot_id: str, n: int, job_id: str | None = None) -> list[Job]:
+def acquire(
+    svc: Services, pilot_id: str, n: int, job_id: str | None = None, *, wait_s: float = 0.0
+) -> list[Job]:
     """Hand up to `n` activated jobs that fit the pilot to it (priority, then age); or, for a
     push-mode pilot launched for one job, exactly that job (none if it is no longer activated).
 
+    With `wait_s` (a long-poll; capped at MAX_WAIT_S) and none to hand now, wait for jobs to
+    be activated on the pilot's queue (`Doorbell`) and try again, until some are taken or the
+    time is up. Where nothing can ring (no doorbell) or enough acquires wait already, it
+    answers at once.
+
     Raises:
-        InvalidInput: `n` out of range; the named job is on another queue or does not fit.
+        InvalidInput: `n` or `wait_s` out of range; the named job is on another queue or does
+            not fit.
         NotFound: the pilot, or the named job, does not exist.
         Conflict: the pilot has ended.
     """
     if not 1 <= n <= 1000:
         raise InvalidInput(f"n must be between 1 and 1000, not {n}", field="n")
+    if not 0 <= wait_s <= 3600:
+        raise InvalidInput(f"wait_s must be between 0 and 3600, not {wait_s:g}", field="wait_s")
     pilot = _live_pilot(svc, pilot_id)
     if pilot.drain and job_id is None:
         return []  # draining: it finishes what it holds and takes nothing new
+    bell = svc.doorbell if wait_s > 0 and job_id is None else None
+    if bell is None:
+        return _take(svc, pilot, n, job_id)
+    deadline = svc.clock.now() + min(wait_s, MAX_WAIT_S)
+    seen = bell.seen(pilot.queue)  # before looking: a ring after the look is not lost
+    jobs = _take(svc, pilot, n, None)
+    while not jobs:
+        if not bell.wait(pilot.queue, seen, deadline - svc.clock.now()):
+            return []
+        seen = bell.seen(pilot.queue)
+        pilot = _live_pilot(svc, pilot_id)  # drained or ended while it waited
+        if pilot.drain:
+            return []
+        # Every waiter of the queue wakes: look (a read) before claiming (a write), as the
+        # jobs may be gone already (taken by another waiter, or by a report's acquire)
+        if svc.jobs.list_activated(pilot.queue, 1):
+            jobs = _take(svc, pilot, n, None)
+    return jobs
+
+
+def _take(svc: Services, pilot: Pilot, n: int, job_id: str | None) -> list[Job]:
+    """Claim the jobs for the pilot now (`acquire` without the wait)."""
+    pilot_id = pilot.id
     now = svc.clock.now()
     if job_id is not None:
         jobs = _claim_one(svc, pilot, job_id, now)
     else:
         jobs = _claim_fairly(svc, pilot, n, now)
     for task_id in {j.task_id for j in jobs}:
-        svc.tasks.set_task_status(task_id, [TaskStatus.READY], TaskStatus.RUNNING)
+        # (a cached spec decides whether the move is told: `ends`; most calls lose the CAS)
+        ready, running = TaskStatus.READY, TaskStatus.RUNNING
+        told = task_moved(svc, known.task(svc, task_id), running, previous=ready)
+        svc.tasks.set_task_status(task_id, [ready], running, events=told)
     if jobs:
         log.debug("pilot %s acquired %d jobs", pilot_id, len(jobs))
+        observe.dispatched(jobs, now)
     return jobs
 
 
@@ -225,20 +270,62 @@ def append_log(
 
 
 def update(
-    svc: Services, pilot_id: str, reports: Sequence[JobReport], logs: dict[str, str]
+    svc: Services,
+    pilot_id: str,
+    reports: Sequence[JobReport],
+    logs: dict[str, str],
+    *,
+    acquire_n: int = 0,
 ) -> tuple[list[dict[str, Any]], Reply]:
     """Apply a pilot's bulk report. Each report is accepted or refused with a reason; a refused
-    one means the pilot no longer holds that attempt and must stop it."""
+    one means the pilot no longer holds that attempt and must stop it.
+
+    The critical path in one round trip: where the store commits a scope together
+    (`JobStore.atomic`), the children of the jobs this report ended are released in the
+    report's own commit (not on the router's later delivery of job.ended, which then finds
+    them released: compare-and-set), and `acquire_n` > 0 claims the pilot's next jobs in it
+    too, children included: the reply carries them (`Reply.jobs`; none for a draining or
+    ended pilot). The job.ended events are in the outbox all the same, for the rollup, the
+    other handlers and recovery."""
     results = {r.job_id: _result(r.job_id, True) for r in reports}
     pending = list(reports)
     logs = dict(logs)
-    for _ in range(2):  # a change that lost to a concurrent write is recomputed once
-        pending = _apply_reports(svc, pilot_id, pending, results, logs)
-        if not pending:
-            break
+    won: list[JobChange] = []
+    with svc.jobs.atomic() as together:
+        for _ in range(2):  # a change that lost to a concurrent write is recomputed once
+            pending = _apply_reports(svc, pilot_id, pending, results, logs, won)
+            if not pending:
+                break
+        ends = (e for c in won for e in c.events if e.type is EventType.JOB_ENDED)
+        ended = [JobEnded.model_validate(e.data) for e in ends]
+        if together and ended:
+            _release_now(svc, ended)
+        jobs = _acquire_quietly(svc, pilot_id, acquire_n) if acquire_n > 0 else []
+    # After the commit: it may start a task-wide bulk, which takes a lock of its own
+    _raise_task_memory(svc, won)
     for report in pending:
         results[report.job_id] = _result(report.job_id, False, "the job changed concurrently")
-    return list(results.values()), heartbeat(svc, pilot_id, None, touch=False)
+    reply = heartbeat(svc, pilot_id, None, touch=False)
+    return list(results.values()), Reply(reply.commands, reply.drain, jobs)
+
+
+def _release_now(svc: Services, ended: list[JobEnded]) -> None:
+    """Release the children of the reported ends in the report's commit. A failure is left
+    to the job.ended events (their delivery releases them, and retries): it costs the
+    children some latency, never the report (its writes stand; the release's own writes
+    that failed were savepoints, undone)."""
+    try:
+        release.release_children_of(svc, ended)
+    except SkypandaError as e:
+        log.warning("children of %d reported jobs left to their events: %s", len(ended), e)
+
+
+def _acquire_quietly(svc: Services, pilot_id: str, n: int) -> list[Job]:
+    """`acquire` for an update: a pilot that ended gets no job (its reports still count)."""
+    try:
+        return acquire(svc, pilot_id, n)
+    except Conflict:
+        return []
 
 
 def _result(job_id: str, accepted: bool, reason: str = "") -> dict[str, Any]:
@@ -251,9 +338,11 @@ def _apply_reports(
     reports: Sequence[JobReport],
     results: dict[str, Any],
     logs: dict[str, str],
+    won: list[JobChange],
 ) -> list[JobReport]:
     """Read the jobs, compute each report's change, write them; return the reports whose
-    write lost a compare-and-set (the job changed between read and write, e.g. killed)."""
+    write lost a compare-and-set (the job changed between read and write, e.g. killed).
+    The changes written are added to `won`."""
     now = svc.clock.now()
     jobs = svc.jobs.get_jobs([r.job_id for r in reports])
     queues: dict[str, Queue] = {}  # read once per batch, for failed reports only
@@ -280,7 +369,9 @@ def _apply_reports(
         changes.append((report, change))
     merged = _merge([c for _, c in changes])
     outcome = dict(zip(merged, svc.jobs.apply_job_changes(list(merged.values())), strict=True))
-    _raise_task_memory(svc, [c for job_id, c in merged.items() if outcome[job_id]])
+    written = [c for job_id, c in merged.items() if outcome[job_id]]
+    observe.job_changes(written, now)
+    won.extend(written)
     return [r for r, _ in changes if not outcome[r.job_id]]
 
 
@@ -433,6 +524,7 @@ def retire(svc: Services, pilot: Pilot, status: PilotStatus, reason: str) -> Pil
         )
         if svc.fleet.update_pilot(done, [pilot.status]):
             pilot = done
+            observe.pilot_ended(done, reason)
     held = svc.jobs.live_jobs_of_pilot(pilot.id)
     if status in (PilotStatus.MISSED, PilotStatus.DISCONNECTED):
         _stop_silent(svc, pilot.id)  # before its jobs run elsewhere: never two runs at once
@@ -440,6 +532,7 @@ def retire(svc: Services, pilot: Pilot, status: PilotStatus, reason: str) -> Pil
         code = OUTAGE_CODE if status is PilotStatus.DISCONNECTED else ErrorCode.LOST_HEARTBEAT
         uri = svc.blobs.uri
         changes = [requeue_lost(j, now, uri(log_key(j.id, j.attempt)), code) for j in held]
-        svc.jobs.apply_job_changes(changes)
+        written = svc.jobs.apply_job_changes(changes)
+        observe.job_changes([c for c, ok in zip(changes, written, strict=True) if ok], now)
         log.warning("pilot %s ended (%s): requeued %d jobs", pilot.id, reason, len(held))
     return pilot

@@ -1,13 +1,21 @@
-"""notify (on task.ended, workflow.ended): tell the world a task or a workflow ended.
+"""notify (on task.ended, workflow.ended, and for opted-in tasks and workflows task.changed,
+workflow.changed, and job ends through `release`): tell the world a task or a workflow ended,
+a job of it ended, or its status changed.
 
 The handler builds the notification (`domain.notifications`), publishes it to the
 notifications topic (Google Cloud; nowhere locally) and stores one pending delivery per webhook
-URL: the task's or workflow's own `notify:` URLs and its owner's registered webhooks. It sends
+URL: the task's or workflow's own `notify:` URLs, the webhooks registered on it by id, and its
+owner's webhooks for everything (a job's end or a task's change also goes to its workflow's
+URLs and webhooks when the workflow opted in). It sends
 nothing itself, so a slow receiver never holds an event: the sweep sends the due deliveries
 (`send_due`, a bounded batch per tick), signs each attempt, records it, and schedules the next
 after a back-off (`domain.webhooks`).
 
-Idempotent: a delivery's id is a hash of (end event, URL), so a redelivered end event adds no
+Job ends are not routed here: `release`, which receives every job end anyway, hands over
+those of opted-in tasks (`job_ends`), deciding from the cached task spec, so a job end of a task
+that did not opt in costs nothing more than it did.
+
+Idempotent: a delivery's id is a hash of (event, URL), so a redelivered event adds no
 delivery; it may publish the notification again, which subscribers recognise by its `ce-id`.
 Delivery to a URL is at least once (an attempt whose answer was lost is tried again): receivers
 recognise a repeat by `ce-id` as well.
@@ -19,13 +27,18 @@ import hashlib
 import logging
 import secrets
 from collections import Counter
+from collections.abc import Sequence
 
 from skypanda.domain import events as ev
-from skypanda.domain.events import TaskEnded, WorkflowEnded
+from skypanda.domain.events import JobEnded, TaskChanged, TaskEnded, WorkflowChanged, WorkflowEnded
+from skypanda.domain.models import Attempt, Job, Task
 from skypanda.domain.notifications import (
     MAX_REASON_CHARS,
+    JobEndNotification,
     Notification,
     NotificationCloudEvent,
+    NotifyOn,
+    StateNotification,
     cloud_event,
 )
 from skypanda.domain.webhooks import (
@@ -34,10 +47,13 @@ from skypanda.domain.webhooks import (
     SIGNATURE_HEADER,
     Delivery,
     DeliveryState,
+    Webhook,
     backoff,
     outcome,
     signature,
 )
+from skypanda.handlers import known, observe
+from skypanda.handlers.ends import task_notified
 from skypanda.handlers.services import Services
 from skypanda.ports.notifications import WebhookRequest
 
@@ -49,22 +65,79 @@ SOURCE = "/skypanda"
 """The CloudEvents `source` unless the services' settings name one (`notification_source`)."""
 
 
-def handle(svc: Services, payload: TaskEnded | WorkflowEnded) -> None:
-    note, event_id, urls = (
-        _task(svc, payload) if isinstance(payload, TaskEnded) else _workflow(svc, payload)
-    )
+Told = tuple[Notification | JobEndNotification | StateNotification, str, list[str], list[str]]
+"""A notification, the id of the event it tells, its own URLs (`notify:`), and the subjects
+whose webhooks it goes to besides the owner's (`Webhook.applies`)."""
+
+
+def handle(
+    svc: Services, payload: TaskEnded | WorkflowEnded | TaskChanged | WorkflowChanged
+) -> None:
+    if isinstance(payload, TaskEnded):
+        told = _task(svc, payload)
+    elif isinstance(payload, WorkflowEnded):
+        told = _workflow(svc, payload)
+    elif isinstance(payload, TaskChanged):
+        told = _task_changed(svc, payload)
+    else:
+        told = _workflow_changed(svc, payload)
+    if told is None:
+        return
+    _tell(svc, [told])
+
+
+def job_ends(svc: Services, ended: Sequence[JobEnded]) -> None:
+    """Tell the ends of jobs whose tasks opted in (`release` picks them: `job_end_notified`).
+    One read of the jobs for the batch; an end whose job has moved on since (a user's retry)
+    is told from its attempt's record."""
+    unique = list({(e.job_id, e.attempt, e.status): e for e in ended}.values())  # redeliveries
+    jobs = svc.jobs.get_jobs([e.job_id for e in unique])
+    told: list[Told] = []
+    for e in unique:
+        job = jobs.get(e.job_id)
+        if job is None:
+            log.warning("job %s ended but is gone: not notified", e.job_id)
+            continue
+        task = known.task(svc, e.task_id)
+        record = job if job.attempt == e.attempt else _attempt(svc, job, e.attempt)
+        told.append(_job(svc, task, job, record, e))
+    _tell(svc, told)
+
+
+def job_end_notified(svc: Services, task_id: str) -> bool:
+    """Whether the ends of the task's jobs are told: from the cached task spec (and compiled
+    workflow), so the answer costs no read after a task's first job end in this process."""
+    return NotifyOn.JOB_END in task_notified(svc, known.task(svc, task_id))
+
+
+def _tell(svc: Services, told: Sequence[Told]) -> None:
+    """Store the deliveries of each notification, then publish each (in this order: a failed
+    publish raises, and the event redelivered adds no delivery twice)."""
     source = str(svc.settings.get("notification_source") or SOURCE)
-    event = cloud_event(event_id, source, note)
-    hooks = [h.url for h in svc.webhooks.list_webhooks(note.owner)[:MAX_WEBHOOKS_PER_OWNER]]
-    deliveries = _deliveries(svc, event, [*urls, *hooks])
+    hooks: dict[str, list[Webhook]] = {}
+    deliveries: list[Delivery] = []
+    events: list[NotificationCloudEvent] = []
+    for note, event_id, urls, scopes in told:
+        event = cloud_event(event_id, source, note)
+        events.append(event)
+        if note.owner not in hooks:
+            hooks[note.owner] = svc.webhooks.list_webhooks(note.owner)[:MAX_WEBHOOKS_PER_OWNER]
+        theirs = [h.url for h in hooks[note.owner] if h.applies(scopes)]
+        deliveries += _deliveries(svc, event, [*urls, *theirs])
     svc.webhooks.add_deliveries(deliveries)  # first: a failed publish below redelivers
-    if svc.notifier is not None:
-        svc.notifier.publish(event)
-    log.info("%s %s: notified (%d webhooks)", note.kind, note.id, len(deliveries))
+    for event in events:
+        if svc.notifier is not None:
+            svc.notifier.publish(event)
+        level = logging.DEBUG if event.data.kind == "job" else logging.INFO  # many: quieter
+        log.log(level, "%s: notified (%s)", event.subject, event.type)
 
 
-def _task(svc: Services, p: TaskEnded) -> tuple[Notification, str, list[str]]:
+def _task(svc: Services, p: TaskEnded) -> Told | None:
     task = svc.tasks.get_task(p.task_id)
+    observe.task_ended(task, p.status, p.at or task.updated_at)
+    if NotifyOn.END not in task.spec.notify_on:
+        log.debug("task %s ended %s: not notified (notify_on)", task.id, p.status)
+        return None
     event_id = ev.task_ended(
         p.task_id, p.status, owner=p.owner, name=p.name, workflow_id=p.workflow_id, at=p.at
     ).id
@@ -74,11 +147,14 @@ def _task(svc: Services, p: TaskEnded) -> tuple[Notification, str, list[str]]:
         job_counts=dict(task.job_counts), created_at=task.created_at,
         ended_at=p.at or task.updated_at, path=f"/v1/tasks/{task.id}",
     )  # fmt: skip
-    return note, event_id, list(task.spec.notify)
+    return note, event_id, list(task.spec.notify), [f"tasks/{task.id}"]
 
 
-def _workflow(svc: Services, p: WorkflowEnded) -> tuple[Notification, str, list[str]]:
+def _workflow(svc: Services, p: WorkflowEnded) -> Told | None:
     wf = svc.workflows.get_workflow(p.workflow_id)
+    if NotifyOn.END not in wf.spec.notify_on:
+        log.debug("workflow %s ended %s: not notified (notify_on)", wf.id, p.status)
+        return None
     event_id = ev.workflow_ended(p.workflow_id, p.status, owner=p.owner, name=p.name, at=p.at).id
     tasks = svc.workflows.workflow_tasks(wf.id)  # bounded by the workflow's tasks
     jobs: Counter[str] = Counter()
@@ -90,7 +166,59 @@ def _workflow(svc: Services, p: WorkflowEnded) -> tuple[Notification, str, list[
         task_counts=dict(Counter(str(t.status) for t in tasks)), created_at=wf.created_at,
         ended_at=p.at or wf.updated_at, path=f"/v1/workflows/{wf.id}",
     )  # fmt: skip
-    return note, event_id, list(wf.spec.notify)
+    return note, event_id, list(wf.spec.notify), [f"workflows/{wf.id}"]
+
+
+def _task_changed(svc: Services, p: TaskChanged) -> Told | None:
+    task = known.task(svc, p.task_id)  # only what never changes: the change is in the event
+    event_id = ev.task_changed(p.task_id, p.previous, p.status, at=p.at, reason=p.reason).id
+    note = StateNotification(
+        kind="task_state", id=task.id, name=task.spec.name, owner=task.owner,
+        workflow_id=task.workflow_id, previous=p.previous, status=p.status,
+        reason=p.reason[:MAX_REASON_CHARS], at=p.at, path=f"/v1/tasks/{task.id}",
+    )  # fmt: skip
+    return note, event_id, *_task_urls(svc, task, NotifyOn.STATE)
+
+
+def _workflow_changed(svc: Services, p: WorkflowChanged) -> Told | None:
+    wf = svc.workflows.get_workflow(p.workflow_id)
+    event_id = ev.workflow_changed(p.workflow_id, p.previous, p.status, at=p.at, reason=p.reason)
+    note = StateNotification(
+        kind="workflow_state", id=wf.id, name=wf.spec.name, owner=wf.owner,
+        previous=p.previous, status=p.status, reason=p.reason[:MAX_REASON_CHARS], at=p.at,
+        path=f"/v1/workflows/{wf.id}",
+    )  # fmt: skip
+    return note, event_id.id, list(wf.spec.notify), [f"workflows/{wf.id}"]
+
+
+def _job(svc: Services, task: Task, job: Job, record: Job | Attempt, e: JobEnded) -> Told:
+    event_id = ev.job_ended(e.job_id, e.attempt, e.task_id, e.status).id
+    note = JobEndNotification(
+        kind="job", id=job.id, task_id=task.id, workflow_id=task.workflow_id,
+        name=task.spec.name, owner=task.owner, index=job.index, status=e.status,
+        attempt=e.attempt, max_attempts=job.max_attempts, exit_code=record.exit_code,
+        error_code=record.error_code, diagnosis=record.error_diag[:MAX_REASON_CHARS],
+        log_uri=record.log_uri, pilot_id=record.pilot_id, started_at=record.started_at,
+        ended_at=record.ended_at or job.updated_at, path=f"/v1/jobs/{job.id}",
+    )  # fmt: skip
+    return note, event_id, *_task_urls(svc, task, NotifyOn.JOB_END)
+
+
+def _attempt(svc: Services, job: Job, attempt: int) -> Job | Attempt:
+    """The record of the job's `attempt` (the job itself if none was kept)."""
+    return next((a for a in svc.jobs.attempts(job.id) if a.attempt == attempt), job)
+
+
+def _task_urls(svc: Services, task: Task, what: NotifyOn) -> tuple[list[str], list[str]]:
+    """Where a task's job ends or changes go: its `notify:` URLs and webhooks, and its
+    workflow's when the workflow opted in to `what` (the URLs, and the subjects)."""
+    urls, scopes = list(task.spec.notify), [f"tasks/{task.id}"]
+    if task.workflow_id is not None:
+        wf = known.compiled(svc, task.workflow_id).spec
+        if what in wf.notify_on:
+            urls += wf.notify
+            scopes.append(f"workflows/{task.workflow_id}")
+    return urls, scopes
 
 
 def _deliveries(svc: Services, event: NotificationCloudEvent, urls: list[str]) -> list[Delivery]:

@@ -34,6 +34,8 @@ from skypanda.domain.errors import SkypandaError
 from skypanda.domain.events import SUBSCRIBERS, Event, EventType, Payload, payload_of
 from skypanda.handlers.routes import BATCH_ROUTES, HANDLERS, BatchHandler, Handler
 from skypanda.handlers.services import Services
+from skypanda.wire import logs
+from skypanda.wire.logs import LogEvent
 
 __all__ = ["MAX_TRIES", "Outcome", "Pipeline", "Result"]
 
@@ -94,7 +96,12 @@ class Pipeline:
         """Deliver one event to its handlers (`only`: just that one, as a Cloud Function
         subscribed for one handler does). `tries`: how many deliveries failed before.
 
-        Never raises: every failure becomes a RETRY or DEAD result (logged here)."""
+        Never raises: every failure becomes a RETRY or DEAD result (logged here). Every line
+        logged meanwhile carries the labels the event's data names (task, job, queue...)."""
+        with logs.labels(**logs.labels_of(event.data)):
+            return self._deliver(event, tries, transport, only)
+
+    def _deliver(self, event: Event, tries: int, transport: str, only: str | None) -> Result:
         names = self._routes.get(event.type, ())
         if only is not None:
             if only not in names:
@@ -109,10 +116,10 @@ class Pipeline:
             for name in names:
                 self._handlers[name](self.svc, payload)
         except SkypandaError as e:
-            result = self._failed(event.id, e.message, e.retryable, tries, transport)
+            result = self._failed(event, e.message, e.retryable, tries, transport)
         except Exception as e:  # a bug or a backend's own error: maybe transient, so retried
             log.exception("event %s: handler crashed", event.id)
-            result = self._failed(event.id, f"{type(e).__name__}: {e}", True, tries, transport)
+            result = self._failed(event, f"{type(e).__name__}: {e}", True, tries, transport)
         else:
             result = DELIVERED
         return self._done(event.type, result)
@@ -139,18 +146,20 @@ class Pipeline:
         """Dead at once: the payload is not of its type's shape, or (called by a transport)
         what it received is not a skypanda event at all (`kind` unknown). Logged and counted
         like every outcome."""
-        log.error("%sevent %s is poison: %s", _via(transport), event_id, reason)
+        log.error("%sevent %s is poison: %s", _via(transport), event_id, reason,
+                  extra=logs.event(LogEvent.EVENT_DEAD, kind=str(kind)))  # fmt: skip
         return self._done(kind, Result(Outcome.DEAD, reason))
 
     def _failed(
-        self, event_id: str, reason: str, retryable: bool, tries: int, transport: str
+        self, event: Event, reason: str, retryable: bool, tries: int, transport: str
     ) -> Result:
         if retryable and tries + 1 < self.max_tries:
             log.warning(
-                "%sevent %s failed (try %d): %s", _via(transport), event_id, tries + 1, reason
+                "%sevent %s failed (try %d): %s", _via(transport), event.id, tries + 1, reason
             )
             return Result(Outcome.RETRY, reason)
-        log.error("%sevent %s is dead: %s", _via(transport), event_id, reason)
+        log.error("%sevent %s is dead: %s", _via(transport), event.id, reason,
+                  extra=logs.event(LogEvent.EVENT_DEAD, kind=str(event.type)))  # fmt: skip
         return Result(Outcome.DEAD, reason)
 
     def _done(self, kind: EventType | str, result: Result) -> Result:

@@ -16,6 +16,7 @@ from skypanda.domain.broker import Load, Needs, broker
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import AUTO_QUEUE, Pilot, Queue, TaskSpec, jsonable
 from skypanda.domain.states import TaskStatus
+from skypanda.handlers.ends import task_moved
 from skypanda.handlers.services import Services
 
 MAX_APPLY = 1000
@@ -147,6 +148,7 @@ def rebroker(svc: Services) -> list[tuple[str, str]]:
         except NoQueueFits as e:
             log.info("task %s still pending: %s", task.id, e.message)
             continue
-        if svc.tasks.place_task(task.id, spec, [ev.task_registered(task.id)]):
+        told = [ev.task_registered(task.id), *task_moved(svc, task, TaskStatus.REGISTERED)]
+        if svc.tasks.place_task(task.id, spec, told):
             placed.append((task.id, spec.queue))
     return placed

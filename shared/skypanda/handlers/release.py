@@ -9,6 +9,10 @@ exactly once whatever the order and duplication of events. The task rollup is on
 existence check; only when nothing is left does it read the task and count its jobs
 (aggregations, once per task). No counter document is written per job.
 
+The ends of jobs whose task opted in (`notify_on: [job_end]`, its own or its workflow's) are
+handed to `notify.job_ends`; the choice is read from the task spec cached per process (`known`),
+so the ends of tasks that did not opt in pay one cached lookup per task and batch.
+
 Events can be handled one by one (a Cloud Function per event) or in batches (the local router):
 a batch does the same steps with one transaction per step instead of one per event.
 """
@@ -24,7 +28,7 @@ from skypanda.domain.events import JobEnded
 from skypanda.domain.jobflow import JobChange
 from skypanda.domain.models import Job
 from skypanda.domain.states import JobStatus, advance
-from skypanda.handlers import known, workflow
+from skypanda.handlers import known, notify, workflow
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -39,9 +43,19 @@ def handle_batch(svc: Services, ended: Sequence[JobEnded]) -> None:
 
 
 def release(svc: Services, ended: Sequence[JobEnded]) -> None:
-    release_children(svc, [e.job_id for e in ended if _may_have_children(svc, e.task_id)])
+    release_children_of(svc, ended)
+    told = {t for t in dict.fromkeys(e.task_id for e in ended) if notify.job_end_notified(svc, t)}
+    if told:  # before the rollup: the task's end is then told after its last job's
+        notify.job_ends(svc, [e for e in ended if e.task_id in told])
     for task_id in dict.fromkeys(e.task_id for e in ended):
         workflow.roll_up_and_advance(svc, task_id)
+
+
+def release_children_of(svc: Services, ended: Sequence[JobEnded]) -> int:
+    """The children step of `release` alone: dispatch runs it in the commit of the report
+    that ended the jobs (`dispatch.update`), so a child is ready in the reply to that report;
+    the job.ended event's delivery then finds it released already (compare-and-set)."""
+    return release_children(svc, [e.job_id for e in ended if _may_have_children(svc, e.task_id)])
 
 
 def _may_have_children(svc: Services, task_id: str) -> bool:

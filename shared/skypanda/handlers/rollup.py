@@ -17,8 +17,9 @@ from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
 
-# A state that never changes once reached. Failed tasks are not remembered: a user may retry.
-_FOR_GOOD = frozenset({TaskStatus.DONE, TaskStatus.FINISHED, TaskStatus.ABORTED})
+# A state that never changes once reached. Failed and aborted tasks are not remembered: a user
+# may retry them (and another process, which did not see the retry, would miss its end).
+_FOR_GOOD = frozenset({TaskStatus.DONE, TaskStatus.FINISHED})
 
 
 def _remember(svc: Services, task_id: str, status: TaskStatus) -> TaskStatus:

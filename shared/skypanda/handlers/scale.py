@@ -18,6 +18,7 @@ from skypanda.domain.errors import SkypandaError
 from skypanda.domain.events import QueueNudge, Tick
 from skypanda.domain.models import Job, Pilot, Queue
 from skypanda.domain.states import PILOT_LIVE, PilotStatus
+from skypanda.handlers import observe
 from skypanda.handlers.dispatch import retire
 from skypanda.handlers.services import Services, new_id
 from skypanda.ports import LaunchedPilot
@@ -139,9 +140,8 @@ def scale_queue(svc: Services, queue: Queue) -> int:
         decision = scaling.decide_pull(limits, state)
         for _ in range(decision.launch):
             _launch(svc, queue, None)
-    _note(svc, queue.name, decision.reason, now)
-    if decision.total:
-        log.info("queue %s: %s", queue.name, decision.reason)
+    if _note(svc, queue.name, decision.reason, now) or decision.total:
+        observe.scaled(queue.name, decision.total, state.activated, decision.reason)
     return decision.total
 
 
@@ -159,11 +159,14 @@ def _failures(svc: Services, queue: str, now: float) -> tuple[int, int]:
     return failures, svc.fleet.count_failed_pilots(queue, max(since, now - pause))
 
 
-def _note(svc: Services, queue: str, reason: str, now: float) -> None:
-    """Record the decision when it changed (a tick that changes nothing writes nothing)."""
+def _note(svc: Services, queue: str, reason: str, now: float) -> bool:
+    """Record the decision when it changed (a tick that changes nothing writes nothing);
+    whether it did."""
     if svc.memory.noted.get(queue) != reason:
         svc.fleet.note_scaling(queue, reason, now)
         svc.memory.noted[queue] = reason
+        return True
+    return False
 
 
 def _launch(svc: Services, queue: Queue, job: Job | None) -> None:
@@ -181,3 +184,4 @@ def _launch(svc: Services, queue: Queue, job: Job | None) -> None:
         retire(svc, pilot, PilotStatus.FAILED, f"launch failed: {e.message}")
         raise
     svc.fleet.update_pilot(pilot.model_copy(update={"launcher_ref": ref}), [PilotStatus.SUBMITTED])
+    observe.pilot_launched(pilot, ref)

@@ -18,6 +18,7 @@ from skypanda.ports import (
     Blobs,
     Bus,
     Clock,
+    Doorbell,
     FleetStore,
     JobStore,
     Launcher,
@@ -77,6 +78,9 @@ class Services:
     settings: dict[str, object] = field(default_factory=dict)
     # Where notifications go (a topic, webhooks); None: nowhere (deliveries wait, pending).
     notifier: Notifier | None = None
+    # Wakes pilots' long-poll acquires when jobs are activated (in the server's process);
+    # None: acquires never wait (Cloud Functions, the tests' bare services).
+    doorbell: Doorbell | None = None
     memory: Memory = field(init=False)
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ from skypanda.domain.jobflow import new_job
 from skypanda.domain.splitter import check_split
 from skypanda.domain.splitter import split as split_task
 from skypanda.domain.states import TaskStatus
-from skypanda.handlers.ends import task_end
+from skypanda.handlers.ends import task_end, task_moved
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def handle(svc: Services, ref: TaskRef) -> None:
     jobs = (new_job(task, spec, now) for spec in split_task(task.spec))
     nudge = ev.jobs_activated(task.spec.queue, task.n_jobs, key=task.id)
     if svc.tasks.add_jobs(
-        task.id, jobs, expect=TaskStatus.REGISTERED, to=TaskStatus.READY, events=[nudge]
-    ):
+        task.id, jobs, expect=TaskStatus.REGISTERED, to=TaskStatus.READY,
+        events=[nudge, *task_moved(svc, task, TaskStatus.READY)],
+    ):  # fmt: skip
         log.info("task %s split into %d jobs", task.id, task.n_jobs)

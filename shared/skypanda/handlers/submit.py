@@ -10,7 +10,7 @@ from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import AUTO_QUEUE, Task, TaskSpec
 from skypanda.domain.splitter import check_split, count_jobs
 from skypanda.domain.states import TaskStatus
-from skypanda.handlers import chain, queues
+from skypanda.handlers import chain, observe, queues
 from skypanda.handlers.services import Services, new_id
 
 MAX_JOBS_PER_TASK = 1_000_000
@@ -93,7 +93,7 @@ def submit(svc: Services, spec: TaskSpec, owner: str, *, task_id: str | None = N
     except queues.NoQueueFits as e:
         if spec.start_after is not None:
             raise  # a chained task is placed now: nothing brokers it again once started
-        return _pending(svc, spec, owner, e.message, task_id or new_id("t"))
+        return observe.task_submitted(_pending(svc, spec, owner, e.message, task_id or new_id("t")))
     n = check_task(svc, spec, brokered=True)
     if spec.start_after is not None:
         chain.check_trigger(svc, spec.start_after)
@@ -108,9 +108,9 @@ def submit(svc: Services, spec: TaskSpec, owner: str, *, task_id: str | None = N
         updated_at=now,
     )
     if spec.start_after is not None:
-        return _held(svc, task, spec.start_after)
+        return observe.task_submitted(_held(svc, task, spec.start_after))
     svc.tasks.add_task(task, [ev.task_registered(task.id)])
-    return task
+    return observe.task_submitted(task)
 
 
 def _held(svc: Services, task: Task, after: StartAfter) -> Task:

@@ -30,6 +30,7 @@ from skypanda.handlers import notify, watch
 from skypanda.handlers.dispatch import retire
 from skypanda.handlers.services import Services
 from skypanda.ports.fleet import SweepMark
+from skypanda.wire.logs import LogEvent, event
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def resend_lost(svc: Services, now: float) -> int:
     given_up = [s for s in lost if s.tries + 1 >= MAX_RESENDS]
     for stored in given_up:
         why = f"not handled after {MAX_RESENDS} sends, {after:g} s apart"
-        log.error("event %s (%s): %s; parked", stored.event.id, stored.event.type, why)
+        log.error("event %s (%s): %s; parked", stored.event.id, stored.event.type, why,
+                  extra=event(LogEvent.EVENT_DEAD, kind=str(stored.event.type)))  # fmt: skip
         svc.outbox.mark_failed(stored.seq, why, dead=True)
     again = [s.event for s in lost if s.tries + 1 < MAX_RESENDS]
     if again:

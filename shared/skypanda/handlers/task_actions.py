@@ -16,10 +16,18 @@ from skypanda.domain import events as ev
 from skypanda.domain.bulk import Action
 from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from skypanda.domain.models import Task
-from skypanda.domain.states import TaskStatus, advance
+from skypanda.domain.states import (
+    JOB_LIVE,
+    TASK_FINAL,
+    TASK_RETRYABLE,
+    JobStatus,
+    TaskStatus,
+    advance,
+)
 from skypanda.domain.values import MAX_PRIORITY
 from skypanda.handlers import bulk, known, workflow
-from skypanda.handlers.rollup import forget
+from skypanda.handlers.ends import task_moved
+from skypanda.handlers.rollup import forget, roll_up_task
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -47,10 +55,27 @@ def _owned_active(
 ) -> Task:
     task = _owned(svc, task_id, owner, action, admin)
     if task.status not in ACTIVE:
-        raise Conflict(
-            f"cannot {action} task {task_id}: it is {task.status}, not ready, running or paused"
-        )
+        raise Conflict(f"cannot {action} task {task_id}: {state_advice(task)}")
     return task
+
+
+def state_advice(task: Task, *, made: bool = True) -> str:
+    """The task's state in plain words, and what can still be done with it (for the
+    refusal of an action that its state does not allow). `made=False`: it has no jobs."""
+    status = task.status
+    if status in TASK_RETRYABLE:
+        if task.workflow_id is not None:
+            return f"it has ended {status}; retry its workflow {task.workflow_id} to rerun it"
+        if not task.n_jobs or not made:
+            return f"it has ended {status} before it had jobs; submit it again to run it"
+        return f"it has ended {status}; retry it to rerun its failed and cancelled jobs"
+    if status in TASK_FINAL:
+        if status is TaskStatus.CANCELLED and task.workflow_id is not None:
+            return f"it was cancelled; retry its workflow {task.workflow_id} to run it"
+        return f"it has ended {status}; nothing is left to do (submit it again to rerun it)"
+    if status is TaskStatus.PENDING:
+        return "it is pending (no queue fits it yet, or it waits for its start_after); kill it"
+    return f"it is {status} (its jobs are not made yet); try again in a moment, or kill it"
 
 
 def kill(
@@ -66,9 +91,11 @@ def kill(
     in a workflow, the tasks waiting for it are cancelled (`advance_workflow`).
 
     Raises:
-        NotFound, Forbidden; IllegalTransition: the task has ended already.
+        NotFound, Forbidden; Conflict: the task has ended already (saying what can be done).
     """
     task = _owned(svc, task_id, owner, "kill", admin)
+    if task.status in TASK_FINAL:
+        raise Conflict(f"cannot kill task {task_id}: {state_advice(task)}")
     advance(task.status, TaskStatus.ABORTED)
     bulk.start(svc, task, Action.KILL, {"reason": reason}, to=TaskStatus.ABORTED, reason=reason)
     known.forget_pause(svc, task_id)
@@ -159,7 +186,10 @@ def resume(svc: Services, task_id: str, owner: str, *, admin: bool = False) -> T
     """
     task = _owned(svc, task_id, owner, "resume", admin)
     if task.status is not TaskStatus.PAUSED:
-        raise Conflict(f"cannot resume task {task_id}: it is {task.status}, not paused")
+        what = (
+            state_advice(task) if task.status in TASK_FINAL else f"it is {task.status}, not paused"
+        )
+        raise Conflict(f"cannot resume task {task_id}: {what}")
     back = bulk.start(svc, task, Action.RESUME, {}, to=TaskStatus.RUNNING)
     known.forget_pause(svc, task_id)
     log.info("task %s resumed: %s jobs activated", task_id, back)
@@ -167,21 +197,53 @@ def resume(svc: Services, task_id: str, owner: str, *, admin: bool = False) -> T
 
 
 def retry(svc: Services, task_id: str, owner: str | None = None, *, admin: bool = False) -> int:
-    """Rerun a failed (plain) task's failed and cancelled jobs. Returns how many were reset.
+    """Rerun a failed or killed (plain) task's failed and cancelled jobs. Returns how many
+    were reset.
 
     Raises:
-        NotFound, Forbidden; Conflict: the task has not failed, or belongs to a workflow
-            (retry the workflow).
+        NotFound, Forbidden; Conflict: the task has not failed nor been killed, has no jobs,
+            belongs to a workflow (retry the workflow), or still has jobs being killed.
     """
     task = _owned(svc, task_id, owner, "retry", admin)
     if task.workflow_id is not None:
         raise Conflict(f"task {task_id} belongs to workflow {task.workflow_id}: retry that")
-    if task.status is not TaskStatus.FAILED or not task.n_jobs:
-        raise Conflict(f"task {task_id} is {task.status}: only a failed task with jobs is retried")
+    if task.status not in TASK_RETRYABLE or not task.n_jobs:
+        raise Conflict(f"cannot retry task {task_id}: {state_advice(task)}")
+    if not stopped_jobs(svc, task):
+        raise Conflict(f"cannot retry task {task_id}: {state_advice(task, made=False)}")
     forget(svc, task_id)
-    if not svc.tasks.set_task_status(task_id, [TaskStatus.FAILED], TaskStatus.RUNNING):
+    told = task_moved(svc, task, TaskStatus.RUNNING, "retried")
+    if not svc.tasks.set_task_status(task_id, [task.status], TaskStatus.RUNNING, events=told):
         raise Conflict(f"task {task_id} changed while being retried; try again")
+    return rerun_jobs(svc, task)
+
+
+def rerun_jobs(svc: Services, task: Task) -> int:
+    """Reset a retried task's failed and cancelled jobs (a new attempt each) and return how
+    many; with none to reset (a task killed once its jobs had all finished), roll it up now,
+    as no job's end will."""
     now = svc.clock.now()
-    n = svc.workflows.retry_jobs(task_id, now)
-    svc.outbox.add_events([ev.jobs_activated(task.spec.queue, n, key=f"{task_id}:retry:{now}")])
+    n = svc.workflows.retry_jobs(task.id, now)
+    if n:
+        svc.outbox.add_events([ev.jobs_activated(task.spec.queue, n, key=f"{task.id}:retry:{now}")])
+    else:
+        roll_up_task(svc, task.id)
     return n
+
+
+def stopped_jobs(svc: Services, task: Task) -> dict[JobStatus, int]:
+    """The task's jobs counted by state, once none is held by a pilot any more: a killed task
+    is retried once its killed jobs have stopped (a pilot still holding one would report it
+    after the retry and end it again). Empty: its jobs were never made.
+
+    Raises:
+        Conflict: some job is still held by a pilot (being killed).
+    """
+    counts = svc.tasks.job_counts(task.id)
+    live = sum(counts.get(s, 0) for s in JOB_LIVE)
+    if live:
+        raise Conflict(
+            f"cannot retry task {task.id} yet: {live} of its jobs are still being killed by "
+            f"their pilots (within a heartbeat); try again in a moment"
+        )
+    return counts

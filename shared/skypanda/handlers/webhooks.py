@@ -1,6 +1,7 @@
-"""Webhook management: owners register, list and remove the URLs their ends are POSTed to,
-read (or rotate) their signing secret, and read their deliveries. A user manages their own;
-an admin anyone's (`owner` None: everyone's, for lists)."""
+"""Webhook management: owners register, list and remove the URLs their ends are POSTed to
+(all of theirs, or one task's or workflow's by its id), read (or rotate) their signing secret,
+and read their deliveries. A user manages their own; an admin anyone's (`owner` None:
+everyone's, for lists)."""
 
 from __future__ import annotations
 
@@ -25,27 +26,69 @@ def _acting_for(caller: str, owner: str | None, admin: bool) -> str:
 
 
 def add(
-    svc: Services, caller: str, url: str, *, owner: str | None = None, admin: bool = False
+    svc: Services,
+    caller: str,
+    url: str,
+    *,
+    owner: str | None = None,
+    admin: bool = False,
+    task_id: str | None = None,
+    workflow_id: str | None = None,
 ) -> tuple[Webhook, str]:
-    """Register `url` for the owner; return the webhook and the owner's signing secret.
+    """Register `url` for the owner (every notification of theirs), or for one existing task
+    or workflow (`task_id`, `workflow_id`: as if the URL were in its `notify:`; the webhook is
+    its owner's); return the webhook and the owner's signing secret.
 
     Raises:
-        InvalidInput: not an http(s) URL. Forbidden: another's, and no admin.
-        Conflict: the owner has MAX_WEBHOOKS_PER_OWNER webhooks, or this URL already.
+        InvalidInput: not an http(s) URL, or both a task and a workflow.
+        NotFound: no such task or workflow. Forbidden: another's, and no admin.
+        Conflict: the owner has MAX_WEBHOOKS_PER_OWNER webhooks, or this URL for it already.
     """
-    who = _acting_for(caller, owner, admin)
     try:
         check_webhook_url(url)
     except ValueError as e:
         raise InvalidInput(f"url: {e}") from e
-    hook = Webhook(id=new_id("wh"), owner=who, url=url, created_at=svc.clock.now())
+    subject, who = _scope(svc, caller, owner, admin, task_id, workflow_id)
+    hook = Webhook(id=new_id("wh"), owner=who, url=url, created_at=svc.clock.now(), subject=subject)
     have = svc.webhooks.list_webhooks(who)
-    if any(h.url == hook.url for h in have):
-        raise Conflict(f"{who} has a webhook for {url} already")
+    if any(h.url == hook.url and h.subject == subject for h in have):
+        raise Conflict(
+            f"{who} has a webhook for {url} already" + (f" on {subject}" if subject else "")
+        )
     if len(have) >= MAX_WEBHOOKS_PER_OWNER:
         raise Conflict(f"{who} has {len(have)} webhooks: at most {MAX_WEBHOOKS_PER_OWNER}")
     svc.webhooks.add_webhook(hook)
     return hook, svc.webhooks.webhook_secret(who, new_secret())
+
+
+def _scope(
+    svc: Services,
+    caller: str,
+    owner: str | None,
+    admin: bool,
+    task_id: str | None,
+    workflow_id: str | None,
+) -> tuple[str | None, str]:
+    """The subject a webhook is for (None: all the owner's) and whose it is.
+
+    Raises:
+        InvalidInput: both a task and a workflow, or an owner with either.
+        NotFound: no such task or workflow. Forbidden: not the caller's, and no admin.
+    """
+    if task_id is None and workflow_id is None:
+        return None, _acting_for(caller, owner, admin)
+    if task_id is not None and workflow_id is not None:
+        raise InvalidInput("a webhook is for a task or a workflow, not both")
+    if owner is not None:
+        raise InvalidInput("a task's or workflow's webhook is its owner's: name no owner")
+    if task_id is not None:
+        kind, ident, whose = "task", task_id, svc.tasks.get_task(task_id, counts=False).owner
+    else:
+        assert workflow_id is not None
+        kind, ident, whose = "workflow", workflow_id, svc.workflows.get_workflow(workflow_id).owner
+    if whose != caller and not admin:
+        raise Forbidden(f"{kind} {ident} belongs to {whose}; {caller} cannot add its webhooks")
+    return f"{kind}s/{ident}", whose
 
 
 def listed(svc: Services, caller: str, *, owner: str | None, admin: bool) -> list[Webhook]:

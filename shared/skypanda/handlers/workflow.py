@@ -43,7 +43,7 @@ from skypanda.domain.states import (
 )
 from skypanda.domain.workflow import CompiledWorkflow, Workflow, WorkflowSpec, compile_workflow
 from skypanda.handlers import chain, known
-from skypanda.handlers.ends import task_end, workflow_end
+from skypanda.handlers.ends import task_end, task_moved, workflow_end, workflow_moved
 from skypanda.handlers.rollup import roll_up_task, roll_up_task_fresh
 from skypanda.handlers.services import Services, new_id
 from skypanda.handlers.submit import check_task
@@ -185,7 +185,10 @@ def start(svc: Services, workflow_id: str) -> None:
     for name in cw.eager:
         svc.workflows.release_roots(records[name].id, svc.clock.now())
     registered = [WorkflowStatus.REGISTERED]
-    svc.workflows.set_workflow_status(workflow_id, registered, WorkflowStatus.RUNNING)
+    running = workflow_moved(svc, wf, WorkflowStatus.RUNNING)
+    svc.workflows.set_workflow_status(
+        workflow_id, registered, WorkflowStatus.RUNNING, events=running
+    )
     advance(svc, workflow_id)
 
 
@@ -249,7 +252,7 @@ def split_task(
         jobs,
         expect=TaskStatus.REGISTERED,
         to=TaskStatus.READY,
-        events=[nudge],
+        events=[nudge, *task_moved(svc, task, TaskStatus.READY, previous=TaskStatus.REGISTERED)],
         parent_status=statuses,
     )
     if won:

@@ -1,6 +1,6 @@
 """The skypanda pilot: pulls jobs from a queue, runs their payloads, reports back.
 
-Standard library only (plus `skypanda.wire.codes`), so that it can ship as a single-file
+Standard library only (plus `skypanda.wire`), so that it can ship as a single-file
 zipapp into any payload image with Python >= 3.9. Run it as `python -m skypanda.pilot.agent`.
 
     ApiClient, ApiError      JSON over HTTP with retries (also used by the CLI); patient

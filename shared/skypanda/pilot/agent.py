@@ -15,12 +15,19 @@ Per-job round trips are avoided on purpose: a pilot should sustain hundreds of t
 second, so jobs are acquired in bulk, and "running" and final reports of many jobs share one
 /update call (a job that ends before the flush is only reported once, as ended).
 
+The critical path of a workflow is one round trip: a final report is sent at once (reports that
+end while one /update is under way go together in the next), and the /update that carries it
+also asks for the pilot's next jobs when it has room for them (`acquire`); the server releases
+the children of the jobs it ended in the same commit, so a child comes back in the reply. An
+idle pilot long-polls its acquires (`LONG_POLL_S`): the server answers as soon as a job is
+activated on the queue. Jobs asked for by the main thread and by the reporter are reserved
+first (`_reserve`), so the two never ask for more than the pilot wants between them.
+
 The pieces live in their own modules: `config` (PilotConfig and the command line), `held` (the
 jobs and cores the pilot holds, each job's log capped by `logcap`) and `reporting` (the
-reporter and heartbeat threads). This module
-is the main and worker threads' side: the acquire loop and running jobs. A worker runs one
-job as: stage its inputs in (a job with `stage_in`), run the payload, upload its outputs (a job
-with output patterns, once the payload succeeded); see `staging`.
+reporter and heartbeat threads) and `work` (how a worker runs one job: stage in, the payload,
+stage out). This module is the main thread's side: the acquire loop, handing jobs to workers,
+shutdown and the end.
 
 A server that does not answer is ridden out (see `outage`): payloads keep running, reports
 wait, no new job is taken, until the server answers again or the outage budget is spent.
@@ -35,7 +42,6 @@ outage budget: the pilot ends `disconnected`); 4 push mode only: the job was not
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import logging
 import os
 import shutil
@@ -58,20 +64,14 @@ from skypanda.pilot.config import (
 )
 from skypanda.pilot.held import STOP_CHECK_S, Cores, HeldJob, Registry
 from skypanda.pilot.logcap import cap_bytes
-from skypanda.pilot.outcomes import after, code_name, failed, safe_name
+from skypanda.pilot.outcomes import code_name, failed
 from skypanda.pilot.pacing import acquire_size
-from skypanda.pilot.reporting import LOG_CHUNK_BYTES, Heartbeat, Reporter, job_report
-from skypanda.pilot.runner import KILL_GRACE_S, PayloadResult, run_payload
+from skypanda.pilot.reporting import Heartbeat, Reporter, job_report
+from skypanda.pilot.runner import KILL_GRACE_S, PayloadResult
 from skypanda.pilot.sandbox import make_base
-from skypanda.pilot.staging import (
-    StagingError,
-    Stopped,
-    Uploader,
-    output_records,
-    stage_in,
-    stage_out,
-)
 from skypanda.pilot.stopping import END_RESERVE_S, StopBudget
+from skypanda.pilot.work import JobWork
+from skypanda.wire import logs
 from skypanda.wire.codes import ErrorCode
 from skypanda.wire.groups import GROUPS_DIR
 
@@ -96,13 +96,13 @@ PILOT_VERSION = "0.1.0"
 
 EXIT_OK, EXIT_ERROR, EXIT_UNREACHABLE, EXIT_NO_JOB = 0, 1, 3, 4
 POLL_MIN_S, POLL_MAX_S = 0.1, 2.0
+LONG_POLL_S = 2.0
+"""How long an acquire may wait on the server for work. No longer than the longest poll
+backoff: a waiting main thread notices a stop, a drain or its idle timeout only when the
+server answers (the server answers at once when it stops)."""
 
 
-LOOPING_TIMEOUT_S = 1800.0
-"""A payload with no output and no file change this long is looping (the queue may say)."""
-
-
-class _Pilot:
+class _Pilot(JobWork):
     """One pilot's life: register, the acquire loop, shutdown, end. See the module docstring."""
 
     def __init__(self, cfg: PilotConfig, client: ApiClient) -> None:
@@ -128,6 +128,9 @@ class _Pilot:
         self._lock = threading.Lock()
         self._active = 0
         self._acquired = 0
+        self._asking = 0  # jobs asked for in acquires under way (main thread and reporter)
+        self._long_polling = 0  # of which asked by a long-poll under way
+        self._per_acquire = self.slots * 2
         self._mean_runtime: float | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._reporter: Reporter | None = None
@@ -181,6 +184,7 @@ class _Pilot:
         if not isinstance(reply, dict) or not isinstance(reply.get("pilot"), dict):
             raise ApiError(200, f"unexpected registration answer: {reply!r:.200}")
         self.pilot_id = str(reply["pilot"]["id"])
+        logs.set_process_labels(pilot=self.pilot_id, queue=self.cfg.queue)
         self._take_credential(reply)
         self.queue_cfg = reply.get("queue") or {}
         log.info(
@@ -191,9 +195,6 @@ class _Pilot:
             self.cfg.cores,
             self.cfg.memory_mb,
         )
-
-    def _setting(self, own: float | None, key: str, default: float) -> float:
-        return float(own if own is not None else self.queue_cfg.get(key) or default)
 
     def _prepare_workdir(self) -> None:
         prefix = f"skypanda-pilot-{self.pilot_id[:40]}-"
@@ -210,6 +211,9 @@ class _Pilot:
             self._setting(self.cfg.log_flush_s, "log_flush_interval_s", DEFAULT_LOG_FLUSH_S),
             self._apply_commands,
             self._on_unreachable,
+            acquire=None if self.cfg.job_id is not None else self._reserve_for_report,
+            on_jobs=lambda jobs, asked: self._take_jobs(jobs, asked, " with a report"),
+            eager=lambda: self._active < self.slots,
         )
         interval = self._setting(
             self.cfg.heartbeat_interval_s, "heartbeat_interval_s", DEFAULT_HEARTBEAT_S
@@ -266,16 +270,19 @@ class _Pilot:
         idle_timeout = self._setting(
             self.cfg.idle_timeout_s, "idle_timeout_s", DEFAULT_IDLE_TIMEOUT_S
         )
-        per_acquire = int(self.queue_cfg.get("jobs_per_acquire") or self.slots * 2)
+        self._per_acquire = int(self.queue_cfg.get("jobs_per_acquire") or self.slots * 2)
         backoff, idle_since = POLL_MIN_S, time.monotonic()
         while True:
             self.wake.clear()
             ended = self._ending()
             if ended is not None:
                 return ended
-            up = self.client.outage.down_for() is None  # no new job while the server is down
-            n = self._acquire_size(per_acquire) if up and self._accepting() else 0
-            got = self._acquire(n) if n > 0 else 0
+            asked = time.monotonic()
+            n = self._reserve() if self._can_acquire() else 0
+            long_poll = self._long_poll_s(idle_since + idle_timeout - asked) if n else 0.0
+            self._long_polling = n if long_poll else 0
+            got = self._acquire(n, wait_s=long_poll) if n > 0 else 0
+            self._long_polling = 0
             now = time.monotonic()
             if got or len(self.registry):
                 idle_since = now
@@ -289,7 +296,9 @@ class _Pilot:
                 wait = POLL_MAX_S  # a finishing job, drain or stop wakes us
             elif got:
                 backoff = wait = POLL_MIN_S
-            else:
+            elif long_poll and now - asked >= long_poll / 2:
+                continue  # the server waited for work on our behalf: ask again at once
+            else:  # nothing, at once: no long-poll here (an old server, or its waiters full)
                 wait, backoff = backoff, min(backoff * 2, POLL_MAX_S)
             if not len(self.registry):  # do not oversleep the idle timeout
                 wait = min(wait, max(idle_since + idle_timeout - now, 0.01))
@@ -340,23 +349,70 @@ class _Pilot:
             return False
         return self.cfg.max_jobs is None or self._acquired < self.cfg.max_jobs
 
-    def _acquire_size(self, per_acquire: int) -> int:
+    def _can_acquire(self) -> bool:
+        return self.client.outage.down_for() is None and self._accepting()  # not while down
+
+    def _reserve(self, *, past_long_poll: bool = False) -> int:
+        """How many jobs to ask for now, reserved until the answer comes (`_take_jobs`): the
+        main thread and the reporter may ask at the same time. `past_long_poll`: leave out
+        what a long-poll under way asked for (it waits for work that may never come; a
+        report's reply must not go without its children for it), but never ask for more
+        than `max_jobs` leaves."""
         with self._lock:
-            remaining = None if self.cfg.max_jobs is None else self.cfg.max_jobs - self._acquired
-            return acquire_size(
-                held=self._active,
+            asked = self._acquired + self._asking
+            remaining = None if self.cfg.max_jobs is None else self.cfg.max_jobs - asked
+            waiting = self._long_polling if past_long_poll else 0
+            n = acquire_size(
+                held=self._active + self._asking - waiting,
                 slots=self.slots,
-                per_acquire=per_acquire,
+                per_acquire=self._per_acquire,
                 mean_runtime_s=self._mean_runtime,
                 remaining=remaining,
             )
+            self._asking += n
+            return n
 
-    def _acquire(self, n: int, job_id: str | None = None) -> int:
+    def _reserve_for_report(self) -> int:
+        """The reporter's question before an /update carrying a final report: how many jobs
+        to take in its reply (reserved; 0: none)."""
+        return self._reserve(past_long_poll=True) if self._can_acquire() else 0
+
+    def _long_poll_s(self, idle_left: float) -> float:
+        """How long the server may hold an acquire: LONG_POLL_S, less near the idle timeout
+        or within a stop grace (a quarter of it)."""
+        wait = min(LONG_POLL_S, idle_left)
+        if self.cfg.stop_grace_s is not None:
+            wait = min(wait, self.cfg.stop_grace_s / 4)
+        return max(wait, 0.0)
+
+    def _take_jobs(self, jobs: Any, asked: int, how: str = "") -> int:
+        """Run the jobs an acquire returned (`asked` were reserved); how many were taken."""
+        with self._lock:
+            self._asking -= asked
+        taken = 0
+        for job in jobs if isinstance(jobs, list) else []:
+            try:
+                held = HeldJob(job, log_cap=cap_bytes(self.queue_cfg))
+            except (KeyError, TypeError, ValueError) as e:  # a server bug; the sweep requeues it
+                log.error("skipping a malformed job %r: %s", job, e)
+                continue
+            self._dispatch(held)
+            taken += 1
+        if taken:
+            log.info("acquired %d job(s)%s", taken, how)
+        return taken
+
+    def _acquire(self, n: int, job_id: str | None = None, *, wait_s: float = 0.0) -> int:
+        """Ask for `n` jobs (reserved by the caller, but for push mode's one) and run them."""
         path = f"/v1/pilots/{urllib.parse.quote(self.pilot_id, safe='')}/acquire"
         body: dict[str, Any] = {"n": n} if job_id is None else {"n": n, "job_id": job_id}
+        if wait_s > 0:
+            body["wait_s"] = round(wait_s, 3)
+        asked = n if job_id is None else 0
         try:
             reply = self.client.call("POST", path, body)
         except ApiError as e:
+            self._take_jobs([], asked)
             if e.unreachable and (job_id is not None or self.client.outage.over()):
                 self._on_unreachable(e)  # push mode has its one job to get, or nothing
             elif e.unreachable:
@@ -367,17 +423,7 @@ class _Pilot:
             else:
                 log.warning("acquire failed, will retry: %s", e)
             return 0
-        jobs = reply.get("jobs") if isinstance(reply, dict) else None
-        for job in jobs or []:
-            try:
-                held = HeldJob(job, log_cap=cap_bytes(self.queue_cfg))
-            except (KeyError, TypeError, ValueError) as e:  # a server bug; the sweep requeues it
-                log.error("skipping a malformed job %r: %s", job, e)
-                continue
-            self._dispatch(held)
-        if jobs:
-            log.info("acquired %d job(s)", len(jobs))
-        return len(jobs or [])
+        return self._take_jobs(reply.get("jobs") if isinstance(reply, dict) else None, asked)
 
     def _dispatch(self, held: HeldJob) -> None:
         assert self._executor is not None
@@ -385,7 +431,23 @@ class _Pilot:
         with self._lock:
             self._active += 1
             self._acquired += 1
-        self._executor.submit(self._work, held)
+        try:
+            self._executor.submit(self._work, held)
+        except RuntimeError:  # shut down: taken in an /update's reply while the pilot stopped
+            code = self.stop_code or ErrorCode.SIGTERM
+            self._finish(held, failed(code, f"not started: {code_name(code)}", time.time()), [])
+
+    def _finish(self, held: HeldJob, result: PayloadResult, outputs: list[dict[str, Any]]) -> None:
+        """A job is over: free its slot, then report it (the report may ask for the next)."""
+        held.ended = True
+        runtime = result.ended_at - result.started_at
+        with self._lock:
+            self._active -= 1
+            mean = self._mean_runtime
+            self._mean_runtime = runtime if mean is None else 0.8 * mean + 0.2 * runtime
+        assert self._reporter is not None
+        self._reporter.submit(held, job_report(held, result, outputs=outputs))
+        self.wake.set()
 
     def _sleep(self, seconds: float) -> None:
         """Wait up to `seconds`, waking early for events and (by polling) for signals."""
@@ -398,7 +460,11 @@ class _Pilot:
     # -- workers ----------------------------------------------------------------------------
 
     def _work(self, held: HeldJob) -> None:
-        """Run one job in a worker thread and report it; never raises."""
+        """Run one job in a worker thread and report it; never raises. Its lines carry its id."""
+        with logs.labels(job=held.id):
+            self._work_on(held)
+
+    def _work_on(self, held: HeldJob) -> None:
         outputs: list[dict[str, Any]] = []
         try:
             result, outputs = self._run_job(held)
@@ -407,116 +473,12 @@ class _Pilot:
             now = time.time()
             code = ErrorCode.PAYLOAD_NOT_STARTED
             result = PayloadResult("failed", None, code, f"pilot error: {e}", now, now)
-        held.ended = True
-        assert self._reporter is not None
-        self._reporter.submit(held, job_report(held, result, outputs=outputs))
+        self._finish(held, result, outputs)
         runtime = result.ended_at - result.started_at
-        with self._lock:
-            self._active -= 1
-            mean = self._mean_runtime
-            self._mean_runtime = runtime if mean is None else 0.8 * mean + 0.2 * runtime
-        self.wake.set()
         outcome = result.error_diag or f"exit code {result.exit_code}"
         log.info(
             "job %s.%d %s (%s) in %.2fs", held.id, held.attempt, result.status, outcome, runtime
         )
-
-    def _run_job(self, held: HeldJob) -> tuple[PayloadResult, list[dict[str, Any]]]:
-        """Stage in, run the payload, stage out: the result and the outputs uploaded."""
-        taken = self.cores.take(held.cores, lambda: self._should_stop(held) is not None)
-        if taken is None:
-            code = self._should_stop(held) or ErrorCode.SIGTERM
-            return failed(code, f"not started: {code_name(code)}", time.time()), []
-        try:
-            assert self.base is not None and self._reporter is not None
-            held.started = True
-            workdir = self.base / f"{safe_name(held.id)}.{held.attempt}"
-            staging = bool(held.job.get("stage_in"))
-            self._reporter.submit(
-                held, job_report(held, None, live="starting" if staging else "running")
-            )
-            staged: list[str] = []
-            if staging:
-                staged, failed_in = self._stage_in(held, workdir)
-                if failed_in is not None:
-                    return failed_in, []
-                self._reporter.submit(held, job_report(held, None))
-            result = run_payload(
-                held.job,
-                workdir,
-                on_output=lambda chunk: self._on_output(held, chunk),
-                should_stop=lambda: self._should_stop(held),
-                groups=self.base / GROUPS_DIR,
-                looping_timeout_s=self._setting(None, "looping_timeout_s", LOOPING_TIMEOUT_S),
-                user=self.cfg.payload_user,
-                kill_grace_s=self.budget.kill_s,
-            )
-            return self._stage_out(held, workdir, result, staged)
-        finally:
-            self.cores.give(taken)
-
-    def _stage_in(self, held: HeldJob, workdir: Path) -> tuple[list[str], PayloadResult | None]:
-        """Fetch the job's inputs: their local names, or the failed result (payload not run)."""
-        started = time.time()
-        inputs = [str(url) for url in held.job.get("inputs") or []]
-        try:
-            staged = stage_in(
-                inputs,
-                workdir,
-                should_stop=lambda: self._should_stop(held),
-                note=lambda line: self._note(held, line),
-                user=self.cfg.payload_user,
-            )
-        except StagingError as e:
-            self._note(held, f"stage-in failed: {e}")
-            return [], failed(ErrorCode.STAGE_IN_FAILED, f"stage-in failed: {e}", started)
-        except Stopped as e:
-            diag = f"stopped during stage-in: {code_name(e.code)}"
-            return [], failed(e.code, diag, started)
-        return [s.name for s in staged], None
-
-    def _stage_out(
-        self, held: HeldJob, workdir: Path, result: PayloadResult, staged: list[str]
-    ) -> tuple[PayloadResult, list[dict[str, Any]]]:
-        """Upload the outputs of a payload that succeeded; a failed upload fails the job."""
-        patterns = [str(p) for p in held.job.get("output_patterns") or []]
-        if result.status != "finished" or not patterns:
-            return result, []
-        client = self.client
-        uploader = Uploader(client.server, client.token, self.pilot_id, outage=client.outage)
-        try:
-            sent = stage_out(
-                uploader,
-                held.id,
-                held.attempt,
-                workdir,
-                patterns,
-                exclude=staged,
-                should_stop=lambda: self._should_stop(held),
-                note=lambda line: self._note(held, line),
-            )
-        except StagingError as e:
-            self._note(held, f"stage-out failed: {e}")
-            return after(result, ErrorCode.STAGE_OUT_FAILED, f"stage-out failed: {e}"), []
-        except Stopped as e:
-            return after(result, e.code, f"stopped during stage-out: {code_name(e.code)}"), []
-        return dataclasses.replace(result, ended_at=time.time()), output_records(sent)
-
-    def _note(self, held: HeldJob, line: str) -> None:
-        """A line of the pilot's own in the job's log."""
-        self._on_output(held, f"[skypanda-pilot] {line}\n".encode())
-
-    def _should_stop(self, held: HeldJob) -> int | None:
-        return held.stop_code if held.stop_code is not None else self.stop_code
-
-    def _on_output(self, held: HeldJob, chunk: bytes) -> None:
-        if held.abandoned:
-            return
-        before = held.buffered()
-        after = held.add_output(chunk)
-        if before < LOG_CHUNK_BYTES <= after:  # just filled a chunk: no need to wait for the timer
-            assert self._reporter is not None
-            self._reporter.nudge()
 
     # -- replies from the server ------------------------------------------------------------
 
@@ -565,7 +527,8 @@ def run_pilot(cfg: PilotConfig) -> int:
     report, end the pilot and return 0, within `cfg.stop_grace_s` when set (see `stopping`).
     Previous handlers are restored on return.
     """
-    pilot = _Pilot(cfg, ApiClient(cfg.server, cfg.token, outage_s=cfg.outage_budget_s))
+    client = ApiClient(cfg.server, cfg.token, outage_s=cfg.outage_budget_s, keep_alive=True)
+    pilot = _Pilot(cfg, client)
 
     def handler(signum: int, _frame: object) -> None:
         # Only plain assignments here: taking a lock in a handler can deadlock the main thread.
@@ -578,6 +541,7 @@ def run_pilot(cfg: PilotConfig) -> int:
     try:
         return pilot.run()
     finally:
+        client.close()
         for sig, old in previous.items():
             signal.signal(sig, old)
 
@@ -585,11 +549,9 @@ def run_pilot(cfg: PilotConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: parse flags, log to stderr, run the pilot."""
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s skypanda-pilot %(levelname)s %(message)s",
-    )
+    # JSON lines for Cloud Logging on Google Cloud (Cloud Run jobs, GKE) or when
+    # SKYPANDA_LOG_FORMAT=json, text otherwise (wire.logs: the server's format, stdlib only).
+    logs.configure(prefix="skypanda-pilot ")
     return run_pilot(cfg)
 
 

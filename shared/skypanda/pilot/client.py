@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -75,6 +76,9 @@ class ApiClient:
         retry_budget_s: no retry starts later than this many seconds after the first try.
         outage_s: how long patient calls wait for a server that does not answer (0: as long
             as any call).
+        keep_alive: keep one connection to the server open per calling thread and send every
+            call of that thread on it (a pilot: no TCP handshake and no new server channel per
+            call); `close()` closes them. Not through a proxy (those calls go as without it).
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class ApiClient:
         max_backoff_s: float = 8.0,
         retry_budget_s: float = 30.0,
         outage_s: float = 0.0,
+        keep_alive: bool = False,
     ) -> None:
         if not server.startswith(("http://", "https://")):
             raise ValueError(f"server must be an http:// or https:// URL, got {server!r}")
@@ -101,6 +106,14 @@ class ApiClient:
         self.max_backoff_s = max_backoff_s
         self.retry_budget_s = retry_budget_s
         self.outage = Outage(outage_s)
+        parts = urllib.parse.urlsplit(self.server)
+        direct = keep_alive and not urllib.request.getproxies().get(parts.scheme)
+        self._kept = _Kept(parts) if direct or (keep_alive and _bypass(parts)) else None
+
+    def close(self) -> None:
+        """Close the connections kept open (`keep_alive`); later calls open new ones."""
+        if self._kept is not None:
+            self._kept.close()
 
     def call(
         self,
@@ -190,6 +203,8 @@ class ApiClient:
         return urllib.request.Request(url, data=data, headers=headers, method=method.upper())
 
     def _send(self, request: urllib.request.Request) -> Any:
+        if self._kept is not None:
+            return self._kept.send(request, self.timeout)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return _decode(
@@ -222,6 +237,11 @@ def _http_error(e: urllib.error.HTTPError) -> ApiError:
         data = e.read()
     except (OSError, http.client.HTTPException):
         data = b""
+    return _error_from(e.code, str(e.reason or ""), data)
+
+
+def _error_from(code: int, reason: str, data: bytes) -> ApiError:
+    """An ApiError for a non-2xx answer with this body: the server's message when it sent one."""
     body: dict[str, Any] | None = None
     message = ""
     try:
@@ -233,5 +253,81 @@ def _http_error(e: urllib.error.HTTPError) -> ApiError:
         message = str(decoded.get("message") or decoded.get("error") or "")
     if not message:
         text = data.decode("utf-8", errors="replace").strip()
-        message = text[:500] if text else str(e.reason or http.client.responses.get(e.code, ""))
-    return ApiError(e.code, message, body)
+        message = text[:500] if text else reason or http.client.responses.get(code, "")
+    return ApiError(code, message, body)
+
+
+def _bypass(parts: urllib.parse.SplitResult) -> bool:
+    """Whether the proxy settings leave this server out (no_proxy)."""
+    return bool(urllib.request.proxy_bypass(parts.hostname or ""))
+
+
+class _Kept:
+    """One HTTP/1.1 connection per thread to one server, reused call after call.
+
+    A connection the server closed while it was idle fails on its next use before the server
+    read anything; that call is sent again at once on a new connection (once). Every other
+    failure is the caller's (ApiClient.call retries what is worth retrying)."""
+
+    def __init__(self, parts: urllib.parse.SplitResult) -> None:
+        self._parts = parts
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: set[http.client.HTTPConnection] = set()
+
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn, True
+        kind = (
+            http.client.HTTPSConnection
+            if self._parts.scheme == "https"
+            else http.client.HTTPConnection
+        )
+        conn = kind(self._parts.hostname or "", self._parts.port, timeout=timeout)
+        self._local.conn = conn
+        with self._lock:
+            self._all.add(conn)
+        return conn, False
+
+    def _drop(self) -> None:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            with self._lock:
+                self._all.discard(conn)
+        self._local.conn = None
+
+    def send(self, request: urllib.request.Request, timeout: float) -> Any:
+        url = urllib.parse.urlsplit(request.full_url)
+        target = url.path + (f"?{url.query}" if url.query else "")
+        headers = dict(request.header_items())
+        while True:
+            conn, reused = self._connection(timeout)
+            try:
+                conn.request(request.get_method(), target, body=request.data, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self._drop()
+                if reused:
+                    continue  # the server closed it while idle: on a new connection, once
+                raise ApiError(0, f"cannot reach {request.full_url}: {e}") from e
+            except (OSError, http.client.HTTPException) as e:
+                self._drop()
+                raise ApiError(0, f"cannot reach {request.full_url}: {e}") from e
+            if response.will_close:
+                self._drop()
+            break
+        content_type = response.getheader("Content-Type")
+        if response.status >= 400:
+            raise _error_from(response.status, response.reason, data)
+        return _decode(response.status, content_type, data)
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, set()
+        for conn in conns:
+            conn.close()

@@ -5,12 +5,12 @@ Standard library only (the pilot ships as a zipapp).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skypanda.pilot.helpformat import ClickLookParser
 from skypanda.pilot.outage import DEFAULT_OUTAGE_BUDGET_S
 from skypanda.pilot.sandbox import PayloadUser, resolve_payload_user
 
@@ -96,59 +96,74 @@ class PilotConfig:
         return self.slots or self.cores
 
 
+DESCRIPTION = """Run a pilot: it registers with the server, pulls jobs of QUEUE that fit it, runs
+them, reports them and sends their logs, and exits after its idle timeout (or, with --job,
+after that one job).
+
+Example: skypanda pilot --server http://HOST:8470 --queue Q --token-file tokenfile"""
+EPILOG = """This command uses argparse, not click like the other skypanda commands: the pilot
+needs only the Python standard library, so that `python3 pilot.pyz` (the server's
+/v1/pilot.pyz, or `skypanda pilot-zipapp`) runs it on any machine or image."""
+
+
 def parse_args(argv: list[str]) -> PilotConfig:
     """Build a PilotConfig from command-line flags (and SKYPANDA_* environment variables)."""
-    p = argparse.ArgumentParser(prog="skypanda-pilot", description="Run a skypanda pilot.")
-    env = os.environ.get
-    p.add_argument("--server", default=env("SKYPANDA_SERVER"), help="API base URL")
-    p.add_argument("--token", help="bearer token (default: --token-file, then $SKYPANDA_TOKEN)")
-    p.add_argument("--token-file", help="file holding the bearer token")
-    p.add_argument(
-        "--token-stdin",
-        action="store_true",
-        help="read the bearer token from the first line of standard input (how launchers give "
-        "it: never in the environment, where /proc/PID/environ would show it to payloads)",
+    zipped = sys.argv[0].endswith(".pyz")  # `python3 pilot.pyz ...`
+    p = ClickLookParser("python3 pilot.pyz" if zipped else "skypanda pilot", DESCRIPTION, EPILOG)
+    p.option("--server", env="SKYPANDA_SERVER", metavar="URL", help="Server URL (required).")
+    p.option("--queue", env="SKYPANDA_QUEUE", metavar="QUEUE", help="Queue to serve (required).")
+    p.option(
+        "--token", metavar="TOKEN",
+        help="Bearer token (a pilot, launcher or admin token; default: --token-stdin, then "
+        "--token-file, then $SKYPANDA_TOKEN); the other two keep it out of the process list.",
+    )  # fmt: skip
+    p.option("--token-file", metavar="FILE", help="File holding the bearer token.")
+    p.option(
+        "--token-stdin", action="store_true",
+        help="Read the bearer token from the first line of standard input (how launchers give "
+        "it: never in the environment, where /proc/PID/environ would show it to payloads).",
+    )  # fmt: skip
+    p.option("--pilot-id", env="SKYPANDA_PILOT_ID", metavar="ID", help="Id from the launcher.")
+    p.option(
+        "--workdir", metavar="DIR", help="Base directory of job workdirs (default: a temp dir)."
     )
-    p.add_argument("--queue", default=env("SKYPANDA_QUEUE"), help="queue to serve")
-    p.add_argument("--pilot-id", default=env("SKYPANDA_PILOT_ID"), help="id from the launcher")
-    p.add_argument("--workdir", help="base directory for job workdirs (default: a temp dir)")
-    p.add_argument("--memory-mb", type=int, help="memory offered (default: the host's)")
-    p.add_argument("--cores", type=int, help="cores offered (default: the host's)")
-    p.add_argument("--slots", type=int, help="payloads run at once (default: cores)")
-    p.add_argument("--idle-timeout", type=float, help="seconds without jobs before exiting")
-    p.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
-    p.add_argument("--max-jobs", type=int, help="stop after this many jobs")
-    p.add_argument(
-        "--outage-budget",
-        type=float,
-        default=env("SKYPANDA_OUTAGE_BUDGET") or DEFAULT_OUTAGE_BUDGET_S,
-        metavar="SECONDS",
-        help="how long to ride out a server that does not answer (payloads keep running, "
-        "reports wait) before giving up on it (default: $SKYPANDA_OUTAGE_BUDGET, else "
-        f"{DEFAULT_OUTAGE_BUDGET_S:g})",
+    p.option("--memory-mb", type=int, metavar="MB", help="Memory offered (default: the host's).")
+    p.option("--cores", type=int, metavar="N", help="Cores offered (default: the host's).")
+    p.option("--slots", type=int, metavar="N", help="Payloads run at once (default: --cores).")
+    p.option(
+        "--idle-timeout", type=float, metavar="SECONDS",
+        help="Exit after this long without jobs (default: the queue's, else "
+        f"{DEFAULT_IDLE_TIMEOUT_S:g}).",
+    )  # fmt: skip
+    p.option(
+        "--heartbeat-interval", type=float, metavar="SECONDS",
+        help=f"Seconds between heartbeats (default: the queue's, else {DEFAULT_HEARTBEAT_S:g}).",
+    )  # fmt: skip
+    p.option(
+        "--max-jobs", type=int, metavar="N", help="Stop after this many jobs (default: no limit)."
     )
-    p.add_argument(
-        "--stop-grace",
-        type=float,
-        default=env("SKYPANDA_STOP_GRACE") or None,
-        metavar="SECONDS",
-        help="seconds from SIGTERM to SIGKILL that the launcher's platform gives (e.g. 15 on a "
+    p.option(
+        "--outage-budget", type=float, metavar="SECONDS", env="SKYPANDA_OUTAGE_BUDGET",
+        default=DEFAULT_OUTAGE_BUDGET_S,
+        help="How long to ride out a server that does not answer (payloads keep running, "
+        "reports wait) before giving up on it.",
+    )  # fmt: skip
+    p.option(
+        "--stop-grace", type=float, metavar="SECONDS", env="SKYPANDA_STOP_GRACE",
+        help="Seconds from SIGTERM to SIGKILL that the launcher's platform gives (e.g. 15 on a "
         "GKE spot VM): on SIGTERM, payloads are killed, their jobs reported and the pilot "
-        "ended within it (default: $SKYPANDA_STOP_GRACE, else no limit)",
-    )
-    p.add_argument(
-        "--job",
-        default=env("SKYPANDA_PUSH_JOB") or None,
-        metavar="JOB_ID",
-        help="push mode: run exactly this job, then exit (default: $SKYPANDA_PUSH_JOB)",
-    )
-    p.add_argument(
-        "--payload-user",
-        default=env("SKYPANDA_PAYLOAD_USER") or None,
-        metavar="NAME|UID",
-        help="run payloads as this Unix user, which cannot read the pilot's files, environment "
-        "or memory; the pilot must run as root (default: $SKYPANDA_PAYLOAD_USER)",
-    )
+        "ended within it (default: no limit).",
+    )  # fmt: skip
+    p.option(
+        "--job", metavar="JOB_ID", env="SKYPANDA_PUSH_JOB",
+        help="Push mode: run exactly this job, then exit.",
+    )  # fmt: skip
+    p.option(
+        "--payload-user", metavar="NAME|UID", env="SKYPANDA_PAYLOAD_USER",
+        help="Run payloads as this Unix user, which cannot read the pilot's files, environment "
+        "or memory; the pilot must run as root.",
+    )  # fmt: skip
+    p.finish()
     args = p.parse_args(argv)
     if not args.server or not args.queue:
         p.error("--server and --queue are required (or SKYPANDA_SERVER and SKYPANDA_QUEUE)")
@@ -157,7 +172,7 @@ def parse_args(argv: list[str]) -> PilotConfig:
         try:
             payload_user = resolve_payload_user(args.payload_user)
         except ValueError as e:  # one line: the usage would not help
-            p.exit(2, f"{p.prog}: error: --payload-user: {e}\n")
+            p.exit(2, f"Error: --payload-user: {e}\n")
     token = args.token
     if not token and args.token_stdin:
         token = sys.stdin.readline().strip()
@@ -171,7 +186,7 @@ def parse_args(argv: list[str]) -> PilotConfig:
     try:
         return PilotConfig(
             server=args.server,
-            token=token or env("SKYPANDA_TOKEN") or None,
+            token=token or os.environ.get("SKYPANDA_TOKEN") or None,
             queue=args.queue,
             pilot_id=args.pilot_id or None,
             workdir=args.workdir,

@@ -56,8 +56,18 @@ class Reporter:
         log_flush_s: float,
         on_reply: Callable[[Any], None],
         on_unreachable: Callable[[ApiError], None],
+        *,
+        acquire: Callable[[], int] | None = None,
+        on_jobs: Callable[[Any, int], object] | None = None,
+        eager: Callable[[], bool] | None = None,
     ) -> None:
         self._client = client
+        # With `acquire`: an /update with a final report asks for as many jobs as `acquire()`
+        # says (reserved), handed to `on_jobs(jobs, asked)`; a final report is sent at once
+        # while `eager()` (a slot has nothing to run), else with the next batch.
+        self._acquire = acquire
+        self._on_jobs = on_jobs
+        self._eager = eager
         self._quoted_id = urllib.parse.quote(pilot_id, safe="")
         self._registry = registry
         self._log_flush_s = log_flush_s
@@ -81,7 +91,9 @@ class Reporter:
                     self._registry.remove(held.id)
                 return
             self._pending[held.id] = (held, report)
-            if len(self._pending) >= REPORT_BATCH:
+            now = report["status"] in FINAL_STATUSES and self._eager is not None and self._eager()
+            if now or len(self._pending) >= REPORT_BATCH:
+                self._nudged = self._nudged or now
                 self._cond.notify()
 
     def nudge(self) -> None:
@@ -176,11 +188,19 @@ class Reporter:
         batch = self._take_batch()
         if not batch:
             return False
-        body = {"reports": [dict(report, log=report.get("log")) for _, report in batch]}
+        body: dict[str, Any] = {
+            "reports": [dict(report, log=report.get("log")) for _, report in batch]
+        }
+        asked = 0
+        if self._acquire is not None and any(r["status"] in FINAL_STATUSES for _, r in batch):
+            asked = self._acquire()  # a slot is free: fill it from the reply
+            if asked:
+                body["acquire"] = asked
         try:
             path = f"/v1/pilots/{self._quoted_id}/update"
             reply = self._client.call("POST", path, body, patient=True)
         except ApiError as e:
+            self._jobs_back(None, asked)
             if e.unreachable:
                 raise
             log.error("the server refused an update of %d report(s): %s", len(batch), e)
@@ -188,8 +208,13 @@ class Reporter:
             return False
         self._apply_results(batch, reply)
         self._on_reply(reply)
+        self._jobs_back(reply.get("jobs") if isinstance(reply, dict) else None, asked)
         with self._cond:
             return bool(self._pending)
+
+    def _jobs_back(self, jobs: Any, asked: int) -> None:
+        if self._on_jobs is not None and asked:
+            self._on_jobs(jobs or [], asked)
 
     def _requeue(self, batch: list[tuple[HeldJob, dict[str, Any]]]) -> None:
         """Put a refused batch back (a newer report of a job wins); give up after 3 tries."""
@@ -295,6 +320,8 @@ def job_report(
         "error_diag": result.error_diag,
         "flags": dict(result.flags),
     }
+    if result.max_rss_mb is not None:
+        report["max_rss_mb"] = result.max_rss_mb
     if outputs and result.status == "finished":
         report["outputs"] = outputs
     return report

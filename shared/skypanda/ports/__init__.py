@@ -18,10 +18,12 @@ from typing import Protocol
 from skypanda.domain.jobflow import JobChange
 from skypanda.ports.audit import AuditLog
 from skypanda.ports.fleet import FleetStore
-from skypanda.ports.jobs import OWNERS_SCANNED, WAITING_COUNT_CAP, JobStore
+from skypanda.ports.jobs import OWNERS_SCANNED, WAITING_COUNT_CAP, Doorbell, JobStore
+from skypanda.ports.metrics import MetricsReader
 from skypanda.ports.notifications import Notifier, WebhookRequest, WebhookStore
 from skypanda.ports.outbox import Outbox, StoredEvent
 from skypanda.ports.tasks import TaskStore
+from skypanda.ports.views import Views
 from skypanda.ports.watches import WatchStore
 from skypanda.ports.workflows import WorkflowStore
 from skypanda.ports.world import Blobs, Bus, Clock, Identity, LaunchedPilot, Launcher
@@ -33,17 +35,20 @@ __all__ = [
     "Blobs",
     "Bus",
     "Clock",
+    "Doorbell",
     "FleetStore",
     "Identity",
     "JobChange",
     "JobStore",
     "LaunchedPilot",
     "Launcher",
+    "MetricsReader",
     "Notifier",
     "Outbox",
     "Store",
     "StoredEvent",
     "TaskStore",
+    "Views",
     "WatchStore",
     "WebhookRequest",
     "WebhookStore",
@@ -58,8 +63,10 @@ class Store(
     FleetStore,
     Outbox,
     AuditLog,
+    MetricsReader,
     WatchStore,
     WebhookStore,
+    Views,
     Protocol,
 ):
     """Every aggregate of one backend (what the SQLite and Firestore stores implement)."""

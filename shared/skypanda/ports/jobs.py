@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from skypanda.domain.bulk import JobBulk
@@ -60,6 +61,13 @@ class JobStore(Protocol):
         """Apply compare-and-set job writes in one transaction; one result per change. A change
         wins only if the stored job still has `before`'s status, attempt and kill flag."""
 
+    def atomic(self) -> AbstractContextManager[bool]:
+        """A scope whose writes (of any aggregate of the store) commit together. It yields
+        True where the store can do that (SQLite: one transaction; an exception rolls every
+        write of the scope back), False where it cannot (Firestore: each write commits on its
+        own). Callers do in the scope only what must commit with the rest when it yields True
+        (dispatch releases a reported job's children in the report's commit)."""
+
     def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
         """Jobs in a live state (sent, starting, running) held by the pilot."""
 
@@ -83,3 +91,21 @@ class JobStore(Protocol):
         """How many job indexes one `apply_bulk` call should cover: None when the store
         applies a bulk to a whole task at once (one transaction), else a page size that keeps
         one call (one event, one function invocation) bounded."""
+
+
+class Doorbell(Protocol):
+    """Wakes the acquires that wait for work on a queue (a pilot's long-poll), within one
+    server process. A ring counts per queue; a waiter names the count it saw before it last
+    looked for work, so a ring between its look and its wait is not lost."""
+
+    def seen(self, queue: str) -> int:
+        """How many times the queue's bell rang so far."""
+
+    def ring(self, queues: Iterable[str]) -> None:
+        """Jobs were activated on these queues (called after their commit)."""
+
+    def wait(self, queue: str, seen: int, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a ring of `queue` after `seen`: True when it rang
+        (at once if it rang already), False at the timeout, or at once when as many waiters
+        as allowed wait already (the server's threads are not all tied up by long-polls),
+        or when the bell is closed (the server stops)."""

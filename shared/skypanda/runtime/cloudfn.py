@@ -58,6 +58,7 @@ from skypanda.handlers.services import Services
 from skypanda.ports import Identity
 from skypanda.runtime.intake import decode_submission, public_attributes
 from skypanda.runtime.objects import decode_notification, is_notification
+from skypanda.wire import logs
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,11 @@ def configure(
 
 def services() -> Services:
     if "svc" not in _state:
-        from skypanda.runtime.gcp import services_from_env
+        from skypanda.runtime.gcp import project_id, services_from_env
 
         svc, identity = services_from_env()
         configure(svc, identity)
+        logs.set_project(project_id())  # qualifies the requests' trace ids
     return _state["svc"]  # type: ignore[no-any-return]
 
 

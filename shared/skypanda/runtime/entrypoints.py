@@ -19,6 +19,10 @@ A Pub/Sub function runs the handlers the routing table names for the event's typ
 (`domain.events.SUBSCRIBERS`): its subscription delivers only the types that name it. The tick
 topic has two subscriptions (scale, sweep), so `scale` and `sweep` receive the same tick: each
 runs only its own handler.
+
+Importing this module configures logging (`wire.logs`): functions-framework leaves the root
+logger at WARNING with no handler, which would drop every info line; on Google Cloud (or
+whenever stderr is no terminal) each line is a Cloud Logging structured entry.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from flask import Request, Response
 
 from skypanda.runtime import cloudfn
 from skypanda.runtime.deployment import HTTP_PARTS
+from skypanda.wire import logs
+
+logs.configure(serverless=True, keep=True)
 
 
 @functions_framework.http

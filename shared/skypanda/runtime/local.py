@@ -15,6 +15,7 @@ from pathlib import Path
 
 from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.local.bus import OutboxBus
+from skypanda.adapters.local.doorbell import LocalDoorbell
 from skypanda.adapters.local.files import FileBlobs
 from skypanda.adapters.local.launcher import ProcessLauncher
 from skypanda.adapters.local.sqlite import SqliteStore
@@ -24,6 +25,7 @@ from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCrede
 from skypanda.adapters.webhooks_http import WebhookNotifier
 from skypanda.api.app import create_app
 from skypanda.api.audit import trusted_proxies_from_env
+from skypanda.api.monitor import derive_key
 from skypanda.api.server import ApiServer
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.identity import Role
@@ -32,6 +34,8 @@ from skypanda.domain.watch import SourceKind
 from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
 from skypanda.ports import Store
+from skypanda.runtime.home import default_home as default_home  # re-exported
+from skypanda.runtime.home import make_home
 from skypanda.runtime.launchers import QueueLaunchers
 from skypanda.runtime.objects import Poller, list_folder
 from skypanda.runtime.router import Router, tick_event
@@ -39,17 +43,11 @@ from skypanda.runtime.router import Router, tick_event
 log = logging.getLogger(__name__)
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("SKYPANDA_HOME") or Path.home() / ".skypanda").expanduser()
-
-
-def make_home(home: Path) -> None:
-    """`home`, private: others may pass through it (0711: a pilot's payloads running as
-    another user reach their job directories under `work/`) but not list it, and everything
-    skypanda writes in it is 0600 (files) or 0700 (directories)."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if home.stat().st_uid == os.geteuid():
-        home.chmod(0o711)
+HTTP_THREADS = 24
+"""The local server's request threads (waitress has a fixed pool)."""
+LONG_POLLS = HTTP_THREADS - 8
+"""Long-poll acquires that may wait at once; the other threads serve everything else. A
+pilot whose long-poll finds them all taken gets an empty answer at once and polls."""
 
 
 def ensure_token(home: Path) -> str:
@@ -128,10 +126,12 @@ def ensure_queue(store: Store, queue: Queue | None) -> None:
 @dataclass
 class LocalOptions:
     """How to run a system: where its state lives, its port (0: any free), how often the
-    scaler and sweep tick, whether pilots are launched, and the queue to use."""
+    scaler and sweep tick, whether pilots are launched, and the queue to use. `host` is the
+    address to listen on (127.0.0.1; 0.0.0.0 for every interface: pilots on other machines)."""
 
     home: Path
     port: int = 0
+    host: str = "127.0.0.1"
     tick_s: float = 1.0
     launch_pilots: bool = True
     queue: Queue | None = None
@@ -147,7 +147,8 @@ class LocalSystem:
         self.users, self.token = ensure_identity(home)
         # Pilots' own credentials are signed with the key of this home, so that pilots ride
         # out a restart of the server (the same home, the same port) and carry on.
-        self.pilot_credentials = PilotCredentials(ensure_pilot_key(home))
+        pilot_key = ensure_pilot_key(home)
+        self.pilot_credentials = PilotCredentials(pilot_key)
         self.identity = WithPilotCredentials(self.users, self.pilot_credentials, oidc_from_env())
         clock = SystemClock()
         self.store = SqliteStore(home / "skypanda.db", clock=clock.now)
@@ -158,8 +159,16 @@ class LocalSystem:
         self.svc.notifier = WebhookNotifier()  # webhooks only: no topic here
         self.router = Router(Pipeline(self.svc), self.store)
         self.store.on_events = self.router.nudge
-        app = create_app(self.svc, self.identity, trusted_proxies=trusted_proxies_from_env(0))
-        self.server = ApiServer(app, port=opts.port)
+        # Idle pilots long-poll their acquires: woken when a commit activates jobs on their
+        # queue; at most LONG_POLLS of the server's threads wait (the others serve the rest).
+        self.doorbell = LocalDoorbell(max_waiters=LONG_POLLS)
+        self.svc.doorbell = self.doorbell
+        self.store.on_activated = self.doorbell.ring
+        app = create_app(
+            self.svc, self.identity, trusted_proxies=trusted_proxies_from_env(0),
+            session_key=derive_key(pilot_key),  # monitor sessions outlive a restart too
+        )  # fmt: skip
+        self.server = ApiServer(app, host=opts.host, port=opts.port, threads=HTTP_THREADS)
         self.launcher: ProcessLauncher | None = None
         if opts.launch_pilots:
             # Each pilot gets a launch credential of its own (it may only register that pilot,
@@ -207,6 +216,7 @@ class LocalSystem:
         if self._ticker.is_alive():
             self._ticker.join(timeout=10)
         self.poller.stop()
+        self.doorbell.close()  # long-polls answer now: stopping pilots need not wait them out
         if self.launcher is not None and pilots:
             self.launcher.stop_all()
         self.server.stop()

@@ -3,8 +3,10 @@
 
 A message's data is the notification's JSON (the CloudEvent's data) and its attributes are the
 CloudEvent's envelope (`ce-id`, `ce-type`, ...: the CloudEvents Pub/Sub binding) plus `type`,
-`owner`, `task_id`, `workflow_id` and `status` for subscription filters, e.g.
-`attributes.owner = "alice" AND attributes.status = "failed"`.
+`kind` (task, workflow, job, task_state, workflow_state), `owner`, `task_id`, `workflow_id`,
+`job_id` and `status` for subscription filters, e.g.
+`attributes.owner = "alice" AND attributes.status = "failed"`, or
+`attributes.kind = "job" AND attributes.task_id = "t-..."` for one opted-in task's job ends.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
   outbox seqs, what a run of job changes writes);
 - `tasks` (TaskStore), `workflows` (WorkflowStore: workflows and job edges), `jobs` and
   `claims` (JobStore), `bulk` (task-wide job changes, a page of job indexes at a time),
-  `fleet` (FleetStore), `outbox` (Outbox), `audit` (AuditLog), `watches` (WatchStore).
+  `fleet` (FleetStore), `outbox` (Outbox), `audit` (AuditLog), `watches` (WatchStore),
+  `views` (Views: the monitor's reads).
 
 Collections (`{prefix}tasks`, `jobs`, `attempts`, `queues`, `pilots`, `events`, `workflows`,
 `edges`, `scaler`, `audit`), fields and indexes are described in infra/FIRESTORE.md. How each
@@ -42,8 +43,10 @@ from skypanda.adapters.gcp.firestore.base import BULK_PAGE
 from skypanda.adapters.gcp.firestore.claims import ClaimPart
 from skypanda.adapters.gcp.firestore.fleet import FleetPart
 from skypanda.adapters.gcp.firestore.jobs import JobPart
+from skypanda.adapters.gcp.firestore.metrics import MetricsPart
 from skypanda.adapters.gcp.firestore.outbox import OutboxPart
 from skypanda.adapters.gcp.firestore.tasks import TaskPart
+from skypanda.adapters.gcp.firestore.views import ViewPart
 from skypanda.adapters.gcp.firestore.watches import WatchPart
 from skypanda.adapters.gcp.firestore.webhooks import WebhookPart
 from skypanda.adapters.gcp.firestore.workflows import WorkflowPart
@@ -59,8 +62,10 @@ class FirestoreStore(
     FleetPart,
     OutboxPart,
     AuditPart,
+    MetricsPart,
     WatchPart,
     WebhookPart,
+    ViewPart,
 ):
     """Store port on Firestore: every aggregate's part over one client (`base.FirestoreBase`
     has the constructor: `FirestoreStore(client, clock=..., prefix="", bulk_page=2000)`).

@@ -172,6 +172,7 @@ def job_doc(job: Job, live_attempt: Attempt | None = None) -> Doc:
         "stage_in": job.stage_in,
         "output_patterns": list(job.output_patterns),
         "outputs": [o.model_dump() for o in job.outputs],  # maps with fixed keys
+        "max_rss_mb": job.max_rss_mb,
     }
 
 
@@ -210,6 +211,7 @@ def job_from(job_id: str, d: Mapping[str, Any]) -> Job:
         stage_in=bool(d.get("stage_in", False)),
         output_patterns=list(d.get("output_patterns") or []),
         outputs=[OutputFile.model_validate(o) for o in d.get("outputs") or []],
+        max_rss_mb=d.get("max_rss_mb"),  # absent on jobs written before it
     )
 
 
@@ -218,7 +220,7 @@ def sent_fields(pilot_id: str, now: float) -> Doc:
     return {
         "status": str(JobStatus.SENT), "pilot_id": pilot_id, "updated_at": now,
         "started_at": now, "exit_code": None, "error_code": None, "error_diag": "",
-        "log_uri": None, "ended_at": None, "live_attempt": None,
+        "log_uri": None, "ended_at": None, "live_attempt": None, "max_rss_mb": None,
     }  # fmt: skip
 
 
@@ -230,6 +232,7 @@ def retried_fields(attempt: int, now: float) -> Doc:
         "pilot_id": None, "kill_requested": False, "exit_code": None, "error_code": None,
         "error_diag": "", "log_uri": None, "started_at": None, "ended_at": None,
         "live_attempt": None, "flags": "{}", "flagged": False, "updated_at": now,
+        "max_rss_mb": None,
     }  # fmt: skip
 
 
@@ -331,11 +334,13 @@ def live_attempt(job_id: str, d: Mapping[str, Any]) -> Attempt | None:
 
 
 def attempt_doc(a: Attempt) -> Doc:
-    return a.model_dump(mode="json")
+    # With its task's id (a job id is `<task id>-<12 hex digits>`: domain.ids), which the
+    # task's error summary queries by.
+    return {**a.model_dump(mode="json"), "task_id": a.job_id.rsplit("-", 1)[0]}
 
 
 def attempt_from(d: Mapping[str, Any]) -> Attempt:
-    return Attempt.model_validate(d)
+    return Attempt.model_validate({k: v for k, v in d.items() if k != "task_id"})
 
 
 # -- queues and pilots -----------------------------------------------------------------------------

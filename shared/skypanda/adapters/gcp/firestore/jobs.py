@@ -5,6 +5,7 @@ compare-and-set (without a read when this store knows the versions), and task-wi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 
 from google.api_core import exceptions as gexc
@@ -69,6 +70,10 @@ class JobPart(FirestoreBase):
         if current is not None and current.attempt not in records:
             records[current.attempt] = current
         return [records[k] for k in sorted(records)]
+
+    def atomic(self) -> AbstractContextManager[bool]:
+        """No scope commits together here: each write commits on its own (JobStore.atomic)."""
+        return nullcontext(False)
 
     def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
         query = where(self._jobs, eq("pilot_id", pilot_id), is_in("status", JOB_LIVE))

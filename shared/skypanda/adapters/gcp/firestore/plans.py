@@ -191,4 +191,5 @@ def _attempt_as_read(job: Job) -> Attempt:
         job_id=job.id, attempt=job.attempt, pilot_id=job.pilot_id, status=job.status,
         started_at=job.started_at, ended_at=job.ended_at, exit_code=job.exit_code,
         error_code=job.error_code, error_diag=job.error_diag, log_uri=job.log_uri,
+        max_rss_mb=job.max_rss_mb,
     )  # fmt: skip

@@ -14,14 +14,15 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from skypanda.adapters.local.sqlite import rollups
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
-from skypanda.domain.events import Event
+from skypanda.domain.events import Event, EventType
 from skypanda.domain.models import Attempt, Job, OutputFile, Resources, Task, TaskSpec, jsonable
 from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus
 
@@ -31,14 +32,17 @@ JOB_COLUMNS = (
     "id, task_id, idx, status, attempt, failures, max_attempts, queue, priority, memory_mb, "
     "cores, walltime_s, command, inputs, env, parents, pilot_id, kill_requested, exit_code, "
     "error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at, flags, "
-    "stage_in, output_patterns, outputs, owner"
+    "stage_in, output_patterns, outputs, owner, max_rss_mb"
 )
 JOB_PLACEHOLDERS = ", ".join("?" * len(JOB_COLUMNS.split(", ")))
 UPSERT_ATTEMPT = (
     "INSERT OR REPLACE INTO attempts (job_id, attempt, pilot_id, status, started_at, ended_at, "
-    "exit_code, error_code, error_diag, log_uri) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    "exit_code, error_code, error_diag, log_uri, max_rss_mb) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 FINAL = tuple(str(s) for s in JOB_FINAL)
+ACTIVATED = EventType.JOBS_ACTIVATED
+BUSY_TIMEOUT_S = 30.0
+"""How long a write waits for its turn (other writers of this process, then SQLite's lock)."""
 CHUNK = 500
 """Ids per `IN (...)` (well under SQLite's limit on bound parameters)."""
 
@@ -54,7 +58,14 @@ _ADDED_COLUMNS = (
     ("job_edges", "parent_status", "TEXT"),
     ("outbox", "resent_at", "REAL"),
     ("workflows", "waits_on", "TEXT"),
+    ("jobs", "max_rss_mb", "INTEGER"),
+    ("attempts", "max_rss_mb", "INTEGER"),
+    ("webhooks", "subject", "TEXT"),
 )
+
+
+def _nothing() -> None:
+    pass
 
 
 def marks(values: Sequence[object]) -> str:
@@ -81,16 +92,34 @@ class SqliteDb:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self.on_events: Callable[[], None] = lambda: None
+        # Writers of this process queue here rather than on SQLite's busy handler, which
+        # sleeps 1, 2, 5, 10... ms between tries: milliseconds on every contended commit.
+        self._writing = threading.Lock()
+        self.on_events = _nothing
+        # Called after a commit that activated jobs, with their queues (a long-poll's doorbell).
+        self.on_activated: Callable[[set[str]], None] = lambda queues: None
         self._migrate(self._conn())
+        uncounted = rollups.missing(self._conn())
         self._conn().executescript(SCHEMA)
+        rollups.install(self._conn(), backfill=uncounted)  # ends per minute, by triggers
+
+    @property
+    def on_events(self) -> Callable[[], None]:
+        """Called after a commit that wrote outbox events. Inside an `atomic` scope it does
+        nothing: the scope calls it once, after its own commit (the outbox's reader would
+        find nothing before)."""
+        return _nothing if getattr(self._local, "depth", 0) else self._on_events
+
+    @on_events.setter
+    def on_events(self, hook: Callable[[], None]) -> None:
+        self._on_events = hook
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
                 conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                    self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
                 )
             except sqlite3.Error as e:
                 raise BackendUnavailable(f"cannot open database {self.path}: {e}") from e
@@ -113,22 +142,80 @@ class SqliteDb:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction. Exceptions roll back; SQLite errors become BackendUnavailable."""
+        """A write transaction. Exceptions roll back; SQLite errors become BackendUnavailable.
+        Inside another (`atomic`), it is a savepoint of the outer one: it commits with it."""
         db = self._conn()
+        local = self._local
+        if getattr(local, "depth", 0):
+            yield from self._savepoint(db)
+            return
+        if not self._writing.acquire(timeout=BUSY_TIMEOUT_S):
+            raise BackendUnavailable(f"database busy: no write turn in {BUSY_TIMEOUT_S:g} s")
+        try:
+            yield from self._transaction(db)
+        finally:
+            self._writing.release()
+        waiting = {queue for queue, n in local.activated.items() if n > 0}
+        if waiting:
+            self.on_activated(waiting)
+        if local.emitted and local.scoped:  # the writes of a scope did not call it themselves
+            self._on_events()
+
+    def _transaction(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        local = self._local
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             raise BackendUnavailable(f"database busy or unavailable: {e}") from e
+        local.depth, local.activated, local.emitted, local.scoped = 1, {}, False, False
         try:
             yield db
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            local.depth = 0
         try:
             db.execute("COMMIT")
         except sqlite3.Error as e:
             db.execute("ROLLBACK")
             raise BackendUnavailable(f"commit failed: {e}") from e
+
+    def _savepoint(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        local = self._local
+        name = f"sp{local.depth}"
+        local.scoped = True
+        db.execute(f"SAVEPOINT {name}")
+        local.depth += 1
+        try:
+            yield db
+        except BaseException:
+            db.execute(f"ROLLBACK TO {name}")
+            db.execute(f"RELEASE {name}")
+            raise
+        finally:
+            local.depth -= 1
+        db.execute(f"RELEASE {name}")
+
+    @contextmanager
+    def atomic(self) -> Iterator[bool]:
+        """Every write inside commits in one transaction (JobStore.atomic)."""
+        with self._tx():
+            yield True
+
+    def _activated(self, queues: Iterable[str]) -> None:
+        """Note, in a write transaction, that a job was activated on each of `queues` (a
+        queue once per job): `on_activated` hears of the queues after the commit, those with
+        jobs left that the transaction did not claim itself (`_claimed`)."""
+        counts: dict[str, int] = self._local.activated
+        for queue in queues:
+            counts[queue] = counts.get(queue, 0) + 1
+
+    def _claimed(self, queue: str, n: int) -> None:
+        """Note, in a write transaction, that it claimed `n` jobs of `queue`."""
+        counts: dict[str, int] = self._local.activated
+        if queue in counts:
+            counts[queue] -= n
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -142,6 +229,12 @@ class SqliteDb:
         if not events:
             return False
         now = self._clock()
+        self._local.emitted = True
+        counts: dict[str, int] = self._local.activated
+        for e in events:  # the same activations as the job writes' (which come first), or more
+            if e.type is ACTIVATED:
+                queue = e.data["queue"]
+                counts[queue] = max(counts.get(queue, 0), int(e.data.get("count") or 0), 1)
         db.executemany(
             "INSERT OR IGNORE INTO outbox (id, type, subject, data, created_at) VALUES (?,?,?,?,?)",
             [(e.id, str(e.type), e.subject, json.dumps(e.data), now) for e in events],
@@ -170,7 +263,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.error_code, job.error_diag, job.log_uri, job.created_at, job.updated_at,
         job.started_at, job.ended_at, json.dumps(job.flags), int(job.stage_in),
         json.dumps(job.output_patterns), json.dumps([jsonable(o) for o in job.outputs]),
-        job.owner,
+        job.owner, job.max_rss_mb,
     )  # fmt: skip
 
 
@@ -207,6 +300,7 @@ def job_from_row(row: sqlite3.Row) -> Job:
         stage_in=bool(row["stage_in"]),
         output_patterns=json.loads(row["output_patterns"]),
         outputs=[OutputFile.model_validate(o) for o in json.loads(row["outputs"])],
+        max_rss_mb=row["max_rss_mb"],
     )
 
 
@@ -214,7 +308,7 @@ def attempt_row(a: Attempt) -> tuple[Any, ...]:
     """An attempt as the values UPSERT_ATTEMPT takes."""
     return (
         a.job_id, a.attempt, a.pilot_id, str(a.status), a.started_at, a.ended_at, a.exit_code,
-        a.error_code, a.error_diag, a.log_uri,
+        a.error_code, a.error_diag, a.log_uri, a.max_rss_mb,
     )  # fmt: skip
 
 

@@ -25,6 +25,11 @@ from skypanda.domain.states import JOB_LIVE, JobStatus, advance
 from skypanda.ports import OWNERS_SCANNED, WAITING_COUNT_CAP
 
 _LIVE = [str(s) for s in JOB_LIVE]
+LIVE_SQL = "status IN ('sent', 'starting', 'running')"
+"""Live jobs, written as the partial indexes on them say (schema.sql): SQLite uses a partial
+index only for a query that names its condition in the same words. With `IN (?, ?, ?)` it
+cannot tell, and scanned every job of the database on each heartbeat and report."""
+assert {s.strip(" '") for s in LIVE_SQL[11:-1].split(",")} == set(_LIVE)
 
 
 class SqliteJobs(SqliteDb):
@@ -64,17 +69,15 @@ class SqliteJobs(SqliteDb):
 
     def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
         rows = self._read(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE pilot_id = ? AND status IN ({marks(_LIVE)})",
-            (pilot_id, *_LIVE),
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE pilot_id = ? AND {LIVE_SQL}", (pilot_id,)
         )
         return [job_from_row(r) for r in rows]
 
     def jobs_to_kill(self, pilot_id: str) -> list[str]:
         # Asked on every heartbeat and update reply: ids only, no job decoded.
         rows = self._read(
-            f"SELECT id FROM jobs WHERE pilot_id = ? AND status IN ({marks(_LIVE)}) "
-            f"AND kill_requested = 1",
-            (pilot_id, *_LIVE),
+            f"SELECT id FROM jobs WHERE pilot_id = ? AND {LIVE_SQL} AND kill_requested = 1",
+            (pilot_id,),
         )
         return [r["id"] for r in rows]
 
@@ -108,8 +111,8 @@ class SqliteJobs(SqliteDb):
             rows = db.execute(
                 f"UPDATE jobs SET status = ?, pilot_id = ?, updated_at = ?, started_at = ?, "
                 f"exit_code = NULL, error_code = NULL, error_diag = '', log_uri = NULL, "
-                f"ended_at = NULL WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND "
-                f"status = ? {mine}AND memory_mb <= ? AND cores <= ? "
+                f"ended_at = NULL, max_rss_mb = NULL WHERE id IN (SELECT id FROM jobs "
+                f"WHERE queue = ? AND status = ? {mine}AND memory_mb <= ? AND cores <= ? "
                 f"ORDER BY priority DESC, created_at, idx LIMIT ?) RETURNING {JOB_COLUMNS}",
                 (str(JobStatus.SENT), pilot_id, now, now, queue, str(JobStatus.ACTIVATED),
                  *args, capacity.memory_mb, capacity.cores, n),
@@ -128,6 +131,7 @@ class SqliteJobs(SqliteDb):
                 for j in jobs
             ]
             db.executemany(UPSERT_ATTEMPT, [attempt_row(a) for a in sent])
+            self._claimed(queue, len(jobs))
         return jobs
 
     def waiting_owners(self, queue: str, limit: int) -> list[str]:
@@ -147,9 +151,9 @@ class SqliteJobs(SqliteDb):
         running = {
             r["owner"]: r["n"]
             for r in self._read(
-                f"SELECT owner, count(*) AS n FROM jobs WHERE queue = ? "
-                f"AND status IN ({marks(_LIVE)}) GROUP BY owner",
-                (queue, *_LIVE),
+                f"SELECT owner, count(*) AS n FROM jobs WHERE queue = ? AND {LIVE_SQL} "
+                f"GROUP BY owner",
+                (queue,),
             )
         }
         activated = str(JobStatus.ACTIVATED)
@@ -194,6 +198,8 @@ class SqliteJobs(SqliteDb):
                     continue
                 if ch.attempt is not None:
                     db.execute(UPSERT_ATTEMPT, attempt_row(ch.attempt))
+                if ch.after.status is JobStatus.ACTIVATED:  # a retry, a requeue, a release
+                    self._activated([ch.after.queue])
                 emitted = self._emit(db, ch.events) or emitted
         if emitted:
             self.on_events()

@@ -13,6 +13,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     iteration INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS tasks_recent ON tasks (created_at DESC);
+-- The monitor's lists (ports.views), newest first, keyset on (created_at, rowid): one index
+-- per filter that narrows (owner, status, both, workflow).
+CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks (owner, created_at);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, created_at);
+CREATE INDEX IF NOT EXISTS tasks_by_owner_status ON tasks (owner, status, created_at);
+CREATE INDEX IF NOT EXISTS tasks_by_workflow ON tasks (workflow_id, created_at)
+    WHERE workflow_id IS NOT NULL;
 -- Tasks held by a start_after (domain.chain), by the id of the task or workflow they wait for;
 -- partial: only pending tasks are in it (the query names the same expression and status).
 CREATE INDEX IF NOT EXISTS tasks_held ON tasks (
@@ -32,6 +39,9 @@ CREATE TABLE IF NOT EXISTS workflows (
 );
 CREATE INDEX IF NOT EXISTS workflows_recent ON workflows (created_at DESC);
 CREATE INDEX IF NOT EXISTS workflows_held ON workflows (waits_on) WHERE waits_on IS NOT NULL;
+CREATE INDEX IF NOT EXISTS workflows_by_owner ON workflows (owner, created_at);
+CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, created_at);
+CREATE INDEX IF NOT EXISTS workflows_by_owner_status ON workflows (owner, status, created_at);
 
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -64,10 +74,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     stage_in INTEGER NOT NULL DEFAULT 0,
     output_patterns TEXT NOT NULL DEFAULT '[]',
     outputs TEXT NOT NULL DEFAULT '[]',    -- JSON list of OutputFile, set when it finished
-    owner TEXT NOT NULL DEFAULT 'local'    -- the task's owner (fair share)
+    owner TEXT NOT NULL DEFAULT 'local',   -- the task's owner (fair share)
+    max_rss_mb INTEGER                     -- the payload's peak memory, as its pilot reported
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_task ON jobs (task_id, idx);
-CREATE INDEX IF NOT EXISTS jobs_by_task_status ON jobs (task_id, status);
+-- A task's jobs by state, in index order, with their times: counts by state, the monitor's
+-- job pages filtered by state, and a task's timeline and durations, all read from the index
+-- alone (it replaces the narrower jobs_by_task_status of earlier versions).
+DROP INDEX IF EXISTS jobs_by_task_status;
+CREATE INDEX IF NOT EXISTS jobs_by_task_state ON jobs (task_id, status, idx, started_at, ended_at);
+-- A task's jobs by error code (the job page's error filter).
+CREATE INDEX IF NOT EXISTS jobs_by_task_error ON jobs (task_id, error_code, idx)
+    WHERE error_code IS NOT NULL;
 -- Dispatch order: priority, then age; a partial index holds only what can be dispatched.
 CREATE INDEX IF NOT EXISTS jobs_dispatch ON jobs (queue, priority DESC, created_at, idx)
     WHERE status = 'activated';
@@ -82,6 +100,33 @@ CREATE INDEX IF NOT EXISTS jobs_live_by_pilot ON jobs (pilot_id)
 
 -- Job dependencies. parent_status is NULL while the parent has not ended, then its final
 -- status: a child is released when none of its edges is NULL (one index seek per child).
+-- Jobs ended per minute (ports.views time windows), kept by triggers in the same transaction
+-- as the change, whatever wrote it (a report, a sweep, a task-wide bulk): a window of a day
+-- reads at most 1440 rows per state instead of every job that ended. A job whose final state
+-- is undone (a user's retry) is taken out of its minute again. `minute` is the minute's start
+-- (seconds since the epoch); error_code -1: none.
+CREATE TABLE IF NOT EXISTS ends_by_minute (
+    minute INTEGER NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (minute, status)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ends_by_owner (
+    owner TEXT NOT NULL, minute INTEGER NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (owner, minute, status)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ends_by_task (
+    task_id TEXT NOT NULL, minute INTEGER NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (task_id, minute, status)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fails_by_code (
+    minute INTEGER NOT NULL, error_code INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (minute, error_code)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fails_by_owner_code (
+    owner TEXT NOT NULL, minute INTEGER NOT NULL, error_code INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (owner, minute, error_code)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS job_edges (
     parent TEXT NOT NULL,
     child TEXT NOT NULL,
@@ -101,8 +146,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     error_code INTEGER,
     error_diag TEXT NOT NULL DEFAULT '',
     log_uri TEXT,
+    max_rss_mb INTEGER,
     PRIMARY KEY (job_id, attempt)
 ) WITHOUT ROWID;
+-- Attempts that ended with an error code, by job id (a task's are one range of job ids:
+-- `<task id>-...`): the task's error summary reads only these.
+CREATE INDEX IF NOT EXISTS attempts_errors ON attempts (job_id, error_code, ended_at)
+    WHERE error_code IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY,
@@ -118,6 +168,7 @@ CREATE TABLE IF NOT EXISTS pilots (
     heartbeat_at REAL           -- last heartbeat only (NULL: never heard from)
 );
 CREATE INDEX IF NOT EXISTS pilots_by_queue ON pilots (queue, status);
+CREATE INDEX IF NOT EXISTS pilots_by_status ON pilots (status);
 
 CREATE TABLE IF NOT EXISTS scaler_notes (
     queue TEXT PRIMARY KEY,
@@ -194,7 +245,8 @@ CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
     url TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    subject TEXT                -- tasks/<id> or workflows/<id>; NULL: every one of the owner's
 );
 CREATE INDEX IF NOT EXISTS webhooks_by_owner ON webhooks (owner, created_at);
 CREATE TABLE IF NOT EXISTS webhook_secrets (

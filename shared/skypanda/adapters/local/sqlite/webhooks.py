@@ -12,7 +12,10 @@ from skypanda.domain.webhooks import Delivery, DeliveryAttempt, DeliveryState, W
 
 
 def _hook(row: sqlite3.Row) -> Webhook:
-    return Webhook(id=row["id"], owner=row["owner"], url=row["url"], created_at=row["created_at"])
+    return Webhook(
+        id=row["id"], owner=row["owner"], url=row["url"], created_at=row["created_at"],
+        subject=row["subject"],
+    )  # fmt: skip
 
 
 class SqliteWebhooks(SqliteDb):
@@ -20,8 +23,8 @@ class SqliteWebhooks(SqliteDb):
         with self._tx() as db:
             try:
                 db.execute(
-                    "INSERT INTO webhooks (id, owner, url, created_at) VALUES (?,?,?,?)",
-                    (hook.id, hook.owner, hook.url, hook.created_at),
+                    "INSERT INTO webhooks (id, owner, url, created_at, subject) VALUES (?,?,?,?,?)",
+                    (hook.id, hook.owner, hook.url, hook.created_at, hook.subject),
                 )
             except sqlite3.IntegrityError as e:
                 raise InvalidInput(f"webhook id {hook.id} already exists") from e

@@ -18,7 +18,7 @@ from skypanda.adapters.local.sqlite.db import (
     task_from_row,
 )
 from skypanda.domain.dag import ParentsState
-from skypanda.domain.errors import InvalidInput, NotFound
+from skypanda.domain.errors import BackendUnavailable, InvalidInput, NotFound
 from skypanda.domain.events import Event
 from skypanda.domain.models import Task
 from skypanda.domain.states import JobStatus, WorkflowStatus, advance
@@ -135,31 +135,47 @@ class SqliteWorkflows(SqliteDb):
 
     # -- job dependencies ------------------------------------------------------------------------
     def release_children(self, parent_ids: Sequence[str]) -> dict[str, ParentsState]:
-        children: dict[str, ParentsState] = {}
-        # Most ended jobs have no children (plain tasks, sinks): find the parents that do with
-        # one read, and take the write lock only for those.
-        with_edges: list[str] = []
+        # Most ended jobs have no children (plain tasks, sinks), and a job a pilot reported had
+        # its edges marked in the report's commit (dispatch.update): find the parents with
+        # edges, and those with edges left to mark, with one read; take the write lock only
+        # for the latter. The children of the others are summarised all the same (reads), so
+        # a release that did not commit after the marking is found again on redelivery.
+        to_mark: list[str] = []
+        marked: list[str] = []
         for chunk in chunks(list(dict.fromkeys(parent_ids))):
             rows = self._read(
-                f"SELECT DISTINCT parent FROM job_edges WHERE parent IN ({marks(chunk)})", chunk
+                f"SELECT parent, max(parent_status IS NULL) AS unmarked FROM job_edges "
+                f"WHERE parent IN ({marks(chunk)}) GROUP BY parent",
+                chunk,
             )
-            with_edges.extend(r["parent"] for r in rows)
-        if not with_edges:
-            return children
+            for r in rows:
+                (to_mark if r["unmarked"] else marked).append(r["parent"])
+        if not to_mark:
+            try:
+                return self._summarise(self._conn(), marked)
+            except sqlite3.Error as e:
+                raise BackendUnavailable(f"database read failed: {e}") from e
         with self._tx() as db:
-            for pid in with_edges:
+            for pid in to_mark:
                 row = db.execute("SELECT status FROM jobs WHERE id = ?", (pid,)).fetchone()
                 if row is None or row["status"] not in FINAL:
                     continue
                 db.execute(
                     "UPDATE job_edges SET parent_status = ? WHERE parent = ?", (row["status"], pid)
                 )
-                for (child,) in db.execute(
-                    "SELECT child FROM job_edges WHERE parent = ?", (pid,)
-                ).fetchall():
-                    children[child] = ParentsState(False)  # filled in below
-            for child in children:
-                children[child] = self._parents_state(db, child)
+                marked.append(pid)
+            return self._summarise(db, marked)
+
+    def _summarise(self, db: sqlite3.Connection, parents: list[str]) -> dict[str, ParentsState]:
+        """The parents' state of each child of `parents` (their edges marked)."""
+        children: dict[str, ParentsState] = {}
+        for pid in parents:
+            for (child,) in db.execute(
+                "SELECT child FROM job_edges WHERE parent = ?", (pid,)
+            ).fetchall():
+                children[child] = ParentsState(False)  # filled in below
+        for child in children:
+            children[child] = self._parents_state(db, child)
         return children
 
     @staticmethod
@@ -177,12 +193,13 @@ class SqliteWorkflows(SqliteDb):
     def release_roots(self, task_id: str, now: float) -> int:
         advance(JobStatus.DEFINED, JobStatus.ACTIVATED)
         with self._tx() as db:
-            cur = db.execute(
+            rows = db.execute(
                 "UPDATE jobs SET status = ?, updated_at = ? WHERE task_id = ? AND status = ? "
-                "AND NOT EXISTS (SELECT 1 FROM job_edges WHERE child = jobs.id)",
+                "AND NOT EXISTS (SELECT 1 FROM job_edges WHERE child = jobs.id) RETURNING queue",
                 (str(JobStatus.ACTIVATED), now, task_id, str(JobStatus.DEFINED)),
-            )
-            return cur.rowcount
+            ).fetchall()
+            self._activated(r[0] for r in rows)
+            return len(rows)
 
     def retry_jobs(self, task_id: str, now: float) -> int:
         for s in (JobStatus.FAILED, JobStatus.CANCELLED):
