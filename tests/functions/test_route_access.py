@@ -147,6 +147,8 @@ def test_the_table_keeps_the_sensitive_routes_to_their_roles() -> None:
     assert pilot == {
         "register", "acquire", "update", "heartbeat", "end", "append_log", "put_output",
         "health", "whoami", "pilot_zipapp",
+        # the PanDA pilot's protocol (api.panda)
+        "panda.get_job", "panda.update_job", "panda.schedconfig", "panda.ddm_endpoints",
     }  # fmt: skip
     assert all(Role.ADMIN in roles for roles in ROUTE_ROLES.values())
 

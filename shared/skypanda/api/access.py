@@ -85,6 +85,11 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "end": PILOTS,
         "append_log": PILOTS,
         "put_output": PILOTS,
+        # the PanDA pilot's protocol (api.panda); its queue descriptions read like queues
+        "panda.get_job": PILOTS,
+        "panda.update_job": PILOTS,
+        "panda.schedconfig": PILOTS | READERS,
+        "panda.ddm_endpoints": PILOTS | READERS,
         # the monitor's pages (api.monitor): a session cookie or a bearer token
         "monitor.login": READERS,
         "monitor.logout": READERS,

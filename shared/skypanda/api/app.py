@@ -22,6 +22,7 @@ from skypanda.api import (
     errors,
     monitor,
     monitor_data,
+    panda,
     pilotzip,
     tasks,
     watches,
@@ -289,3 +290,4 @@ def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
 
     pilotzip.routes(app, svc)
     data.routes(app, svc)
+    app.register_blueprint(panda.blueprint(svc))  # the real PanDA pilot's routes (api.panda)

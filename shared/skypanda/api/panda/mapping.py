@@ -1,0 +1,365 @@
+"""PanDA's wire words to skypanda's and back: pure functions over values, no I/O.
+
+What the real PanDA pilot sends and expects (`../shared/reference/panda-protocol.md`) is
+decoded here into skypanda's own values (a `JobReport`, a job id) and a skypanda job and queue
+are described in PanDA's words. Nothing PanDA-named goes further in than this package.
+
+A PanDA id is an integer; a skypanda job id is `t<12 hex>-<12 hex>` (`domain.ids`), so the
+PandaID is those 24 hex digits read as one integer (96 bits; Python's JSON reads it whole),
+and decoding it gives the job id back without a lookup table.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from skypanda.domain.errors import InvalidInput
+from skypanda.domain.models import Job, JobReport, Queue
+from skypanda.domain.states import JobStatus
+from skypanda.wire.codes import ErrorCode
+
+SC_SUCCESS = 0
+SC_NO_JOBS = 20  # the pilot sleeps and asks again
+SC_FAILED = 30
+SC_INVALID = 50  # panda-server's Protocol.SC_Invalid: a request it cannot take
+
+LOG_TAIL_CHARS = 64 * 1024
+"""The most of a final update's `pilotLog` kept in the job's log (its end)."""
+
+_JOB_ID = re.compile(r"^t([0-9a-f]{12})-([0-9a-f]{12})$")
+_MAX_PANDA_ID = (1 << 96) - 1
+
+
+class PandaInputError(InvalidInput):
+    """A PanDA request skypanda cannot take: a field unknown, missing, malformed or with a
+    value skypanda does not support. The message names the field."""
+
+    http_status = 400
+
+
+def panda_id(job_id: str) -> int:
+    """The PandaID of a skypanda job.
+
+    Raises:
+        PandaInputError: the id is not a split job's (`t<12 hex>-<12 hex>`).
+    """
+    m = _JOB_ID.match(job_id)
+    if m is None:
+        raise PandaInputError(f"job {job_id!r} has no PandaID (not a t<hex>-<hex> id)",
+                              field="PandaID")  # fmt: skip
+    return int(m.group(1) + m.group(2), 16)
+
+
+def job_id_of(value: str) -> str:
+    """The skypanda job id of a PandaID as the pilot sends it (`jobId`, a decimal string).
+
+    Raises:
+        PandaInputError: not a decimal PandaID that skypanda issued.
+    """
+    text = value.strip()
+    if not text.isdigit() or len(text) > 30 or int(text) > _MAX_PANDA_ID:
+        raise PandaInputError(f"jobId must be a PandaID skypanda issued, not {value!r}",
+                              field="jobId")  # fmt: skip
+    digits = f"{int(text):024x}"
+    return f"t{digits[:12]}-{digits[12:]}"
+
+
+def task_number(task_id: str) -> int:
+    """A task's number for PanDA's `taskID`/`jediTaskID` (0 when its id is not `t<hex>`)."""
+    m = re.match(r"^t([0-9a-f]{12})$", task_id)
+    return int(m.group(1), 16) if m else 0
+
+
+def log_file_name(job: Job) -> str:
+    return f"{job.id}.{job.attempt}.log.tgz"
+
+
+def endpoint_name(queue: str) -> str:
+    """The DDM endpoint PanDA pilots of `queue` write logs to (`ddmendpoints.json`)."""
+    return f"{queue}_DISK"
+
+
+def describe_job(job: Job, prod_source_label: str) -> dict[str, Any]:
+    """The job description the PanDA pilot runs (`getJob`'s reply).
+
+    The command's first word is the `transformation` (the real pilot downloads it as a URL;
+    see the reference) and the rest the `jobPars`, shell-quoted.
+
+    Raises:
+        PandaInputError: the job uses what the PanDA pilot cannot do (environment variables,
+            output patterns, inputs it stages in), naming the field.
+    """
+    if job.env:
+        raise PandaInputError(f"job {job.id}: env is not supported by PanDA pilots "
+                              f"({', '.join(sorted(job.env))})", field="env")  # fmt: skip
+    if job.output_patterns:
+        raise PandaInputError(f"job {job.id}: outputs are not supported by PanDA pilots yet",
+                              field="outputs")  # fmt: skip
+    if job.stage_in:
+        raise PandaInputError(f"job {job.id}: stage_in (Rucio-style input datasets) is not "
+                              "supported by PanDA pilots", field="stage_in")  # fmt: skip
+    log_file = log_file_name(job)
+    task = task_number(job.task_id)
+    return {
+        "StatusCode": SC_SUCCESS,
+        "PandaID": panda_id(job.id),
+        "jobName": job.id,
+        "taskID": task,
+        "jediTaskID": task,
+        "jobsetID": task,
+        "jobDefinitionID": task,
+        "attemptNr": job.attempt,
+        "prodSourceLabel": prod_source_label,
+        "transformation": job.command[0],
+        "jobPars": shlex.join(job.command[1:]),
+        "inFiles": ",".join(PurePosixPath(i).name for i in job.inputs),
+        "outFiles": log_file,
+        "logFile": log_file,
+        "logGUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"skypanda:{job.id}:{job.attempt}")),
+        "scopeLog": "skypanda",
+        "scopeOut": "skypanda",
+        "ddmEndPointOut": endpoint_name(job.queue),
+        "destinationSE": endpoint_name(job.queue),
+        "coreCount": job.resources.cores,
+        "minRamCount": job.resources.memory_mb,
+        "maxWalltime": int(job.resources.walltime_s),
+        "maxCpuCount": int(job.resources.walltime_s),
+        "maxDiskCount": 0,
+        "currentPriority": job.priority,
+        "swRelease": "NULL",
+        "homepackage": "NULL",
+        "cmtConfig": "NULL",
+    }
+
+
+def schedconfig(queue: Queue) -> dict[str, Any]:
+    """A queue as the pilot's `/cache/schedconfig/{queue}.all.json` (flat, the fields the
+    real pilot reads; `timefloor` 0: one job per pilot)."""
+    state = "ACTIVE" if queue.online else "OFFLINE"
+    walltime = int(queue.max_walltime_s or queue.pilot_resources.walltime_s)
+    return {
+        "name": queue.name,
+        "nickname": queue.name,
+        "siteid": queue.name,
+        "site": queue.name,
+        "state": state,
+        "status": "online" if queue.online else "offline",
+        "maxwdir": int((queue.disk_gb or 10) * 1024),
+        "maxrss": queue.pilot_resources.memory_mb,
+        "corecount": queue.pilot_resources.cores,
+        "timefloor": 0,
+        "maxtime": walltime,
+        "copytools": {"mv": {}},
+        "acopytools": {"pl": ["mv"], "pw": ["mv"], "pr": ["mv"]},
+        "astorages": {"pl": [endpoint_name(queue.name)], "pw": [endpoint_name(queue.name)]},
+    }
+
+
+def schedconfig_queue(file: str) -> str:
+    """The queue a `{queue}.all.json` file name asks for.
+
+    Raises:
+        PandaInputError: another file name (naming the form it must have).
+    """
+    queue = file.removesuffix(".all.json")
+    if queue == file or not queue:
+        raise PandaInputError(f"schedconfig file {file!r} is not <queue>.all.json", field="file")
+    return queue
+
+
+def ddm_endpoints(queues: list[Queue], path: str) -> dict[str, Any]:
+    """`ddmendpoints.json`: one disk endpoint per queue, written with `mv` under `path`."""
+    out: dict[str, Any] = {}
+    for q in queues:
+        name = endpoint_name(q.name)
+        protocol = {"endpoint": "file://localhost", "path": path, "flavour": "POSIX"}
+        out[name] = {
+            "name": name, "id": name, "type": "DISK", "state": "ACTIVE", "site": q.name,
+            "is_deterministic": True, "arprotocols": {"w": [protocol], "r": [protocol]},
+        }  # fmt: skip
+    return out
+
+
+# -- getJob --------------------------------------------------------------------------------
+
+GET_JOB_FIELDS = frozenset(
+    {"siteName", "computingSite", "computingElement", "prodSourceLabel", "diskSpace",
+     "workingGroup", "cpu", "mem", "node", "allowOtherCountry", "taskID", "countryGroup",
+     "atlasRelease", "getProxyKey", "resourceType", "jobType", "harvester_id", "worker_id",
+     "schedulerID", "pilotID", "timeout", "readOnly"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A PanDA pilot's `getJob`, decoded."""
+
+    queue: str
+    node: str
+    prod_source_label: str
+    memory_mb: int | None
+
+
+def job_request(form: Mapping[str, str]) -> JobRequest:
+    """Decode a `getJob` form.
+
+    Raises:
+        PandaInputError: an unknown field, no queue (siteName or computingSite), or a
+            malformed number, naming the field.
+    """
+    _known(form, GET_JOB_FIELDS)
+    queue = form.get("siteName") or form.get("computingSite") or ""
+    if not queue:
+        raise PandaInputError("siteName (or computingSite) is required", field="siteName")
+    mem = _int(form, "mem")
+    return JobRequest(
+        queue=queue,
+        node=_text(form, "node", 255) or "unknown",
+        prod_source_label=_text(form, "prodSourceLabel", 50) or "managed",
+        memory_mb=mem if mem else None,
+    )
+
+
+# -- updateJob -----------------------------------------------------------------------------
+
+STATES: Mapping[str, JobStatus | None] = {
+    "starting": JobStatus.STARTING,
+    "running": JobStatus.RUNNING,
+    "finished": JobStatus.FINISHED,
+    "failed": JobStatus.FAILED,
+    # Still live, no change of state: a heartbeat
+    "holding": None,
+    "transferring": None,
+}
+"""PanDA's job states a pilot reports -> skypanda's (None: the job lives on unchanged)."""
+
+UPDATE_FIELDS = frozenset(
+    {"jobId", "state", "timestamp", "siteName", "node", "attemptNr", "schedulerID", "pilotID",
+     "startTime", "endTime", "coreCount", "cpuConsumptionUnit", "cpuConsumptionTime",
+     "cpuConversionFactor", "xml", "pilotLog", "pilotErrorCode", "pilotErrorDiag",
+     "transExitCode", "exeErrorCode", "exeErrorDiag", "pilotTiming", "batchID", "maxRSS",
+     "maxVMEM", "maxSWAP", "maxPSS", "avgRSS", "avgVMEM", "avgSWAP", "avgPSS", "totRCHAR",
+     "totWCHAR", "totRBYTES", "totWBYTES", "rateRCHAR", "rateWCHAR", "rateRBYTES",
+     "rateWBYTES", "nEvents", "nInputFiles", "jobMetrics", "jobSubStatus", "corecount",
+     "meta_data", "metaData", "outputFiles", "computingElement", "cpu_architecture_level",
+     "startTimeFromPilot"}
+)  # fmt: skip
+"""The fields of the real pilots' `updateJob` (others are refused, named)."""
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """A PanDA pilot's `updateJob`, decoded: the job, its node, and what to report (None: a
+    heartbeat only), with the final update's log tail."""
+
+    job_id: str
+    node: str
+    report: JobReport | None
+    log: str
+
+
+def job_update(form: Mapping[str, str]) -> JobUpdate:
+    """Decode an `updateJob` form into a skypanda report.
+
+    Error codes: a pilot error code (11xx-13xx, PanDA's numbers are skypanda's) wins; else a
+    failed payload is `PAYLOAD_FAILED` with its `transExitCode` (or `exeErrorCode`) as the
+    exit code.
+
+    Raises:
+        PandaInputError: an unknown field or state, a missing jobId/state/attemptNr, a
+            malformed number, naming the field.
+    """
+    _known(form, UPDATE_FIELDS)
+    job_id = job_id_of(_required(form, "jobId"))
+    raw_state = _required(form, "state")
+    if raw_state not in STATES:
+        raise PandaInputError(f"state {raw_state!r} is not one skypanda takes "
+                              f"({', '.join(sorted(STATES))})", field="state")  # fmt: skip
+    status = STATES[raw_state]
+    node = _text(form, "node", 255) or "unknown"
+    if status is None:
+        return JobUpdate(job_id, node, None, "")
+    attempt = _int(form, "attemptNr")
+    if attempt is None:
+        raise PandaInputError("attemptNr is required with a state change", field="attemptNr")
+    fields: dict[str, Any] = {"job_id": job_id, "attempt": attempt, "status": status}
+    if status in (JobStatus.FINISHED, JobStatus.FAILED):
+        fields.update(_outcome(form, status))
+    try:
+        report = JobReport(**fields)
+    except ValidationError as e:
+        problem = e.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        raise PandaInputError(f"{where}: {problem['msg']}", field=where) from e
+    log = form.get("pilotLog", "")[-LOG_TAIL_CHARS:]
+    return JobUpdate(job_id, node, report, log)
+
+
+def _outcome(form: Mapping[str, str], status: JobStatus) -> dict[str, Any]:
+    pilot_code = _int(form, "pilotErrorCode") or 0
+    exit_code = _int(form, "transExitCode") or _int(form, "exeErrorCode") or 0
+    diag = form.get("pilotErrorDiag") or form.get("exeErrorDiag") or ""
+    out: dict[str, Any] = {"exit_code": exit_code, "error_diag": diag[:4000]}
+    if status is JobStatus.FAILED:
+        out["error_code"] = pilot_code or (ErrorCode.PAYLOAD_FAILED if exit_code else None)
+    rss_kb = _int(form, "maxRSS")
+    if rss_kb:
+        out["max_rss_mb"] = rss_kb // 1024
+    return out
+
+
+def update_reply(kill: bool) -> dict[str, Any]:
+    """`updateJob`'s reply: `tobekilled` makes the pilot kill the payload (it then reports
+    failed with 1144)."""
+    return {"StatusCode": SC_SUCCESS, "command": "tobekilled" if kill else "NULL"}
+
+
+def error_reply(message: str, field: str | None = None) -> dict[str, Any]:
+    """PanDA's envelope for a refused request."""
+    body: dict[str, Any] = {"StatusCode": SC_INVALID, "errorDialog": message}
+    if field:
+        body["field"] = field
+    return body
+
+
+def _known(form: Mapping[str, str], known: frozenset[str]) -> None:
+    unknown = sorted(set(form) - known)
+    if unknown:
+        raise PandaInputError(f"unknown PanDA field {unknown[0]!r}"
+                              + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
+                              field=unknown[0])  # fmt: skip
+
+
+def _required(form: Mapping[str, str], name: str) -> str:
+    value = form.get(name, "").strip()
+    if not value:
+        raise PandaInputError(f"{name} is required", field=name)
+    return value
+
+
+def _text(form: Mapping[str, str], name: str, limit: int) -> str:
+    value = form.get(name, "").strip()
+    if len(value) > limit:
+        raise PandaInputError(f"{name} is longer than {limit} characters", field=name)
+    return value
+
+
+def _int(form: Mapping[str, str], name: str) -> int | None:
+    raw = form.get(name, "").strip()
+    if raw in ("", "NULL", "None"):
+        return None
+    try:
+        value = int(float(raw)) if "." in raw else int(raw)
+    except (ValueError, OverflowError) as e:
+        raise PandaInputError(f"{name} must be a number, not {raw!r}", field=name) from e
+    if not -(2**31) <= value <= 2**31 - 1:
+        raise PandaInputError(f"{name} is out of range: {value}", field=name)
+    return value
