@@ -2,11 +2,11 @@
 Playwright), one embedded skypanda per test module with users alice and bob, and a screenshot
 of each page a test looks at.
 
-Chromium is Debian's `/usr/bin/chromium` (`.ci/run` installs it); Playwright never downloads a
-browser here. Each browser context is a fresh profile (Playwright launches Chromium on a new
-temporary user-data-dir and each context is private: no cookie crosses from one user to the
-other). Screenshots go to $SKYPANDA_SCREENSHOTS, else `test-artifacts/screenshots` in the
-repository (ignored by git).
+Chromium is Debian's `/usr/bin/chromium` (`scripts/install-chromium` installs it); Playwright
+never downloads a browser here. Each browser context is a fresh profile (Playwright launches
+Chromium on a new temporary user-data-dir and each context is private: no cookie crosses from
+one user to the other). Screenshots go to $SKYPANDA_SCREENSHOTS, else
+`test-artifacts/screenshots` in the repository (ignored by git).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(
             f"the browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; "
-            "`.ci/run` installs it)"
+            "`scripts/install-chromium` installs it)"
         )
     from playwright.sync_api import sync_playwright
 
