@@ -118,6 +118,8 @@ def test_the_schedconfig_has_what_the_pilot_reads() -> None:
     assert c["maxwdir"] > 0
     offline = mapping.schedconfig(Queue(name="gpu", status="offline"))
     assert offline["state"] == "OFFLINE"
+    # pilot 3.7 reads the site from atlas_site (it fails on a None site without it)
+    assert (c["atlas_site"], c["panda_resource"]) == ("gpu", "gpu")
 
 
 def test_the_schedconfig_file_names_its_queue() -> None:
@@ -136,6 +138,10 @@ def test_the_ddm_endpoints_are_one_disk_per_queue() -> None:
     assert a["arprotocols"]["w"][0] == {
         "endpoint": "file://localhost", "path": "/x", "flavour": "POSIX"
     }  # fmt: skip
+    # pilot 3.7 reads the id as an integer and resolves a log's stage-out by write_lan/write_wan
+    assert [eps[n]["id"] for n in ("a_DISK", "b_DISK")] == [1, 2]
+    for activity in ("write_lan", "write_wan", "read_lan", "read_wan"):
+        assert a["arprotocols"][activity] == a["arprotocols"]["w"]
 
 
 # -- getJob --------------------------------------------------------------------------------
@@ -208,6 +214,31 @@ def test_a_finished_update_carries_exit_code_memory_and_log_tail() -> None:
     assert upd.report is not None
     assert (upd.report.exit_code, upd.report.error_code, upd.report.max_rss_mb) == (0, None, 200)
     assert upd.log.endswith("END") and len(upd.log) == mapping.LOG_TAIL_CHARS
+
+
+def test_a_final_update_logs_the_files_the_pilot_staged_out_then_its_log_tail() -> None:
+    xml = json.dumps(
+        {
+            "j.1.log.tgz": {
+                "fsize": "10",
+                "adler32": "ab",
+                "guid": "g",
+                "surl": "file://localhost/x/j.1.log.tgz",
+                "other": "z",
+            }
+        }
+    )
+    form = {"jobId": PID, "state": "finished", "attemptNr": "1", "transExitCode": "0",
+            "xml": xml, "pilotLog": "the end"}  # fmt: skip
+    log = mapping.job_update(form).log
+    assert log == (
+        "[panda pilot] staged out j.1.log.tgz: fsize=10 adler32=ab guid=g "
+        "surl=file://localhost/x/j.1.log.tgz\nthe end"
+    )
+    for bad in ("{", "[1, 2]"):
+        with pytest.raises(PandaInputError, match="xml") as e:
+            mapping.job_update({**form, "xml": bad})
+        assert _field(e) == "xml"
 
 
 def test_a_pilot_error_code_is_skypandas_error_code() -> None:

@@ -11,6 +11,7 @@ and decoding it gives the job id back without a lookup table.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import uuid
@@ -150,6 +151,8 @@ def schedconfig(queue: Queue) -> dict[str, Any]:
         "nickname": queue.name,
         "siteid": queue.name,
         "site": queue.name,
+        "atlas_site": queue.name,  # what the real pilot reads as the site (3.7: `site` is unread)
+        "panda_resource": queue.name,
         "state": state,
         "status": "online" if queue.online else "offline",
         "maxwdir": int((queue.disk_gb or 10) * 1024),
@@ -178,12 +181,15 @@ def schedconfig_queue(file: str) -> str:
 def ddm_endpoints(queues: list[Queue], path: str) -> dict[str, Any]:
     """`ddmendpoints.json`: one disk endpoint per queue, written with `mv` under `path`."""
     out: dict[str, Any] = {}
-    for q in queues:
+    for number, q in enumerate(queues, start=1):
         name = endpoint_name(q.name)
         protocol = {"endpoint": "file://localhost", "path": path, "flavour": "POSIX"}
         out[name] = {
-            "name": name, "id": name, "type": "DISK", "state": "ACTIVE", "site": q.name,
-            "is_deterministic": True, "arprotocols": {"w": [protocol], "r": [protocol]},
+            "name": name, "id": number, "type": "DISK", "state": "ACTIVE", "site": q.name,
+            "is_deterministic": True,
+            # the activities pilot 3.7 resolves a log's stage-out with are write_lan/write_wan
+            "arprotocols": {a: [protocol] for a in ("w", "r", "write_lan", "write_wan",
+                                                    "read_lan", "read_wan")},
         }  # fmt: skip
     return out
 
@@ -299,8 +305,39 @@ def job_update(form: Mapping[str, str]) -> JobUpdate:
         problem = e.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in problem["loc"])
         raise PandaInputError(f"{where}: {problem['msg']}", field=where) from e
-    log = form.get("pilotLog", "")[-LOG_TAIL_CHARS:]
-    return JobUpdate(job_id, node, report, log)
+    return JobUpdate(job_id, node, report, _log(form))
+
+
+def _log(form: Mapping[str, str]) -> str:
+    """A final update's log: a line for each file of its `xml` (the log tarball the pilot
+    staged out: name, size, checksum, where) and the end of its `pilotLog`, at most
+    LOG_TAIL_CHARS in all.
+
+    Raises:
+        PandaInputError: an `xml` that is not a JSON object of files.
+    """
+    lines = [f"[panda pilot] staged out {lfn}: {meta}" for lfn, meta in _files(form)]
+    head = "".join(line[:1000] + "\n" for line in lines)[: LOG_TAIL_CHARS // 2]
+    tail = form.get("pilotLog", "")[-(LOG_TAIL_CHARS - len(head)) :]
+    return head + tail
+
+
+def _files(form: Mapping[str, str]) -> list[tuple[str, str]]:
+    raw = form.get("xml", "").strip()
+    if raw in ("", "NULL", "None"):
+        return []
+    try:
+        files: Any = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise PandaInputError(f"xml must be a JSON object of files: {e}", field="xml") from e
+    if not isinstance(files, dict):
+        raise PandaInputError("xml must be a JSON object of files", field="xml")
+    out = []
+    for lfn, meta in sorted(files.items()):
+        info = meta if isinstance(meta, dict) else {}
+        keys = ("fsize", "adler32", "guid", "surl")
+        out.append((str(lfn), " ".join(f"{k}={info[k]}" for k in keys if k in info)))
+    return out
 
 
 def _outcome(form: Mapping[str, str], status: JobStatus) -> dict[str, Any]:
