@@ -84,6 +84,42 @@ def _owner_filter(default: str) -> tuple[str | None, str]:
     return (None if raw in ("", "*") else raw), raw
 
 
+def _list_filters(states: type[TaskStatus] | type[WorkflowStatus]) -> dict[str, Any]:
+    """A list page's filters from its query string (the tasks and workflows lists share them):
+    owner (yours by default), states, name prefix, created since/until."""
+    owner, owner_raw = _owner_filter(g.principal.name)
+    return {
+        "owner": owner,
+        "owner_raw": owner_raw,
+        "statuses": shape.parse_statuses(request.args.getlist("status"), states),
+        "name": request.args.get("name", "").strip(),
+        "since": shape.parse_time(request.args.get("since", ""), "since"),
+        "until": shape.parse_time(request.args.get("until", ""), "until"),
+    }
+
+
+def _list_context(
+    f: dict[str, Any], states: type[TaskStatus] | type[WorkflowStatus]
+) -> dict[str, Any]:
+    """What a list page's filter form shows back."""
+    return {
+        "owner": f["owner_raw"],
+        "statuses": f["statuses"],
+        "all_statuses": list(states),
+        "name": f["name"],
+        "since": shape.to_local_input(f["since"]),
+        "until": shape.to_local_input(f["until"]),
+    }
+
+
+def _cursor() -> str | None:
+    return request.args.get("cursor") or None
+
+
+def _limit() -> int:
+    return int_arg("limit", PAGE, 1, 200)
+
+
 def routes(bp: Blueprint, svc: Services, task_charts: TaskCharts) -> None:
     @bp.context_processor
     def _common() -> dict[str, Any]:
@@ -105,43 +141,29 @@ def routes(bp: Blueprint, svc: Services, task_charts: TaskCharts) -> None:
     @bp.get("/tasks")
     def tasks() -> str:
         started = time.perf_counter()
-        owner, owner_raw = _owner_filter(g.principal.name)
-        statuses = shape.parse_statuses(request.args.getlist("status"), TaskStatus)
-        since = shape.parse_time(request.args.get("since", ""), "since")
-        until = shape.parse_time(request.args.get("until", ""), "until")
+        f = _list_filters(TaskStatus)
         query = TaskQuery(
-            owner=owner, statuses=statuses, name_prefix=request.args.get("name", "").strip(),
-            since=since, until=until,
+            owner=f["owner"], statuses=f["statuses"], name_prefix=f["name"],
+            since=f["since"], until=f["until"],
         )  # fmt: skip
-        page = views(svc).task_page(
-            query, cursor=request.args.get("cursor") or None, limit=int_arg("limit", PAGE, 1, 200)
-        )
+        page = views(svc).task_page(query, cursor=_cursor(), limit=_limit())
         counts = {t.id: task_charts.counts(t) for t in page.items}
         return render_template(
-            "monitor/tasks.html", page=page, counts=counts, owner=owner_raw,
-            statuses=statuses, all_statuses=list(TaskStatus), name=query.name_prefix,
-            since=shape.to_local_input(since), until=shape.to_local_input(until),
+            "monitor/tasks.html", page=page, counts=counts, **_list_context(f, TaskStatus),
             paging=_paging(page.cursor), final=TASK_FINAL, progress=shape.progress,
             took=time.perf_counter() - started,
         )  # fmt: skip
 
     @bp.get("/workflows")
     def workflows() -> str:
-        owner, owner_raw = _owner_filter(g.principal.name)
-        statuses = shape.parse_statuses(request.args.getlist("status"), WorkflowStatus)
-        since = shape.parse_time(request.args.get("since", ""), "since")
-        until = shape.parse_time(request.args.get("until", ""), "until")
+        f = _list_filters(WorkflowStatus)
         query = WorkflowQuery(
-            owner=owner, statuses=statuses, name_prefix=request.args.get("name", "").strip(),
-            since=since, until=until,
+            owner=f["owner"], statuses=f["statuses"], name_prefix=f["name"],
+            since=f["since"], until=f["until"],
         )  # fmt: skip
-        page = views(svc).workflow_page(
-            query, cursor=request.args.get("cursor") or None, limit=int_arg("limit", PAGE, 1, 200)
-        )
+        page = views(svc).workflow_page(query, cursor=_cursor(), limit=_limit())
         return render_template(
-            "monitor/workflows.html", page=page, owner=owner_raw, statuses=statuses,
-            all_statuses=list(WorkflowStatus), name=query.name_prefix,
-            since=shape.to_local_input(since), until=shape.to_local_input(until),
+            "monitor/workflows.html", page=page, **_list_context(f, WorkflowStatus),
             paging=_paging(page.cursor), final=WORKFLOW_FINAL,
         )  # fmt: skip
 
