@@ -190,7 +190,7 @@ def test_bad_input_is_a_page_naming_the_problem(site: Site) -> None:
     )
     for path, message in [
         ("/ui/tasks/nope", "no task"),
-        ("/ui/tasks?since=soon", "since: &#39;soon&#39; is not a time"),
+        ("/ui/tasks?since=soon", "since: &#39;soon&#39; is not a moment"),
         ("/ui/tasks?status=weird", "unknown state"),
         (f"/ui/tasks/{task_id}?error_code=x", "error_code must be an integer"),
         ("/ui/tasks?cursor=garbage", "cursor"),

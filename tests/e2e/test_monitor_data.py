@@ -118,7 +118,7 @@ def test_lists_filters_cursors_and_aggregates(api: ApiClient, ended_task: dict[s
     [
         ("/v1/tasks", {"status": "bogus"}, "query parameter status: unknown state 'bogus'"),
         ("/v1/tasks", {"cursor": "garbage!"}, "cursor 'garbage!' is not one this list gave"),
-        ("/v1/tasks", {"since": "yesterday"}, "query parameter since must be seconds"),
+        ("/v1/tasks", {"since": "yesterday"}, "query parameter since: 'yesterday' is not a moment"),
         ("/v1/tasks", {"since": "100", "until": "50"}, "until must be after since"),
         ("/v1/tasks", {"limit": "0"}, "query parameter limit must be between"),
         ("/v1/workflows", {"status": "done,nope"}, "unknown state 'nope'"),

@@ -7,6 +7,7 @@ import pytest
 
 from skypanda.api.monitor import shape
 from skypanda.api.monitor.charts import settled
+from skypanda.api.params import parse_moment, parse_states
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.records import Task
 from skypanda.domain.states import TaskStatus
@@ -128,17 +129,21 @@ def test_the_task_graph_shows_each_tasks_latest_iteration_and_the_loops() -> Non
 
 
 def test_filters_are_read_or_refused_naming_the_field() -> None:
-    assert shape.parse_time("", "since") is None
-    assert shape.parse_time("2026-12-03T16:20", "since") == 1796314800.0
-    assert shape.parse_time("2026-12-03", "since") == 1796256000.0
-    assert shape.parse_time("1796314800", "since") == 1796314800.0
-    with pytest.raises(InvalidInput, match="until: 'yesterday' is not a time"):
-        shape.parse_time("yesterday", "until")
-    assert shape.parse_statuses(["failed", "", "done"], TaskStatus) == {
-        TaskStatus.FAILED, TaskStatus.DONE,
+    assert parse_moment("", "since") is None
+    assert parse_moment("2026-12-03T16:20", "since") == 1796314800.0
+    assert parse_moment("2026-12-03", "since") == 1796256000.0
+    assert parse_moment("2026-12-03T17:20+01:00", "since") == 1796314800.0
+    assert parse_moment("1796314800", "since") == 1796314800.0
+    with pytest.raises(InvalidInput, match="until: 'yesterday' is not a moment"):
+        parse_moment("yesterday", "until")
+    for far in ("1e300", "nan", "-5"):
+        with pytest.raises(InvalidInput, match="is not a moment"):
+            parse_moment(far, "until")
+    assert parse_states(["failed", "", "done,running"], TaskStatus) == {
+        TaskStatus.FAILED, TaskStatus.DONE, TaskStatus.RUNNING,
     }  # fmt: skip
-    with pytest.raises(InvalidInput, match="status: unknown state 'broken'; use one of pending"):
-        shape.parse_statuses(["broken"], TaskStatus)
+    with pytest.raises(InvalidInput, match=r"status: unknown state 'broken' \(one of pending"):
+        parse_states(["broken"], TaskStatus)
     assert shape.to_local_input(1796314800.0) == "2026-12-03T16:20"
 
 

@@ -10,15 +10,13 @@ page, or null on the last. Query parameters are checked here; a bad one is a 422
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from flask import Flask, Response, jsonify, request
 
-from skypanda.api.params import int_arg
+from skypanda.api.params import int_arg, parse_moment, parse_states
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.models import jsonable
 from skypanda.domain.states import JobStatus, PilotStatus, TaskStatus, WorkflowStatus
@@ -52,38 +50,13 @@ def text_arg(name: str) -> str | None:
 
 def states_arg(name: str, kind: type[E]) -> frozenset[E]:
     """Every `name=` given (repeatable, or comma-separated), each one of `kind`'s values."""
-    out: set[E] = set()
-    for raw in request.args.getlist(name):
-        for part in raw.split(","):
-            try:
-                out.add(kind(part.strip()))
-            except ValueError as e:
-                allowed = ", ".join(s.value for s in kind)
-                raise InvalidInput(
-                    f"query parameter {name}: unknown state {part!r} (one of {allowed})"
-                ) from e
-    return frozenset(out)
+    return parse_states(request.args.getlist(name), kind, f"query parameter {name}")
 
 
 def time_arg(name: str) -> float | None:
     """A moment: seconds since the epoch, or an ISO 8601 date-time (UTC unless it says)."""
     raw = request.args.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = dt.datetime.fromisoformat(raw)
-        except ValueError as e:
-            raise InvalidInput(
-                f"query parameter {name} must be seconds since the epoch or an ISO 8601 "
-                f"date-time, not {raw[:40]!r}"
-            ) from e
-        value = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
-    if not math.isfinite(value) or not 0 <= value < 1e11:
-        raise InvalidInput(f"query parameter {name} is not a moment: {raw[:40]!r}")
-    return value
+    return None if raw is None else parse_moment(raw, f"query parameter {name}")
 
 
 def cursor_arg() -> str | None:

@@ -15,7 +15,7 @@ from skypanda import __version__
 from skypanda.api.monitor import shape
 from skypanda.api.monitor.actions import NOTES
 from skypanda.api.monitor.charts import TaskCharts
-from skypanda.api.params import int_arg
+from skypanda.api.params import int_arg, parse_moment, parse_states
 from skypanda.domain.errors import NotFound
 from skypanda.domain.fleet import Pilot
 from skypanda.domain.jobflow import log_key
@@ -91,10 +91,10 @@ def _list_filters(states: type[TaskStatus] | type[WorkflowStatus]) -> dict[str, 
     return {
         "owner": owner,
         "owner_raw": owner_raw,
-        "statuses": shape.parse_statuses(request.args.getlist("status"), states),
+        "statuses": parse_states(request.args.getlist("status"), states),
         "name": request.args.get("name", "").strip(),
-        "since": shape.parse_time(request.args.get("since", ""), "since"),
-        "until": shape.parse_time(request.args.get("until", ""), "until"),
+        "since": parse_moment(request.args.get("since", ""), "since"),
+        "until": parse_moment(request.args.get("until", ""), "until"),
     }
 
 
@@ -171,7 +171,7 @@ def routes(bp: Blueprint, svc: Services, task_charts: TaskCharts) -> None:
     def task(task_id: str) -> str:
         t = svc.tasks.get_task(task_id)
         v = views(svc)
-        states = shape.parse_statuses(request.args.getlist("state"), JobStatus, "state")
+        states = parse_states(request.args.getlist("state"), JobStatus, "state")
         code = request.args.get("error_code", "").strip()
         error_code = int_arg("error_code", 0, *ERROR_CODE_RANGE) if code else None
         jobs = v.job_page(
@@ -228,7 +228,7 @@ def routes(bp: Blueprint, svc: Services, task_charts: TaskCharts) -> None:
     def queues() -> str:
         v = views(svc)
         chosen = request.args.get("queue") or None
-        statuses = shape.parse_statuses(request.args.getlist("status"), PilotStatus)
+        statuses = parse_states(request.args.getlist("status"), PilotStatus)
         pilots = v.pilot_page(
             queue=chosen, statuses=sorted(statuses), cursor=request.args.get("cursor") or None,
             limit=int_arg("limit", PAGE, 1, 500),

@@ -5,7 +5,6 @@ task graph is drawn) are unit-tested without a server.
 
 from __future__ import annotations
 
-import calendar
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -13,7 +12,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from skypanda.domain.errors import InvalidInput
 from skypanda.domain.planner import describe
 from skypanda.domain.records import Task
 from skypanda.domain.states import (
@@ -80,46 +78,6 @@ FILTERS: Mapping[str, Callable[..., str]] = {
 }
 
 # -- query arguments ----------------------------------------------------------------------------
-
-
-def parse_time(raw: str, field: str) -> float | None:
-    """A filter's time: "" (none), a UTC date and time as a browser's datetime-local field
-    sends it ("2026-12-03T16:20"), a date, or seconds since the epoch.
-
-    Raises:
-        InvalidInput: naming the field and the forms it takes.
-    """
-    text = raw.strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    for fmt in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
-        try:
-            return float(calendar.timegm(time.strptime(text, fmt)))
-        except ValueError:
-            continue
-    raise InvalidInput(
-        f"{field}: {raw!r} is not a time (use YYYY-MM-DD, YYYY-MM-DDTHH:MM in UTC, or epoch "
-        "seconds)",
-        field=field,
-    )
-
-
-def parse_statuses(values: Iterable[str], kind: type[E], field: str = "status") -> frozenset[E]:
-    """Raises: InvalidInput naming the unknown state and the states there are."""
-    out: set[E] = set()
-    for v in values:
-        if not v:
-            continue
-        try:
-            out.add(kind(v))
-        except ValueError as e:
-            known = ", ".join(s.value for s in kind)
-            raise InvalidInput(f"{field}: unknown state {v!r}; use one of {known}") from e
-    return frozenset(out)
 
 
 def to_local_input(t: float | None) -> str:
