@@ -26,7 +26,7 @@ from skypanda.domain.events import TaskBulk
 from skypanda.domain.models import Task
 from skypanda.domain.states import TaskStatus
 from skypanda.handlers import workflow
-from skypanda.handlers.ends import task_end
+from skypanda.handlers.ends import task_moved
 from skypanda.handlers.services import Services, new_id
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def start(
     """
     first = ev.task_bulk(task.id, action, new_id("b"), 0, args)
     if to is not None:
-        events = [first, *task_end(svc, task, to, reason)]
+        events = [first, *task_moved(svc, task, to, reason)]
         if not svc.tasks.set_task_status(task.id, [task.status], to, reason=reason, events=events):
             raise Conflict(f"task {task.id} changed while being {action}ed; try again")
     else:

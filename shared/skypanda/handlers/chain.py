@@ -23,7 +23,7 @@ from skypanda.domain.events import TaskEnded, WorkflowEnded
 from skypanda.domain.models import Task
 from skypanda.domain.states import TASK_FINAL, WORKFLOW_FINAL, TaskStatus, WorkflowStatus
 from skypanda.domain.workflow import Workflow
-from skypanda.handlers.ends import task_end, task_moved, workflow_end
+from skypanda.handlers.ends import task_moved, workflow_moved
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def _settle_task(svc: Services, task: Task, status: str) -> bool:
     skipped = TaskStatus.SKIPPED
     won = svc.tasks.set_task_status(
         task.id, [TaskStatus.PENDING], skipped, reason=why,
-        events=task_end(svc, task, skipped, why),
+        events=task_moved(svc, task, skipped, why),
     )  # fmt: skip
     if won:
         log.info("chain: task %s %s", task.id, why)
@@ -134,7 +134,7 @@ def _settle_workflow(svc: Services, wf: Workflow, status: str) -> bool:
     why = after.not_started_reason(status)
     skipped = WorkflowStatus.SKIPPED
     won = svc.workflows.end_hold(
-        wf.id, skipped, reason=why, events=workflow_end(svc, wf, skipped, why)
+        wf.id, skipped, reason=why, events=workflow_moved(svc, wf, skipped, why)
     )
     if won:
         # Its tasks never run either (a crash here leaves them registered under a skipped
@@ -143,7 +143,7 @@ def _settle_workflow(svc: Services, wf: Workflow, status: str) -> bool:
             if task.status is TaskStatus.REGISTERED:
                 svc.tasks.set_task_status(
                     task.id, [TaskStatus.REGISTERED], TaskStatus.SKIPPED, reason=why,
-                    events=task_end(svc, task, TaskStatus.SKIPPED, why),
+                    events=task_moved(svc, task, TaskStatus.SKIPPED, why),
                 )  # fmt: skip
         log.info("chain: workflow %s %s", wf.id, why)
     return won

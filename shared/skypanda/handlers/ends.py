@@ -60,12 +60,6 @@ def task_moved(
     return found
 
 
-def task_end(svc: Services, task: Task, to: TaskStatus, reason: str = "") -> list[Event]:
-    """The events to write with `task`'s move to `to` (`task_moved`: its end event if `to` is
-    an end; its change event if it opted in)."""
-    return task_moved(svc, task, to, reason)
-
-
 def workflow_moved(
     svc: Services,
     wf: Workflow,
@@ -88,8 +82,3 @@ def workflow_moved(
     if frm is not to and NotifyOn.STATE in wf.spec.notify_on:
         found.append(ev.workflow_changed(wf.id, str(frm), str(to), at=at, reason=reason))
     return found
-
-
-def workflow_end(svc: Services, wf: Workflow, to: WorkflowStatus, reason: str = "") -> list[Event]:
-    """The events to write with `wf`'s move to `to` (`workflow_moved`)."""
-    return workflow_moved(svc, wf, to, reason)

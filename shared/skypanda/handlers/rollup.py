@@ -12,7 +12,7 @@ import logging
 
 from skypanda.domain.policy import rollup
 from skypanda.domain.states import TaskStatus
-from skypanda.handlers.ends import task_end
+from skypanda.handlers.ends import task_moved
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def roll_up_task_fresh(svc: Services, task_id: str) -> tuple[TaskStatus | None, 
         [TaskStatus.READY, TaskStatus.RUNNING],
         final,
         reason=summary,
-        events=task_end(svc, task, final, summary),
+        events=task_moved(svc, task, final, summary),
     ):
         log.info("task %s %s (%s)", task_id, final, summary)
     return _remember(svc, task_id, final), True

@@ -16,7 +16,7 @@ from skypanda.domain.jobflow import new_job
 from skypanda.domain.splitter import check_split
 from skypanda.domain.splitter import split as split_task
 from skypanda.domain.states import TaskStatus
-from skypanda.handlers.ends import task_end, task_moved
+from skypanda.handlers.ends import task_moved
 from skypanda.handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def handle(svc: Services, ref: TaskRef) -> None:
             [TaskStatus.REGISTERED],
             TaskStatus.FAILED,
             reason=e.message,
-            events=task_end(svc, task, TaskStatus.FAILED, e.message),
+            events=task_moved(svc, task, TaskStatus.FAILED, e.message),
         )
         return
     # Streamed: the store writes the jobs as they are cut, so a task of a million jobs is

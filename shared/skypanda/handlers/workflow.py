@@ -43,7 +43,7 @@ from skypanda.domain.states import (
 )
 from skypanda.domain.workflow import CompiledWorkflow, Workflow, WorkflowSpec, compile_workflow
 from skypanda.handlers import chain, known
-from skypanda.handlers.ends import task_end, task_moved, workflow_end, workflow_moved
+from skypanda.handlers.ends import task_moved, workflow_moved
 from skypanda.handlers.rollup import roll_up_task, roll_up_task_fresh
 from skypanda.handlers.services import Services, new_id
 from skypanda.handlers.submit import check_task
@@ -312,7 +312,7 @@ def advance(svc: Services, workflow_id: str) -> WorkflowStatus | None:
                 [WorkflowStatus.RUNNING],
                 step.final,
                 reason=step.reason,
-                events=workflow_end(svc, wf, step.final, step.reason),
+                events=workflow_moved(svc, wf, step.final, step.reason),
             ):
                 log.info("workflow %s %s %s", workflow_id, step.final, step.reason)
             return step.final
@@ -354,7 +354,7 @@ def _end(svc: Services, task: Task, end: EndTask) -> None:
         [TaskStatus.REGISTERED],
         end.status,
         reason=end.reason,
-        events=task_end(svc, task, end.status, end.reason),
+        events=task_moved(svc, task, end.status, end.reason),
     )
 
 

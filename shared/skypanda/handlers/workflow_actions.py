@@ -14,7 +14,7 @@ from skypanda.domain.states import (
 )
 from skypanda.domain.workflow import Workflow
 from skypanda.handlers import known, task_actions, workflow
-from skypanda.handlers.ends import task_moved, workflow_end, workflow_moved
+from skypanda.handlers.ends import task_moved, workflow_moved
 from skypanda.handlers.rollup import forget
 from skypanda.handlers.services import Services
 
@@ -110,7 +110,7 @@ def kill(
         [WorkflowStatus.REGISTERED, WorkflowStatus.RUNNING, WorkflowStatus.FAILED],
         WorkflowStatus.ABORTED,
         reason=reason,
-        events=workflow_end(svc, wf, WorkflowStatus.ABORTED, reason),
+        events=workflow_moved(svc, wf, WorkflowStatus.ABORTED, reason),
     )
     for task in svc.workflows.workflow_tasks(workflow_id):
         if task.status not in TASK_FINAL:
