@@ -119,3 +119,34 @@ def test_an_object_for_a_removed_rule_is_not_taken(store: Store, clock: FakeCloc
     store.add_watch(r)
     store.remove_watch(r.name)
     assert add(store, r, "in/1", clock.now()) == (False, None)
+
+
+def test_records_of_old_ended_batches_are_pruned_and_nothing_else(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given three batches of a rule (of 2 objects each): two ended, one still open
+    r = rule(batch=2, every=10.0)
+    store.add_watch(r)
+    t0 = clock.now()
+    for i in range(5):
+        add(store, r, f"in/{i}", t0 + i)
+    first, second, third = (batch_id(r.uid, s) for s in range(3))
+    assert store.end_batch(first, task_id="t1")
+    assert store.end_batch(second, reason="refused")
+
+    # Then nothing is pruned before the ended batches are due, then the limit holds
+    assert store.prune_watch_records(t0) == 0
+    assert store.prune_watch_records(t0 + 100, limit=1) == 1
+    left = {b.id for b in store.get_batches(r.uid)}
+    assert left == {first, second, third}
+
+    # When pruned without a tight limit: both ended batches go, with their objects' records
+    assert store.prune_watch_records(t0 + 100) == 5  # 1 + 2 + 2 - 1 + 1
+    assert [b.id for b in store.get_batches(r.uid)] == [third]
+    assert store.batch_inputs(first) == store.batch_inputs(second) == []
+    assert store.batch_inputs(third) == ["gs://bkt/in/4"]
+
+    # And an object of a pruned batch is an object again (its record is gone); one of the
+    # open batch is still known
+    assert add(store, r, "in/0", t0 + 200)[0]
+    assert not add(store, r, "in/4", t0 + 200)[0]

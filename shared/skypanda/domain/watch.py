@@ -23,6 +23,10 @@ from skypanda.domain.values import NAME_PATTERN, Flag, Int, Seconds, Strict, Tex
 MAX_BATCH = 10_000
 """Objects in one batch at most (one task's inputs: read in one go when the batch closes)."""
 MAX_EVERY_S = 7 * 86_400
+RECORDS_KEPT_S = 45 * 86_400
+"""How long an ended batch and the records of its objects are kept (then the sweep prunes
+them): past Pub/Sub's longest message retention (31 days), so no redelivered notification of
+an object can find its record gone and take the object again."""
 MAX_SOURCE_CHARS = 1024
 _SPLIT_FIELDS = ("inputs", "n_jobs", "n_events", "jobs", "input_sizes_mb")
 """Fields a template may not set: a batch's objects are its inputs."""

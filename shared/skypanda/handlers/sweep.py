@@ -26,6 +26,7 @@ from skypanda.domain.audit import RETENTION_S
 from skypanda.domain.events import Tick
 from skypanda.domain.models import Pilot, Queue
 from skypanda.domain.states import PilotStatus
+from skypanda.domain.watch import RECORDS_KEPT_S
 from skypanda.handlers import notify, watch
 from skypanda.handlers.dispatch import retire
 from skypanda.handlers.services import Services
@@ -69,6 +70,10 @@ def handle(svc: Services, tick: Tick | None = None) -> int:
     pruned = svc.audit.prune_audit(now - RETENTION_S)
     if pruned:
         log.info("pruned %d audit entries older than %d days", pruned, RETENTION_S // 86400)
+    pruned = svc.store.prune_watch_records(now - RECORDS_KEPT_S)
+    if pruned:
+        log.info("pruned %d records of watch batches ended over %d days ago", pruned,
+                 RECORDS_KEPT_S // 86400)  # fmt: skip
     return ended
 
 

@@ -52,5 +52,10 @@ class WatchStore(Protocol):
         """A closed batch's task was submitted (`task_id`) or refused (`reason`).
         Compare-and-set on the batch being closed."""
 
+    def prune_watch_records(self, older_than: float, limit: int = 1000) -> int:
+        """Delete at most `limit` records of ended batches (submitted or failed) due before
+        `older_than`: the objects' records first, then the batch; returns how many."""
+        ...
+
     def get_batches(self, rule_uid: str, limit: int = 100) -> Sequence[Batch]:
         """A rule's batches, newest first (for `watch list` and tests)."""

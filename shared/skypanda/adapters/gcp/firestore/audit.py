@@ -10,9 +10,8 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from skypanda.adapters.gcp.firestore import codec
 from skypanda.adapters.gcp.firestore.base import FirestoreBase, eq, fields, where
+from skypanda.adapters.gcp.firestore.codec import MAX_WRITES
 from skypanda.domain.audit import AuditEntry, check_cursor, id_floor
-
-BATCH = 500  # Firestore's most writes per batch
 
 
 class AuditPart(FirestoreBase):
@@ -47,10 +46,10 @@ class AuditPart(FirestoreBase):
     def prune_audit(self, older_than: float, limit: int = 1000) -> int:
         query = self._audit.where(filter=FieldFilter("id", "<", id_floor(older_than)))
         old = self._stream("prune_audit", query.order_by("id").limit(limit))
-        for start in range(0, len(old), BATCH):
+        for start in range(0, len(old), MAX_WRITES):
             with self._backend("prune_audit"):
                 batch = self._db.batch()
-                for snap in old[start : start + BATCH]:
+                for snap in old[start : start + MAX_WRITES]:
                     batch.delete(snap.reference)
                 batch.commit()
         return len(old)

@@ -18,11 +18,21 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from skypanda.adapters.gcp.firestore.base import BY_ID, FirestoreBase, Tx, eq, fields, where
+from skypanda.adapters.gcp.firestore.base import (
+    BY_ID,
+    FirestoreBase,
+    Tx,
+    eq,
+    fields,
+    is_in,
+    where,
+)
+from skypanda.adapters.gcp.firestore.codec import MAX_WRITES
 from skypanda.domain.errors import Conflict, NotFound
 from skypanda.domain.watch import MAX_BATCH, Batch, BatchStatus, WatchRule, batch_id, full
 
 OPEN, CLOSED = str(BatchStatus.OPEN), str(BatchStatus.CLOSED)
+ENDED = [str(BatchStatus.SUBMITTED), str(BatchStatus.FAILED)]
 
 
 def _rule(doc: dict[str, Any]) -> WatchRule:
@@ -159,6 +169,27 @@ class WatchPart(FirestoreBase):
             lambda doc: doc.get("status") == CLOSED,
             {"status": str(to), "task_id": task_id, "reason": reason},
         )
+
+    def prune_watch_records(self, older_than: float, limit: int = 1000) -> int:
+        old = where(
+            self._watch_batches, is_in("status", ENDED), FieldFilter("due_at", "<", older_than)
+        ).order_by("due_at")
+        pruned = 0
+        for batch in self._stream("prune_watch_records", old.limit(limit)):
+            objects = self._watch_objects.where(filter=eq("batch", batch.id))
+            gone = self._stream("prune_watch_records", objects.limit(limit - pruned))
+            done = len(gone) < limit - pruned  # every object of the batch is in `gone`
+            refs = [s.reference for s in gone] + ([batch.reference] if done else [])
+            for start in range(0, len(refs), MAX_WRITES):
+                with self._backend("prune_watch_records"):
+                    writes = self._db.batch()
+                    for ref in refs[start : start + MAX_WRITES]:
+                        writes.delete(ref)
+                    writes.commit()
+            pruned += len(refs)
+            if not done:
+                break
+        return pruned
 
     def get_batches(self, rule_uid: str, limit: int = 100) -> Sequence[Batch]:
         query = where(self._watch_batches, eq("rule_uid", rule_uid))

@@ -12,6 +12,7 @@ from skypanda.domain.errors import Conflict, NotFound
 from skypanda.domain.watch import Batch, BatchStatus, WatchRule, batch_id, full
 
 OPEN, CLOSED = str(BatchStatus.OPEN), str(BatchStatus.CLOSED)
+ENDED = (str(BatchStatus.SUBMITTED), str(BatchStatus.FAILED))
 
 
 def _rule(row: sqlite3.Row) -> WatchRule:
@@ -129,6 +130,27 @@ class SqliteWatches(SqliteDb):
                 (str(to), task_id, reason, batch_id, CLOSED),
             )
             return cur.rowcount > 0
+
+    def prune_watch_records(self, older_than: float, limit: int = 1000) -> int:
+        pruned = 0
+        with self._tx() as db:
+            old = db.execute(
+                "SELECT id FROM watch_batches WHERE status IN (?, ?) AND due_at < ? "
+                "ORDER BY due_at LIMIT ?",
+                (*ENDED, older_than, limit),
+            ).fetchall()
+            for (bid,) in old:
+                cur = db.execute(
+                    "DELETE FROM watch_objects WHERE key IN "
+                    "(SELECT key FROM watch_objects WHERE batch = ? LIMIT ?)",
+                    (bid, limit - pruned),
+                )
+                pruned += cur.rowcount
+                if pruned >= limit:
+                    break
+                db.execute("DELETE FROM watch_batches WHERE id = ?", (bid,))
+                pruned += 1
+        return pruned
 
     def get_batches(self, rule_uid: str, limit: int = 100) -> Sequence[Batch]:
         rows = self._read(
