@@ -1,6 +1,7 @@
 """The real PanDA pilot (PyPI `panda-pilot` 3.7, `pilot.py` from its sdist) runs a skypanda
 task's jobs through the PanDA facade (`api.panda`): one pilot takes the three jobs in turn,
-runs each to `finished`, and each job's log holds the record of the log tarball it staged out.
+runs each to `finished`, and each job's log holds the payload's own output, read back from
+the log tarball the pilot staged out to skypanda's DDM directory (`<home>/panda-ddm`).
 
 Safety (`../shared/reference/panda-protocol.md`): the real pilot kills orphaned processes of
 its user, so it only ever runs with `PILOT_NOKILL=1` inside its own PID namespace
@@ -193,13 +194,22 @@ def test_the_real_panda_pilot_runs_three_jobs_of_a_skypanda_task(
     assert len({j["pilot_id"] for j in jobs}) == 1 and jobs[0]["pilot_id"].startswith("pp")
     wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done",
                what="the task done")  # fmt: skip
-    # and each job's log records the log tarball the pilot staged out for it
+    # and each job's log holds its payload's output, from the log tarball the pilot staged
+    # out to skypanda's DDM directory (and the record of that tarball)
+    ddm = system.opts.home / "panda-ddm"
     for job in jobs:
         log = _get(system, f"/v1/jobs/{job['id']}/log")
-        assert f"staged out {job['id']}.1.log.tgz" in log, log
-        assert "adler32=" in log and "surl=file://localhost/" in log, log
+        assert log.startswith("skypanda payload says: hello\n"), log
+        assert f"staged out {job['id']}.1.log.tgz" in log and "adler32=" in log, log
+        assert f"surl=file://localhost{ddm}/skypanda/" in log, log
+        assert "was not read" not in log, log
 
 
+# Pilot 3.7 races itself after a kill: the thread that got `tobekilled` kills the payload,
+# sleeps 3 s, then orders the log's stage-out again; when that comes before the final update
+# (its data threads poll every 1-2.5 s: on a busy machine, often), the pilot waits for that
+# second stage-out, up to 115 s, before its final update. Hence the long deadline.
+@pytest.mark.timeout(300)
 def test_a_job_killed_in_skypanda_is_killed_by_the_real_panda_pilot_with_1144(
     make_system: Callable[..., LocalSystem], run_pilot: Callable[..., RealPandaPilot]
 ) -> None:
@@ -222,7 +232,10 @@ def test_a_job_killed_in_skypanda_is_killed_by_the_real_panda_pilot_with_1144(
         (job,) = _jobs(api, task["id"])
         return job if job["status"] == "cancelled" and job["error_code"] else None
 
-    job = wait_until(ended, timeout=120, what="the job ended by the PanDA pilot's report")
+    job = wait_until(ended, timeout=200, what="the job ended by the PanDA pilot's report")
     assert job["error_code"] == 1144 and "killed by panda server" in job["error_diag"], job
+    # and its log holds what the payload said before it was killed
+    log = _get(system, f"/v1/jobs/{job['id']}/log")
+    assert log.startswith("skypanda payload says: sleep 600\n"), log
     wait_until(lambda: api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "aborted",
                what="the task aborted")  # fmt: skip

@@ -149,6 +149,8 @@ def test_the_table_keeps_the_sensitive_routes_to_their_roles() -> None:
         "health", "whoami", "pilot_zipapp",
         # the PanDA pilot's protocol (api.panda)
         "panda.get_job", "panda.update_job", "panda.schedconfig", "panda.ddm_endpoints",
+        "panda.pilot_v1.acquire_jobs", "panda.pilot_v1.update_job",
+        "panda.pilot_v1.update_jobs_bulk",
     }  # fmt: skip
     assert all(Role.ADMIN in roles for roles in ROUTE_ROLES.values())
 

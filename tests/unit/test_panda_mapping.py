@@ -48,7 +48,7 @@ def test_a_panda_id_is_the_job_ids_hex_digits_and_decodes_back() -> None:
     )
 
 
-@pytest.mark.parametrize("bad", ["abc", "-5", "1.5", "", str(1 << 96)])
+@pytest.mark.parametrize("bad", ["abc", "-5", "1.5", "", str(1 << 96), "²", "١٢"])
 def test_a_job_id_that_skypanda_did_not_issue_is_refused_naming_job_id(bad: str) -> None:
     with pytest.raises(PandaInputError, match="jobId") as e:
         mapping.job_id_of(bad)

@@ -90,6 +90,24 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "panda.update_job": PILOTS,
         "panda.schedconfig": PILOTS | READERS,
         "panda.ddm_endpoints": PILOTS | READERS,
+        # the newer PanDA pilot API (api.panda.pilot_v1, /api/v1/pilot/...)
+        "panda.pilot_v1.acquire_jobs": PILOTS,
+        "panda.pilot_v1.update_job": PILOTS,
+        "panda.pilot_v1.update_jobs_bulk": PILOTS,
+        # panda-client's routes (api.panda.client): reading as users read, task commands on
+        # one's own tasks (ownership checked by the handlers, as above)
+        "panda_client.is_alive": READERS,
+        "panda_client.submit_task": USERS,
+        "panda_client.task_status": READERS,
+        "panda_client.task_job_ids": READERS,
+        "panda_client.kill_task": USERS,
+        "panda_client.finish_task": USERS,
+        "panda_client.retry_task": USERS,
+        "panda_client.job_descriptions": READERS,
+        "panda_client.job_descriptions_archive": READERS,
+        "panda_client.tasks_since": READERS,
+        "panda_client.validate_cache_file": USERS,
+        "panda_client.upload_cache_file": USERS,
         # the monitor's pages (api.monitor): a session cookie or a bearer token
         "monitor.login": READERS,
         "monitor.logout": READERS,

@@ -106,13 +106,16 @@ def create_app(
     *,
     trusted_proxies: int = 0,
     session_key: bytes | None = None,
+    panda_ddm: str | None = None,
 ) -> Flask:
     """The API. `parts` picks route groups: a Cloud Function can serve users' routes (`user`,
     `monitor`) and another the pilots' (`pilot`), each scaling on its own. `trusted_proxies`:
     how many `X-Forwarded-For` hops name the client (`api.audit`). `session_key`: what the
-    monitor's session cookies are sealed with (`api.monitor.session`)."""
+    monitor's session cookies are sealed with (`api.monitor.session`). `panda_ddm`: the
+    directory PanDA pilots stage their logs out to (`api.panda.routes`)."""
     app = Flask("skypanda", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["PANDA_DDM"] = panda_ddm
     errors.install(app)
     if "user" in parts or "monitor" in parts:  # the parts with acting routes of people
         audit.install(app, svc, trusted_proxies=trusted_proxies)
@@ -191,6 +194,7 @@ def _user_routes(app: Flask, svc: Services) -> None:
     tasks.routes(app, svc)
     webhooks.routes(app, svc)
     watches.routes(app, svc)
+    app.register_blueprint(panda.client_blueprint(svc))  # panda-client's routes (api.panda)
 
 
 def _monitor_routes(app: Flask, svc: Services) -> None:
@@ -290,4 +294,5 @@ def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
 
     pilotzip.routes(app, svc)
     data.routes(app, svc)
-    app.register_blueprint(panda.blueprint(svc))  # the real PanDA pilot's routes (api.panda)
+    # the real PanDA pilot's routes (api.panda), /server/panda and /api/v1/pilot
+    app.register_blueprint(panda.blueprint(svc, app.config.get("PANDA_DDM")))

@@ -39,6 +39,9 @@ ACTIONS = frozenset(
         # the same actions from the web monitor's pages (api.monitor.actions)
         "monitor.kill_task", "monitor.retry_task", "monitor.pause_task", "monitor.resume_task",
         "monitor.set_priority", "monitor.kill_workflow", "monitor.retry_workflow",
+        # and from panda-client (api.panda.client): refusals are HTTP 200 there, as PanDA's
+        "panda_client.submit_task", "panda_client.kill_task", "panda_client.finish_task",
+        "panda_client.retry_task",
     }
 )  # fmt: skip
 """The routes whose calls are written to the trail (the acting ones of people and pipelines;
@@ -113,12 +116,19 @@ def _entry(entry_id: str, now: float, principal: Any, response: Response) -> Aud
         path=clip(request.path),
         target_kind=kind,
         target_id=clip(target),
-        outcome=outcome_of(response.status_code),
-        status=response.status_code,
+        outcome=outcome_of(_status(response)),
+        status=_status(response),
         detail=clip(_detail(response), MAX_DETAIL),
         remote=clip(request.remote_addr or ""),
         agent=clip(request.user_agent.string),
     )
+
+
+def _status(response: Response) -> int:
+    """The call's status: the HTTP one, or the one a route that answers its refusals with 200
+    (PanDA's envelope, `api.panda.client`) says the refusal had (`g.refused_status`)."""
+    refused: int | None = g.get("refused_status")
+    return response.status_code if refused is None else refused
 
 
 def _reply(response: Response) -> dict[str, Any]:
@@ -161,7 +171,7 @@ def _small_body() -> Any:
 def _detail(response: Response) -> str:
     """The refusal's message; for a done call, what was asked."""
     reply = _reply(response)
-    if response.status_code >= 400:
+    if _status(response) >= 400:
         return str(reply.get("message", response.status))
     if request.endpoint in ("create_task", "create_workflow"):
         name = reply.get("name") or (reply.get("spec") or {}).get("name", "")

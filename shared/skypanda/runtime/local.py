@@ -167,6 +167,7 @@ class LocalSystem:
         app = create_app(
             self.svc, self.identity, trusted_proxies=trusted_proxies_from_env(0),
             session_key=derive_key(pilot_key),  # monitor sessions outlive a restart too
+            panda_ddm=str(home / "panda-ddm"),  # PanDA pilots' logs, read back (api.panda)
         )  # fmt: skip
         self.server = ApiServer(app, host=opts.host, port=opts.port, threads=HTTP_THREADS)
         self.launcher: ProcessLauncher | None = None

@@ -11,6 +11,7 @@ and decoding it gives the job id back without a lookup table.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -22,15 +23,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from skypanda.domain.errors import InvalidInput
+from skypanda.domain.errors import Forbidden, InvalidInput, SkypandaError, Unauthorized
 from skypanda.domain.models import Job, JobReport, Queue
 from skypanda.domain.states import JobStatus
 from skypanda.wire.codes import ErrorCode
 
 SC_SUCCESS = 0
 SC_NO_JOBS = 20  # the pilot sleeps and asks again
-SC_FAILED = 30
+SC_FAILED = 30  # panda-server's Protocol.SC_Failed: e.g. updateJob of a job it does not have
 SC_INVALID = 50  # panda-server's Protocol.SC_Invalid: a request it cannot take
+SC_ROLE = 60  # panda-server's Protocol.SC_Role: the caller is not a pilot
+SCOPE = "skypanda"
+"""The Rucio-style scope of the files skypanda names for PanDA pilots (`scopeLog`)."""
 
 LOG_TAIL_CHARS = 64 * 1024
 """The most of a final update's `pilotLog` kept in the job's log (its end)."""
@@ -59,16 +63,17 @@ def panda_id(job_id: str) -> int:
     return int(m.group(1) + m.group(2), 16)
 
 
-def job_id_of(value: str) -> str:
+def job_id_of(value: str, field: str = "jobId") -> str:
     """The skypanda job id of a PandaID as the pilot sends it (`jobId`, a decimal string).
 
     Raises:
-        PandaInputError: not a decimal PandaID that skypanda issued.
+        PandaInputError: not a decimal PandaID that skypanda issued (naming `field`).
     """
     text = value.strip()
-    if not text.isdigit() or len(text) > 30 or int(text) > _MAX_PANDA_ID:
-        raise PandaInputError(f"jobId must be a PandaID skypanda issued, not {value!r}",
-                              field="jobId")  # fmt: skip
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    if not re.fullmatch(r"[0-9]{1,30}", text) or int(text) > _MAX_PANDA_ID:
+        raise PandaInputError(f"{field} must be a PandaID skypanda issued, not {value!r}",
+                              field=field)  # fmt: skip
     digits = f"{int(text):024x}"
     return f"t{digits[:12]}-{digits[12:]}"
 
@@ -81,6 +86,14 @@ def task_number(task_id: str) -> int:
 
 def log_file_name(job: Job) -> str:
     return f"{job.id}.{job.attempt}.log.tgz"
+
+
+def ddm_path(lfn: str) -> str:
+    """Where a PanDA pilot puts file `lfn` of skypanda's scope under its DDM endpoint's path:
+    the Rucio deterministic path (`<scope>/<md5[0:2]>/<md5[2:4]>/<lfn>`, the pilot's
+    `get_path`)."""
+    digest = hashlib.md5(f"{SCOPE}:{lfn}".encode(), usedforsecurity=False).hexdigest()
+    return f"{SCOPE}/{digest[0:2]}/{digest[2:4]}/{lfn}"
 
 
 def endpoint_name(queue: str) -> str:
@@ -125,8 +138,8 @@ def describe_job(job: Job, prod_source_label: str) -> dict[str, Any]:
         "outFiles": log_file,
         "logFile": log_file,
         "logGUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"skypanda:{job.id}:{job.attempt}")),
-        "scopeLog": "skypanda",
-        "scopeOut": "skypanda",
+        "scopeLog": SCOPE,
+        "scopeOut": SCOPE,
         "ddmEndPointOut": endpoint_name(job.queue),
         "destinationSE": endpoint_name(job.queue),
         "coreCount": job.resources.cores,
@@ -163,6 +176,9 @@ def schedconfig(queue: Queue) -> dict[str, Any]:
         "copytools": {"mv": {}},
         "acopytools": {"pl": ["mv"], "pw": ["mv"], "pr": ["mv"]},
         "astorages": {"pl": [endpoint_name(queue.name)], "pw": [endpoint_name(queue.name)]},
+        # `mv` then moves a log to its DDM path (`ddm_path`), where skypanda reads it; without
+        # this the pilot leaves it in its own directory for an ARC CE to upload
+        "catchall": "mv_final_destination",
     }
 
 
@@ -194,13 +210,57 @@ def ddm_endpoints(queues: list[Queue], path: str) -> dict[str, Any]:
     return out
 
 
+# -- the two wire shapes --------------------------------------------------------------------
+
+
+class Fields(dict[str, str]):
+    """A request's fields by their `/server/panda` names, decoded from another wire shape
+    (the snake_case names of `/api/v1/pilot`): `wire` maps each name back to the caller's, so
+    that a refusal names the field as the caller sent it."""
+
+    def __init__(self, values: Mapping[str, str], wire: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.wire = dict(wire)
+
+
+def renamed(body: Mapping[str, Any], names: Mapping[str, str]) -> Fields:
+    """A JSON object of another wire shape as `Fields`: each name through `names`, each value
+    as text (PanDA's forms are text: numbers as digits, objects and lists as JSON, null as
+    nothing).
+
+    Raises:
+        PandaInputError: a name not in `names`, named.
+    """
+    _known(body, frozenset(names))
+    values = {names[k]: as_text(v) for k, v in body.items()}
+    return Fields(values, {form_name: name for name, form_name in names.items()})
+
+
+def as_text(value: Any) -> str:
+    """A JSON value as a form's text."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _wire(form: Mapping[str, str], name: str) -> str:
+    """How the caller named field `name` (see `Fields`)."""
+    return form.wire.get(name, name) if isinstance(form, Fields) else name
+
+
 # -- getJob --------------------------------------------------------------------------------
+
+MAX_JOBS = 100
+"""Jobs one request may take (`nJobs`, `n_jobs`)."""
 
 GET_JOB_FIELDS = frozenset(
     {"siteName", "computingSite", "computingElement", "prodSourceLabel", "diskSpace",
      "workingGroup", "cpu", "mem", "node", "allowOtherCountry", "taskID", "countryGroup",
-     "atlasRelease", "getProxyKey", "resourceType", "jobType", "harvester_id", "worker_id",
-     "schedulerID", "pilotID", "timeout", "readOnly"}
+     "atlasRelease", "AtlasRelease", "getProxyKey", "resourceType", "jobType", "harvester_id",
+     "worker_id", "schedulerID", "pilotID", "timeout", "readOnly", "token", "prodUserID",
+     "nJobs", "background", "viaTopic", "remainingTime", "targetArchitecture"}
 )  # fmt: skip
 
 
@@ -212,6 +272,7 @@ class JobRequest:
     node: str
     prod_source_label: str
     memory_mb: int | None
+    n_jobs: int = 1
 
 
 def job_request(form: Mapping[str, str]) -> JobRequest:
@@ -224,13 +285,19 @@ def job_request(form: Mapping[str, str]) -> JobRequest:
     _known(form, GET_JOB_FIELDS)
     queue = form.get("siteName") or form.get("computingSite") or ""
     if not queue:
-        raise PandaInputError("siteName (or computingSite) is required", field="siteName")
+        site = _wire(form, "siteName")
+        raise PandaInputError(f"{site} is required", field=site)
     mem = _int(form, "mem")
+    n_jobs = _int(form, "nJobs")
+    if n_jobs is not None and not 1 <= n_jobs <= MAX_JOBS:
+        name = _wire(form, "nJobs")
+        raise PandaInputError(f"{name} must be 1 to {MAX_JOBS}, not {n_jobs}", field=name)
     return JobRequest(
         queue=queue,
         node=_text(form, "node", 255) or "unknown",
         prod_source_label=_text(form, "prodSourceLabel", 50) or "managed",
         memory_mb=mem if mem else None,
+        n_jobs=n_jobs or 1,
     )
 
 
@@ -256,20 +323,38 @@ UPDATE_FIELDS = frozenset(
      "totWCHAR", "totRBYTES", "totWBYTES", "rateRCHAR", "rateWCHAR", "rateRBYTES",
      "rateWBYTES", "nEvents", "nInputFiles", "jobMetrics", "jobSubStatus", "corecount",
      "meta_data", "metaData", "outputFiles", "computingElement", "cpu_architecture_level",
-     "startTimeFromPilot"}
+     "startTimeFromPilot", "stdout", "meanCoreCount", "corruptedFiles", "timeout", "token",
+     "workdir", "remainingSpace", "messageLevel", "grid", "sourceSite", "destinationSite"}
 )  # fmt: skip
 """The fields of the real pilots' `updateJob` (others are refused, named)."""
 
 
 @dataclass(frozen=True)
+class StagedFile:
+    """A file a final update says the pilot staged out (its `xml`): the log tarball."""
+
+    lfn: str
+    guid: str = ""
+    fsize: int | None = None
+    adler32: str = ""
+    surl: str = ""
+
+    def describe(self) -> str:
+        parts = {"fsize": self.fsize, "adler32": self.adler32, "guid": self.guid,
+                 "surl": self.surl}  # fmt: skip
+        return " ".join(f"{k}={v}" for k, v in parts.items() if v not in (None, ""))
+
+
+@dataclass(frozen=True)
 class JobUpdate:
     """A PanDA pilot's `updateJob`, decoded: the job, its node, and what to report (None: a
-    heartbeat only), with the final update's log tail."""
+    heartbeat only), with the final update's log tail and the files it staged out."""
 
     job_id: str
     node: str
     report: JobReport | None
     log: str
+    staged: tuple[StagedFile, ...] = ()
 
 
 def job_update(form: Mapping[str, str]) -> JobUpdate:
@@ -284,18 +369,20 @@ def job_update(form: Mapping[str, str]) -> JobUpdate:
             malformed number, naming the field.
     """
     _known(form, UPDATE_FIELDS)
-    job_id = job_id_of(_required(form, "jobId"))
+    job_id = job_id_of(_required(form, "jobId"), _wire(form, "jobId"))
     raw_state = _required(form, "state")
     if raw_state not in STATES:
-        raise PandaInputError(f"state {raw_state!r} is not one skypanda takes "
-                              f"({', '.join(sorted(STATES))})", field="state")  # fmt: skip
+        state = _wire(form, "state")
+        raise PandaInputError(f"{state} {raw_state!r} is not one skypanda takes "
+                              f"({', '.join(sorted(STATES))})", field=state)  # fmt: skip
     status = STATES[raw_state]
     node = _text(form, "node", 255) or "unknown"
     if status is None:
         return JobUpdate(job_id, node, None, "")
     attempt = _int(form, "attemptNr")
     if attempt is None:
-        raise PandaInputError("attemptNr is required with a state change", field="attemptNr")
+        nr = _wire(form, "attemptNr")
+        raise PandaInputError(f"{nr} is required with a state change", field=nr)
     fields: dict[str, Any] = {"job_id": job_id, "attempt": attempt, "status": status}
     if status in (JobStatus.FINISHED, JobStatus.FAILED):
         fields.update(_outcome(form, status))
@@ -305,39 +392,51 @@ def job_update(form: Mapping[str, str]) -> JobUpdate:
         problem = e.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in problem["loc"])
         raise PandaInputError(f"{where}: {problem['msg']}", field=where) from e
-    return JobUpdate(job_id, node, report, _log(form))
+    staged = _files(form)
+    return JobUpdate(job_id, node, report, _log(form, staged), staged)
 
 
-def _log(form: Mapping[str, str]) -> str:
+def _log(form: Mapping[str, str], staged: tuple[StagedFile, ...]) -> str:
     """A final update's log: a line for each file of its `xml` (the log tarball the pilot
     staged out: name, size, checksum, where) and the end of its `pilotLog`, at most
-    LOG_TAIL_CHARS in all.
-
-    Raises:
-        PandaInputError: an `xml` that is not a JSON object of files.
-    """
-    lines = [f"[panda pilot] staged out {lfn}: {meta}" for lfn, meta in _files(form)]
+    LOG_TAIL_CHARS in all."""
+    lines = [f"[panda pilot] staged out {f.lfn}: {f.describe()}" for f in staged]
     head = "".join(line[:1000] + "\n" for line in lines)[: LOG_TAIL_CHARS // 2]
     tail = form.get("pilotLog", "")[-(LOG_TAIL_CHARS - len(head)) :]
     return head + tail
 
 
-def _files(form: Mapping[str, str]) -> list[tuple[str, str]]:
+MAX_STAGED = 100
+"""Files one final update may name (a PanDA job stages out its log and a few outputs)."""
+
+
+def _files(form: Mapping[str, str]) -> tuple[StagedFile, ...]:
+    """The files of a final update's `xml`: `{lfn: {guid, fsize, adler32, surl}}`.
+
+    Raises:
+        PandaInputError: an `xml` that is not a JSON object of files, or too many.
+    """
     raw = form.get("xml", "").strip()
+    name = _wire(form, "xml")
     if raw in ("", "NULL", "None"):
-        return []
+        return ()
     try:
         files: Any = json.loads(raw)
     except (ValueError, RecursionError) as e:
-        raise PandaInputError(f"xml must be a JSON object of files: {e}", field="xml") from e
-    if not isinstance(files, dict):
-        raise PandaInputError("xml must be a JSON object of files", field="xml")
+        raise PandaInputError(f"{name} must be a JSON object of files: {e}", field=name) from e
+    if not isinstance(files, dict) or len(files) > MAX_STAGED:
+        raise PandaInputError(f"{name} must be a JSON object of at most {MAX_STAGED} files",
+                              field=name)  # fmt: skip
     out = []
     for lfn, meta in sorted(files.items()):
         info = meta if isinstance(meta, dict) else {}
-        keys = ("fsize", "adler32", "guid", "surl")
-        out.append((str(lfn), " ".join(f"{k}={info[k]}" for k in keys if k in info)))
-    return out
+        size = str(info.get("fsize", ""))
+        out.append(StagedFile(
+            lfn=str(lfn)[:1000], guid=str(info.get("guid", ""))[:100],
+            fsize=int(size) if size.isdigit() and len(size) < 19 else None,
+            adler32=str(info.get("adler32", ""))[:16], surl=str(info.get("surl", ""))[:2048],
+        ))  # fmt: skip
+    return tuple(out)
 
 
 def _outcome(form: Mapping[str, str], status: JobStatus) -> dict[str, Any]:
@@ -359,15 +458,28 @@ def update_reply(kill: bool) -> dict[str, Any]:
     return {"StatusCode": SC_SUCCESS, "command": "tobekilled" if kill else "NULL"}
 
 
-def error_reply(message: str, field: str | None = None) -> dict[str, Any]:
+def status_code(error: SkypandaError) -> int:
+    """The `StatusCode` panda-server answers for such a refusal: SC_Role for a caller that is
+    not a pilot, SC_Invalid for a request it cannot take, SC_Failed otherwise (as for an
+    update of a job it does not have)."""
+    if isinstance(error, Unauthorized | Forbidden):
+        return SC_ROLE
+    if isinstance(error, InvalidInput):
+        return SC_INVALID
+    return SC_FAILED
+
+
+def error_reply(
+    message: str, field: str | None = None, status_code: int = SC_INVALID
+) -> dict[str, Any]:
     """PanDA's envelope for a refused request."""
-    body: dict[str, Any] = {"StatusCode": SC_INVALID, "errorDialog": message}
+    body: dict[str, Any] = {"StatusCode": status_code, "errorDialog": message}
     if field:
         body["field"] = field
     return body
 
 
-def _known(form: Mapping[str, str], known: frozenset[str]) -> None:
+def _known(form: Mapping[str, Any], known: frozenset[str]) -> None:
     unknown = sorted(set(form) - known)
     if unknown:
         raise PandaInputError(f"unknown PanDA field {unknown[0]!r}"
@@ -378,14 +490,16 @@ def _known(form: Mapping[str, str], known: frozenset[str]) -> None:
 def _required(form: Mapping[str, str], name: str) -> str:
     value = form.get(name, "").strip()
     if not value:
-        raise PandaInputError(f"{name} is required", field=name)
+        wire = _wire(form, name)
+        raise PandaInputError(f"{wire} is required", field=wire)
     return value
 
 
 def _text(form: Mapping[str, str], name: str, limit: int) -> str:
     value = form.get(name, "").strip()
     if len(value) > limit:
-        raise PandaInputError(f"{name} is longer than {limit} characters", field=name)
+        wire = _wire(form, name)
+        raise PandaInputError(f"{wire} is longer than {limit} characters", field=wire)
     return value
 
 
@@ -393,10 +507,11 @@ def _int(form: Mapping[str, str], name: str) -> int | None:
     raw = form.get(name, "").strip()
     if raw in ("", "NULL", "None"):
         return None
+    wire = _wire(form, name)
     try:
         value = int(float(raw)) if "." in raw else int(raw)
     except (ValueError, OverflowError) as e:
-        raise PandaInputError(f"{name} must be a number, not {raw!r}", field=name) from e
+        raise PandaInputError(f"{wire} must be a number, not {raw[:40]!r}", field=wire) from e
     if not -(2**31) <= value <= 2**31 - 1:
-        raise PandaInputError(f"{name} is out of range: {value}", field=name)
+        raise PandaInputError(f"{wire} is out of range: {value}", field=wire)
     return value
