@@ -388,6 +388,33 @@ def test_results_are_per_change_in_order_and_only_winners_emit_events(
     assert store.get_job(c.id) == changes[2].after
 
 
+def test_a_large_batch_with_a_job_twice_is_applied_change_by_change_in_order(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given 300 jobs sent to p1 (more than one statement's worth on SQLite)
+    add_split_task(store, clock, 300)
+    jobs = claim_all(store, clock)
+    first, second = jobs[0], jobs[1]
+
+    # When one batch reports them all running, then the first finished (computed from its
+    # running state, so a second change of the same job), then a stale report of the second
+    running = [report(j, JobStatus.RUNNING, clock) for j in jobs]
+    finished = report(running[0].after, JobStatus.FINISHED, clock)
+    stale = report(second, JobStatus.FINISHED, clock)
+    results = store.apply_job_changes([*running, finished, stale])
+
+    # Then each change is compared with what the changes before it wrote: every job runs, the
+    # first one then finished, the stale report lost; attempts and counts follow
+    assert results == [True] * 300 + [True, False]
+    assert store.get_job(first.id) == finished.after
+    assert store.attempts(first.id) == [finished.attempt]
+    assert store.get_job(second.id) == running[1].after
+    assert store.job_counts("t1") == {JobStatus.RUNNING: 299, JobStatus.FINISHED: 1}
+    assert {(e.status, e.error_code): e.count for e in store.metric_counts().job_ends} == {
+        (JobStatus.FINISHED, None): 1
+    }
+
+
 def test_apply_job_changes_of_nothing_returns_nothing(store: Store) -> None:
     assert store.apply_job_changes([]) == []
 

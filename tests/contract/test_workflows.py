@@ -359,6 +359,35 @@ def test_a_parent_with_many_children_releases_them_all(store: Store, clock: Fake
     assert released == {c.id: ParentsState(pending=False) for c in children}
 
 
+def test_many_parents_released_in_one_call_tell_each_child_its_own_state(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given 601 parents (more than one statement's worth on SQLite), of which 600 ended: the
+    # first 300 failed, the next 300 finished, the last one still waits to run; and one child
+    # per pair of neighbouring parents
+    parents = add_jobs_with_parents(store, clock, "tp", [[]] * 601, max_attempts=1)
+    pairs = [[parents[i].id, parents[i + 1].id] for i in range(0, 600, 2)]
+    children = add_jobs_with_parents(store, clock, "tc", pairs)
+    claimed = {j.id: j for j in claim_all(store, clock)}
+    ends = [JobStatus.FAILED] * 300 + [JobStatus.FINISHED] * 300
+    changes = [flagged(claimed[p.id], s, clock) for p, s in zip(parents, ends, strict=False)]
+    assert all(store.apply_job_changes(changes))
+    [last] = add_jobs_with_parents(store, clock, "tl", [[parents[600].id]])
+
+    # When all of them are released in one call, the unended last one too
+    released = store.release_children(ids(parents))
+
+    # Then each child of an ended pair is told: those of the failed ones the two that
+    # failed, those of the finished ones nothing; the child of the parent that did not end is
+    # not told
+    assert set(released) == set(ids(children))
+    for i, child in enumerate(children):
+        failed = set(pairs[i]) if i < 150 else set()
+        assert set(released[child.id].failed_parents) == failed
+        assert released[child.id].pending is False
+    assert last.id not in released
+
+
 def test_parents_released_at_once_release_their_child_at_least_once(
     store: Store, clock: FakeClock
 ) -> None:

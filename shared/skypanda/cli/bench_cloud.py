@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,30 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
             click.echo(f"{key:<34} {value}")
 
 
-def run_cost(jobs: int, pilots: int, home: Path) -> dict[str, Any]:
+def _submit(svc: Any, shape: str, jobs: int) -> Callable[[Any], Any]:
+    """Submit the bench's work: a bag (one task of `jobs` jobs) or a chain (one graph task,
+    each job after the one before). Returns what to watch: a task's or a workflow's getter."""
+    if shape == "bag":
+        spec = TaskSpec(name="cost", command=["true"], n_jobs=jobs, queue="bench", max_attempts=1)
+        task = submit(svc, spec, owner="bench")
+        return lambda store: store.get_task(task.id, counts=False).status
+    from skypanda.domain.workflow import WorkflowSpec
+    from skypanda.handlers import workflow
+
+    link = {"name": "link", "command": ["true"], "graph": True, "queue": "bench",
+            "max_attempts": 1}  # fmt: skip
+    wf_spec = WorkflowSpec.model_validate({"name": "cost", "graph": "g", "tasks": [link]})
+    nodes = (
+        {"id": f"j{k}", "task": "link", "inputs": [f"i{k}"], "parents": [f"j{k - 1}"] if k else []}
+        for k in range(jobs)
+    )
+    lines = ((json.dumps(n) + "\n").encode() for n in nodes)
+    wf = workflow.submit_workflow(svc, wf_spec, "bench", lines)
+    return lambda store: store.get_workflow(wf.id).status
+
+
+def run_cost(jobs: int, pilots: int, home: Path, shape: str = "bag") -> dict[str, Any]:
+    from skypanda.domain.states import WORKFLOW_FINAL
     from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions
 
     # Local pilots, at the cadence (heartbeats, output) of a queue on Cloud Run or GKE
@@ -112,26 +136,31 @@ def run_cost(jobs: int, pilots: int, home: Path) -> dict[str, Any]:
         cloud.meter.reset()
         cloudfn.invocations.clear()
         published0, ticks0 = cloud.bus.published, cloud.ticks
+        bell0 = cloud.doorbell.reads
         ttl0 = _ttl_documents(client, prefix)
         start = time.perf_counter()
-        spec = TaskSpec(name="cost", command=["true"], n_jobs=jobs, queue="bench", max_attempts=1)
-        task = submit(cloud.svc, spec, owner="bench")
-        ended = {TaskStatus.DONE, TaskStatus.FAILED}
-        done = lambda: watcher.get_task(task.id, counts=False).status in ended  # noqa: E731
-        wait_for_condition(done, 3600, "the task")
+        ended = {TaskStatus.DONE, TaskStatus.FAILED, *WORKFLOW_FINAL}
+        status_of = _submit(cloud.svc, shape, jobs)
+        done = lambda: status_of(watcher) in ended  # noqa: E731
+        wait_for_condition(done, 3600, f"the {shape}")
         seconds = time.perf_counter() - start
         # Events still on their way (job ends after the rollup) are billed too: let them land.
         time.sleep(1.0)
         assert cloud.bridge is not None
         cloud.bridge.drain()
         ops = cloud.meter.snapshot()
-        breakdown = dict(sorted(cloud.meter.by_operation.items()))
+        breakdown = dict(cloud.meter.by_operation)
+        # The long-polls' listeners are billed reads too (the meter sees requests, not streams)
+        bell_reads = cloud.doorbell.reads - bell0
+        ops["reads"] += bell_reads
+        breakdown["doorbell_listeners.reads"] = bell_reads
+        breakdown = dict(sorted(breakdown.items()))
         calls = dict(cloudfn.invocations)
         published = cloud.bus.published - published0 + cloud.ticks - ticks0
-        status = str(store.get_task(task.id).status)
+        status = str(status_of(store))
         ttl_deletes = _ttl_documents(client, prefix) - ttl0
         watcher.close()
-    report = _cost_report(jobs, pilots, seconds, status, ops, calls, published)
+    report = {"shape": shape, **_cost_report(jobs, pilots, seconds, status, ops, calls, published)}
     report["firestore_ops_by_operation_per_job"] = {
         k: round(v / jobs, 3) for k, v in breakdown.items()
     }
@@ -178,12 +207,21 @@ def _cost_report(
 @click.command()
 @click.option("--jobs", default=1000, show_default=True, help="Trivial jobs in one task.")
 @click.option("--pilots", default=2, show_default=True, help="Local pilots.")
+@click.option(
+    "--shape",
+    type=click.Choice(["bag", "chain"]),
+    default="bag",
+    show_default=True,
+    help="bag: one task of independent jobs; chain: each job after the one before (a graph "
+    "task of a workflow), the critical path of a DAG.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def cost(jobs: int, pilots: int, as_json: bool) -> None:
+def cost(jobs: int, pilots: int, shape: str, as_json: bool) -> None:
     """Billed operations per job on the emulators: Firestore reads/writes/deletes (counted at
-    the client), function invocations, Pub/Sub publishes; and the list-price cost of 1M jobs."""
+    the client, and the long-polls' listeners), function invocations, Pub/Sub publishes; and
+    the list-price cost of 1M jobs."""
     with tempfile.TemporaryDirectory(prefix="skypanda-bench-") as tmp:
-        _emit(run_cost(jobs, pilots, Path(tmp)), as_json)
+        _emit(run_cost(jobs, pilots, Path(tmp), shape), as_json)
 
 
 def _claimer(store: Any, pilot: str, taken: list[str], errors: list[str]) -> None:

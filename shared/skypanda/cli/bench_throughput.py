@@ -19,7 +19,9 @@ Every run measures, in the same process and one after the other on the same mach
   (taken by a pilot) minus the latest `ended_at` of its parents (the server received the final
   report). `link_ms` (chain): wall time per job of the chain, every part of a link included;
 - CPU per job, which a busy machine disturbs less than wall time: `server_cpu_ms_per_job`
-  (this process, which is the server, during the shape's run), `pilots_cpu_ms_per_job` (the
+  (this process, which is the server, during the shape's run, less what the benchmark's own
+  thread spent polling for the end: on a busy machine a slow run polls more, and each poll
+  reads the workflow), `pilots_cpu_ms_per_job` (the
   pilots and their payloads, over their whole life) and `floor_cpu_ms_per_spawn` (one run of
   the floor's loop, parent and child).
 """
@@ -33,7 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,25 +146,32 @@ def _all_jobs(system: LocalSystem, task_ids: list[str]) -> Iterator[Job]:
         yield from system.store.list_jobs(task_id, limit=1_000_000)
 
 
-def _run_shape(system: LocalSystem, shape: str, jobs: int) -> tuple[float, str, list[Job]]:
-    """Submit the shape, wait for its end: (seconds, final status, its jobs)."""
+def _polled(predicate: Callable[[], bool], what: str) -> float:
+    """Wait for `predicate`; the CPU seconds this thread spent polling."""
+    cpu = time.thread_time()
+    wait_for_condition(predicate, 3600, what)
+    return time.thread_time() - cpu
+
+
+def _run_shape(system: LocalSystem, shape: str, jobs: int) -> tuple[float, float, str, list[Job]]:
+    """Submit the shape, wait for its end: (seconds, CPU seconds spent polling for the end,
+    final status, its jobs)."""
     store = system.store
     if shape == "bag":
         spec = TaskSpec(name="bag", command=["true"], n_jobs=jobs, queue="bench", max_attempts=1)
         start = time.perf_counter()
         task = submit(system.svc, spec, owner="bench")
-        wait_for_condition(lambda: store.get_task(task.id).status in TASK_ENDS, 3600, "the bag")
+        polled = _polled(lambda: store.get_task(task.id).status in TASK_ENDS, "the bag")
         seconds = time.perf_counter() - start
-        return seconds, str(store.get_task(task.id).status), list(_all_jobs(system, [task.id]))
+        status = str(store.get_task(task.id).status)
+        return seconds, polled, status, list(_all_jobs(system, [task.id]))
     wf_spec, lines = _graph(shape, jobs)
     start = time.perf_counter()
     wf = workflow.submit_workflow(system.svc, wf_spec, "bench", iter(lines))
-    wait_for_condition(
-        lambda: store.get_workflow(wf.id).status in WORKFLOW_FINAL, 3600, f"the {shape}"
-    )
+    polled = _polled(lambda: store.get_workflow(wf.id).status in WORKFLOW_FINAL, f"the {shape}")
     seconds = time.perf_counter() - start
     ids = [t.id for t in store.workflow_tasks(wf.id)]
-    return seconds, str(store.get_workflow(wf.id).status), list(_all_jobs(system, ids))
+    return seconds, polled, str(store.get_workflow(wf.id).status), list(_all_jobs(system, ids))
 
 
 def run_throughput(
@@ -185,8 +194,8 @@ def run_throughput(
         wait_for_condition(registered, 60, f"{pilots} pilots to register")
         warm = _warm_latencies(system, tries)
         server_cpu = _cpu_s(resource.RUSAGE_SELF)
-        seconds, status, done = _run_shape(system, shape, jobs)
-        server_cpu = _cpu_s(resource.RUSAGE_SELF) - server_cpu
+        seconds, polled, status, done = _run_shape(system, shape, jobs)
+        server_cpu = _cpu_s(resource.RUSAGE_SELF) - server_cpu - polled
     children_cpu = _cpu_s(resource.RUSAGE_CHILDREN) - children_cpu  # pilots and payloads
     deps = dependency_latencies(done)
     jobs_per_s = len(done) / seconds

@@ -280,27 +280,32 @@ def update(
     """Apply a pilot's bulk report. Each report is accepted or refused with a reason; a refused
     one means the pilot no longer holds that attempt and must stop it.
 
-    The critical path in one round trip: where the store commits a scope together
-    (`JobStore.atomic`), the children of the jobs this report ended are released in the
-    report's own commit (not on the router's later delivery of job.ended, which then finds
-    them released: compare-and-set), and `acquire_n` > 0 claims the pilot's next jobs in it
-    too, children included: the reply carries them (`Reply.jobs`; none for a draining or
-    ended pilot). The job.ended events are in the outbox all the same, for the rollup, the
-    other handlers and recovery."""
+    The critical path in one round trip: the children of the jobs this report ended are
+    released in the report's request, in its own commit where the store commits a scope
+    together (`JobStore.atomic`), else right after it (Firestore), not on the later delivery
+    of job.ended, which then finds them released (compare-and-set); and `acquire_n` > 0
+    claims the pilot's next jobs, children included: the reply carries them (`Reply.jobs`;
+    none for a draining or ended pilot). The job.ended events are in the outbox all the same,
+    for the rollup, the other handlers and recovery (a release that failed here, or a crash
+    between the report's commit and the release, is left to their delivery)."""
     results = {r.job_id: _result(r.job_id, True) for r in reports}
     pending = list(reports)
     logs = dict(logs)
     won: list[JobChange] = []
-    with svc.jobs.atomic() as together:
+    with svc.jobs.atomic():
         for _ in range(2):  # a change that lost to a concurrent write is recomputed once
             pending = _apply_reports(svc, pilot_id, pending, results, logs, won)
             if not pending:
                 break
         ends = (e for c in won for e in c.events if e.type is EventType.JOB_ENDED)
         ended = [JobEnded.model_validate(e.data) for e in ends]
-        if together and ended:
-            _release_now(svc, ended)
+        released = _release_now(svc, ended) if ended else None
         jobs = _acquire_quietly(svc, pilot_id, acquire_n) if acquire_n > 0 else []
+        if released:  # the scaler hears of the released children this pilot did not take
+            taken = {j.id for j in jobs}
+            release.announce(svc, [c for c in released if c.id not in taken])
+    if released is not None:  # committed: the router's delivery of these job.ended skips them
+        svc.memory.released.update(((e.job_id, e.attempt), True) for e in ended)
     # After the commit: it may start a task-wide bulk, which takes a lock of its own
     _raise_task_memory(svc, won)
     for report in pending:
@@ -309,15 +314,18 @@ def update(
     return list(results.values()), Reply(reply.commands, reply.drain, jobs)
 
 
-def _release_now(svc: Services, ended: list[JobEnded]) -> None:
-    """Release the children of the reported ends in the report's commit. A failure is left
-    to the job.ended events (their delivery releases them, and retries): it costs the
-    children some latency, never the report (its writes stand; the release's own writes
-    that failed were savepoints, undone)."""
+def _release_now(svc: Services, ended: list[JobEnded]) -> list[Job] | None:
+    """Release the children of the reported ends in the report's commit (or right after it,
+    where the store commits each write on its own). A failure is left to the job.ended events
+    (their delivery releases them, and retries): it costs the children some latency, never
+    the report (its writes stand; the release's own writes that failed were savepoints,
+    undone, or compare-and-sets that the delivery's release completes). Returns the
+    children activated (not yet announced: `release.announce`), None if it failed."""
     try:
-        release.release_children_of(svc, ended)
+        return release.release_children_of(svc, ended, nudge=False)
     except SkypandaError as e:
         log.warning("children of %d reported jobs left to their events: %s", len(ended), e)
+        return None
 
 
 def _acquire_quietly(svc: Services, pilot_id: str, n: int) -> list[Job]:

@@ -43,7 +43,10 @@ def handle_batch(svc: Services, ended: Sequence[JobEnded]) -> None:
 
 
 def release(svc: Services, ended: Sequence[JobEnded]) -> None:
-    release_children_of(svc, ended)
+    done = svc.memory.released  # released in their report's request (in this process)
+    todo = [e for e in ended if (e.job_id, e.attempt) not in done]
+    if todo:
+        release_children_of(svc, todo)
     told = {t for t in dict.fromkeys(e.task_id for e in ended) if notify.job_end_notified(svc, t)}
     if told:  # before the rollup: the task's end is then told after its last job's
         notify.job_ends(svc, [e for e in ended if e.task_id in told])
@@ -51,11 +54,15 @@ def release(svc: Services, ended: Sequence[JobEnded]) -> None:
         workflow.roll_up_and_advance(svc, task_id)
 
 
-def release_children_of(svc: Services, ended: Sequence[JobEnded]) -> int:
+def release_children_of(
+    svc: Services, ended: Sequence[JobEnded], *, nudge: bool = True
+) -> list[Job]:
     """The children step of `release` alone: dispatch runs it in the commit of the report
     that ended the jobs (`dispatch.update`), so a child is ready in the reply to that report;
-    the job.ended event's delivery then finds it released already (compare-and-set)."""
-    return release_children(svc, [e.job_id for e in ended if _may_have_children(svc, e.task_id)])
+    the job.ended event's delivery then finds it released already (compare-and-set).
+    Returns the children it activated (`nudge`: see `release_children`)."""
+    parents = [e.job_id for e in ended if _may_have_children(svc, e.task_id)]
+    return release_children(svc, parents, nudge=nudge)
 
 
 def _may_have_children(svc: Services, task_id: str) -> bool:
@@ -73,13 +80,15 @@ def _may_have_children(svc: Services, task_id: str) -> bool:
 # -- children -----------------------------------------------------------------------------------
 
 
-def release_children(svc: Services, parent_ids: Sequence[str]) -> int:
+def release_children(svc: Services, parent_ids: Sequence[str], *, nudge: bool = True) -> list[Job]:
     """Activate (or cancel) the children of ended jobs whose parents have all ended.
-    Returns how many children changed."""
+    Returns the children it activated, announced to the scaler (`nudge`) or, with
+    nudge=False, left to the caller to announce (`announce`): dispatch announces only those
+    that its pilot's acquire, in the same commit, did not take."""
     states = svc.workflows.release_children(parent_ids)
     ready = [c for c, st in states.items() if not st.pending]
     if not ready:
-        return 0
+        return []
     now = svc.clock.now()
     changes: list[JobChange] = []
     for job in svc.jobs.get_jobs(ready).values():
@@ -91,15 +100,21 @@ def release_children(svc: Services, parent_ids: Sequence[str]) -> int:
             if change is not None:
                 changes.append(change)
     won = [c for c, ok in zip(changes, svc.jobs.apply_job_changes(changes), strict=True) if ok]
+    activated = [c.after for c in won if c.after.status is JobStatus.ACTIVATED]
+    if nudge:
+        announce(svc, activated)
+    return activated
+
+
+def announce(svc: Services, activated: Sequence[Job]) -> None:
+    """Tell the scaler of released jobs waiting: one jobs.activated event per queue."""
     queues: dict[str, list[str]] = {}
-    for c in won:
-        if c.after.status is JobStatus.ACTIVATED:
-            queues.setdefault(c.after.queue, []).append(c.after.id)
+    for job in activated:
+        queues.setdefault(job.queue, []).append(job.id)
     if queues:
         svc.outbox.add_events(
             [ev.jobs_activated(q, len(ids), key=f"release:{ids[0]}") for q, ids in queues.items()]
         )
-    return len(won)
 
 
 def _release(svc: Services, job: Job, parents: ParentsState, now: float) -> JobChange | None:

@@ -32,6 +32,14 @@ def handle(svc: Services, nudge: QueueNudge | Tick | None = None) -> int:
     if svc.launcher is None:
         return 0
     only = nudge.queue if isinstance(nudge, QueueNudge) else None
+    waiting: int | None = None
+    if isinstance(nudge, QueueNudge) and only is not None and nudge.count > 0:
+        # Work announced on one queue and taken already (a child claimed in the very commit
+        # that released it: dispatch.update) needs no pilot: one count instead of a pass.
+        # Whatever else the queue needs (its minimum, dead pilots) the tick sees to.
+        waiting = svc.jobs.count_activated(only)
+        if not waiting:
+            return 0
     queues = svc.fleet.list_queues()
     prepare = getattr(svc.launcher, "prepare", None)  # see the pilots of an earlier instance
     if prepare is not None:
@@ -41,7 +49,7 @@ def handle(svc: Services, nudge: QueueNudge | Tick | None = None) -> int:
     for queue in queues:
         if queue.online and (only is None or queue.name == only):
             try:
-                launched += scale_queue(svc, queue)
+                launched += scale_queue(svc, queue, waiting)
             except SkypandaError as e:  # this queue's launcher failed; the others go on
                 log.warning("queue %s: cannot launch pilots: %s", queue.name, e.message)
                 _note(svc, queue.name, f"cannot launch pilots: {e.message}", svc.clock.now())
@@ -111,8 +119,9 @@ PUSH_LOOKAHEAD = 1000
 """Push mode: how many activated jobs (in dispatch order) one decision looks at."""
 
 
-def scale_queue(svc: Services, queue: Queue) -> int:
-    """Decide (domain.scaling) and launch; record the decision and why. Returns launches."""
+def scale_queue(svc: Services, queue: Queue, activated: int | None = None) -> int:
+    """Decide (domain.scaling) and launch; record the decision and why. Returns launches.
+    `activated`: the queue's activated jobs, when the caller counted them just now."""
     assert svc.launcher is not None
     now = svc.clock.now()
     live = svc.fleet.list_pilots(queue=queue.name, live=True)
@@ -133,9 +142,11 @@ def scale_queue(svc: Services, queue: Queue) -> int:
         for job_id in decision.push:
             _launch(svc, queue, jobs[job_id])
     else:
+        if activated is None:
+            activated = svc.jobs.count_activated(queue.name)
         state = scaling.QueueState(
-            activated=svc.jobs.count_activated(queue.name), submitted=submitted,
-            running=len(live) - submitted, recent_failures=failures, paused_failures=paused,
+            activated=activated, submitted=submitted, running=len(live) - submitted,
+            recent_failures=failures, paused_failures=paused,
         )  # fmt: skip
         decision = scaling.decide_pull(limits, state)
         for _ in range(decision.launch):

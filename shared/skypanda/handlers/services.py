@@ -60,6 +60,10 @@ class Memory:
         self.paused: TTLCache[str, bool] = TTLCache(max_entries, PAUSE_TTL_S, timer=clock.now)
         self.loads: TTLCache[str, Any] = TTLCache(1000, LOADS_TTL_S, timer=clock.now)
         self.noted: LRUCache[str, str] = LRUCache(1000)
+        # Ends (job id, attempt) whose children the report's own request released and
+        # committed (dispatch.update): the delivery of their job.ended event here skips the
+        # children step, which would only find them released. A fact once committed.
+        self.released: LRUCache[tuple[str, int], bool] = LRUCache(max_entries)
         # Pages of task-wide actions done here, with how many jobs each changed: an action's
         # request and the outbox's delivery of its event may run the same page at once (the
         # embedded store applies a whole task as one page); the second waits, then reports

@@ -67,7 +67,7 @@ from skypanda.pilot.logcap import cap_bytes
 from skypanda.pilot.outcomes import code_name, failed
 from skypanda.pilot.pacing import acquire_size
 from skypanda.pilot.reporting import Heartbeat, Reporter, job_report
-from skypanda.pilot.runner import KILL_GRACE_S, PayloadResult
+from skypanda.pilot.runner import KILL_GRACE_S, PayloadResult, pilot_env
 from skypanda.pilot.sandbox import make_base
 from skypanda.pilot.stopping import END_RESERVE_S, StopBudget
 from skypanda.pilot.work import JobWork
@@ -115,6 +115,7 @@ class _Pilot(JobWork):
         self.cores = Cores(max(cfg.cores, self.slots))
         self.pilot_id = cfg.pilot_id or ""
         self.queue_cfg: dict[str, Any] = {}
+        self.base_env = pilot_env()
         self.base: Path | None = None
         self.owns_base = False
         # Written by signal handlers and other threads; read by polling (no locks in handlers).
@@ -398,8 +399,8 @@ class _Pilot(JobWork):
                 continue
             self._dispatch(held)
             taken += 1
-        if taken:
-            log.info("acquired %d job(s)%s", taken, how)
+        if taken:  # a report's reply carries a job per link of a chain: not worth a line each
+            log.log(logging.DEBUG if how else logging.INFO, "acquired %d job(s)%s", taken, how)
         return taken
 
     def _acquire(self, n: int, job_id: str | None = None, *, wait_s: float = 0.0) -> int:

@@ -19,12 +19,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 from skypanda.pilot.outage import RETRY_MAX_S, Outage
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 """Statuses a proxy or load balancer returns while the server restarts or scales: worth a retry."""
+
+
+class _Call(NamedTuple):
+    """One request, as `ApiClient.call` built it."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    data: bytes | None
 
 
 class ApiError(Exception):
@@ -185,7 +194,7 @@ class ApiClient:
         params: dict[str, Any] | None,
         raw: bytes | None,
         content_type: str | None,
-    ) -> urllib.request.Request:
+    ) -> _Call:
         url = self.server + "/" + path.lstrip("/")
         query = {k: v for k, v in (params or {}).items() if v is not None}
         if query:
@@ -200,11 +209,14 @@ class ApiClient:
         elif body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        return urllib.request.Request(url, data=data, headers=headers, method=method.upper())
+        return _Call(method.upper(), url, headers, data)
 
-    def _send(self, request: urllib.request.Request) -> Any:
+    def _send(self, call: _Call) -> Any:
         if self._kept is not None:
-            return self._kept.send(request, self.timeout)
+            return self._kept.send(call, self.timeout)
+        request = urllib.request.Request(
+            call.url, data=call.data, headers=call.headers, method=call.method
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return _decode(
@@ -214,7 +226,7 @@ class ApiClient:
             raise _http_error(e) from e
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", None) or e
-            raise ApiError(0, f"cannot reach {request.full_url}: {reason}") from e
+            raise ApiError(0, f"cannot reach {call.url}: {reason}") from e
 
 
 def _decode(status: int, content_type: str | None, data: bytes) -> Any:
@@ -265,69 +277,154 @@ def _bypass(parts: urllib.parse.SplitResult) -> bool:
 class _Kept:
     """One HTTP/1.1 connection per thread to one server, reused call after call.
 
+    The request and its answer are written and read here, on the connection's socket
+    (`http.client` only connects it, TLS included): `http.client` parses every answer's
+    headers with the `email` package, which cost a pilot more than starting a short payload.
+    Answers are read by Content-Length, chunked, or to the connection's close.
+
     A connection the server closed while it was idle fails on its next use before the server
     read anything; that call is sent again at once on a new connection (once). Every other
     failure is the caller's (ApiClient.call retries what is worth retrying)."""
 
     def __init__(self, parts: urllib.parse.SplitResult) -> None:
         self._parts = parts
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._host = parts.netloc.rpartition("@")[2].encode("idna")
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: set[http.client.HTTPConnection] = set()
+        self._all: dict[http.client.HTTPConnection, BinaryIO] = {}  # every thread's
 
-    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, BinaryIO, bool]:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
-            return conn, True
+        if conn is not None and conn.sock is not None:
+            conn.sock.settimeout(timeout)
+            return conn, self._local.reader, True
         kind = (
             http.client.HTTPSConnection
             if self._parts.scheme == "https"
             else http.client.HTTPConnection
         )
         conn = kind(self._parts.hostname or "", self._parts.port, timeout=timeout)
-        self._local.conn = conn
+        try:
+            conn.connect()
+        except OSError:
+            conn.close()
+            raise
+        assert conn.sock is not None
+        self._local.conn, self._local.reader = conn, conn.sock.makefile("rb")
         with self._lock:
-            self._all.add(conn)
-        return conn, False
+            self._all[conn] = self._local.reader
+        return conn, self._local.reader, False
 
     def _drop(self) -> None:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is not None:
+            self._local.reader.close()
             conn.close()
             with self._lock:
-                self._all.discard(conn)
+                self._all.pop(conn, None)
         self._local.conn = None
 
-    def send(self, request: urllib.request.Request, timeout: float) -> Any:
-        url = urllib.parse.urlsplit(request.full_url)
-        target = url.path + (f"?{url.query}" if url.query else "")
-        headers = dict(request.header_items())
+    def _head(self, call: _Call) -> bytes:
+        target = call.url[len(self._origin) :] or "/"
+        lines = [f"{call.method} {target} HTTP/1.1".encode(), b"Host: " + self._host]
+        lines += [f"{k}: {v}".encode("latin-1") for k, v in call.headers.items()]
+        if call.data is not None or call.method in ("POST", "PUT", "PATCH"):
+            lines.append(b"Content-Length: %d" % len(call.data or b""))
+        return b"\r\n".join([*lines, b"", b""])
+
+    def send(self, call: _Call, timeout: float) -> Any:
+        request = self._head(call) + (call.data or b"")
         while True:
-            conn, reused = self._connection(timeout)
             try:
-                conn.request(request.get_method(), target, body=request.data, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
+                conn, reader, reused = self._connection(timeout)
+                assert conn.sock is not None
+                conn.sock.sendall(request)
+                status, reason, headers, data, close = _read_response(reader, call.method)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 self._drop()
                 if reused:
                     continue  # the server closed it while idle: on a new connection, once
-                raise ApiError(0, f"cannot reach {request.full_url}: {e}") from e
-            except (OSError, http.client.HTTPException) as e:
+                raise ApiError(0, f"cannot reach {call.url}: {e}") from e
+            except (OSError, http.client.HTTPException, ValueError) as e:
                 self._drop()
-                raise ApiError(0, f"cannot reach {request.full_url}: {e}") from e
-            if response.will_close:
+                raise ApiError(0, f"cannot reach {call.url}: {e}") from e
+            if close:
                 self._drop()
             break
-        content_type = response.getheader("Content-Type")
-        if response.status >= 400:
-            raise _error_from(response.status, response.reason, data)
-        return _decode(response.status, content_type, data)
+        if status >= 400:
+            raise _error_from(status, reason, data)
+        return _decode(status, headers.get("content-type"), data)
 
     def close(self) -> None:
         with self._lock:
-            conns, self._all = self._all, set()
-        for conn in conns:
+            conns, self._all = self._all, {}
+        for conn, reader in conns.items():
+            reader.close()  # the socket closes with the last of the two
             conn.close()
+
+
+MAX_LINE = 65536
+MAX_HEADERS = 100
+
+
+def _read_response(reader: BinaryIO, method: str) -> tuple[int, str, dict[str, str], bytes, bool]:
+    """Read one answer: (status, reason, headers by lower-case name, body, whether the
+    connection is to be closed after it). Interim (1xx) answers are skipped.
+
+    Raises:
+        http.client.RemoteDisconnected: the connection closed before an answer began.
+        http.client.HTTPException, ValueError: not an HTTP/1.x answer, or cut short.
+    """
+    while True:
+        line = reader.readline(MAX_LINE + 1)
+        if not line:
+            raise http.client.RemoteDisconnected("the server closed the connection unanswered")
+        version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+            raise http.client.BadStatusLine(line.decode("latin-1")[:100])
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS + 1):
+            field = reader.readline(MAX_LINE + 1)
+            if field in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = field.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        else:
+            raise http.client.HTTPException(f"more than {MAX_HEADERS} headers")
+        if not 100 <= int(code) < 200:
+            break
+    status = int(code)
+    connection = headers.get("connection", "").lower()
+    close = connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive")
+    if method == "HEAD" or status in (204, 304):
+        return status, reason, headers, b"", close
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return status, reason, headers, _read_chunked(reader), close
+    length = headers.get("content-length")
+    if length is None:  # to the end of the connection
+        return status, reason, headers, reader.read(), True
+    want = int(length)
+    data = reader.read(want)
+    if len(data) < want:
+        raise http.client.IncompleteRead(data, want - len(data))
+    return status, reason, headers, data, close
+
+
+def _read_chunked(reader: BinaryIO) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size_line = reader.readline(MAX_LINE + 1)
+        if not size_line:
+            raise http.client.IncompleteRead(b"".join(parts))
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while reader.readline(MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        chunk = reader.read(size)
+        if len(chunk) < size:
+            raise http.client.IncompleteRead(chunk)
+        parts.append(chunk)
+        reader.readline(MAX_LINE + 1)  # the CRLF after the chunk

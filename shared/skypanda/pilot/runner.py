@@ -46,7 +46,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ def run_payload(
     looping_timeout_s: float | None = None,
     sample_s: float = SAMPLE_S,
     user: PayloadUser | None = None,
+    base_env: Mapping[str, str] | None = None,
 ) -> PayloadResult:
     """Run a job's command to its end, or until a limit of it or `should_stop` ends it.
 
@@ -140,6 +141,8 @@ def run_payload(
             output and no file change in its workdir; None (or 0): never.
         sample_s: how often the payload's memory (and its looping) is checked.
         user: run the payload as this user (see `sandbox`); None: as the pilot's user.
+        base_env: the pilot's own environment as `pilot_env` gives it, read once by a pilot
+            that runs many payloads (None: read now).
 
     Returns:
         The result, with the flags the payload wrote (also when it failed or was killed).
@@ -147,8 +150,9 @@ def run_payload(
     """
     started_at = time.time()
     argv = [str(word) for word in job.get("command") or []]
+    flags = flags_path(workdir)
     try:
-        proc = _start(argv, job, workdir, user)
+        proc = _start(argv, job, workdir, user, flags, base_env)
     except (OSError, ValueError) as e:
         diag = f"cannot start {argv[0] if argv else '(empty command)'!r}: {e}"
         return PayloadResult(
@@ -177,17 +181,22 @@ def run_payload(
         pump.deliver(f"[skypanda-pilot] killed: {killed[1]}\n".encode())
     elif leftovers:
         pump.deliver(b"[skypanda-pilot] killed processes the payload left running\n")
-    flags, notes = read_flags(flags_path(workdir), owner=None if user is None else user.uid)
+    flags_read, notes = read_flags(flags, owner=None if user is None else user.uid)
     for note in notes:
         pump.deliver(f"[skypanda-pilot] flags: {note}\n".encode())
     result = _result(proc.returncode, killed, started_at)
-    result.flags = flags
+    result.flags = flags_read
     result.max_rss_mb = watch.peak_mb
     return result
 
 
 def _start(
-    argv: list[str], job: dict[str, Any], workdir: Path, user: PayloadUser | None
+    argv: list[str],
+    job: dict[str, Any],
+    workdir: Path,
+    user: PayloadUser | None,
+    flags: Path,
+    base_env: Mapping[str, str] | None,
 ) -> subprocess.Popen[bytes]:
     """Start the payload in its own session, output merged into one pipe; as `user` if given.
 
@@ -199,7 +208,6 @@ def _start(
         raise ValueError("the job has an empty command")
     workdir.mkdir(parents=True, exist_ok=True)
     # Empty, also if an earlier run left one; a new file, never through a link left there.
-    flags = flags_path(workdir)
     flags.unlink(missing_ok=True)
     os.close(os.open(flags, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
     if user is not None:
@@ -207,7 +215,7 @@ def _start(
     return subprocess.Popen(
         argv,
         cwd=str(workdir),
-        env=payload_env(job, workdir, user),
+        env=payload_env(job, workdir, user, base=base_env, flags=flags),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -221,24 +229,36 @@ def _start(
 PILOT_SECRETS = frozenset({"SKYPANDA_TOKEN", "SKYPANDA_GCS_TOKEN"})
 
 
-def payload_env(
-    job: dict[str, Any], workdir: Path, user: PayloadUser | None = None
-) -> dict[str, str]:
-    """The payload's environment: the pilot's own, the job's, then skypanda's variables.
+def pilot_env() -> dict[str, str]:
+    """The pilot's own environment without its credentials (PILOT_SECRETS: its API token, its
+    Cloud Storage token): a payload must not act as the pilot. A pilot reads it once, not per
+    payload (copying os.environ item by item costs more than starting a short payload)."""
+    return {k: v for k, v in os.environ.items() if k not in PILOT_SECRETS}
 
-    The pilot's credentials (PILOT_SECRETS: its API token, its Cloud Storage token) are left
-    out: a payload must not act as the pilot. A job that needs a token of its own sets it in
-    its env. For a payload run as `user`, HOME is its workdir (the pilot's HOME is not its
-    to write) and USER and LOGNAME its name, unless the job's env sets them.
+
+def payload_env(
+    job: dict[str, Any],
+    workdir: Path,
+    user: PayloadUser | None = None,
+    *,
+    base: Mapping[str, str] | None = None,
+    flags: Path | None = None,
+) -> dict[str, str]:
+    """The payload's environment: the pilot's own (`base`, else `pilot_env()` now), the
+    job's, then skypanda's variables (`flags`: the flags file's path, if known already).
+
+    A job that needs a token of its own sets it in its env. For a payload run as `user`, HOME
+    is its workdir (the pilot's HOME is not its to write) and USER and LOGNAME its name,
+    unless the job's env sets them.
     """
-    env = {k: v for k, v in os.environ.items() if k not in PILOT_SECRETS}
+    env = dict(pilot_env() if base is None else base)
     if user is not None:
         env.update(HOME=str(workdir), USER=user.name, LOGNAME=user.name)
     env.update({str(k): str(v) for k, v in (job.get("env") or {}).items()})
     env["SKYPANDA_JOB_ID"] = str(job.get("id", ""))
     env["SKYPANDA_ATTEMPT"] = str(job.get("attempt", 1))
     env["SKYPANDA_WORKDIR"] = str(workdir)
-    env["SKYPANDA_FLAGS"] = str(flags_path(workdir))
+    env["SKYPANDA_FLAGS"] = str(flags_path(workdir) if flags is None else flags)
     return env
 
 
@@ -522,8 +542,12 @@ def _record_group(groups: Path | None, pgid: int) -> Path | None:
         return None
     path = groups / str(pgid)
     try:
-        groups.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the first payload: make the directory once
+            groups.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.close(fd)
     except OSError:
         return None
     return path

@@ -44,6 +44,7 @@ class JobWork:
     pilot_id: str
     stop_code: int | None
     queue_cfg: dict[str, Any]
+    base_env: dict[str, str]  # the pilot's environment, read once (runner.pilot_env)
     _reporter: Reporter | None
 
     def _setting(self, own: float | None, key: str, default: float) -> float:
@@ -79,6 +80,7 @@ class JobWork:
                 looping_timeout_s=self._setting(None, "looping_timeout_s", LOOPING_TIMEOUT_S),
                 user=self.cfg.payload_user,
                 kill_grace_s=self.budget.kill_s,
+                base_env=self.base_env,
             )
             return self._stage_out(held, workdir, result, staged)
         finally:

@@ -65,8 +65,8 @@ class JobStore(Protocol):
         """A scope whose writes (of any aggregate of the store) commit together. It yields
         True where the store can do that (SQLite: one transaction; an exception rolls every
         write of the scope back), False where it cannot (Firestore: each write commits on its
-        own). Callers do in the scope only what must commit with the rest when it yields True
-        (dispatch releases a reported job's children in the report's commit)."""
+        own). Dispatch releases a reported job's children in the scope: in the report's
+        commit where it yields True, right after it where it yields False."""
 
     def live_jobs_of_pilot(self, pilot_id: str) -> list[Job]:
         """Jobs in a live state (sent, starting, running) held by the pilot."""

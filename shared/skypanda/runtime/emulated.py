@@ -37,6 +37,7 @@ from skypanda.runtime import cloudfn, emulators, entrypoints
 from skypanda.runtime.bridge import OutboxBridge, gateway
 from skypanda.runtime.deployment import FUNCTIONS, dispatch_rules
 from skypanda.runtime.emulators import Emulator
+from skypanda.runtime.gcp import cloud_doorbell
 from skypanda.runtime.launchers import QueueLaunchers
 from skypanda.runtime.local import LocalOptions, ensure_identity, ensure_pilot_key, ensure_queue
 from skypanda.runtime.objects import Poller, gcs_lister, list_folder
@@ -44,6 +45,10 @@ from skypanda.runtime.objects import Poller, gcs_lister, list_folder
 log = logging.getLogger(__name__)
 
 BUCKET = "skypanda-logs"
+GATEWAY_THREADS = 16
+"""The gateway's request threads: every request to `submit` and `dispatch` runs on one."""
+LONG_POLLS = GATEWAY_THREADS // 2
+"""Long-poll acquires that may wait at once (the other threads serve everything else)."""
 
 
 @dataclass
@@ -110,6 +115,10 @@ class EmulatedCloud:
         self.storage = client_from_env(self.project)
         blobs = GcsBlobs(self.storage, BUCKET, create=True)
         svc = Services(store=self.store, bus=self.bus, blobs=blobs, clock=clock)
+        # Pilots' long-polls wait on Firestore listeners, as in a dispatch instance; at most
+        # LONG_POLLS of the gateway's GATEWAY_THREADS at once.
+        self.doorbell = cloud_doorbell(self.firestore, self.store.collection("jobs"), LONG_POLLS)
+        svc.doorbell = self.doorbell
         svc.notifier = PubSubNotifier(self.publisher, self.project, prefix=self.topic_prefix)
         svc.settings["resend_lost_after_s"] = self.opts.resend_lost_after_s
         return svc
@@ -138,7 +147,7 @@ class EmulatedCloud:
         self._serve("dispatch", "http")
         users, pilots = self._servers["submit"].wsgi, self._servers["dispatch"].wsgi
         front = gateway(users, pilots, dispatch_rules())
-        self.gateway = ApiServer(front, port=self.opts.port)
+        self.gateway = ApiServer(front, port=self.opts.port, threads=GATEWAY_THREADS)
         self.gateway.start()
         if self.opts.launch_pilots:
             self.launcher = ProcessLauncher(
@@ -201,6 +210,8 @@ class EmulatedCloud:
     def stop(self) -> None:
         t = time.monotonic()
         self._stop.set()
+        if hasattr(self, "doorbell"):
+            self.doorbell.close()  # long-polls answer now: stopping pilots need not wait
         if self._ticker.is_alive():
             self._ticker.join(timeout=10)
         if self.poller is not None:

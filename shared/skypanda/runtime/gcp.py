@@ -27,6 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from skypanda.adapters.clock import SystemClock
 from skypanda.adapters.gcp.google_ids import google_ids_from_env
@@ -42,9 +43,20 @@ from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
 from skypanda.handlers.services import Services
 from skypanda.ports import Identity, Launcher
+from skypanda.runtime.deployment import FUNCTIONS
 from skypanda.runtime.launchers import Factory, QueueLaunchers
 
+if TYPE_CHECKING:
+    from skypanda.adapters.gcp.doorbell import FirestoreDoorbell
+
 CredentialFor = Callable[[str], str]
+
+LONG_POLLS = FUNCTIONS["dispatch"].concurrency * 3 // 4
+"""Long-poll acquires that may wait at once in one dispatch instance (30 of its 40 concurrent
+requests): the others serve reports and heartbeats. Beyond, an acquire answers at once (and
+the pilot asks again), so a crowd of idle pilots never ties up every request of an instance.
+Each wait is bounded by dispatch.MAX_WAIT_S (30 s), well within the function's timeout (300 s,
+runtime.deployment)."""
 """A pilot id -> its launch credential (PilotCredentials.issue_launch)."""
 
 
@@ -145,11 +157,13 @@ def services_from_env() -> tuple[Services, Identity]:
 
     project = project_id()
     prefix = os.environ.get("SKYPANDA_PREFIX", "")
-    store = FirestoreStore(firestore.Client(project=project), clock=time.time, prefix=prefix)
+    client = firestore.Client(project=project)
+    store = FirestoreStore(client, clock=time.time, prefix=prefix)
     publisher = pubsub_v1.PublisherClient()
     bus = PubSubBus(publisher, project, prefix=f"{prefix}skypanda")
     blobs = GcsBlobs(client_from_env(project), _need("SKYPANDA_BUCKET"))
     svc = Services(store=store, bus=bus, blobs=blobs, clock=SystemClock())
+    svc.doorbell = cloud_doorbell(client, store.collection("jobs"))
     svc.notifier = PubSubNotifier(publisher, project, prefix=f"{prefix}skypanda")
     # Eventarc and Pub/Sub may lose a delivery: the sweep sends again what is not handled.
     svc.settings["resend_lost_after_s"] = _seconds("SKYPANDA_RESEND_AFTER_S", 300.0)
@@ -176,6 +190,15 @@ def services_from_env() -> tuple[Services, Identity]:
         )
     identity = WithPilotCredentials(people, pilots, oidc_from_env(), google_ids_from_env())
     return svc, identity
+
+
+def cloud_doorbell(client: Any, jobs: str, max_waiters: int = LONG_POLLS) -> FirestoreDoorbell:
+    """The doorbell of pilots' long-poll acquires in a dispatch function instance: Firestore
+    listeners on the queues' heads, opened while an acquire waits (adapters.gcp.doorbell).
+    `jobs`: the jobs collection's name (with the deployment's prefix)."""
+    from skypanda.adapters.gcp.doorbell import FirestoreDoorbell
+
+    return FirestoreDoorbell(client.collection(jobs), max_waiters=max_waiters)
 
 
 def _seconds(name: str, default: float) -> float:

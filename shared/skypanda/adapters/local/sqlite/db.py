@@ -16,6 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ UPSERT_ATTEMPT = (
     "INSERT OR REPLACE INTO attempts (job_id, attempt, pilot_id, status, started_at, ended_at, "
     "exit_code, error_code, error_diag, log_uri, max_rss_mb) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
+CAS_ROWS = 256
+"""Job changes per compare-and-set `UPDATE` (35 bound values each: well under SQLite's limit).
+A batch is padded to a power of two rows (`cas_size`), so few statements are ever compiled."""
+CAS_PAD = (None,) * (len(JOB_COLUMNS.split(", ")) + 3)
+"""A padding row of `cas_update`: its NULL id matches no job."""
 FINAL = tuple(str(s) for s in JOB_FINAL)
 ACTIVATED = EventType.JOBS_ACTIVATED
 BUSY_TIMEOUT_S = 30.0
@@ -71,6 +77,32 @@ def _nothing() -> None:
 def marks(values: Sequence[object]) -> str:
     """`?,?,?` for an SQL `IN (...)` over `values`."""
     return ",".join("?" * len(values))
+
+
+@lru_cache(maxsize=16)
+def cas_update(n: int) -> str:
+    """One `UPDATE` that writes `n` jobs compare-and-set, and returns the ids it wrote. Its
+    values: per job, JOB_COLUMNS' (the new row, id first), then the stored status, attempt and
+    kill flag it expects (a change computed before a kill was requested must lose, not write
+    the flag back to false). The ids must be distinct (one row of `c` per job).
+
+    One statement for all of them, rather than one per job: the triggers on `jobs` (rollups,
+    metrics) make each statement keep a statement journal, which spills to temporary files;
+    set-based, each page is journaled once per statement instead of once per job."""
+    cols = JOB_COLUMNS.split(", ")
+    row = "(" + ",".join("?" * (len(cols) + 3)) + ")"
+    return (
+        f"WITH c({', '.join(cols)}, was_status, was_attempt, was_kill) AS "
+        f"(VALUES {','.join([row] * n)}) "
+        f"UPDATE jobs SET {', '.join(f'{col} = c.{col}' for col in cols[1:])} FROM c "
+        f"WHERE jobs.id = c.id AND jobs.status = c.was_status AND jobs.attempt = c.was_attempt "
+        f"AND jobs.kill_requested = c.was_kill RETURNING jobs.id"
+    )
+
+
+def cas_size(n: int) -> int:
+    """The rows of the `cas_update` that takes `n` changes (n <= CAS_ROWS)."""
+    return 1 << (n - 1).bit_length()
 
 
 def chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -258,50 +290,95 @@ def job_row(job: Job) -> tuple[Any, ...]:
     return (
         job.id, job.task_id, job.index, str(job.status), job.attempt, job.failures,
         job.max_attempts, job.queue, job.priority, r.memory_mb, r.cores, r.walltime_s,
-        json.dumps(job.command), json.dumps(job.inputs), json.dumps(job.env),
-        json.dumps(job.parents), job.pilot_id, int(job.kill_requested), job.exit_code,
-        job.error_code, job.error_diag, job.log_uri, job.created_at, job.updated_at,
-        job.started_at, job.ended_at, json.dumps(job.flags), int(job.stage_in),
-        json.dumps(job.output_patterns), json.dumps([jsonable(o) for o in job.outputs]),
-        job.owner, job.max_rss_mb,
+        _dump(job.command), _dump(job.inputs), _dump(job.env), _dump(job.parents),
+        job.pilot_id, int(job.kill_requested), job.exit_code, job.error_code, job.error_diag,
+        job.log_uri, job.created_at, job.updated_at, job.started_at, job.ended_at,
+        _dump(job.flags), int(job.stage_in), _dump(job.output_patterns),
+        _dump([jsonable(o) for o in job.outputs]), job.owner, job.max_rss_mb,
     )  # fmt: skip
 
 
-def job_from_row(row: sqlite3.Row) -> Job:
-    return Job.model_construct(
-        id=row["id"],
-        task_id=row["task_id"],
-        owner=row["owner"],
-        index=row["idx"],
-        status=JobStatus(row["status"]),
-        attempt=row["attempt"],
-        failures=row["failures"],
-        max_attempts=row["max_attempts"],
-        queue=row["queue"],
-        priority=row["priority"],
-        resources=Resources(
-            memory_mb=row["memory_mb"], cores=row["cores"], walltime_s=row["walltime_s"]
-        ),
-        command=json.loads(row["command"]),
-        inputs=json.loads(row["inputs"]),
-        env=json.loads(row["env"]),
-        parents=json.loads(row["parents"]),
-        pilot_id=row["pilot_id"],
-        kill_requested=bool(row["kill_requested"]),
-        exit_code=row["exit_code"],
-        error_code=row["error_code"],
-        error_diag=row["error_diag"],
-        log_uri=row["log_uri"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        flags=json.loads(row["flags"]),
-        stage_in=bool(row["stage_in"]),
-        output_patterns=json.loads(row["output_patterns"]),
-        outputs=[OutputFile.model_validate(o) for o in json.loads(row["outputs"])],
-        max_rss_mb=row["max_rss_mb"],
+def _dump(value: list[Any] | dict[str, Any]) -> str:
+    if value:
+        return json.dumps(value)
+    return "[]" if isinstance(value, list) else "{}"
+
+
+def job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    """A job from the values of JOB_COLUMNS, in their order (a row read by position: reading
+    jobs is most of the release path's CPU, so no name lookups, one shared `Resources` per
+    distinct triple, and no JSON parser for an empty list or map)."""
+    (
+        id_, task_id, idx, status, attempt, failures, max_attempts, queue, priority, memory_mb,
+        cores, walltime_s, command, inputs, env, parents, pilot_id, kill_requested, exit_code,
+        error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at, flags,
+        stage_in, output_patterns, outputs, owner, max_rss_mb,
+    ) = row  # fmt: skip
+    outs = _list(outputs)
+    return _construct(
+        id=id_,
+        task_id=task_id,
+        index=idx,
+        status=_STATUS[status],
+        attempt=attempt,
+        failures=failures,
+        max_attempts=max_attempts,
+        queue=queue,
+        owner=owner,
+        priority=priority,
+        resources=_resources(memory_mb, cores, walltime_s),
+        command=_list(command),
+        inputs=_list(inputs),
+        env=_map(env),
+        parents=_list(parents),
+        pilot_id=pilot_id,
+        kill_requested=bool(kill_requested),
+        exit_code=exit_code,
+        error_code=error_code,
+        error_diag=error_diag,
+        log_uri=log_uri,
+        created_at=created_at,
+        updated_at=updated_at,
+        started_at=started_at,
+        ended_at=ended_at,
+        flags=_map(flags),
+        stage_in=bool(stage_in),
+        output_patterns=_list(output_patterns),
+        outputs=[OutputFile.model_validate(o) for o in outs] if outs else outs,
+        max_rss_mb=max_rss_mb,
     )
+
+
+_STATUS = {str(s): s for s in JobStatus}
+_FIELDS = frozenset(Job.model_fields)
+assert not Job.__pydantic_post_init__ and not Job.__private_attributes__
+assert all(f.alias is None and f.validation_alias is None for f in Job.model_fields.values())
+# `_construct` takes the fields in their declared order (the order `repr` shows them in)
+
+
+def _construct(**values: Any) -> Job:
+    """`Job.model_construct` for stored (valid) values of every field, without its per-field
+    search for aliases and defaults (a third of decoding a job): what it would set, set."""
+    job = Job.__new__(Job)
+    object.__setattr__(job, "__dict__", values)
+    object.__setattr__(job, "__pydantic_fields_set__", set(_FIELDS))
+    object.__setattr__(job, "__pydantic_extra__", None)
+    object.__setattr__(job, "__pydantic_private__", None)
+    return job
+
+
+def _list(text: str) -> Any:
+    return [] if text == "[]" else json.loads(text)
+
+
+def _map(text: str) -> Any:
+    return {} if text == "{}" else json.loads(text)
+
+
+@lru_cache(maxsize=256)
+def _resources(memory_mb: int, cores: int, walltime_s: float) -> Resources:
+    """The stored resources (valid when written): shared, as `Resources` is frozen."""
+    return Resources.model_construct(memory_mb=memory_mb, cores=cores, walltime_s=walltime_s)
 
 
 def attempt_row(a: Attempt) -> tuple[Any, ...]:

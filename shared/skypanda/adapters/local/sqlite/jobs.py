@@ -1,16 +1,21 @@
 """JobStore on SQLite: jobs read, claimed (one `UPDATE ... RETURNING` over the dispatch index),
-changed compare-and-set one by one, and changed task-wide by a `JobBulk` in one `UPDATE`."""
+changed compare-and-set a batch at a time (`UPDATE ... FROM (VALUES ...) RETURNING`), and
+changed task-wide by a `JobBulk` in one `UPDATE`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from skypanda.adapters.local.sqlite.db import (
+    CAS_PAD,
+    CAS_ROWS,
     JOB_COLUMNS,
     UPSERT_ATTEMPT,
     SqliteDb,
     attempt_row,
+    cas_size,
+    cas_update,
     chunks,
     job_from_row,
     job_row,
@@ -25,6 +30,7 @@ from skypanda.domain.states import JOB_LIVE, JobStatus, advance
 from skypanda.ports import OWNERS_SCANNED, WAITING_COUNT_CAP
 
 _LIVE = [str(s) for s in JOB_LIVE]
+ACTIVATED = JobStatus.ACTIVATED
 LIVE_SQL = "status IN ('sent', 'starting', 'running')"
 """Live jobs, written as the partial indexes on them say (schema.sql): SQLite uses a partial
 index only for a query that names its condition in the same words. With `IN (?, ?, ?)` it
@@ -172,35 +178,27 @@ class SqliteJobs(SqliteDb):
 
     # -- changes ---------------------------------------------------------------------------------
     def apply_job_changes(self, changes: Sequence[JobChange]) -> list[bool]:
-        results: list[bool] = []
+        for ch in changes:
+            if ch.before.status != ch.after.status:
+                advance(ch.before.status, ch.after.status)
+        results = [False] * len(changes)
         emitted = False
-        set_cols = ", ".join(f"{c} = ?" for c in JOB_COLUMNS.split(", ")[1:])
         with self._tx() as db:
-            for ch in changes:
-                if ch.before.status != ch.after.status:
-                    advance(ch.before.status, ch.after.status)
-                # The kill flag is compared too: a change computed before a kill was requested
-                # must lose, not write the flag back to false.
-                cur = db.execute(
-                    f"UPDATE jobs SET {set_cols} "
-                    f"WHERE id = ? AND status = ? AND attempt = ? AND kill_requested = ?",
-                    (
-                        *job_row(ch.after)[1:],
-                        ch.before.id,
-                        str(ch.before.status),
-                        ch.before.attempt,
-                        int(ch.before.kill_requested),
-                    ),
+            for run in _runs(changes):
+                size = cas_size(len(run))
+                values = [v for i in run for v in _cas_values(changes[i])]
+                values += CAS_PAD * (size - len(run))
+                won = {r[0] for r in db.execute(cas_update(size), values).fetchall()}
+                winners = [changes[i] for i in run if changes[i].before.id in won]
+                for i in run:
+                    results[i] = changes[i].before.id in won
+                db.executemany(
+                    UPSERT_ATTEMPT,
+                    [attempt_row(c.attempt) for c in winners if c.attempt is not None],
                 )
-                won = cur.rowcount == 1
-                results.append(won)
-                if not won:
-                    continue
-                if ch.attempt is not None:
-                    db.execute(UPSERT_ATTEMPT, attempt_row(ch.attempt))
-                if ch.after.status is JobStatus.ACTIVATED:  # a retry, a requeue, a release
-                    self._activated([ch.after.queue])
-                emitted = self._emit(db, ch.events) or emitted
+                # a retry, a requeue, a release
+                self._activated(c.after.queue for c in winners if c.after.status is ACTIVATED)
+                emitted = self._emit(db, [e for c in winners for e in c.events]) or emitted
         if emitted:
             self.on_events()
         return results
@@ -220,6 +218,27 @@ class SqliteJobs(SqliteDb):
                 (*set_args, *where_args),
             )
             return cur.rowcount
+
+
+def _cas_values(ch: JobChange) -> tuple[Any, ...]:
+    """The values of one change in `cas_update`."""
+    b = ch.before
+    return (*job_row(ch.after), str(b.status), b.attempt, int(b.kill_requested))
+
+
+def _runs(changes: Sequence[JobChange]) -> Iterator[list[int]]:
+    """The changes' indexes in order, cut into runs of at most CAS_ROWS with no job twice: a
+    second change of a job is compared with what the first wrote, so it goes in a later run."""
+    run: list[int] = []
+    ids: set[str] = set()
+    for i, ch in enumerate(changes):
+        if len(run) == CAS_ROWS or ch.before.id in ids:
+            yield run
+            run, ids = [], set()
+        run.append(i)
+        ids.add(ch.before.id)
+    if run:
+        yield run
 
 
 # One UPDATE per bulk, written from the bulk's fields: `_bulk_where` is `JobBulk.selects` and

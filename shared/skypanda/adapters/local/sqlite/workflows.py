@@ -6,6 +6,7 @@ seek per child (`job_edges_by_child`)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 
@@ -23,6 +24,29 @@ from skypanda.domain.events import Event
 from skypanda.domain.models import Task
 from skypanda.domain.states import JobStatus, WorkflowStatus, advance
 from skypanda.domain.workflow import Workflow, WorkflowSpec
+
+_MARK = (
+    "UPDATE job_edges SET parent_status = j.status FROM jobs AS j "
+    "WHERE j.id = job_edges.parent AND job_edges.parent IN ({}) AND j.status IN ("
+    + marks(FINAL)
+    + ") RETURNING job_edges.parent"
+)
+"""Mark the edges out of the ended ones of some parents (`{}`: their marks) with their final
+status; returns each marked edge's parent."""
+_CHILDREN = (
+    "SELECT e.child FROM json_each(?) AS p JOIN job_edges AS e ON e.parent = p.value "
+    "ORDER BY p.key, e.child"
+)
+"""The children of a JSON list of parents, in the parents' order (then by id)."""
+_STATES = (
+    "SELECT c.value, "
+    "EXISTS (SELECT 1 FROM job_edges WHERE child = c.value AND parent_status IS NULL), "
+    "(SELECT json_group_array(parent) FROM (SELECT parent FROM job_edges WHERE child = c.value "
+    "AND parent_status IS NOT NULL AND parent_status != ?2 LIMIT 3)) "
+    "FROM json_each(?1) AS c"
+)
+"""Per child of a JSON list: whether a parent is pending, and up to 3 that ended badly."""
+_UNKNOWN = ParentsState(False)
 
 
 def _workflow(row: sqlite3.Row) -> Workflow:
@@ -156,39 +180,28 @@ class SqliteWorkflows(SqliteDb):
             except sqlite3.Error as e:
                 raise BackendUnavailable(f"database read failed: {e}") from e
         with self._tx() as db:
-            for pid in to_mark:
-                row = db.execute("SELECT status FROM jobs WHERE id = ?", (pid,)).fetchone()
-                if row is None or row["status"] not in FINAL:
-                    continue
-                db.execute(
-                    "UPDATE job_edges SET parent_status = ? WHERE parent = ?", (row["status"], pid)
-                )
-                marked.append(pid)
+            won: set[str] = set()
+            for chunk in chunks(to_mark):  # each ended parent's edges get its final status
+                won.update(r[0] for r in db.execute(_MARK.format(marks(chunk)), (*chunk, *FINAL)))
+            marked += [pid for pid in to_mark if pid in won]
             return self._summarise(db, marked)
 
-    def _summarise(self, db: sqlite3.Connection, parents: list[str]) -> dict[str, ParentsState]:
-        """The parents' state of each child of `parents` (their edges marked)."""
-        children: dict[str, ParentsState] = {}
-        for pid in parents:
-            for (child,) in db.execute(
-                "SELECT child FROM job_edges WHERE parent = ?", (pid,)
-            ).fetchall():
-                children[child] = ParentsState(False)  # filled in below
-        for child in children:
-            children[child] = self._parents_state(db, child)
-        return children
-
     @staticmethod
-    def _parents_state(db: sqlite3.Connection, child: str) -> ParentsState:
-        pending = db.execute(
-            "SELECT 1 FROM job_edges WHERE child = ? AND parent_status IS NULL LIMIT 1", (child,)
-        ).fetchone()
-        failed = db.execute(
-            "SELECT parent FROM job_edges WHERE child = ? AND parent_status IS NOT NULL "
-            "AND parent_status != ? LIMIT 3",
-            (child, str(JobStatus.FINISHED)),
-        ).fetchall()
-        return ParentsState(pending is not None, tuple(r[0] for r in failed))
+    def _summarise(db: sqlite3.Connection, parents: list[str]) -> dict[str, ParentsState]:
+        """The parents' state of each child of `parents` (their edges marked): two statements
+        per CHUNK parents or children, each child's state read by the same two index seeks
+        (`job_edges_by_child`) as one at a time, so a child's cost does not grow with its
+        number of parents."""
+        children: dict[str, ParentsState] = {}
+        for chunk in chunks(parents):
+            for (child,) in db.execute(_CHILDREN, (json.dumps(chunk),)):
+                children[child] = _UNKNOWN
+        for chunk in chunks(list(children)):
+            for child, pending, failed in db.execute(
+                _STATES, (json.dumps(chunk), str(JobStatus.FINISHED))
+            ):
+                children[child] = ParentsState(bool(pending), tuple(json.loads(failed)))
+        return children
 
     def release_roots(self, task_id: str, now: float) -> int:
         advance(JobStatus.DEFINED, JobStatus.ACTIVATED)
