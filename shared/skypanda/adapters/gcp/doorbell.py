@@ -31,13 +31,14 @@ it, as a chain's child is) does not end the wait: the waiter would pay a look fo
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
+
+from skypanda.adapters.local.doorbell import LocalDoorbell
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ class _Listener:
     empty: bool = False  # its last snapshot showed no activated job
 
 
-class FirestoreDoorbell:
-    """Ring counts per queue under one lock, rung by Firestore listeners opened on demand.
+class FirestoreDoorbell(LocalDoorbell):
+    """Ring counts per queue under one lock (`LocalDoorbell`'s), rung by Firestore listeners
+    opened on demand.
 
     `max_waiters` waits at once at most (a function instance serves a bounded number of
     requests at once: waits beyond leave room for reports and heartbeats). `reads` counts what
@@ -70,35 +72,19 @@ class FirestoreDoorbell:
         fresh_s: float = 1.0,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        if max_waiters < 0:
-            raise ValueError(f"max_waiters must be >= 0, not {max_waiters}")
-        self.max_waiters = max_waiters
+        super().__init__(max_waiters)
         self._jobs = jobs  # the jobs CollectionReference
         self._fresh_s = fresh_s
         self._wall = wall
-        self._cond = threading.Condition()
-        self._rings: dict[str, int] = {}
         self._listeners: dict[str, _Listener] = {}
-        self._waiting = 0
-        self._closed = False
         self.reads = 0
         self.opened = 0
-
-    @property
-    def waiting(self) -> int:
-        """How many waits are under way."""
-        with self._cond:
-            return self._waiting
 
     @property
     def listening(self) -> list[str]:
         """The queues a listener follows now."""
         with self._cond:
             return sorted(self._listeners)
-
-    def seen(self, queue: str) -> int:
-        with self._cond:
-            return self._rings.get(queue, 0)
 
     def ring(self, queues: Iterable[str]) -> None:
         with self._cond:
@@ -107,11 +93,6 @@ class FirestoreDoorbell:
                 if (listener := self._listeners.get(queue)) is not None:
                     listener.empty = False
             self._ring_locked(queues)
-
-    def _ring_locked(self, queues: Iterable[str]) -> None:
-        for queue in queues:
-            self._rings[queue] = self._rings.get(queue, 0) + 1
-        self._cond.notify_all()
 
     def wait(self, queue: str, seen: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -193,12 +174,6 @@ class FirestoreDoorbell:
             watch = listener.watch
         if watch is not None:
             _unsubscribe(watch)
-
-    def close(self) -> None:
-        """End every wait now and refuse new ones (the server is stopping)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 def _updated(doc: Any) -> float:

@@ -38,9 +38,13 @@ class LocalDoorbell:
 
     def ring(self, queues: Iterable[str]) -> None:
         with self._cond:
-            for queue in queues:
-                self._rings[queue] = self._rings.get(queue, 0) + 1
-            self._cond.notify_all()
+            self._ring_locked(queues)
+
+    def _ring_locked(self, queues: Iterable[str]) -> None:
+        """Count a ring on each queue and wake the waiters (the lock held)."""
+        for queue in queues:
+            self._rings[queue] = self._rings.get(queue, 0) + 1
+        self._cond.notify_all()
 
     def wait(self, queue: str, seen: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
