@@ -3,7 +3,10 @@ services on a temporary SQLite file."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import tarfile
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -91,3 +94,14 @@ def json_server(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def tar_archive(files: dict[str, bytes], *, zipped: bool = True) -> bytes:
+    """A tar archive holding `files` (name -> content), gzipped unless `zipped` is False."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(buf.getvalue()) if zipped else buf.getvalue()

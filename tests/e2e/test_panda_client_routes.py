@@ -5,11 +5,8 @@ against them is `test_panda_client.py`.)"""
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import shlex
-import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +21,7 @@ from skypanda.domain.identity import Role
 from skypanda.pilot.client import ApiClient
 from skypanda.runtime.local import LocalSystem
 from tests.e2e.conftest import Gate, fast_queue, wait_until
+from tests.support import tar_archive
 
 
 class Panda:
@@ -274,16 +272,6 @@ def test_bad_requests_are_refused_in_the_envelope_naming_the_problem(
                                      query={"filters": '{"colour": "red"}'})["message"]  # fmt: skip
 
 
-def _sandbox(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(buf.getvalue())
-
-
 def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
     boundary = "skypandaboundary"
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
@@ -298,9 +286,9 @@ def test_prun_sandbox_upload_takes_an_empty_one_and_refuses_files_naming_them(
     _, alice, _ = _system(make_system)
     reply = alice.ok("POST", "file_server/validate_cache_file", {"file_size": 51, "checksum": 1})
     assert reply is None
-    body, kind = _multipart("jobO.1.tar.gz", _sandbox({}))
+    body, kind = _multipart("jobO.1.tar.gz", tar_archive({}))
     alice.ok("POST", "file_server/upload_cache_file", raw=body, content_type=kind)
-    body, kind = _multipart("jobO.2.tar.gz", _sandbox({"analysis.py": b"print(1)"}))
+    body, kind = _multipart("jobO.2.tar.gz", tar_archive({"analysis.py": b"print(1)"}))
     reply = alice.refused("POST", "file_server/upload_cache_file", raw=body, content_type=kind)
     assert "analysis.py" in reply["message"]
 

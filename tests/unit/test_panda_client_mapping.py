@@ -4,10 +4,8 @@ PanDA's words: each mapped field both ways, each refusal naming its field."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import shlex
-import tarfile
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from skypanda.domain.ids import job_id
 from skypanda.domain.models import Job, Resources, Task, TaskSpec
 from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.wire.codes import ErrorCode
+from tests.support import tar_archive
 
 TASK = "t0123456789ab"
 
@@ -325,19 +324,12 @@ def test_pbooks_query_decodes_and_bad_filters_are_refused_naming_them() -> None:
         assert e.value.context["field"] == field
 
 
-def _tar(files: dict[str, bytes], *, zipped: bool = True) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(buf.getvalue()) if zipped else buf.getvalue()
-
-
 def test_a_sandbox_lists_its_files_and_refuses_what_is_not_a_tar_or_too_big() -> None:
-    assert sandbox_files(_tar({})) == []
-    assert sandbox_files(_tar({"a.py": b"1", "d/b.txt": b"2"}, zipped=False)) == ["a.py", "d/b.txt"]
+    assert sandbox_files(tar_archive({})) == []
+    assert sandbox_files(tar_archive({"a.py": b"1", "d/b.txt": b"2"}, zipped=False)) == [
+        "a.py",
+        "d/b.txt",
+    ]
     for bad in (b"not a tar", gzip.compress(b"\0" * (17 * 1024 * 1024)), b"\x1f\x8bxx"):
         with pytest.raises(PandaInputError) as e:
             sandbox_files(bad)

@@ -15,7 +15,6 @@ run). `superStatus` is the status, but `pending` is `registered` and `paused` is
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import shlex
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from skypanda.api.panda.client_mapping import jedi_task_id, task_id_of
-from skypanda.api.panda.mapping import PandaInputError, panda_id, task_number
+from skypanda.api.panda.mapping import PandaInputError, json_object, panda_id, task_number
 from skypanda.domain.models import Job, Task
 from skypanda.domain.states import JobStatus, TaskStatus
 from skypanda.wire.codes import ErrorCode
@@ -272,12 +271,7 @@ def _since(raw: str | None) -> float | None:
 def _filters(raw: str | None) -> dict[str, str]:
     if raw is None or not raw.strip():
         return {}
-    try:
-        data: Any = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise PandaInputError(f"filters must be a JSON object: {e}", field="filters") from e
-    if not isinstance(data, dict):
-        raise PandaInputError("filters must be a JSON object", field="filters")
+    data = json_object(raw, "filters")
     unknown = sorted(set(data) - FILTERS)
     if unknown:
         raise PandaInputError(f"unknown filter {unknown[0]!r}; skypanda filters on "

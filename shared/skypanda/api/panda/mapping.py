@@ -420,11 +420,8 @@ def _files(form: Mapping[str, str]) -> tuple[StagedFile, ...]:
     name = _wire(form, "xml")
     if raw in ("", "NULL", "None"):
         return ()
-    try:
-        files: Any = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise PandaInputError(f"{name} must be a JSON object of files: {e}", field=name) from e
-    if not isinstance(files, dict) or len(files) > MAX_STAGED:
+    files = json_object(raw, name, "a JSON object of files")
+    if len(files) > MAX_STAGED:
         raise PandaInputError(f"{name} must be a JSON object of at most {MAX_STAGED} files",
                               field=name)  # fmt: skip
     out = []
@@ -477,6 +474,21 @@ def error_reply(
     if field:
         body["field"] = field
     return body
+
+
+def json_object(raw: str | bytes, field: str, what: str = "a JSON object") -> dict[str, Any]:
+    """`raw` read as a JSON object.
+
+    Raises:
+        PandaInputError: not JSON, or not an object (naming `field`, saying it must be `what`).
+    """
+    try:
+        data: Any = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise PandaInputError(f"{field} must be {what}: {e}", field=field) from e
+    if not isinstance(data, dict):
+        raise PandaInputError(f"{field} must be {what}", field=field)
+    return data
 
 
 def _known(form: Mapping[str, Any], known: frozenset[str]) -> None:

@@ -6,7 +6,6 @@ pilot, applies its updates, and stores what its final update staged out as the j
 
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,7 @@ def json_object() -> dict[str, Any]:
             raw = _gunzip(raw)
         except (OSError, EOFError, zlib.error) as e:
             raise PandaInputError(f"the gzipped body is corrupt: {e}", field="body") from e
-    try:
-        data: Any = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise PandaInputError(f"the body is not JSON: {e}", field="body") from e
-    if not isinstance(data, dict):
-        raise PandaInputError("the body must be a JSON object", field="body")
-    return data
+    return mapping.json_object(raw, "body")
 
 
 def _gunzip(raw: bytes) -> bytes:
