@@ -63,11 +63,14 @@ def _run(svc: Services, receiver: Receiver) -> tuple[list[dict[str, Any]], dict[
 
     # Then the webhook gets the three ends (the two tasks', the workflow's) and, before them,
     # everything they opted in to
+    # (each delivery is POSTed on its own: a job's end may arrive after its task's end, so
+    # the wait is for the three job ends too)
     def ends() -> list[dict[str, Any]] | None:
         got = receiver.events(secret)
         ended = {e["subject"] for e in got if e["type"].endswith(".ended")}
         want = {f"tasks/{loud_task.id}", f"tasks/{quiet_task.id}", f"workflows/{wf.id}"}
-        return got if want <= ended else None
+        job_ends = sum(e["type"] == JOB_END for e in got)
+        return got if want <= ended and job_ends >= 3 else None
 
     got = wait_until(ends, timeout=180, what="the ends of the two tasks and the workflow")
     for event in got:
