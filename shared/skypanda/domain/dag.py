@@ -29,11 +29,16 @@ def key_values(pattern: Pattern, inputs: Iterable[str]) -> set[str]:
     """Every value of a key in a job's inputs: each match of the regex (its group, if any), in
     the first 16 KiB of each input (RE2, linear time: see `patterns`)."""
     out: set[str] = set()
+    groups = pattern.groups
     for text in inputs:
-        for m in pattern.finditer(subject(text)):
-            value = m.group(1) if pattern.groups else m.group(0)
-            if value is not None:  # an optional group that did not take part
-                out.add(value)
+        # `findall` (a third of `finditer`'s cost: no match objects) says '' both for an empty
+        # value and for an optional group that did not take part: only then tell them apart.
+        found = pattern.findall(subject(text))
+        if groups > 1:
+            found = [f[0] for f in found]
+        if groups and "" in found:
+            found = [m.group(1) for m in pattern.finditer(subject(text))]
+        out.update(v for v in found if v is not None)
     return out
 
 
@@ -59,16 +64,28 @@ def _key_pattern(task: WorkflowTask, key: str) -> Pattern:
     return compile_user_pattern(task.keys[key], f"regular expression of key {key!r}")
 
 
+KeyIndexes = dict[tuple[str, str], dict[str, list[int]]]
+"""(task name, key) -> that task's `key_index`: computed once per workflow, shared by the
+check at submission and the split (a million inputs cost seconds to index)."""
+
+
 def parents_by_job(
-    child: WorkflowTask, parents: Mapping[str, WorkflowTask]
+    child: WorkflowTask, parents: Mapping[str, WorkflowTask], known: KeyIndexes | None = None
 ) -> Iterator[list[ParentRef]]:
-    """For each job of `child` in index order, the parent jobs it waits for.
+    """For each job of `child` in index order, the parent jobs it waits for. `known`: the key
+    indexes computed already (those computed here are added to it).
 
     Raises:
         InvalidInput: a mapping that leaves a job without its parents (a key value no parent
             carries, a job without the key), or too many parents for one job.
     """
-    indices = {d.by: key_index(parents[d.task], d.by) for d in child.depends if d.by != INDEX}
+    known = {} if known is None else known
+    indices = {}
+    for d in child.depends:
+        if d.by != INDEX:
+            if (d.task, d.by) not in known:
+                known[d.task, d.by] = key_index(parents[d.task], d.by)
+            indices[d.by] = known[d.task, d.by]
     patterns = {d.by: _key_pattern(child, d.by) for d in child.depends if d.by != INDEX}
     groups = input_groups(child)
     for i in range(count_jobs(child)):
@@ -177,10 +194,7 @@ def task_job_specs(
     task: WorkflowTask, parents: Iterable[Sequence[str]] | None, iteration: int = 1
 ) -> Iterator[JobSpec]:
     """The jobs of a (non-graph) workflow task, each with its parents' ids."""
-    plists = iter(parents) if parents is not None else None
-    for spec in split(task, iteration=iteration):
-        ids = list(next(plists)) if plists is not None else []
-        yield spec.model_copy(update={"parents": ids}) if ids else spec
+    return split(task, iteration=iteration, parents=parents)
 
 
 # -- release ----------------------------------------------------------------------------------

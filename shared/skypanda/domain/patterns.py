@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import re2  # type: ignore[import-untyped]
 
@@ -64,6 +64,8 @@ class Pattern(Protocol):
     def search(self, text: str) -> Match | None: ...
 
     def finditer(self, text: str) -> Iterator[Match]: ...
+
+    def findall(self, text: str) -> list[Any]: ...
 
 
 def compile_user_pattern(pattern: str, field: str) -> Pattern:

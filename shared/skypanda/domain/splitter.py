@@ -31,7 +31,7 @@ without making jobs, so memory stays bounded by the task spec plus one job.
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from skypanda.domain.errors import InvalidInput
@@ -282,14 +282,18 @@ def job_inputs(spec: TaskSpec) -> Iterator[list[str]]:
         yield list(cut.inputs)
 
 
-def split(spec: TaskSpec, *, iteration: int = 1) -> Iterator[JobSpec]:
+def split(
+    spec: TaskSpec, *, iteration: int = 1, parents: Iterable[Sequence[str]] | None = None
+) -> Iterator[JobSpec]:
     """Yield the jobs of a task, in index order, lazily (a task may have millions of jobs).
+    `parents`: each job's parents' ids, in index order (a workflow task's job dependencies).
 
     Raises:
         InvalidInput: the command has a bad placeholder, or event placeholders in a task not
             split by events.
     """
     check_split(spec)
+    plists = iter(parents) if parents is not None else None
     for index, cut in enumerate(cuts(spec)):
         argv = render(
             spec.command,
@@ -299,4 +303,5 @@ def split(spec: TaskSpec, *, iteration: int = 1) -> Iterator[JobSpec]:
             iteration=iteration,
             events=cut.events,
         )
-        yield JobSpec(index=index, command=argv, inputs=list(cut.inputs))
+        ids = list(next(plists)) if plists is not None else []
+        yield JobSpec(index=index, command=argv, inputs=list(cut.inputs), parents=ids)

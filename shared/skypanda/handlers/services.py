@@ -70,6 +70,9 @@ class Memory:
         # the first's count instead of running it again.
         self.bulk_lock = threading.Lock()
         self.bulk_done: LRUCache[tuple[str, int], int] = LRUCache(max_entries)
+        # A submitted workflow's key indexes (`domain.dag.KeyIndexes`), computed to check its
+        # mappings, for its start here to split with (each can be tens of MB: a few kept).
+        self.key_indexes: LRUCache[str, dict[tuple[str, str], dict[str, list[int]]]] = LRUCache(4)
 
 
 @dataclass

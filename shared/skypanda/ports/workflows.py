@@ -65,9 +65,10 @@ class WorkflowStore(Protocol):
         Idempotent; costs work proportional to the children, never to the workflow."""
 
     def release_roots(self, task_id: str, now: float) -> int:
-        """Activate the task's defined jobs that have no parent at all. A workflow's eager
+        """Activate the task's defined jobs that have no parent at all. A workflow's graph
         tasks are stored with every job defined and their roots released once all of them
-        exist, so no job can end before its children exist. Returns how many."""
+        exist, so no job can end before its children exist (other eager tasks are made
+        children first, their roots activated as they are stored). Returns how many."""
 
     def retry_jobs(self, task_id: str, now: float) -> int:
         """A user's retry: the task's failed and cancelled jobs start a new attempt, activated,

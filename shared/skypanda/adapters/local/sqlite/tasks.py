@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from skypanda.adapters.local.sqlite.db import (
@@ -22,7 +23,13 @@ from skypanda.domain.events import Event
 from skypanda.domain.models import Job, Task, TaskSpec
 from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus, advance
 
-_INSERT_CHUNK = 5000
+_INSERT_CHUNK = 4096
+JOB_ROWS = 512
+"""Jobs per INSERT statement (32 values each, well under SQLite's bound values). One statement
+per row would cost far more: the triggers on `jobs` make every statement keep a statement
+journal (each page it touches copied to a temporary file once per statement, so once per
+row), while a statement of many rows touches each page once. A job's edges likewise."""
+EDGE_ROWS = 2048
 
 
 def _status_or_none(status: JobStatus | None) -> str | None:
@@ -113,10 +120,10 @@ class SqliteTasks(SqliteDb):
         rows: list[tuple[Any, ...]],
         edges: list[tuple[str, str, str | None]],
     ) -> int:
-        db.executemany(f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({JOB_PLACEHOLDERS})", rows)
-        db.executemany(
-            "INSERT OR IGNORE INTO job_edges (parent, child, parent_status) VALUES (?, ?, ?)", edges
-        )
+        for n, values in _statements(rows, JOB_ROWS):
+            db.execute(_insert_jobs_sql(n), values)
+        for n, values in _statements(edges, EDGE_ROWS):
+            db.execute(_insert_edges_sql(n), values)
         return len(rows)
 
     def job_counts(self, task_id: str) -> dict[JobStatus, int]:
@@ -175,3 +182,25 @@ class SqliteTasks(SqliteDb):
             for k, v in json.loads(r["flags"]).items():
                 out.setdefault(k, set()).add(v)
         return out
+
+
+def _statements(rows: Sequence[tuple[Any, ...]], most: int) -> Iterator[tuple[int, list[Any]]]:
+    """`rows` cut into multi-row statements: (rows in it, its values), each of `most` rows or
+    a power of two (the rest), so few distinct statements are ever compiled."""
+    start = 0
+    while start < len(rows):
+        n = min(most, 1 << ((len(rows) - start).bit_length() - 1))
+        yield n, [v for row in rows[start : start + n] for v in row]
+        start += n
+
+
+@lru_cache(maxsize=32)
+def _insert_jobs_sql(n: int) -> str:
+    return f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES " + ",".join([f"({JOB_PLACEHOLDERS})"] * n)
+
+
+@lru_cache(maxsize=32)
+def _insert_edges_sql(n: int) -> str:
+    return "INSERT OR IGNORE INTO job_edges (parent, child, parent_status) VALUES " + ",".join(
+        ["(?,?,?)"] * n
+    )
