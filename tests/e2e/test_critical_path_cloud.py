@@ -56,6 +56,7 @@ class Pilot:
             "resources": {"memory_mb": 2000, "cores": 1}, "version": PILOT_VERSION,
         }  # fmt: skip
         reply = launcher.call("POST", "/v1/pilots", body)
+        self.registered: dict[str, Any] = reply
         self.id = str(reply["pilot"]["id"])
         self.client = ApiClient(cloud.url, reply["token"], timeout=90)
         self.path = f"/v1/pilots/{urllib.parse.quote(self.id, safe='')}"

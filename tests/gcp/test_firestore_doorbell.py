@@ -16,9 +16,10 @@ from google.cloud import firestore
 
 from skypanda.adapters.gcp.doorbell import FirestoreDoorbell
 from skypanda.handlers.dispatch import MAX_WAIT_S
+from skypanda.pilot.agent import LONG_POLL_S, _long_poll
 from skypanda.runtime.deployment import FUNCTIONS
 from skypanda.runtime.emulators import PROJECT
-from skypanda.runtime.gcp import LONG_POLLS
+from skypanda.runtime.gcp import LONG_POLLS, PILOT_LONG_POLL_S
 from tests.e2e.conftest import wait_until
 
 
@@ -89,16 +90,28 @@ def test_a_job_that_waited_long_does_not_ring_but_a_fresh_one_does(jobs: Any) ->
     assert time.monotonic() - started < 25
 
 
-def test_waiters_of_one_queue_share_one_listener_and_all_wake(jobs: Any) -> None:
+def test_waiters_of_one_queue_share_one_listener_and_one_job_wakes_one(jobs: Any) -> None:
+    # Given three acquires waiting on q, on one listener
     bell = FirestoreDoorbell(jobs, max_waiters=4)
     waits = [_wait_in_thread(bell, "q", 60) for _ in range(3)]
     wait_until(lambda: bell.waiting == 3 and _listening(bell), 30, "three waiters")
     assert bell.opened == 1 and bell.listening == ["q"]
-    _activate(jobs, "q")
-    for thread, got in waits:
-        thread.join(timeout=30)
-        assert got == [True]
-    assert bell.listening == []
+
+    def woken() -> int:
+        return sum(not thread.is_alive() for thread, _ in waits)
+
+    # When one job is activated, Then one waiter wakes and the two others wait on (no herd)
+    _activate(jobs, "q", "a")
+    wait_until(lambda: woken() >= 1, 30, "one waiter to wake")
+    assert woken() == 1 and bell.waiting == 2
+    # When its waiter claims it and another job is activated, Then the next waiter wakes
+    for taken, activated, n in (("a", "b", 2), ("b", "c", 3)):
+        jobs.document(taken).update({"status": "sent"})
+        _activate(jobs, "q", activated)
+        wait_until(lambda n=n: woken() >= n, 30, f"{n} waiters to wake")  # type: ignore[misc]
+        assert woken() == n
+    assert [got for _, got in waits] == [[True]] * 3
+    assert bell.listening == [] and bell.waiting == 0
 
 
 class _Change:
@@ -173,3 +186,15 @@ def test_the_long_poll_fits_the_dispatch_function() -> None:
     dispatch = FUNCTIONS["dispatch"]
     assert dispatch.timeout_s >= MAX_WAIT_S + 60
     assert 0 < LONG_POLLS < dispatch.concurrency
+
+
+def test_a_cloud_server_lets_its_pilots_wait_longer_than_a_local_one() -> None:
+    # The dispatch function tells its pilots (at registration) to wait longer than a local
+    # server's pilots do, within its own cap and within a pilot's HTTP timeout (30 s)
+    assert LONG_POLL_S < PILOT_LONG_POLL_S <= MAX_WAIT_S
+    assert _long_poll(PILOT_LONG_POLL_S, 30.0) == PILOT_LONG_POLL_S
+    assert _long_poll(60, 30.0) == 20.0  # an answer must come back before the pilot gives up
+    # A server that tells nothing (the local one, an older one), or nonsense: the short wait
+    for told in (None, 0, -5, True, "30"):
+        assert _long_poll(told, 30.0) == LONG_POLL_S
+    assert _long_poll(1.5, 30.0) == 1.5

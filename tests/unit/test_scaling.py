@@ -36,8 +36,8 @@ L = Limits(min_pilots=1, max_pilots=10, max_new_per_cycle=3, max_queued=4)
         # never more than max_pilots
         (L, QueueState(activated=500, submitted=0, running=9), 1, "launch 1 (target 10)"),
         (L, QueueState(activated=500, submitted=2, running=8), 0, "enough (target 10)"),
-        # a few jobs need only a few pilots
-        (L, QueueState(activated=2, submitted=0, running=1), 1, "launch 1 (target 2)"),
+        # a few jobs need only a few pilots (the running one is idle: it takes one of them)
+        (L, QueueState(2, 0, 1, free_slots=1), 1, "launch 1 (target 2)"),
         # pilots that died or never checked in: back off, whatever is waiting
         (L, QueueState(500, 0, 0, recent_failures=3, paused_failures=1), 0, "backing off: 3"),
         (L, QueueState(500, 0, 0, recent_failures=2, paused_failures=2), 3, "capped by"),

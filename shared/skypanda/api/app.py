@@ -60,6 +60,7 @@ class RegisterBody(_Body):
     pid: Int | None = Field(default=None, ge=0, le=2**32 - 1)
     resources: Resources = Field(default_factory=Resources)
     version: Text = Field(default="", max_length=100)
+    slots: Int | None = Field(default=None, ge=1, le=1000)  # payloads at once (None: cores)
 
 
 class AcquireBody(_Body):
@@ -253,8 +254,12 @@ def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
         pilot, queue = dispatch.register(
             svc, pilot_id=body.pilot_id, queue=body.queue, host=body.host, pid=body.pid,
             resources=body.resources, version=body.version, launch_for=g.principal.launch_for,
+            slots=body.slots,
         )  # fmt: skip
-        reply = {"pilot": jsonable(pilot), "queue": jsonable(queue), **credential(pilot.id)}
+        reply: dict[str, Any] = {"pilot": jsonable(pilot), "queue": jsonable(queue),
+                                 **credential(pilot.id)}  # fmt: skip
+        if long_poll_s := svc.settings.get("long_poll_s"):  # how long its acquires may wait
+            reply["long_poll_s"] = long_poll_s
         return jsonify(reply), 201
 
     @app.post("/v1/pilots/<pilot_id>/acquire")

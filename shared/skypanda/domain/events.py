@@ -64,6 +64,9 @@ class JobEnded(Payload):
     task_id: str = Field(min_length=1)
     attempt: int = Field(ge=1)
     status: str
+    # Its children are released in the request of the report that ended it (dispatch.update;
+    # `release.in_request`), which says so once done (`Outbox.mark_released`).
+    in_request: bool = False
 
 
 class QueueNudge(Payload):
@@ -209,13 +212,19 @@ def payload_of(event: Event) -> Payload:
         ) from e
 
 
-def job_ended(job_id: str, attempt: int, task_id: str, status: str) -> Event:
+def job_ended(
+    job_id: str, attempt: int, task_id: str, status: str, *, in_request: bool = False
+) -> Event:
     # The id is derived from (job, attempt, status): the same end, reported twice, is one event.
+    data: dict[str, Any] = {"job_id": job_id, "task_id": task_id, "attempt": attempt,
+                            "status": status}  # fmt: skip
+    if in_request:
+        data["in_request"] = True
     return Event(
         id=f"job-ended:{job_id}:{attempt}:{status}",
         type=EventType.JOB_ENDED,
         subject=f"jobs/{job_id}",
-        data={"job_id": job_id, "task_id": task_id, "attempt": attempt, "status": status},
+        data=data,
     )
 
 

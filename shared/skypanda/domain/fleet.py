@@ -236,3 +236,11 @@ class Pilot(Strict):
     reason: str = ""
     drain: bool = False  # the server asks the pilot to take no new job and exit when idle
     push_job: str | None = None  # push mode: the one job this pilot was launched for
+    # Payloads the pilot runs at once, as it said at registration (None: one per core, the
+    # pilot's default). The scaler counts the slots its pilots have free (handlers.scale).
+    slots: Int | None = Field(default=None, ge=1, le=MAX_SCALE_STEP)
+
+    @property
+    def payload_slots(self) -> int:
+        """Payloads the pilot runs at once."""
+        return self.slots if self.slots is not None else self.resources.cores

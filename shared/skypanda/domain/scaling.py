@@ -1,7 +1,9 @@
 """How many pilots a queue needs now (Harvester's decisions), as pure functions.
 
-Pull mode: keep `min_pilots` ready (zero allowed); with jobs waiting, boost towards one pilot
-per activated job up to `max_pilots`; at most `max_new_per_cycle` new pilots per decision and
+Pull mode: keep `min_pilots` ready (zero allowed); with jobs waiting, launch pilots for the jobs
+that no free payload slot covers (a slot free on a running pilot, or on a pilot launched and not
+yet running), up to `max_pilots`: a pilot whose slots are all busy serves no waiting job, however
+live it is (`uncovered`); at most `max_new_per_cycle` new pilots per decision and
 never more than `max_queued` launched-but-not-yet-running (Harvester's maxNewWorkersPerCycle,
 maxWorkers, nQueueLimitWorker). Push mode: one pilot per activated job that has none, sized to
 it, within the same limits. Either backs off when recent pilots died or never checked in.
@@ -38,6 +40,8 @@ class QueueState:
     recent_failures: int = 0  # pilots missed or failed in the back-off window (since a reset)
     unserved: Sequence[str] = ()  # push mode: activated jobs without a pilot (ids, in order)
     paused_failures: int = 0  # of the recent failures, those within backoff_pause_s(recent)
+    free_slots: int = 0  # pull mode: payload slots free on the running pilots (take a job now)
+    slots_per_pilot: int = 1  # pull mode: the slots a pilot launched here brings
 
 
 @dataclass(frozen=True)
@@ -93,19 +97,33 @@ def backing_off(state: QueueState) -> str | None:
     return None
 
 
+def uncovered(state: QueueState) -> int:
+    """Waiting jobs that no free slot will take: neither a running pilot's free slot nor a
+    slot of a pilot launched and not yet running. A busy pilot covers none of them."""
+    queued_slots = state.submitted * max(1, state.slots_per_pilot)
+    return max(0, state.activated - max(0, state.free_slots) - queued_slots)
+
+
 def decide_pull(limits: Limits, state: QueueState) -> Decision:
-    """New pull-mode pilots: keep min_pilots, boost to cover waiting jobs, within the caps."""
+    """New pull-mode pilots: keep min_pilots, launch for the waiting jobs no free slot covers
+    (one pilot per `slots_per_pilot` of them), within the caps."""
     why = backing_off(state)
     if why is not None:
         return Decision(0, (), why)
     live = state.submitted + state.running
-    target = max(limits.min_pilots, min(limits.max_pilots, state.activated))
+    left = uncovered(state)
+    per_pilot = max(1, state.slots_per_pilot)
+    target = max(limits.min_pilots, min(limits.max_pilots, live + -(-left // per_pilot)))
     wanted = max(0, target - live)
     room, cap = _room(limits, state)
     n = min(wanted, room)
     base = (
-        f"{state.activated} jobs waiting, {state.running} running + {state.submitted} queued pilots"
+        f"{state.activated} jobs waiting, {left} without a free slot; pilots: "
+        f"{state.running} running ({state.free_slots} slots free) + {state.submitted} queued"
     )
+    if wanted == 0 and left:  # (only at max_pilots: below it, the target is above live)
+        why = f"max_pilots {limits.max_pilots} reached, the rest wait for a slot"
+        return Decision(0, (), f"{base}: enough (target {target}); {why}")
     if wanted == 0:
         return Decision(0, (), f"{base}: enough (target {target})")
     if n < wanted:

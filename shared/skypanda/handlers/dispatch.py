@@ -60,9 +60,11 @@ MAX_WAIT_S = 30.0
 def register(
     svc: Services, *, pilot_id: str | None, queue: str, host: str, pid: int | None,
     resources: Resources, version: str, launch_for: str | None = None,
+    slots: int | None = None,
 ) -> tuple[Pilot, Queue]:  # fmt: skip
     """A pilot announces itself: the record the launcher made goes submitted -> running.
 
+    `slots`: payloads the pilot runs at once (None: one per core), for the scaler.
     `launch_for` is set when the caller holds a launch credential: the one pilot it may
     register, and only from submitted. That makes it single use: the compare-and-set below
     expects submitted, so of two registrations with one credential only the first succeeds.
@@ -86,7 +88,8 @@ def register(
     if not q.online:
         raise InvalidInput(f"queue {queue!r} is offline", field="queue")
     now = svc.clock.now()
-    details = {"host": host, "pid": pid, "resources": resources, "version": version}
+    details = {"host": host, "pid": pid, "resources": resources, "version": version,
+               "slots": slots}  # fmt: skip
     if pilot_id is None:
         pilot = Pilot(id=new_id("p"), queue=queue, status=PilotStatus.RUNNING, created_at=now,
                       heartbeat_at=now, **details)  # fmt: skip
@@ -292,9 +295,9 @@ def update(
     pending = list(reports)
     logs = dict(logs)
     won: list[JobChange] = []
-    with svc.jobs.atomic():
+    with svc.jobs.atomic() as together:
         for _ in range(2):  # a change that lost to a concurrent write is recomputed once
-            pending = _apply_reports(svc, pilot_id, pending, results, logs, won)
+            pending = _apply_reports(svc, pilot_id, pending, results, logs, won, not together)
             if not pending:
                 break
         ends = (e for c in won for e in c.events if e.type is EventType.JOB_ENDED)
@@ -304,8 +307,8 @@ def update(
         if released:  # the scaler hears of the released children this pilot did not take
             taken = {j.id for j in jobs}
             release.announce(svc, [c for c in released if c.id not in taken])
-    if released is not None:  # committed: the router's delivery of these job.ended skips them
-        svc.memory.released.update(((e.job_id, e.attempt), True) for e in ended)
+    if ended:  # the delivery of these job.ended skips what was released (release.in_request)
+        release.released_in_request(svc, ended, done=released is not None)
     # After the commit: it may start a task-wide bulk, which takes a lock of its own
     _raise_task_memory(svc, won)
     for report in pending:
@@ -318,11 +321,12 @@ def _release_now(svc: Services, ended: list[JobEnded]) -> list[Job] | None:
     """Release the children of the reported ends in the report's commit (or right after it,
     where the store commits each write on its own). A failure is left to the job.ended events
     (their delivery releases them, and retries): it costs the children some latency, never
-    the report (its writes stand; the release's own writes that failed were savepoints,
+    the report (its writes stand; the release's own are one savepoint, `atomic` nested,
     undone, or compare-and-sets that the delivery's release completes). Returns the
     children activated (not yet announced: `release.announce`), None if it failed."""
     try:
-        return release.release_children_of(svc, ended, nudge=False)
+        with svc.jobs.atomic():
+            return release.release_children_of(svc, ended, nudge=False)
     except SkypandaError as e:
         log.warning("children of %d reported jobs left to their events: %s", len(ended), e)
         return None
@@ -347,10 +351,12 @@ def _apply_reports(
     results: dict[str, Any],
     logs: dict[str, str],
     won: list[JobChange],
+    flag: bool = False,
 ) -> list[JobReport]:
     """Read the jobs, compute each report's change, write them; return the reports whose
     write lost a compare-and-set (the job changed between read and write, e.g. killed).
-    The changes written are added to `won`."""
+    The changes written are added to `won`. `flag`: the release after the report's commit
+    is flagged on its job.ended events (`release.in_request`)."""
     now = svc.clock.now()
     jobs = svc.jobs.get_jobs([r.job_id for r in reports])
     queues: dict[str, Queue] = {}  # read once per batch, for failed reports only
@@ -365,6 +371,7 @@ def _apply_reports(
             failed = report.status is JobStatus.FAILED
             retry = _retry_context(svc, job, report.error_code, queues) if failed else None
             change = apply_report(job, report, pilot_id, now, uri, retry)
+            change = release.in_request(svc, change) if flag else change
             # Only a report accepted (this pilot holds this attempt) adds to the log; once,
             # and before the job can end (its change is written below).
             text = logs.pop(report.job_id, None)

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from skypanda.domain import events as ev
 from skypanda.domain.dag import ParentsState, child_status, missing_parent
+from skypanda.domain.errors import SkypandaError
 from skypanda.domain.events import JobEnded
 from skypanda.domain.jobflow import JobChange
 from skypanda.domain.models import Job
@@ -44,7 +46,7 @@ def handle_batch(svc: Services, ended: Sequence[JobEnded]) -> None:
 
 def release(svc: Services, ended: Sequence[JobEnded]) -> None:
     done = svc.memory.released  # released in their report's request (in this process)
-    todo = [e for e in ended if (e.job_id, e.attempt) not in done]
+    todo = [e for e in ended if (e.job_id, e.attempt) not in done and not e.in_request]
     if todo:
         release_children_of(svc, todo)
     told = {t for t in dict.fromkeys(e.task_id for e in ended) if notify.job_end_notified(svc, t)}
@@ -63,6 +65,50 @@ def release_children_of(
     Returns the children it activated (`nudge`: see `release_children`)."""
     parents = [e.job_id for e in ended if _may_have_children(svc, e.task_id)]
     return release_children(svc, parents, nudge=nudge)
+
+
+def in_request(svc: Services, change: JobChange) -> JobChange:
+    """A report's change, its job.ended flagged `in_request` if the job may have children:
+    where the store cannot commit the release with the report (Firestore), dispatch releases
+    them right after the report's commit, in the same request. The release function that
+    the event reaches (Eventarc, in another instance) then skips the children step, which
+    would only find them released (about five billed reads a parent), whatever the order
+    of the two. Recovery: the request says when it is done (`released_in_request`); an
+    event it never said so of (the request died in between) is sent again by the sweep
+    (`Outbox.lost_events`), without the flag, and released in full."""
+    if not change.events:
+        return change
+    events = tuple(
+        ev.job_ended(e.data["job_id"], e.data["attempt"], e.data["task_id"], e.data["status"],
+                     in_request=True)
+        if e.type is ev.EventType.JOB_ENDED and _may_have_children(svc, e.data["task_id"])
+        else e
+        for e in change.events
+    )  # fmt: skip
+    return replace(change, events=events)
+
+
+def released_in_request(svc: Services, ended: Sequence[JobEnded], *, done: bool) -> None:
+    """The report's request released the children of `ended` (`done`), or failed to: the
+    delivery of their job.ended skips what was done (here: `Memory.released`; elsewhere:
+    the events flagged `in_request`, said done to the store, `Outbox.mark_released`). A
+    failed release of flagged ends is sent on at once, unflagged, to be released in full.
+    A failure to say so is only logged: the sweep sends those events again (a second
+    pass, which finds the children released)."""
+    if done:
+        svc.memory.released.update(((e.job_id, e.attempt), True) for e in ended)
+    flagged = [e for e in ended if e.in_request]
+    if not flagged:
+        return
+    try:
+        if not done:
+            svc.bus.publish([ev.job_ended(e.job_id, e.attempt, e.task_id, e.status)
+                             for e in flagged])  # fmt: skip
+        svc.outbox.mark_released([ev.job_ended(e.job_id, e.attempt, e.task_id, e.status).id
+                                  for e in flagged])  # fmt: skip
+    except SkypandaError as e:
+        log.warning("release of %d reported ends not said done (the sweep sends them again): "
+                    "%s", len(flagged), e)  # fmt: skip
 
 
 def _may_have_children(svc: Services, task_id: str) -> bool:

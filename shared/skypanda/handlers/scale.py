@@ -147,6 +147,8 @@ def scale_queue(svc: Services, queue: Queue, activated: int | None = None) -> in
         state = scaling.QueueState(
             activated=activated, submitted=submitted, running=len(live) - submitted,
             recent_failures=failures, paused_failures=paused,
+            free_slots=_free_slots(svc, queue.name, live) if activated else 0,
+            slots_per_pilot=queue.pilot_resources.cores,
         )  # fmt: skip
         decision = scaling.decide_pull(limits, state)
         for _ in range(decision.launch):
@@ -154,6 +156,19 @@ def scale_queue(svc: Services, queue: Queue, activated: int | None = None) -> in
     if _note(svc, queue.name, decision.reason, now) or decision.total:
         observe.scaled(queue.name, decision.total, state.activated, decision.reason)
     return decision.total
+
+
+def _free_slots(svc: Services, queue: str, live: list[Pilot]) -> int:
+    """Payload slots free on the queue's running pilots: their slots (as each said at
+    registration) less the jobs they hold. A draining pilot takes no job: its slots do not
+    count, its jobs do. One count of jobs whatever the number of pilots; a pilot holding more
+    than its slots (jobs prefetched while they were short) hides that many free slots of
+    others, so the count errs towards launching a pilot, never towards a job waiting."""
+    running = [p for p in live if p.status is PilotStatus.RUNNING]
+    slots = sum(p.payload_slots for p in running if not p.drain)
+    if not slots:
+        return 0
+    return max(0, slots - svc.fleet.held_jobs(queue))
 
 
 def _failures(svc: Services, queue: str, now: float) -> tuple[int, int]:

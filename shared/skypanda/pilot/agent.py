@@ -62,7 +62,7 @@ from skypanda.pilot.config import (
     PilotConfig,
     parse_args,
 )
-from skypanda.pilot.held import STOP_CHECK_S, Cores, HeldJob, Registry
+from skypanda.pilot.held import STOP_CHECK_S, Cores, HeldJob, Registry, take_back
 from skypanda.pilot.logcap import cap_bytes
 from skypanda.pilot.outcomes import code_name, failed
 from skypanda.pilot.pacing import acquire_size
@@ -102,6 +102,15 @@ backoff: a waiting main thread notices a stop, a drain or its idle timeout only 
 server answers (the server answers at once when it stops)."""
 
 
+def _long_poll(told: Any, http_timeout: float) -> float:
+    """How long acquires may wait on the server: what it told at registration (a cloud
+    server's function may hold a request far longer than LONG_POLL_S), within this pilot's
+    HTTP timeout (less 10 s for the answer to travel); LONG_POLL_S if it told nothing."""
+    if isinstance(told, (int, float)) and not isinstance(told, bool) and told > 0:
+        return min(float(told), max(http_timeout - 10.0, LONG_POLL_S))
+    return LONG_POLL_S
+
+
 class _Pilot(JobWork):
     """One pilot's life: register, the acquire loop, shutdown, end. See the module docstring."""
 
@@ -115,6 +124,7 @@ class _Pilot(JobWork):
         self.cores = Cores(max(cfg.cores, self.slots))
         self.pilot_id = cfg.pilot_id or ""
         self.queue_cfg: dict[str, Any] = {}
+        self.long_poll_s = LONG_POLL_S  # until the server tells (registration)
         self.base_env = pilot_env()
         self.base: Path | None = None
         self.owns_base = False
@@ -181,6 +191,8 @@ class _Pilot(JobWork):
             "resources": {"memory_mb": self.cfg.memory_mb, "cores": self.cfg.cores},
             "version": PILOT_VERSION,
         }
+        if self.slots != self.cfg.cores:  # else one per core, what a server assumes (and an
+            body["slots"] = self.slots  # older server refuses a field it does not know)
         reply = self.client.call("POST", "/v1/pilots", body)
         if not isinstance(reply, dict) or not isinstance(reply.get("pilot"), dict):
             raise ApiError(200, f"unexpected registration answer: {reply!r:.200}")
@@ -188,6 +200,7 @@ class _Pilot(JobWork):
         logs.set_process_labels(pilot=self.pilot_id, queue=self.cfg.queue)
         self._take_credential(reply)
         self.queue_cfg = reply.get("queue") or {}
+        self.long_poll_s = _long_poll(reply.get("long_poll_s"), self.client.timeout)
         log.info(
             "registered pilot %s on queue %s (%d slots, %d cores, %d MB)",
             self.pilot_id,
@@ -278,6 +291,7 @@ class _Pilot(JobWork):
             ended = self._ending()
             if ended is not None:
                 return ended
+            self._give_back()
             asked = time.monotonic()
             n = self._reserve() if self._can_acquire() else 0
             long_poll = self._long_poll_s(idle_since + idle_timeout - asked) if n else 0.0
@@ -359,6 +373,7 @@ class _Pilot(JobWork):
         what a long-poll under way asked for (it waits for work that may never come; a
         report's reply must not go without its children for it), but never ask for more
         than `max_jobs` leaves."""
+        longest = self.registry.running_for()[1]
         with self._lock:
             asked = self._acquired + self._asking
             remaining = None if self.cfg.max_jobs is None else self.cfg.max_jobs - asked
@@ -369,6 +384,7 @@ class _Pilot(JobWork):
                 per_acquire=self._per_acquire,
                 mean_runtime_s=self._mean_runtime,
                 remaining=remaining,
+                longest_running_s=longest,
             )
             self._asking += n
             return n
@@ -379,9 +395,9 @@ class _Pilot(JobWork):
         return self._reserve(past_long_poll=True) if self._can_acquire() else 0
 
     def _long_poll_s(self, idle_left: float) -> float:
-        """How long the server may hold an acquire: LONG_POLL_S, less near the idle timeout
-        or within a stop grace (a quarter of it)."""
-        wait = min(LONG_POLL_S, idle_left)
+        """How long the server may hold an acquire: what it told at registration, else
+        LONG_POLL_S; less near the idle timeout or within a stop grace (a quarter of it)."""
+        wait = min(self.long_poll_s, idle_left)
         if self.cfg.stop_grace_s is not None:
             wait = min(wait, self.cfg.stop_grace_s / 4)
         return max(wait, 0.0)
@@ -433,7 +449,7 @@ class _Pilot(JobWork):
             self._active += 1
             self._acquired += 1
         try:
-            self._executor.submit(self._work, held)
+            held.future = self._executor.submit(self._work, held)
         except RuntimeError:  # shut down: taken in an /update's reply while the pilot stopped
             code = self.stop_code or ErrorCode.SIGTERM
             self._finish(held, failed(code, f"not started: {code_name(code)}", time.time()), [])
@@ -449,6 +465,20 @@ class _Pilot(JobWork):
         assert self._reporter is not None
         self._reporter.submit(held, job_report(held, result, outputs=outputs))
         self.wake.set()
+
+    def _give_back(self) -> None:
+        """Give back the jobs held beyond the free slots once a payload runs long (`take_back`):
+        reported failed as never started, with a code that does not count, the server requeues
+        them at once for another pilot (the path of a pilot that stops: `not started`)."""
+        diag = "given back unstarted: the pilot's slots are busy with a long payload"
+        for held in take_back(self.registry, self.slots):
+            with self._lock:  # not run here: max_jobs still has room for it
+                self._active, self._acquired = self._active - 1, self._acquired - 1
+            held.ended = True
+            assert self._reporter is not None
+            result = failed(ErrorCode.GIVEN_BACK, diag, time.time())
+            self._reporter.submit(held, job_report(held, result))
+            log.info("job %s: %s", held.id, diag)
 
     def _sleep(self, seconds: float) -> None:
         """Wait up to `seconds`, waking early for events and (by polling) for signals."""

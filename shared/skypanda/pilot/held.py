@@ -1,4 +1,5 @@
-"""What a pilot holds: its jobs (HeldJob, Registry) and its free cores (Cores).
+"""What a pilot holds: its jobs (HeldJob, Registry) and its free cores (Cores), and which of
+its jobs to give back (`take_back`).
 
 They are shared by the pilot's threads (main, workers, reporter, heartbeat). Standard library
 only (the pilot ships as a zipapp).
@@ -10,9 +11,11 @@ import codecs
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from skypanda.pilot.logcap import DEFAULT_CAP_MB, MB, CappedLog
+from skypanda.pilot.pacing import give_back_count
 
 STOP_CHECK_S = 0.25
 """How often waits that cannot be woken by an event check whether to stop."""
@@ -28,12 +31,22 @@ class HeldJob:
         resources = job.get("resources") or {}
         self.cores = int(resources.get("cores") or 1)
         self.stop_code: int | None = None  # set on the server's kill or a refused report
-        self.started = False
+        self.started_at: float | None = None  # monotonic: when a worker took it (`started`)
+        self.future: Future[None] | None = None  # its run in the worker pool, once queued there
         self.ended = False
         self.abandoned = False  # the server refused a report: never report this attempt again
         self.flushed_at = time.monotonic()
         self.log = CappedLog(log_cap)  # this attempt's output, capped (see `logcap`)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    @property
+    def started(self) -> bool:
+        """A worker took the job (its cores, then stage-in and the payload)."""
+        return self.started_at is not None
+
+    @started.setter
+    def started(self, value: bool) -> None:
+        self.started_at = time.monotonic() if value else None
 
     def add_output(self, chunk: bytes) -> int:
         """Take output for the reporter; return how much is ready to send."""
@@ -81,6 +94,35 @@ class Registry:
     def __len__(self) -> int:
         with self._lock:
             return len(self._jobs)
+
+    def running_for(self) -> tuple[int, float]:
+        """How many jobs a worker took and has not ended, and the longest time one has run."""
+        now = time.monotonic()
+        ages = [
+            now - h.started_at for h in self.snapshot() if h.started_at is not None and not h.ended
+        ]
+        return len(ages), max(ages, default=0.0)
+
+
+def take_back(registry: Registry, slots: int) -> list[HeldJob]:
+    """The held jobs to give back now (`pacing.give_back_count`): of those no worker took,
+    the last acquired first, each withdrawn from the worker pool (a cancelled future never
+    runs), so the caller may report them as never started. A job a worker is about to take
+    cannot be withdrawn: it stays."""
+    running, longest = registry.running_for()
+    if not running:
+        return []
+    waiting = [h for h in registry.snapshot() if not h.started and not h.ended]
+    n = give_back_count(
+        waiting=len(waiting), running=running, slots=slots, longest_running_s=longest
+    )
+    taken: list[HeldJob] = []
+    for held in reversed(waiting):
+        if len(taken) == n:
+            break
+        if held.future is not None and held.future.cancel():
+            taken.append(held)
+    return taken
 
 
 class Cores:

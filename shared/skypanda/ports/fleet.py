@@ -79,3 +79,7 @@ class FleetStore(Protocol):
 
     def silent_pilots(self, queue: str, heard_before: float) -> list[Pilot]:
         """Live pilots of the queue not heard from (heartbeat or start) since `heard_before`."""
+
+    def held_jobs(self, queue: str) -> int:
+        """Jobs of the queue that pilots hold now (sent, starting or running): with the slots
+        of its running pilots, what the scaler knows of how many of them are free."""

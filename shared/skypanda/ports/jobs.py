@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -101,8 +101,9 @@ class Doorbell(Protocol):
     def seen(self, queue: str) -> int:
         """How many times the queue's bell rang so far."""
 
-    def ring(self, queues: Iterable[str]) -> None:
-        """Jobs were activated on these queues (called after their commit)."""
+    def ring(self, queues: Mapping[str, int] | Iterable[str]) -> None:
+        """Jobs were activated on these queues, how many each (or a queue named once per job;
+        called after their commit): as many waiters wake, not all of the queue's."""
 
     def wait(self, queue: str, seen: int, timeout: float) -> bool:
         """Wait up to `timeout` seconds for a ring of `queue` after `seen`: True when it rang

@@ -39,7 +39,13 @@ class Outbox(Protocol):
 
     def lost_events(self, sent_before: float, limit: int) -> list[StoredEvent]:
         """Unhandled events last sent (created or re-sent) before `sent_before`, oldest first:
-        the ones a transport may have lost, to send again."""
+        the ones a transport may have lost, to send again; and job.ended events flagged
+        `in_request` whose request never said their children released (`mark_released`),
+        without the flag (sent again, they are released in full)."""
+
+    def mark_released(self, event_ids: Sequence[str]) -> None:
+        """The children of these job.ended events (flagged `in_request`) were released in
+        their report's request. Ids not in the outbox are ignored."""
 
     def mark_resent(self, event_ids: Sequence[str], now: float) -> None:
         """The events were sent again now (counted in their tries)."""

@@ -59,6 +59,13 @@ Each wait is bounded by dispatch.MAX_WAIT_S (30 s), well within the function's t
 runtime.deployment)."""
 """A pilot id -> its launch credential (PilotCredentials.issue_launch)."""
 
+PILOT_LONG_POLL_S = 20.0
+"""How long a pilot's acquire may wait in the dispatch function (told at registration:
+`long_poll_s`; a local server tells none, and its pilots wait `agent.LONG_POLL_S`, 2 s):
+within dispatch.MAX_WAIT_S and well within a pilot's HTTP timeout (30 s). An idle pilot
+then asks about 3 times a minute instead of 30 (each ask an invocation, a listener opened
+and a look for work), and still takes a job as soon as it is activated."""
+
 
 def cloudrun_factory(server_url: str, credential_for: CredentialFor) -> Factory:
     """One CloudRunLauncher for every Cloud Run queue. It starts out looking at the location of
@@ -167,6 +174,7 @@ def services_from_env() -> tuple[Services, Identity]:
     svc.notifier = PubSubNotifier(publisher, project, prefix=f"{prefix}skypanda")
     # Eventarc and Pub/Sub may lose a delivery: the sweep sends again what is not handled.
     svc.settings["resend_lost_after_s"] = _seconds("SKYPANDA_RESEND_AFTER_S", 300.0)
+    svc.settings["long_poll_s"] = PILOT_LONG_POLL_S
     token = _need("SKYPANDA_TOKEN")
     people = LocalTokens(None)
     people.accept(token, "deployment", Role.ADMIN)

@@ -27,6 +27,7 @@ class ErrorCode(IntEnum):
     TASK_ABORTED = 9003  # the job's task was killed
     NEVER_DELIVERED = 9004  # claimed for a pilot that never got it (its acquire reply was lost)
     SERVER_UNREACHABLE = 9005  # the pilot could not reach the server (an outage, not the job)
+    GIVEN_BACK = 9006  # held, never started: its pilot gave it back, busy with a long payload
 
 
 DESCRIPTIONS: dict[ErrorCode, str] = {
@@ -44,6 +45,7 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.TASK_ABORTED: "the job's task was killed",
     ErrorCode.NEVER_DELIVERED: "claimed for a pilot that never received it",
     ErrorCode.SERVER_UNREACHABLE: "the pilot could not reach the server (not counted)",
+    ErrorCode.GIVEN_BACK: "given back unstarted by a pilot busy with a long payload",
 }
 
 NOT_COUNTED: frozenset[ErrorCode] = frozenset(
@@ -52,6 +54,7 @@ NOT_COUNTED: frozenset[ErrorCode] = frozenset(
         ErrorCode.SIGTERM,
         ErrorCode.NEVER_DELIVERED,
         ErrorCode.SERVER_UNREACHABLE,
+        ErrorCode.GIVEN_BACK,
     }
 )
 """Attempts that end with these codes are requeued without counting against max_attempts."""

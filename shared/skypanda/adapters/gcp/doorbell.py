@@ -4,8 +4,10 @@ this process (a function instance) waits on that queue.
 Google Cloud runs the dispatch function on many instances, so an activation cannot ring a bell
 in memory; Firestore tells instead. While at least one long-poll of this instance waits on a
 queue, one listener (shared by every waiter of the queue here) follows the query "jobs of the
-queue, activated, limit 1"; a job that enters that result rings the queue's bell, and every
-waiter of the queue looks for work again (`dispatch.acquire`). The last waiter to leave closes
+queue, activated, limit 1"; a job that enters that result rings the queue's bell, and one
+waiter of the queue looks for work again (`dispatch.acquire`; one wake per job, as
+`LocalDoorbell`): when it takes the job, the next activated job, if any, enters the head
+and wakes the next waiter. The last waiter to leave closes
 the listener, in its own request: nothing is left listening while the instance is idle (a
 Cloud Functions instance gets CPU only while it serves requests, and a listener left open would
 be billed reads for changes nobody waits for).
@@ -32,13 +34,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from skypanda.adapters.local.doorbell import LocalDoorbell
+from skypanda.adapters.local.doorbell import LocalDoorbell, QueueBell
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,8 @@ class _Listener:
 
 
 class FirestoreDoorbell(LocalDoorbell):
-    """Ring counts per queue under one lock (`LocalDoorbell`'s), rung by Firestore listeners
-    opened on demand.
+    """Ring counts and wakes per queue under one lock (`LocalDoorbell`'s), rung by Firestore
+    listeners opened on demand: one wake per job that enters a queue's head.
 
     `max_waiters` waits at once at most (a function instance serves a bounded number of
     requests at once: waits beyond leave room for reports and heartbeats). `reads` counts what
@@ -83,12 +85,12 @@ class FirestoreDoorbell(LocalDoorbell):
     @property
     def listening(self) -> list[str]:
         """The queues a listener follows now."""
-        with self._cond:
+        with self._lock:
             return sorted(self._listeners)
 
-    def ring(self, queues: Iterable[str]) -> None:
-        with self._cond:
-            queues = list(queues)
+    def ring(self, queues: Mapping[str, int] | Iterable[str]) -> None:
+        with self._lock:
+            queues = queues if isinstance(queues, Mapping) else list(queues)
             for queue in queues:
                 if (listener := self._listeners.get(queue)) is not None:
                     listener.empty = False
@@ -96,12 +98,10 @@ class FirestoreDoorbell(LocalDoorbell):
 
     def wait(self, queue: str, seen: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        with self._cond:
-            if self._rings.get(queue, 0) != seen:
-                return True
-            if self._closed or self._waiting >= self.max_waiters or timeout <= 0:
-                return False
-            self._waiting += 1
+        with self._lock:
+            bell = self._enter(queue, seen, timeout)
+            if isinstance(bell, bool):
+                return bell
             listener = self._listeners.get(queue)
             opener = listener is None  # the first waiter opens the queue's listener
             if listener is None:
@@ -110,22 +110,20 @@ class FirestoreDoorbell(LocalDoorbell):
         try:
             if opener and not self._open(queue, listener):
                 return False
-            with self._cond:
+            with self._lock:
                 while not self._closed:
-                    rings = self._rings.get(queue, 0)
-                    if rings != seen and not listener.empty:
+                    # (a wake whose job left the head before this waiter woke, e.g. claimed
+                    # in the very request that released it, is dropped: waking would only
+                    # pay a look for nothing)
+                    if self._woken(bell) and not listener.empty:
                         return True
-                    # (a job that entered and left the head before this waiter woke, e.g.
-                    # claimed in the very request that released it: waking would only pay a
-                    # look for nothing)
-                    seen = rings
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
-                    self._cond.wait(left)
+                    bell.cond.wait(left)
                 return False
         finally:
-            self._leave(queue, listener)
+            self._leave(queue, listener, bell)
 
     def _open(self, queue: str, listener: _Listener) -> bool:
         """Start following the queue's head (outside the lock: the listener's thread takes it
@@ -141,7 +139,7 @@ class FirestoreDoorbell(LocalDoorbell):
         except Exception as e:  # the client raises many kinds; waiting is an optimisation
             log.warning("doorbell: cannot listen on queue %s: %s", queue, e)
             return False
-        with self._cond:
+        with self._lock:
             listener.watch = watch
             self.opened += 1
         return True
@@ -149,7 +147,7 @@ class FirestoreDoorbell(LocalDoorbell):
     def _heard(self, queue: str, docs: Any, changes: Any) -> None:
         """A snapshot of the queue's head: ring if a job entered it (the first snapshot: only
         a job updated since just before the listener opened)."""
-        with self._cond:
+        with self._lock:
             listener = self._listeners.get(queue)
             first = listener is not None and listener.first
             if listener is not None:
@@ -164,9 +162,9 @@ class FirestoreDoorbell(LocalDoorbell):
             if entered:
                 self._ring_locked([queue])
 
-    def _leave(self, queue: str, listener: _Listener) -> None:
-        with self._cond:
-            self._waiting -= 1
+    def _leave(self, queue: str, listener: _Listener, bell: QueueBell) -> None:
+        with self._lock:
+            self._leave_locked(bell)
             listener.waiters -= 1
             if listener.waiters > 0 or self._listeners.get(queue) is not listener:
                 return

@@ -372,6 +372,12 @@ def pilot_from(d: Mapping[str, Any]) -> Pilot:
 
 # -- events ----------------------------------------------------------------------------------------
 def event_doc(e: Event, seq: int, now: float) -> Doc:
+    if e.data.get("in_request"):  # its children are released in its report's request
+        return {**_event_doc(e, seq, now), "released": False}  # until it says so
+    return _event_doc(e, seq, now)
+
+
+def _event_doc(e: Event, seq: int, now: float) -> Doc:
     return {
         "type": str(e.type),
         "subject": e.subject,

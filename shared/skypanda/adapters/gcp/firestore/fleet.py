@@ -15,7 +15,7 @@ from skypanda.adapters.gcp.firestore import codec
 from skypanda.adapters.gcp.firestore.base import FirestoreBase, count, eq, fields, is_in, where
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import Pilot, Queue
-from skypanda.domain.states import PILOT_FINAL, PILOT_LIVE, PilotStatus
+from skypanda.domain.states import JOB_LIVE, PILOT_FINAL, PILOT_LIVE, PilotStatus
 from skypanda.ports.fleet import SweepMark
 
 
@@ -125,3 +125,9 @@ class FleetPart(FirestoreBase):
             FieldFilter("heard_at", "<", heard_before),
         )
         return [codec.pilot_from(fields(s)) for s in self._stream("silent_pilots", query)]
+
+    def held_jobs(self, queue: str) -> int:
+        """An aggregation (one billed read per 1,000 jobs counted), never a read of each job."""
+        query = where(self._jobs, eq("queue", queue), is_in("status", JOB_LIVE))
+        with self._backend("held_jobs"):
+            return count(query)

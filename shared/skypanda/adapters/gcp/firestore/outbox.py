@@ -5,13 +5,20 @@ ones in `seq` order and records deliveries. Sequence numbers: `plans.SeqSource`.
 On Google Cloud events are delivered by id (Eventarc on creation, Pub/Sub), and the functions
 mark each one handled (`mark_handled`: one write, no read). A handled event gets `expire_at`, a
 Timestamp HANDLED_RETENTION_S later, on which the deployment's TTL policy deletes it; an event
-never handled has none and stays until the sweep re-sends it (`lost_events`, `mark_resent`)."""
+never handled has none and stays until the sweep re-sends it (`lost_events`, `mark_resent`).
+
+A job.ended whose children its report's request releases (flagged `in_request`: the
+`release` function skips them) is stored with `released: false` until that request says it
+is done (`mark_released`: one write, no read). One it never says so of (the request died
+between the report's commit and the release) is found by `lost_events` and sent again
+without the flag: its delivery releases the children in full."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -25,6 +32,22 @@ from skypanda.ports import StoredEvent
 
 HANDLED_RETENTION_S = 7 * 86400
 """How long a handled event is kept (for inspection) before Firestore's TTL deletes it."""
+
+
+STRANDED_SLACK = 100
+"""How many flagged job.ended events under way `lost_events` reads past its limit (they come
+in no order: a query of one equality needs no composite index)."""
+
+
+def _resent(s: Snapshot) -> StoredEvent:
+    """An outbox document as an event to send again: without `in_request` (whoever sends it
+    again does not know whether its request released the children: they are released in
+    full, which finds them released if they were)."""
+    event = codec.event_from(s.id, fields(s))
+    if "in_request" in event.data:
+        data = {k: v for k, v in event.data.items() if k != "in_request"}
+        event = replace(event, data=data)
+    return StoredEvent(seq=s.get("seq"), event=event, tries=s.get("tries"))
 
 
 def expire_at(now: float) -> dt.datetime:
@@ -74,12 +97,19 @@ class OutboxPart(FirestoreBase):
             self._events, eq("delivered", False), eq("dead", False),
             FieldFilter("sent_at", "<", sent_before),
         )  # fmt: skip
-        return [
-            StoredEvent(
-                seq=s.get("seq"), event=codec.event_from(s.id, fields(s)), tries=s.get("tries")
-            )
-            for s in self._stream("lost_events", query.order_by("sent_at").limit(limit))
-        ]
+        lost = self._stream("lost_events", query.order_by("sent_at").limit(limit))
+        # Releases their requests never said done. The query has only an equality (a single
+        # field index): it returns the releases under way too (a few: one per report being
+        # answered), left out here by their age.
+        unsaid = self._stream("lost_events", self._events.where(filter=eq("released", False))
+                              .limit(limit + STRANDED_SLACK))  # fmt: skip
+        seen = {s.id for s in lost}
+        stranded = [s for s in unsaid if s.get("sent_at") < sent_before and s.id not in seen]
+        snaps = sorted([*lost, *stranded], key=lambda s: s.get("sent_at"))
+        return [_resent(s) for s in snaps[:limit]]
+
+    def mark_released(self, event_ids: Sequence[str]) -> None:
+        self._update_each("mark_released", event_ids, {"released": True})
 
     def mark_handled(self, event_ids: Sequence[str], now: float) -> None:
         change = {
@@ -89,7 +119,8 @@ class OutboxPart(FirestoreBase):
         self._update_each("mark_handled", event_ids, change)
 
     def mark_resent(self, event_ids: Sequence[str], now: float) -> None:
-        change = {"sent_at": now, "tries": firestore.Increment(1)}
+        # (sent without the flag: released in full, nothing left for a request to say)
+        change = {"sent_at": now, "tries": firestore.Increment(1), "released": True}
         self._update_each("mark_resent", event_ids, change)
 
     def _update_each(self, what: str, event_ids: Sequence[str], change: dict[str, object]) -> None:

@@ -128,8 +128,9 @@ class SqliteDb:
         # sleeps 1, 2, 5, 10... ms between tries: milliseconds on every contended commit.
         self._writing = threading.Lock()
         self.on_events = _nothing
-        # Called after a commit that activated jobs, with their queues (a long-poll's doorbell).
-        self.on_activated: Callable[[set[str]], None] = lambda queues: None
+        # Called after a commit that activated jobs, with how many per queue (a long-poll's
+        # doorbell: one wake per job).
+        self.on_activated: Callable[[dict[str, int]], None] = lambda queues: None
         self._migrate(self._conn())
         uncounted = rollups.missing(self._conn())
         self._conn().executescript(SCHEMA)
@@ -175,11 +176,15 @@ class SqliteDb:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction. Exceptions roll back; SQLite errors become BackendUnavailable.
-        Inside another (`atomic`), it is a savepoint of the outer one: it commits with it."""
+        Inside another (`atomic`), it is part of the outer one: it commits with it, and an
+        error in it undoes the whole scope, or the innermost `atomic` within it (a savepoint),
+        which is what a scope that catches errors of its writes and goes on must use. No
+        savepoint of its own: a report and its release were ten more statements."""
         db = self._conn()
         local = self._local
         if getattr(local, "depth", 0):
-            yield from self._savepoint(db)
+            local.scoped = True
+            yield db
             return
         if not self._writing.acquire(timeout=BUSY_TIMEOUT_S):
             raise BackendUnavailable(f"database busy: no write turn in {BUSY_TIMEOUT_S:g} s")
@@ -187,7 +192,7 @@ class SqliteDb:
             yield from self._transaction(db)
         finally:
             self._writing.release()
-        waiting = {queue for queue, n in local.activated.items() if n > 0}
+        waiting = {queue: n for queue, n in local.activated.items() if n > 0}
         if waiting:
             self.on_activated(waiting)
         if local.emitted and local.scoped:  # the writes of a scope did not call it themselves
@@ -213,14 +218,15 @@ class SqliteDb:
             db.execute("ROLLBACK")
             raise BackendUnavailable(f"commit failed: {e}") from e
 
-    def _savepoint(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    @contextmanager
+    def _savepoint(self, db: sqlite3.Connection) -> Iterator[None]:
         local = self._local
         name = f"sp{local.depth}"
         local.scoped = True
         db.execute(f"SAVEPOINT {name}")
         local.depth += 1
         try:
-            yield db
+            yield
         except BaseException:
             db.execute(f"ROLLBACK TO {name}")
             db.execute(f"RELEASE {name}")
@@ -231,7 +237,12 @@ class SqliteDb:
 
     @contextmanager
     def atomic(self) -> Iterator[bool]:
-        """Every write inside commits in one transaction (JobStore.atomic)."""
+        """Every write inside commits in one transaction (JobStore.atomic). Inside another,
+        it is a savepoint: an error in it undoes its own writes, and the outer scope may go on."""
+        if getattr(self._local, "depth", 0):
+            with self._savepoint(self._conn()):
+                yield True
+            return
         with self._tx():
             yield True
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from skypanda.adapters.local.sqlite.db import SqliteDb, marks
+from skypanda.adapters.local.sqlite.jobs import LIVE_SQL
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import Pilot, Queue
 from skypanda.domain.states import PILOT_FINAL, PILOT_LIVE, PilotStatus
@@ -146,3 +147,10 @@ class SqliteFleet(SqliteDb):
             (queue, heard_before, *states),
         )
         return [_pilot(r) for r in rows]
+
+    def held_jobs(self, queue: str) -> int:
+        # One count over the partial index of live jobs by queue (jobs_live_by_queue)
+        rows = self._read(
+            f"SELECT count(*) AS n FROM jobs WHERE queue = ? AND {LIVE_SQL}", (queue,)
+        )
+        return int(rows[0]["n"])

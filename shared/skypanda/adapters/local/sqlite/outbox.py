@@ -77,6 +77,10 @@ class SqliteOutbox(SqliteDb):
                 [(now, i) for i in event_ids],
             )
 
+    def mark_released(self, event_ids: Sequence[str]) -> None:
+        """Nothing to keep: this store commits a report's release with the report (dispatch
+        flags no event `in_request` here)."""
+
     def mark_failed(self, seq: int, error: str, *, dead: bool) -> None:
         with self._tx() as db:
             db.execute(
