@@ -132,13 +132,15 @@ def venv(bundles: tuple[Bundle, Bundle], tmp_path_factory: pytest.TempPathFactor
     The venv gets no pip of its own: this environment's pip installs into it (`--python`),
     as the builder's pip would. Seeding a venv with the pip bundled with Python costs seconds,
     and that older pip resolves and installs several times slower; what lands in the venv is
-    the same (its own interpreter decides markers and paths)."""
+    the same (its own interpreter decides markers and paths). Nor are the installed packages
+    byte-compiled (`--no-compile`): the test imports a few of their modules, which Python
+    compiles when they are imported, not the thousands of files pip would compile first."""
     home = tmp_path_factory.mktemp("venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(home)], check=True)
     python = home / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
-    install += ["-r", "requirements.txt"]
+    install += ["--no-compile", "-r", "requirements.txt"]
     done = subprocess.run(
         install, cwd=bundles[0].directory, env=env, capture_output=True, text=True, check=False
     )
