@@ -38,7 +38,7 @@ from skypanda.runtime.home import default_home as default_home  # re-exported
 from skypanda.runtime.home import make_home
 from skypanda.runtime.launchers import QueueLaunchers
 from skypanda.runtime.objects import Poller, list_folder
-from skypanda.runtime.router import Router, tick_event
+from skypanda.runtime.router import Router, router_after_reply, tick_event
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +164,14 @@ class LocalSystem:
         self.doorbell = LocalDoorbell(max_waiters=LONG_POLLS)
         self.svc.doorbell = self.doorbell
         self.store.on_activated = self.doorbell.ring
+        self.doorbell.before_wait = self.router.let_go
         app = create_app(
             self.svc, self.identity, trusted_proxies=trusted_proxies_from_env(0),
             session_key=derive_key(pilot_key),  # monitor sessions outlive a restart too
             panda_ddm=str(home / "panda-ddm"),  # PanDA pilots' logs, read back (api.panda)
         )  # fmt: skip
-        self.server = ApiServer(app, host=opts.host, port=opts.port, threads=HTTP_THREADS)
+        wsgi = router_after_reply(app, self.router)
+        self.server = ApiServer(wsgi, host=opts.host, port=opts.port, threads=HTTP_THREADS)
         self.launcher: ProcessLauncher | None = None
         if opts.launch_pilots:
             # Each pilot gets a launch credential of its own (it may only register that pilot,

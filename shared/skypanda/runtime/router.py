@@ -13,12 +13,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from werkzeug.wsgi import ClosingIterator
 
 from skypanda.domain import events as ev
 from skypanda.domain.errors import SkypandaError
 from skypanda.domain.events import Event
 from skypanda.handlers.pipeline import Outcome, Pipeline
 from skypanda.ports import Outbox, StoredEvent
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +38,32 @@ class Router:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._held = threading.local()
         self.delivered = 0
 
     def nudge(self) -> None:
-        """Called by the store after a commit that wrote events."""
+        """Called by the store after a commit that wrote events. On a thread that `hold`s
+        (a request not yet answered), the wake waits for its `let_go`."""
+        held = self._held
+        if getattr(held, "on", False):
+            held.pending = True
+            return
         self._wake.set()
+
+    def hold(self) -> None:
+        """Hold this thread's nudges until `let_go`: a request's commits wake the router only
+        once its reply is written, so the router's delivery (which takes the interpreter's lock
+        for a while) does not delay the reply a pilot waits for. The events are committed
+        already: holding delays their delivery, never loses it."""
+        self._held.on = True
+
+    def let_go(self) -> None:
+        """End this thread's hold, waking the router if a nudge was held (idempotent)."""
+        held = self._held
+        held.on = False
+        if getattr(held, "pending", False):
+            held.pending = False
+            self._wake.set()
 
     def deliver(self, event: Event) -> None:
         """Deliver one event to its handlers now (ticks are delivered this way, not stored);
@@ -121,6 +149,24 @@ def _runs(pipeline: Pipeline, pending: list[StoredEvent]) -> list[list[StoredEve
         else:
             runs.append([stored])
     return runs
+
+
+def router_after_reply(app: WSGIApplication, router: Router) -> WSGIApplication:
+    """`app` with the router's wakes of each request held until its reply is written (the
+    server calls the body's `close` then): on the embedded default a pilot's report commits
+    job.ended events, and the router woken at that commit would compete with the reply that
+    carries the pilot's next job (`Router.hold`). A long-poll lets go as its wait starts."""
+
+    def wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        router.hold()
+        try:
+            body = app(environ, start_response)
+        except BaseException:
+            router.let_go()
+            raise
+        return ClosingIterator(body, router.let_go)
+
+    return wsgi
 
 
 def tick_event(now: float) -> Event:

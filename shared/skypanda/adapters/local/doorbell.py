@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 
 class QueueBell:
@@ -41,6 +41,9 @@ class LocalDoorbell:
         self._queues: dict[str, QueueBell] = {}
         self._waiting = 0
         self._closed = False
+        # Called as a wait starts, on the waiting thread (the embedded server lets its router
+        # go: a request's held wake must not wait for the long-poll that follows its report).
+        self.before_wait: Callable[[], None] = lambda: None
 
     @property
     def waiting(self) -> int:
@@ -106,6 +109,7 @@ class LocalDoorbell:
         return True
 
     def wait(self, queue: str, seen: int, timeout: float) -> bool:
+        self.before_wait()
         deadline = time.monotonic() + timeout
         with self._lock:
             bell = self._enter(queue, seen, timeout)
