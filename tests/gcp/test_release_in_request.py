@@ -8,8 +8,6 @@ be released in full."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,22 +19,15 @@ from skypanda.handlers.services import Services
 from skypanda.handlers.sweep import resend_lost
 from skypanda.runtime.emulated import EmulatedCloud
 from skypanda.runtime.gcp import PILOT_LONG_POLL_S
-from tests.e2e.conftest import emulated_cloud, wait_until
+from tests.e2e import test_critical_path_cloud as cloud_path
+from tests.e2e.conftest import wait_until
 from tests.e2e.test_critical_path_cloud import Pilot, _jobs, _pipeline
 
 pytestmark = pytest.mark.e2e
 
+quiet = cloud_path.quiet  # the fixture: the gcp backend on the emulators, launching no pilot
+
 RESEND_AFTER_S = 300.0  # EmulatedOptions.resend_lost_after_s
-
-
-@pytest.fixture
-def quiet(
-    tmp_path: Path, firestore_emulator: Any, pubsub_emulator: Any, storage_emulator: Any
-) -> Iterator[EmulatedCloud]:
-    """The gcp backend on the emulators, launching no pilot: the test plays them."""
-    system: EmulatedCloud = emulated_cloud(tmp_path / "home", launch_pilots=False)
-    yield system
-    system.stop()
 
 
 def _event(cloud: EmulatedCloud, event_id: str) -> dict[str, Any]:
