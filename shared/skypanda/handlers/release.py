@@ -100,12 +100,11 @@ def released_in_request(svc: Services, ended: Sequence[JobEnded], *, done: bool)
     flagged = [e for e in ended if e.in_request]
     if not flagged:
         return
+    unflagged = [ev.job_ended(e.job_id, e.attempt, e.task_id, e.status) for e in flagged]
     try:
         if not done:
-            svc.bus.publish([ev.job_ended(e.job_id, e.attempt, e.task_id, e.status)
-                             for e in flagged])  # fmt: skip
-        svc.outbox.mark_released([ev.job_ended(e.job_id, e.attempt, e.task_id, e.status).id
-                                  for e in flagged])  # fmt: skip
+            svc.bus.publish(unflagged)
+        svc.outbox.mark_released([e.id for e in unflagged])
     except SkypandaError as e:
         log.warning("release of %d reported ends not said done (the sweep sends them again): "
                     "%s", len(flagged), e)  # fmt: skip

@@ -97,6 +97,7 @@ class FirestoreDoorbell(LocalDoorbell):
             self._ring_locked(queues)
 
     def wait(self, queue: str, seen: int, timeout: float) -> bool:
+        self.before_wait()
         deadline = time.monotonic() + timeout
         with self._lock:
             bell = self._enter(queue, seen, timeout)
@@ -111,17 +112,10 @@ class FirestoreDoorbell(LocalDoorbell):
             if opener and not self._open(queue, listener):
                 return False
             with self._lock:
-                while not self._closed:
-                    # (a wake whose job left the head before this waiter woke, e.g. claimed
-                    # in the very request that released it, is dropped: waking would only
-                    # pay a look for nothing)
-                    if self._woken(bell) and not listener.empty:
-                        return True
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    bell.cond.wait(left)
-                return False
+                # (a wake whose job left the head before this waiter woke, e.g. claimed in
+                # the very request that released it, is dropped: waking would only pay a look
+                # for nothing)
+                return self._wait_woken(bell, deadline, lambda: not listener.empty)
         finally:
             self._leave(queue, listener, bell)
 

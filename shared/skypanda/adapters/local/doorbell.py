@@ -116,16 +116,23 @@ class LocalDoorbell:
             if isinstance(bell, bool):
                 return bell
             try:
-                while not self._closed:
-                    if self._woken(bell):
-                        return True
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    bell.cond.wait(left)
-                return False
+                return self._wait_woken(bell, deadline)
             finally:
                 self._leave_locked(bell)
+
+    def _wait_woken(
+        self, bell: QueueBell, deadline: float, worth: Callable[[], bool] = lambda: True
+    ) -> bool:
+        """Wait (the lock held) until a wake owed to the queue's waiters is taken and `worth`
+        answering (else it is dropped), the deadline passes or the doorbell closes."""
+        while not self._closed:
+            if self._woken(bell) and worth():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            bell.cond.wait(left)
+        return False
 
     def close(self) -> None:
         """End every wait now and refuse new ones (the server is stopping)."""
