@@ -4,6 +4,9 @@ the edge with the field named; an object's key and event id depend on the object
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -21,7 +24,7 @@ from skypanda.domain.watch import (
     parse_source,
     watches,
 )
-from skypanda.runtime.objects import decode_notification, is_notification
+from skypanda.runtime.objects import decode_notification, is_notification, list_folder
 
 TEMPLATE = {"name": "reco", "command": ["reco", "{input}"]}
 
@@ -96,3 +99,19 @@ def test_a_finalize_notification_is_an_object_event_and_others_are_ignored() -> 
     assert event == object_finalized("b", "in/x", "17", 42)
     assert decode_notification({**attributes, "eventType": "OBJECT_DELETE"}, data) is None
     assert decode_notification(attributes, b"not json") == object_finalized("b", "in/x", "17", 0)
+
+
+def test_a_folder_lists_a_file_once_it_has_settled_so_a_file_being_written_is_one_object(
+    tmp_path: Path,
+) -> None:
+    # Given a file just created empty, its writer not done yet
+    f = tmp_path / "raw.dat"
+    f.write_bytes(b"")
+    # Then a poll does not list it (listed now, it would be announced again once written)
+    assert list(list_folder(str(tmp_path), "", "", 10, settle_s=60)) == []
+    # When it is written and left alone past the settle time
+    f.write_bytes(b"data")
+    os.utime(f, ns=(f.stat().st_atime_ns, time.time_ns() - 61 * 10**9))
+    # Then it is listed once, whole, its modification time as its generation
+    ((name, generation, size),) = list_folder(str(tmp_path), "", "", 10, settle_s=60)
+    assert (name, generation, size) == ("raw.dat", str(f.stat().st_mtime_ns), 4)

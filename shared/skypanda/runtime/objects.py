@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -43,6 +44,10 @@ Lister = Callable[[str, str, str, int], Iterator[tuple[str, str, int]]]
 sorts after `after`, in name order, at most `page`."""
 MAX_SCAN = 100_000
 """Files of a folder looked at per poll at most."""
+SETTLE_S = 1.0
+"""A file modified less than this long ago is left for a later poll: one being written is
+announced once it is whole, not once half-written and again when done (its modification time,
+its generation, changed)."""
 
 
 def is_notification(attributes: Mapping[str, str]) -> bool:
@@ -71,10 +76,14 @@ def decode_notification(attributes: Mapping[str, str], data: bytes) -> Event | N
     return object_finalized(bucket, name, attributes.get("objectGeneration", ""), size)
 
 
-def list_folder(folder: str, prefix: str, after: str, page: int) -> Iterator[tuple[str, str, int]]:
-    """Files under `folder` (recursively, names relative to it; hidden files and files being
-    written as `*.part`/`*.tmp` skipped). The generation is the modification time in ns: a
-    file written again is a new object."""
+def list_folder(
+    folder: str, prefix: str, after: str, page: int, *, settle_s: float = SETTLE_S
+) -> Iterator[tuple[str, str, int]]:
+    """Files under `folder` (recursively, names relative to it; hidden files, files being
+    written as `*.part`/`*.tmp`, and files modified in the last `settle_s` skipped: a later
+    poll lists them). The generation is the modification time in ns: a file written again is
+    a new object."""
+    settled_before = time.time_ns() - int(settle_s * 1e9)
     names: list[str] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -91,7 +100,8 @@ def list_folder(folder: str, prefix: str, after: str, page: int) -> Iterator[tup
             st = os.stat(os.path.join(folder, name))
         except OSError:
             continue  # removed meanwhile
-        yield name, str(st.st_mtime_ns), st.st_size
+        if st.st_mtime_ns <= settled_before:
+            yield name, str(st.st_mtime_ns), st.st_size
 
 
 def gcs_lister(client: Any) -> Lister:
