@@ -46,6 +46,10 @@ MAX_EVENTS = 10**15
 SPLIT_AT_MOST = 6
 """Tasks of at most this many jobs are split and their jobs stored, read back and cancelled."""
 
+pytestmark = pytest.mark.timeout(480)
+"""A property test is its examples one after another (50 round trips to the Firestore emulator
+each): pytest's 120 s for one test is too short on a busy machine, not a sign of a hang."""
+
 PROPERTY = settings(
     max_examples=50,
     deadline=None,
