@@ -74,6 +74,27 @@ def test_json_that_cannot_be_stored_or_read_back_is_refused(text: str, message: 
         parse_json(text.encode())
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[" * 65 + b"]" * 65, "nested deeper than 64 levels"),  # past the depth, no recursion
+        (b'{"a": "\xed\xa0\x80"}', "a lone surrogate"),  # a raw surrogate, not an escape
+        (b'{"a": "x\\\\u0000"}', None),  # a backslash then "u0000": plain text, fine
+        (b"[" * 64 + b"]" * 64, None),  # exactly the deepest allowed
+    ],
+)
+def test_small_plain_bodies_are_checked_as_thoroughly(raw: bytes, message: str | None) -> None:
+    # A body told within the bounds from its text alone skips the walk over its values: the
+    # ones at the edges are judged as the walk would judge them
+    if message is None:
+        assert parse_json(raw) is not None
+        check_value(json.loads(raw), "the same")  # and the walk agrees
+        return
+    with pytest.raises(InvalidInput, match=message):
+        parse_json(raw)
+
+
+@pytest.mark.timeout(480)  # a million values parsed: 12 s of CPU, minutes on a busy machine
 def test_a_million_bad_values_make_one_short_message() -> None:
     # It was a million errors: 15 s, 1.1 GB and a 47 MB message (issue 13)
     body = {"name": "x", "command": ["echo"], "inputs": list(range(1_000_000))}
