@@ -157,7 +157,7 @@ def _job(i: int) -> HeldJob:
 
 def test_take_back_withdraws_the_jobs_no_worker_took_last_acquired_first() -> None:
     # Given a pilot with one slot: a payload running, two jobs queued behind it
-    registry = Registry(on_remove=lambda: None)
+    registry = Registry(on_empty=lambda: None)
     running, release = threading.Event(), threading.Event()
     ran: list[str] = []
 
@@ -187,7 +187,7 @@ def test_take_back_withdraws_the_jobs_no_worker_took_last_acquired_first() -> No
 
 
 def test_running_for_counts_only_jobs_a_worker_took_and_not_ended() -> None:
-    registry = Registry(on_remove=lambda: None)
+    registry = Registry(on_empty=lambda: None)
     young, old, ended, queued = (_job(i) for i in range(4))
     for held in (young, old, ended, queued):
         registry.add(held)

@@ -220,7 +220,7 @@ class FakeServer:
 def test_the_reporter_sends_the_tail_in_chunks_before_a_small_final_report() -> None:
     # Given a job with a 4 MB cap whose payload wrote 20 MB of numbered lines
     server = FakeServer()
-    registry = Registry(on_remove=lambda: None)
+    registry = Registry(on_empty=lambda: None)
     held = HeldJob({"id": "j1", "attempt": 1}, log_cap=4 * MB)
     registry.add(held)
     data = b"".join(b"line %07d\n" % i for i in range(20 * MB // 13))
@@ -268,3 +268,16 @@ def test_a_payload_writing_far_past_the_cap_is_never_held_up(tmp_path: Path) -> 
     assert match is not None
     assert int(match.group(1)) == 6 + 64 * MB + 6 - 1 * MB
     assert len(text) == 1 * MB + len(match.group(0))  # the marker's line, and a line break
+
+
+def test_unsent_counts_the_kept_tail_and_is_never_below_what_the_end_makes_ready() -> None:
+    # Given logs under their cap, and over it (a tail kept, a middle elided)
+    for written in (b"short\n", bytes(range(256)) * 400):
+        log = CappedLog(cap=1000)
+        log.add(written)
+        # When asked before the end
+        before = log.unsent()
+        log.end()
+        # Then it covers all that the end makes ready to send
+        assert before >= log.pending() > 0
+        assert before <= log.pending() + len(elided_line(10**9)) + 1

@@ -23,7 +23,10 @@ Every run measures, in the same process and one after the other on the same mach
   thread spent polling for the end: on a busy machine a slow run polls more, and each poll
   reads the workflow), `pilots_cpu_ms_per_job` (the
   pilots and their payloads, over their whole life) and `floor_cpu_ms_per_spawn` (one run of
-  the floor's loop, parent and child).
+  the floor's loop, parent and child);
+- context switches per job, which count hand-overs between threads and waits whatever the
+  load: `pilots_switches_per_job` (the pilots and their payloads, over their whole life) and
+  `floor_switches_per_spawn` (one run of the floor's loop, parent and child).
 """
 
 from __future__ import annotations
@@ -59,9 +62,15 @@ def _cpu_s(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def spawn_floor(parallel: int, total: int) -> tuple[float, float]:
-    """Jobs/s of `subprocess.run(["true"])` in `parallel` threads, `total` runs in all, and
-    the CPU seconds one run cost (this process and the child)."""
+def _switches(who: int) -> int:
+    """Context switches, voluntary or not: a thread hand-over, a wait, a preemption."""
+    usage = resource.getrusage(who)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
+def spawn_floor(parallel: int, total: int) -> tuple[float, float, float]:
+    """Jobs/s of `subprocess.run(["true"])` in `parallel` threads, `total` runs in all, the
+    CPU seconds one run cost (this process and the child) and its context switches."""
     each = max(1, total // parallel)
 
     def loop() -> None:
@@ -70,6 +79,7 @@ def spawn_floor(parallel: int, total: int) -> tuple[float, float]:
 
     threads = [threading.Thread(target=loop) for _ in range(parallel)]
     cpu = _cpu_s(resource.RUSAGE_SELF) + _cpu_s(resource.RUSAGE_CHILDREN)
+    switches = _switches(resource.RUSAGE_SELF) + _switches(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -77,7 +87,9 @@ def spawn_floor(parallel: int, total: int) -> tuple[float, float]:
         t.join()
     seconds = time.perf_counter() - start
     cpu = _cpu_s(resource.RUSAGE_SELF) + _cpu_s(resource.RUSAGE_CHILDREN) - cpu
-    return each * parallel / seconds, cpu / (each * parallel)
+    switches = _switches(resource.RUSAGE_SELF) + _switches(resource.RUSAGE_CHILDREN) - switches
+    runs = each * parallel
+    return runs / seconds, cpu / runs, switches / runs
 
 
 def _graph(shape: str, jobs: int) -> tuple[WorkflowSpec, list[bytes]]:
@@ -183,8 +195,9 @@ def run_throughput(
         idle_timeout_s=600.0, heartbeat_interval_s=5.0, heartbeat_timeout_s=60.0,
     )  # fmt: skip
     slots = pilots * queue.pilot_resources.cores  # a local pilot runs one payload per core
-    floor, floor_cpu = spawn_floor(slots, min(max(jobs, 500), 4000))
+    floor, floor_cpu, floor_switches = spawn_floor(slots, min(max(jobs, 500), 4000))
     children_cpu = _cpu_s(resource.RUSAGE_CHILDREN)
+    children_switches = _switches(resource.RUSAGE_CHILDREN)
     with LocalSystem(LocalOptions(home=home, queue=queue, tick_s=0.5)) as system:
 
         def registered() -> bool:
@@ -197,6 +210,7 @@ def run_throughput(
         seconds, polled, status, done = _run_shape(system, shape, jobs)
         server_cpu = _cpu_s(resource.RUSAGE_SELF) - server_cpu - polled
     children_cpu = _cpu_s(resource.RUSAGE_CHILDREN) - children_cpu  # pilots and payloads
+    children_switches = _switches(resource.RUSAGE_CHILDREN) - children_switches
     deps = dependency_latencies(done)
     jobs_per_s = len(done) / seconds
     result: dict[str, Any] = {
@@ -213,6 +227,8 @@ def run_throughput(
         "floor_cpu_ms_per_spawn": round(floor_cpu * 1000, 3),
         "server_cpu_ms_per_job": round(server_cpu * 1000 / len(done), 3),
         "pilots_cpu_ms_per_job": round(children_cpu * 1000 / len(done), 3),
+        "floor_switches_per_spawn": round(floor_switches, 2),
+        "pilots_switches_per_job": round(children_switches / len(done), 2),
         "submit_to_running_ms_p50": _ms(statistics.median(warm) if warm else None),
         "submit_to_running_ms_p90": _ms(_percentile(warm, 0.9)),
         "submit_to_running_ms_max": _ms(max(warm) if warm else None),

@@ -7,7 +7,8 @@ exactly that job, runs it, reports it and ends.
 Threads, and what each one owns:
 
     main       registers, acquires jobs into the worker pool, decides when to stop, ends the pilot
-    workers    `slots` threads, each running one payload at a time (runner.run_payload)
+    workers    `slots` threads, each running one payload at a time (runner.run_payload); a
+               worker sends its job's final report itself when a slot has nothing to run
     reporter   batches status reports into /update calls and sends running jobs' output
     heartbeat  tells the server which jobs the pilot holds; applies kill and drain commands
 
@@ -15,10 +16,11 @@ Per-job round trips are avoided on purpose: a pilot should sustain hundreds of t
 second, so jobs are acquired in bulk, and "running" and final reports of many jobs share one
 /update call (a job that ends before the flush is only reported once, as ended).
 
-The critical path of a workflow is one round trip: a final report is sent at once (reports that
-end while one /update is under way go together in the next), and the /update that carries it
-also asks for the pilot's next jobs when it has room for them (`acquire`); the server releases
-the children of the jobs it ended in the same commit, so a child comes back in the reply. An
+The critical path of a workflow is one round trip: a final report is sent at once, by the worker
+that ran the job (reports that end while one /update is under way go together in the next, by
+the reporter), and the /update that carries it also asks for the pilot's next jobs when it has
+room for them (`acquire`); the server releases the children of the jobs it ended in the same
+commit, so a child comes back in the reply, and runs in the worker that just became free. An
 idle pilot long-polls its acquires (`LONG_POLL_S`): the server answers as soon as a job is
 activated on the queue. Jobs asked for by the main thread and by the reporter are reserved
 first (`_reserve`), so the two never ask for more than the pilot wants between them.
@@ -119,7 +121,7 @@ class _Pilot(JobWork):
         self.client = client
         self.slots = cfg.effective_slots
         self.wake = threading.Event()
-        self.registry = Registry(on_remove=self.wake.set)
+        self.registry = Registry(on_empty=self.wake.set)
         # --slots above --cores means the user wants 1-core jobs to share cores.
         self.cores = Cores(max(cfg.cores, self.slots))
         self.pilot_id = cfg.pilot_id or ""
@@ -462,9 +464,24 @@ class _Pilot(JobWork):
             self._active -= 1
             mean = self._mean_runtime
             self._mean_runtime = runtime if mean is None else 0.8 * mean + 0.2 * runtime
+            room = self._has_room()
         assert self._reporter is not None
-        self._reporter.submit(held, job_report(held, result, outputs=outputs))
-        self.wake.set()
+        self._reporter.submit(held, job_report(held, result, outputs=outputs), here=True)
+        if room:  # else the main thread has nothing to do for it: it sleeps on
+            self.wake.set()
+
+    def _has_room(self) -> bool:
+        """Whether the main thread may acquire now (under the lock): `_reserve`'s question,
+        asked as if no payload ran long (which only makes its answer smaller), without the
+        look at every held job."""
+        n = acquire_size(
+            held=self._active + self._asking,
+            slots=self.slots,
+            per_acquire=self._per_acquire,
+            mean_runtime_s=self._mean_runtime,
+            remaining=None,
+        )
+        return n > 0
 
     def _give_back(self) -> None:
         """Give back the jobs held beyond the free slots once a payload runs long (`take_back`):
@@ -487,29 +504,6 @@ class _Pilot(JobWork):
             left = deadline - time.monotonic()
             if left <= 0 or self.wake.wait(min(left, STOP_CHECK_S)):
                 return
-
-    # -- workers ----------------------------------------------------------------------------
-
-    def _work(self, held: HeldJob) -> None:
-        """Run one job in a worker thread and report it; never raises. Its lines carry its id."""
-        with logs.labels(job=held.id):
-            self._work_on(held)
-
-    def _work_on(self, held: HeldJob) -> None:
-        outputs: list[dict[str, Any]] = []
-        try:
-            result, outputs = self._run_job(held)
-        except Exception as e:  # a pilot bug must not lose the job silently
-            log.exception("job %s: pilot error", held.id)
-            now = time.time()
-            code = ErrorCode.PAYLOAD_NOT_STARTED
-            result = PayloadResult("failed", None, code, f"pilot error: {e}", now, now)
-        self._finish(held, result, outputs)
-        runtime = result.ended_at - result.started_at
-        outcome = result.error_diag or f"exit code {result.exit_code}"
-        log.info(
-            "job %s.%d %s (%s) in %.2fs", held.id, held.attempt, result.status, outcome, runtime
-        )
 
     # -- replies from the server ------------------------------------------------------------
 

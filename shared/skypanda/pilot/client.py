@@ -134,6 +134,7 @@ class ApiClient:
         raw: bytes | None = None,
         content_type: str | None = None,
         patient: bool = False,
+        once: bool = False,
     ) -> Any:
         """Send one request and return the decoded answer.
 
@@ -146,6 +147,7 @@ class ApiClient:
             content_type: content type of `raw` (default application/octet-stream).
             patient: also retry while the server has not answered for less than the outage
                 budget (what a pilot must not lose to a server restart).
+            once: try once, whatever `retries` says (the caller has another way to retry).
 
         Returns:
             The parsed JSON answer, the text of a text/plain answer, or None for 204 or an
@@ -169,8 +171,10 @@ class ApiClient:
                 down_for = self.outage.unanswered(e)
                 attempt += 1
                 delay = backoff_delay(attempt, base_s=self.backoff_s, max_s=self.max_backoff_s)
-                spent = attempt > self.retries or (
-                    time.monotonic() - started + delay > self.retry_budget_s
+                spent = (
+                    once
+                    or attempt > self.retries
+                    or (time.monotonic() - started + delay > self.retry_budget_s)
                 )
                 if patient:  # on until the server has been down for the whole outage budget
                     left = self.outage.budget_s - down_for

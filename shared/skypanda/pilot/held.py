@@ -67,12 +67,13 @@ class HeldJob:
 
 
 class Registry:
-    """The jobs the pilot holds, shared by all threads; `on_remove` wakes whoever waits."""
+    """The jobs the pilot holds, shared by all threads; `on_empty` wakes whoever waits for
+    the last one to go (called when a removal leaves none)."""
 
-    def __init__(self, on_remove: Callable[[], None]) -> None:
+    def __init__(self, on_empty: Callable[[], None]) -> None:
         self._jobs: dict[str, HeldJob] = {}
         self._lock = threading.Lock()
-        self._on_remove = on_remove
+        self._on_empty = on_empty
 
     def add(self, held: HeldJob) -> None:
         with self._lock:
@@ -85,7 +86,9 @@ class Registry:
     def remove(self, job_id: str) -> None:
         with self._lock:
             self._jobs.pop(job_id, None)
-        self._on_remove()
+            empty = not self._jobs
+        if empty:
+            self._on_empty()
 
     def snapshot(self) -> list[HeldJob]:
         with self._lock:

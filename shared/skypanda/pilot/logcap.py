@@ -53,7 +53,7 @@ def elided_line(n: int) -> bytes:
 class CappedLog:
     """One attempt's output, capped at `cap` bytes (see the module docstring); thread-safe.
 
-    The payload's reader thread calls `add`; the reporter `take`s what is ready to send; `end`
+    The thread watching the payload calls `add`; the reporter `take`s what is ready to send; `end`
     (the payload's output is complete) makes the tail ready too.
     """
 
@@ -155,6 +155,12 @@ class CappedLog:
         """Bytes ready to send."""
         with self._lock:
             return len(self._pending)
+
+    def unsent(self) -> int:
+        """Bytes still to send, the tail kept so far included (at most, with its marker)."""
+        with self._lock:
+            marker = len(elided_line(self._elided)) + 1 if self._elided else 0
+            return len(self._pending) + len(self._ring) + marker
 
     @property
     def elided(self) -> int:

@@ -76,6 +76,7 @@ class Reporter:
         self._pending: dict[str, tuple[HeldJob, dict[str, Any]]] = {}
         self._tries: dict[str, int] = {}
         self._cond = threading.Condition()
+        self._sending = threading.Lock()  # held by whoever sends: this thread or a worker
         self._closing = False
         self._nudged = False
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
@@ -83,8 +84,12 @@ class Reporter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, held: HeldJob, report: dict[str, Any]) -> None:
-        """Queue a report; a later report of the same job replaces one not yet sent."""
+    def submit(self, held: HeldJob, report: dict[str, Any], *, here: bool = False) -> None:
+        """Queue a report; a later report of the same job replaces one not yet sent.
+
+        A final report while a slot has nothing to run is sent at once: with `here`, by the
+        calling thread (a worker) when no other send is under way (see `_send_here`), else by
+        this reporter's thread."""
         with self._cond:
             if held.abandoned:
                 if report["status"] in FINAL_STATUSES:
@@ -92,9 +97,30 @@ class Reporter:
                 return
             self._pending[held.id] = (held, report)
             now = report["status"] in FINAL_STATUSES and self._eager is not None and self._eager()
-            if now or len(self._pending) >= REPORT_BATCH:
+            here = here and now and not self._closing and self._client.outage.down_for() is None
+            here = here and self._sending.acquire(blocking=False)
+            if not here and (now or len(self._pending) >= REPORT_BATCH):
                 self._nudged = self._nudged or now
                 self._cond.notify()
+        if here:
+            self._send_here()
+
+    def _send_here(self) -> None:
+        """Send the pending reports from the calling worker thread (holding `_sending`): the
+        critical path of a workflow skips a hand-over to this reporter's thread, and the next
+        job of the reply runs in the thread that is free for it. One try only, no output
+        chunks: whatever cannot go so goes by this reporter's thread (and its patience)."""
+        try:
+            with self._cond:
+                jobs = [held for held, _ in self._pending.values()]
+            small = all(held.log.unsent() <= LOG_CHUNK_BYTES for held in jobs)
+            done = small and not self._flush_reports(patient=False)
+        except ApiError:  # the batch is pending again: the reporter's thread sends it
+            done = False
+        finally:
+            self._sending.release()
+        if not done:
+            self.nudge()
 
     def nudge(self) -> None:
         """Flush soon: a job has buffered a full log chunk."""
@@ -119,9 +145,10 @@ class Reporter:
                     self._cond.wait_for(self._due, timeout=REPORT_FLUSH_S)
                     self._nudged = False
                     closing = self._closing
-                self._flush_logs()
-                while self._flush_reports():
-                    pass
+                with self._sending:
+                    self._flush_logs()
+                    while self._flush_reports():
+                        pass
                 with self._cond:
                     if closing and not self._pending:
                         return
@@ -183,8 +210,10 @@ class Reporter:
                 report["log"] = held.take_text(LOG_CHUNK_BYTES) or None
         return batch
 
-    def _flush_reports(self) -> bool:
-        """Send one batch; True if more reports wait and the last batch went through."""
+    def _flush_reports(self, *, patient: bool = True) -> bool:
+        """Send one batch; True if more reports wait and the last batch went through. Not
+        `patient`: one try, and a batch that did not go through is pending again, untried,
+        for the reporter's thread (ApiError raised)."""
         batch = self._take_batch()
         if not batch:
             return False
@@ -198,9 +227,12 @@ class Reporter:
                 body["acquire"] = asked
         try:
             path = f"/v1/pilots/{self._quoted_id}/update"
-            reply = self._client.call("POST", path, body, patient=True)
+            reply = self._client.call("POST", path, body, patient=patient, once=not patient)
         except ApiError as e:
             self._jobs_back(None, asked)
+            if not patient:
+                self._put_back(batch)
+                raise
             if e.unreachable:
                 raise
             log.error("the server refused an update of %d report(s): %s", len(batch), e)
@@ -215,6 +247,12 @@ class Reporter:
     def _jobs_back(self, jobs: Any, asked: int) -> None:
         if self._on_jobs is not None and asked:
             self._on_jobs(jobs or [], asked)
+
+    def _put_back(self, batch: list[tuple[HeldJob, dict[str, Any]]]) -> None:
+        """Put a batch back as it was, untried (a newer report of a job wins)."""
+        with self._cond:
+            for held, report in batch:
+                self._pending.setdefault(held.id, (held, report))
 
     def _requeue(self, batch: list[tuple[HeldJob, dict[str, Any]]]) -> None:
         """Put a refused batch back (a newer report of a job wins); give up after 3 tries."""

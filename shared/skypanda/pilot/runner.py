@@ -36,15 +36,11 @@ POSIX only (process groups, poll); standard library only (the pilot ships as a z
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import re
-import select
 import signal
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,10 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from skypanda.pilot.sandbox import PayloadUser, hand_over
+from skypanda.pilot.supervise import PayloadIO, kill_group
 from skypanda.pilot.watch import SAMPLE_S, PayloadWatch
 from skypanda.wire.codes import ErrorCode
-
-log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 3.0
 """Seconds between SIGTERM and SIGKILL: time for a payload to flush and clean up."""
@@ -63,8 +58,6 @@ KILL_GRACE_S = 3.0
 OUTPUT_LINGER_S = 1.0
 """After the payload's group is gone, how long to keep reading a pipe someone else still holds
 open (a process that left the group with setsid) before giving up on the rest of the output."""
-
-_READ_SIZE = 65536
 
 FLAGS_FILE = ".skypanda-flags"
 """The file, in the payload's workdir, whose absolute path the payload gets as $SKYPANDA_FLAGS."""
@@ -128,7 +121,7 @@ def run_payload(
             process tree's summed RSS) it is killed as OUT_OF_MEMORY; past walltime_s as
             MAX_TIME_EXCEEDED. A missing or zero limit is no limit.
         workdir: the payload's working directory; created if missing.
-        on_output: called from a reader thread with raw output bytes (stdout and stderr
+        on_output: called, in this thread, with raw output bytes (stdout and stderr
             merged) as they arrive; all calls have happened when this function returns.
         should_stop: polled every `poll_s`; None to go on, or an error code (e.g.
             ErrorCode.KILLED_BY_SERVER) to kill the payload and fail the job with it.
@@ -158,32 +151,32 @@ def run_payload(
         return PayloadResult(
             "failed", None, ErrorCode.PAYLOAD_NOT_STARTED, diag, started_at, time.time()
         )
-    assert proc.stdout is not None  # stdout=PIPE
     record = _record_group(groups, proc.pid)
-    pump = _OutputPump(proc.stdout, on_output)
+    io = PayloadIO(proc, on_output)
     try:
         watch = PayloadWatch(
             proc.pid,  # start_new_session: the payload's session id is its pid
             workdir,
-            last_output=lambda: pump.last_output,
+            last_output=lambda: io.last_output,
             memory_limit_mb=float((job.get("resources") or {}).get("memory_mb") or 0),
             looping_timeout_s=looping_timeout_s,
             sample_s=sample_s,
         )
-        killed = _supervise(proc, job, should_stop, watch, poll_s, kill_grace_s)
+        killed = _supervise(proc, io, job, should_stop, watch, poll_s, kill_grace_s)
     finally:
         # Whatever happened (also an exception in should_stop), nothing of the job survives.
-        leftovers = _kill_group(proc, kill_grace_s)
+        leftovers = kill_group(proc, kill_grace_s, io)
         if record is not None:
             record.unlink(missing_ok=True)
-        pump.finish(OUTPUT_LINGER_S)
+        io.drain(OUTPUT_LINGER_S)
+        io.close()
     if killed is not None:
-        pump.deliver(f"[skypanda-pilot] killed: {killed[1]}\n".encode())
+        io.deliver(f"[skypanda-pilot] killed: {killed[1]}\n".encode())
     elif leftovers:
-        pump.deliver(b"[skypanda-pilot] killed processes the payload left running\n")
+        io.deliver(b"[skypanda-pilot] killed processes the payload left running\n")
     flags_read, notes = read_flags(flags, owner=None if user is None else user.uid)
     for note in notes:
-        pump.deliver(f"[skypanda-pilot] flags: {note}\n".encode())
+        io.deliver(f"[skypanda-pilot] flags: {note}\n".encode())
     result = _result(proc.returncode, killed, started_at)
     result.flags = flags_read
     result.max_rss_mb = watch.peak_mb
@@ -207,15 +200,34 @@ def _start(
     if not argv or not argv[0]:
         raise ValueError("the job has an empty command")
     workdir.mkdir(parents=True, exist_ok=True)
-    # Empty, also if an earlier run left one; a new file, never through a link left there.
-    flags.unlink(missing_ok=True)
-    os.close(os.open(flags, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+    _new_flags_file(flags)
     if user is not None:
         hand_over(workdir, user)
+    env = payload_env(job, workdir, user, base=base_env, flags=flags)
+    # Found once, not by the exec's own search of PATH for every payload (a failed exec per
+    # entry before the right one); not for a payload user, whose rights may differ.
+    found = None if user is not None else executable(argv[0], env.get("PATH"))
+    try:
+        return _popen(argv, found, workdir, env, user)
+    except OSError:
+        if found is None:
+            raise
+        _found.pop((argv[0], env.get("PATH")), None)  # gone or changed since: search again
+        return _popen(argv, None, workdir, env, user)
+
+
+def _popen(
+    argv: list[str],
+    found: str | None,
+    workdir: Path,
+    env: dict[str, str],
+    user: PayloadUser | None,
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
+        executable=found,
         cwd=str(workdir),
-        env=payload_env(job, workdir, user, base=base_env, flags=flags),
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -224,6 +236,45 @@ def _start(
         group=None if user is None else user.gid,
         extra_groups=None if user is None else [],
     )
+
+
+def _new_flags_file(flags: Path) -> None:
+    """Create the empty flags file: a new file, never through a link left there; one that
+    an earlier run left is replaced (a fresh workdir has none: no unlink to try first)."""
+    mode = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        os.close(os.open(flags, mode, 0o644))
+    except FileExistsError:
+        flags.unlink()
+        os.close(os.open(flags, mode, 0o644))
+
+
+EXECUTABLE_TTL_S = 10.0
+"""How long a command's place on PATH is remembered (`executable`)."""
+_found: dict[tuple[str, str | None], tuple[str, float]] = {}
+
+
+def executable(name: str, path: str | None) -> str | None:
+    """Where a search of `path` (a PATH value; None: the default) finds the command `name`,
+    as exec would (the first executable file), remembered for EXECUTABLE_TTL_S; None when
+    the exec should search itself: a name with a slash, a PATH with a relative entry (searched
+    from the payload's workdir), or nothing found (the exec's own error then says why)."""
+    if "/" in name:
+        return None
+    key = (name, path)
+    now = time.monotonic()
+    hit = _found.get(key)
+    if hit is not None and now - hit[1] < EXECUTABLE_TTL_S:
+        return hit[0]
+    dirs = (os.defpath if path is None else path).split(os.pathsep)
+    if not all(os.path.isabs(d) for d in dirs):
+        return None
+    for directory in dirs:
+        full = os.path.join(directory, name)
+        if os.path.isfile(full) and os.access(full, os.X_OK):
+            _found[key] = (full, now)
+            return full
+    return None
 
 
 PILOT_SECRETS = frozenset({"SKYPANDA_TOKEN", "SKYPANDA_GCS_TOKEN"})
@@ -264,7 +315,8 @@ def payload_env(
 
 def flags_path(workdir: Path) -> Path:
     """The absolute path of the payload's flags file ($SKYPANDA_FLAGS) in `workdir`."""
-    return Path(os.path.abspath(workdir / FLAGS_FILE))
+    path = workdir / FLAGS_FILE
+    return path if path.is_absolute() and ".." not in path.parts else Path(os.path.abspath(path))
 
 
 def read_flags(path: Path, owner: int | None = None) -> tuple[dict[str, str], list[str]]:
@@ -288,14 +340,11 @@ def read_flags(path: Path, owner: int | None = None) -> tuple[dict[str, str], li
             return {}, [f"{path.name} is not a regular file: ignored"]
         if owner is not None and st.st_uid != owner:
             return {}, [f"{path.name} is not the payload's (owner uid {st.st_uid}): ignored"]
-        with os.fdopen(fd, "rb") as f:
-            fd = -1  # the file object closes it
-            data = f.read(MAX_FLAGS_FILE_BYTES + 1)
+        data = _read_up_to(fd, MAX_FLAGS_FILE_BYTES + 1) if st.st_size else b""
     except OSError as e:
         return {}, [f"cannot read {path.name}: {e.strerror or e}"]
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
     notes = []
     if len(data) > MAX_FLAGS_FILE_BYTES:
         # Cut at the last whole line, so no flag is read with half its value.
@@ -303,6 +352,18 @@ def read_flags(path: Path, owner: int | None = None) -> tuple[dict[str, str], li
         notes.append(f"the file is larger than {MAX_FLAGS_FILE_BYTES} bytes: the rest is ignored")
     flags, problems = parse_flags(data.decode("utf-8", errors="replace"))
     return flags, notes + problems
+
+
+def _read_up_to(fd: int, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        part = os.read(fd, limit - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def parse_flags(text: str) -> tuple[dict[str, str], list[str]]:
@@ -360,180 +421,50 @@ def _result(returncode: int, killed: tuple[int, str] | None, started_at: float) 
 
 def _supervise(
     proc: subprocess.Popen[bytes],
+    io: PayloadIO,
     job: dict[str, Any],
     should_stop: Callable[[], int | None],
     watch: PayloadWatch,
     poll_s: float,
     kill_grace_s: float,
 ) -> tuple[int, str] | None:
-    """Wait for the payload; on walltime, a stop request or the watch's word, kill it, say why."""
+    """Wait for the payload, reading its output; on walltime, a stop request or the watch's
+    word, kill it and say why. The checks run every `poll_s` (output wakes the wait sooner)."""
     walltime = float((job.get("resources") or {}).get("walltime_s") or 0) or None
     deadline = time.monotonic() + walltime if walltime else None
-    exited = _ExitWatch(proc)
-    try:
-        while True:
-            left = poll_s if deadline is None else deadline - time.monotonic()
-            if exited.wait(max(0.0, min(poll_s, left))):
-                return None
-            reason: tuple[int, str] | None = None
-            if deadline is not None and time.monotonic() >= deadline:
-                reason = (ErrorCode.MAX_TIME_EXCEEDED, f"walltime {walltime:g}s exceeded")
+    next_check = time.monotonic() + poll_s
+    while True:
+        now = time.monotonic()
+        due = next_check if deadline is None else min(next_check, deadline)
+        if io.wait(max(0.0, due - now)):
+            return None
+        now = time.monotonic()
+        if now < due:
+            continue  # woken by output
+        next_check = now + poll_s
+        reason: tuple[int, str] | None = None
+        if deadline is not None and now >= deadline:
+            reason = (ErrorCode.MAX_TIME_EXCEEDED, f"walltime {walltime:g}s exceeded")
+        else:
+            code = should_stop()
+            if code is not None:
+                reason = (code, f"stopped by the pilot: {_code_name(code)}")
             else:
-                code = should_stop()
-                if code is not None:
-                    reason = (code, f"stopped by the pilot: {_code_name(code)}")
-                else:
-                    reason = watch.check()
-            if reason is not None:
-                _kill_group(proc, kill_grace_s)
-                return reason
-    finally:
-        exited.close()
+                reason = watch.check()
+        if reason is not None:
+            kill_group(proc, kill_grace_s, io)
+            return reason
 
 
-class _ExitWatch:
-    """Waits for the payload's exit. Where the kernel gives a process file descriptor (Linux
-    5.3+), the wait ends the moment the payload exits: `Popen.wait(timeout)` polls with
-    doubling sleeps instead, which adds milliseconds to every short job."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self._proc = proc
-        self._poll: select.poll | None = None
-        try:
-            fd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):  # an older kernel or Python: Popen.wait it is
-            return
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN)
-        self._fd = fd
-
-    def wait(self, timeout: float) -> bool:
-        """True once the payload exited (and was reaped) within `timeout` seconds."""
-        if self._poll is None:
-            try:
-                self._proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        if self._proc.poll() is None and not self._poll.poll(timeout * 1000):
-            return False
-        self._proc.wait()  # exited: reaps it at once
-        self.close()
-        return True
-
-    def close(self) -> None:
-        if self._poll is not None:
-            self._poll = None
-            os.close(self._fd)
-
-
-def _kill_group(proc: subprocess.Popen[bytes], grace_s: float) -> bool:
-    """Kill the payload's process group (SIGTERM, then SIGKILL after `grace_s`); reap the leader.
-
-    Returns:
-        True if any process of the group was still there to be killed.
-    """
-    pgid = proc.pid  # start_new_session: the payload leads its own group
-    if proc.poll() is not None and not _group_alive(pgid):
-        return False
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not _group_alive(pgid):
-            return True
-        time.sleep(0.05)
-    _signal_group(pgid, signal.SIGKILL)
-    proc.wait()
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a process of the group is still running (zombies do not count)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Killed orphans stay zombies until init reaps them, which some container inits do
-    # only every few seconds; where /proc tells us, look past them.
-    return _live_member_in_proc(pgid) if os.path.isdir("/proc/self") else True
-
-
-def _live_member_in_proc(pgid: int) -> bool:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            state, pgrp = fields[0], int(fields[2])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile, or unreadable
-        if pgrp == pgid and state not in (b"Z", b"X"):
-            return True
-    return False
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-class _OutputPump:
-    """Reads the payload's pipe in a thread and hands chunks to `on_output` as they come.
-
-    It uses poll() and os.read(), never a line-buffered read, so output reaches the server
-    as it is produced and a reader can be told to stop while a stray process holds the pipe.
-    """
-
-    def __init__(self, stream: Any, on_output: Callable[[bytes], None]) -> None:
-        self._stream = stream
-        self._on_output = on_output
-        self._broken = False
-        self._deadline: float | None = None
-        self.last_output = time.time()
-        """Epoch seconds of the latest output read (when reading began, until there is some)."""
-        self._thread = threading.Thread(target=self._run, name="payload-output", daemon=True)
-        self._thread.start()
-
-    def deliver(self, chunk: bytes) -> None:
-        """Pass a chunk on; a failing callback is logged once and then skipped."""
-        if self._broken:
-            return
-        try:
-            self._on_output(chunk)
-        except Exception:
-            self._broken = True
-            log.exception("output callback failed; the rest of this payload's output is dropped")
-
-    def finish(self, linger_s: float) -> None:
-        """Read what is left (up to `linger_s` of silence after the pipe empties), then close."""
-        self._deadline = time.monotonic() + linger_s
-        self._thread.join()
-        self._stream.close()
-
-    def _run(self) -> None:
-        fd = self._stream.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        while True:
-            if not poller.poll(100):
-                if self._deadline is not None and time.monotonic() >= self._deadline:
-                    return
-                continue
-            try:
-                chunk = os.read(fd, _READ_SIZE)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.last_output = time.time()
-            self.deliver(chunk)
+RECORD_SOURCE = ".record"
+"""In the groups directory: the empty file every record is a hard link to (see `_record_group`)."""
 
 
 def _record_group(groups: Path | None, pgid: int) -> Path | None:
-    """Note a payload's process group in `groups` (best effort: a safety net only).
+    """Note a payload's process group in `groups` (best effort: a safety net only): an empty
+    file named after it, made as a hard link to RECORD_SOURCE. A link only adds a name to the
+    directory, where a new file also costs an inode (on ext4 it took 2-10 times longer, per
+    job); where links are not allowed, a new file it is.
 
     Why not PR_SET_PDEATHSIG: it needs a preexec_fn, which forces subprocess to fork the whole
     pilot instead of using vfork, and tripled the cost of starting a short payload.
@@ -541,15 +472,21 @@ def _record_group(groups: Path | None, pgid: int) -> Path | None:
     if groups is None:
         return None
     path = groups / str(pgid)
+    source = groups / RECORD_SOURCE
     try:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        except FileNotFoundError:  # the first payload: make the directory once
+            os.link(source, path)
+        except FileNotFoundError:  # the first payload: make the directory and the source once
             groups.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        os.close(fd)
-    except OSError:
-        return None
+            os.close(os.open(source, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            os.link(source, path)
+    except FileExistsError:  # a record left by an earlier group of that id: it is ours now
+        pass
+    except OSError:  # no hard links here
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError:
+            return None
     return path
 
 

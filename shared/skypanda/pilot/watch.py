@@ -168,6 +168,8 @@ class SessionIndex:
         self._lock = threading.Lock()
         self._sessions: dict[int, list[int]] = {}
         self._scanned_at: float | None = None
+        self.has_proc = os.path.isdir(f"{proc}/self")
+        """Whether there is a /proc to read (looked at once, not for every payload)."""
 
     def pids(self, sid: int) -> list[int]:
         """The live pids of session `sid`, from a scan at most `max_age_s` old."""
@@ -260,7 +262,7 @@ class PayloadWatch:
         self._looping_timeout_s = looping_timeout_s or None
         self._sample_s = sample_s
         self._index = index
-        self._has_proc = os.path.isdir(f"{index.proc}/self")
+        self._has_proc = index.has_proc
         self._next_sample = time.monotonic() + sample_s
         self._mtime: float | None = None
         self.peak_rss_bytes: int | None = None

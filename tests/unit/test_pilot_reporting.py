@@ -1,0 +1,99 @@
+"""Specification of who sends a job's final report (`skypanda.pilot.reporting.Reporter`): the
+worker that ran the job, at once, when a slot has nothing to run; the reporter's thread when
+that send fails, or when it is not at once."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from skypanda.pilot.client import ApiError
+from skypanda.pilot.held import HeldJob, Registry
+from skypanda.pilot.outage import Outage
+from skypanda.pilot.reporting import Reporter
+
+
+class Server:
+    """Takes a pilot's updates, noting the thread each came from; refuses the first
+    `unreachable` of them as a server that does not answer."""
+
+    def __init__(self, unreachable: int = 0) -> None:
+        self.outage = Outage(0)
+        self.updates: list[tuple[str, list[str], dict[str, Any]]] = []
+        self.tries: list[dict[str, Any]] = []
+        self.unreachable = unreachable
+        self.cond = threading.Condition()
+
+    def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        with self.cond:
+            self.tries.append(kw)
+            if self.unreachable:
+                self.unreachable -= 1
+                raise ApiError(0, "cannot reach the server")
+            ids = [r["job_id"] for r in body["reports"]]
+            self.updates.append((threading.current_thread().name, ids, kw))
+            self.cond.notify_all()
+        return {"results": [{"job_id": i, "accepted": True} for i in ids], "jobs": []}
+
+
+def final(held: HeldJob) -> dict[str, Any]:
+    return {"job_id": held.id, "attempt": 1, "status": "finished", "exit_code": 0,
+            "error_code": None, "error_diag": ""}  # fmt: skip
+
+
+def reporter(server: Server, registry: Registry, asked: list[int]) -> Reporter:
+    def acquire() -> int:
+        asked.append(1)
+        return 1
+
+    return Reporter(
+        server,  # type: ignore[arg-type]
+        "p1",
+        registry,
+        2.0,
+        lambda _: None,
+        lambda _: None,
+        acquire=acquire,
+        on_jobs=lambda jobs, n: asked.append(-n),
+        eager=lambda: True,
+    )
+
+
+def test_a_final_report_is_sent_by_the_worker_itself_when_a_slot_is_free() -> None:
+    # Given a reporter whose thread is not even started, and a job that just ended
+    server, registry = Server(), Registry(on_empty=lambda: None)
+    asked: list[int] = []
+    held = HeldJob({"id": "j1", "attempt": 1})
+    held.started = held.ended = True
+    registry.add(held)
+    # When its worker submits its final report
+    reporter(server, registry, asked).submit(held, final(held), here=True)
+    # Then the worker sent it, once and at once, asking for the next job with it
+    assert server.updates == [(threading.current_thread().name, ["j1"], server.updates[0][2])]
+    assert server.updates[0][2] == {"patient": False, "once": True}
+    assert asked == [1, -1]
+    assert len(registry) == 0
+
+
+def test_a_final_report_the_worker_could_not_send_goes_by_the_reporter_thread() -> None:
+    # Given a server that does not answer the first try
+    server, registry = Server(unreachable=1), Registry(on_empty=lambda: None)
+    asked: list[int] = []
+    held = HeldJob({"id": "j1", "attempt": 1})
+    held.started = held.ended = True
+    registry.add(held)
+    sender = reporter(server, registry, asked)
+    sender.start()
+    try:
+        # When the worker submits its final report
+        sender.submit(held, final(held), here=True)
+        # Then the reporter's thread sends it, patiently, and the reserved job was given back
+        with server.cond:
+            assert server.cond.wait_for(lambda: server.updates, timeout=30)
+    finally:
+        sender.close(30)
+    (thread, ids, kw) = server.updates[0]
+    assert (thread, ids, kw["patient"]) == ("reporter", ["j1"], True)
+    assert server.tries[0] == {"patient": False, "once": True}
+    assert asked[:2] == [1, -1]
+    assert len(registry) == 0
