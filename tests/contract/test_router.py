@@ -255,3 +255,35 @@ def test_a_task_that_cannot_be_split_fails_instead_of_being_retried(node: Node) 
     assert node.store.list_jobs(task.id) == []
     assert node.store.pending_events(100) == []
     assert node.store.dead_events() == []
+
+
+def test_a_commit_of_only_lazy_events_calls_the_lazy_hook(node: Node) -> None:
+    # Given a store whose job.ended events may wait (as the embedded system wires it)
+    calls: list[str] = []
+    node.store.on_events = lambda: calls.append("now")
+    node.store.on_lazy_events = lambda: calls.append("soon")
+    node.store.lazy_events = frozenset({EventType.JOB_ENDED})
+    ended = ev.job_ended("j1", 1, "t1", "finished")
+
+    # When a commit writes only job.ended events, then one writes another kind too
+    node.store.add_events([ended])
+    node.store.add_events([ev.job_ended("j2", 1, "t1", "finished"), ev.task_registered("t2")])
+    # and an atomic scope writes a lazy event, then one that may not wait
+    with node.store.atomic():
+        node.store.add_events([ev.job_ended("j3", 1, "t1", "finished")])
+        node.store.add_events([ev.task_registered("t3")])
+    with node.store.atomic():
+        node.store.add_events([ev.job_ended("j4", 1, "t1", "finished")])
+
+    # Then only the commits of job.ended alone call the lazy hook, once per commit
+    assert calls == ["soon", "now", "now", "soon"]
+    # And every event is in the outbox all the same
+    assert len(node.store.pending_events(100)) == 6
+
+
+def test_without_a_lazy_hook_every_commit_calls_on_events(node: Node) -> None:
+    calls: list[str] = []
+    node.store.on_events = lambda: calls.append("now")
+    node.store.lazy_events = frozenset({EventType.JOB_ENDED})
+    node.store.add_events([ev.job_ended("j1", 1, "t1", "finished")])
+    assert calls == ["now"]

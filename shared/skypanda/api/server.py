@@ -10,6 +10,7 @@ from typing import Any
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ThreadedTaskDispatcher
 
 log = logging.getLogger(__name__)
 # waitress warns at every queued request; under pilot bursts that is noise, not news.
@@ -26,16 +27,76 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+class LastIdleFirst(threading.Condition):
+    """A condition variable whose `notify` wakes the thread that began waiting last.
+
+    `threading.Condition` wakes its waiters in the order they came, so waitress's request
+    threads take turns: each request runs on the thread idle the longest, whose SQLite
+    connection and caches are the coldest (every other thread's writes came since). Woken
+    last-idle-first, a steady stream of requests stays on the few threads it needs, with
+    their connections' statements and pages warm: a chain's link spent 1.1 ms in SQL where
+    it spent 1.3-1.8 ms with each request on the next of 24 threads in turn.
+    """
+
+    def __init__(self, lock: threading.Lock) -> None:
+        super().__init__(lock)
+        self._mutex = lock
+        self._stack: list[threading.Lock] = []  # the waiters' locks, the last waiter's on top
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """As `Condition.wait` (called with the lock held, which it releases while waiting)."""
+        waiter = threading.Lock()
+        waiter.acquire()
+        self._stack.append(waiter)
+        self._mutex.release()
+        woken = False
+        try:
+            woken = waiter.acquire(True, -1 if timeout is None else timeout)
+        finally:
+            self._mutex.acquire()
+            if not woken:
+                with contextlib.suppress(ValueError):  # notified just as the time was up
+                    self._stack.remove(waiter)
+        return woken
+
+    def notify(self, n: int = 1) -> None:
+        for _ in range(min(n, len(self._stack))):
+            self._stack.pop().release()
+
+    def notify_all(self) -> None:
+        self.notify(len(self._stack))
+
+    @property
+    def waiting(self) -> int:
+        """How many threads wait (read with the lock held)."""
+        return len(self._stack)
+
+
+class LastIdleFirstDispatcher(ThreadedTaskDispatcher):
+    """waitress's pool of request threads, the next request going to the thread that became
+    idle last (`LastIdleFirst`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue_cv = LastIdleFirst(self.lock)
+
+
 class ApiServer:
     """A waitress server on a background thread; `port=0` picks a free port."""
 
     def __init__(
         self, app: Any, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8
     ) -> None:
-        server: Any = create_server(
-            app, host=host, port=port, threads=threads, ident="skypanda",
-            channel_timeout=60, connection_limit=200,
-        )  # fmt: skip
+        dispatcher = LastIdleFirstDispatcher()
+        dispatcher.set_thread_count(threads)
+        try:
+            server: Any = create_server(
+                app, host=host, port=port, threads=threads, ident="skypanda",
+                channel_timeout=60, connection_limit=200, _dispatcher=dispatcher,
+            )  # fmt: skip
+        except BaseException:
+            dispatcher.shutdown(timeout=1)  # e.g. the port is taken: no threads left behind
+            raise
         self._server = server
         self.wsgi = app
         self.host = host

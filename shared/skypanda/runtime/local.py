@@ -28,6 +28,7 @@ from skypanda.api.audit import trusted_proxies_from_env
 from skypanda.api.monitor import derive_key
 from skypanda.api.server import ApiServer
 from skypanda.domain.errors import InvalidInput, NotFound
+from skypanda.domain.events import EventType
 from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
 from skypanda.domain.watch import SourceKind
@@ -159,6 +160,9 @@ class LocalSystem:
         self.svc.notifier = WebhookNotifier()  # webhooks only: no topic here
         self.router = Router(Pipeline(self.svc), self.store)
         self.store.on_events = self.router.nudge
+        # A report's job.ended: its children were released in its own request (dispatch)
+        self.store.on_lazy_events = self.router.nudge_soon
+        self.store.lazy_events = frozenset({EventType.JOB_ENDED})
         # Idle pilots long-poll their acquires: woken when a commit activates jobs on their
         # queue; at most LONG_POLLS of the server's threads wait (the others serve the rest).
         self.doorbell = LocalDoorbell(max_waiters=LONG_POLLS)

@@ -30,12 +30,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+SOON_S = 0.02
+"""How long events that may wait (`nudge_soon`) wait for others to be delivered with them."""
+
+
 class Router:
-    def __init__(self, pipeline: Pipeline, outbox: Outbox, *, batch: int = 500) -> None:
+    def __init__(
+        self, pipeline: Pipeline, outbox: Outbox, *, batch: int = 500, soon_s: float = SOON_S
+    ) -> None:
         self.pipeline = pipeline
         self._store = outbox
         self._batch = batch
-        self._wake = threading.Event()
+        self._soon_s = soon_s
+        self._wake = threading.Event()  # the loop's signal: look at `_now` and `_due`
+        self._lock = threading.Lock()
+        self._now = False  # a pass is wanted at once
+        self._due: float | None = None  # a pass is wanted by then (monotonic)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._held = threading.local()
@@ -48,6 +58,33 @@ class Router:
         if getattr(held, "on", False):
             held.pending = True
             return
+        self._signal(soon=False)
+
+    def nudge_soon(self) -> None:
+        """Called by the store after a commit whose events may all wait a little (SOON_S): a
+        report's job.ended, whose children its own request released (`dispatch.update`);
+        what is left for the router is the task's rollup. A chain's links end every few
+        milliseconds: their ends are then delivered a few at once (one read of the outbox,
+        one mark, one rollup of their task) rather than each on its own pass.
+
+        Only a request's commits wait (a thread that `hold`s, woken soon at its `let_go`):
+        elsewhere this is `nudge`. The router's own commits are the next step of what it
+        delivers (a failed job's children cancelled, whose ends cancel theirs, ...), which
+        must not wait SOON_S a step."""
+        held = self._held
+        if getattr(held, "on", False):
+            held.soon = True
+            return
+        self._signal(soon=False)
+
+    def _signal(self, *, soon: bool) -> None:
+        with self._lock:
+            if not soon:
+                self._now = True
+            elif self._due is None:
+                self._due = time.monotonic() + self._soon_s
+            else:
+                return  # a pass is due already, as soon or sooner
         self._wake.set()
 
     def hold(self) -> None:
@@ -62,8 +99,11 @@ class Router:
         held = self._held
         held.on = False
         if getattr(held, "pending", False):
-            held.pending = False
-            self._wake.set()
+            held.pending = held.soon = False
+            self._signal(soon=False)
+        elif getattr(held, "soon", False):
+            held.soon = False
+            self._signal(soon=True)
 
     def deliver(self, event: Event) -> None:
         """Deliver one event to its handlers now (ticks are delivered this way, not stored);
@@ -118,12 +158,38 @@ class Router:
                 return False
         return True
 
+    def _pass(self) -> bool:
+        """One read of the outbox and its delivery; whether to look again at once (the batch
+        was full, or an event was not delivered). The router's own loop needs no second read
+        to find the outbox empty: an event committed after this read wakes it (`nudge`, after
+        the commit), and so do those its handlers write."""
+        pending = self._store.pending_events(self._batch)
+        if not pending:
+            return False
+        return self._deliver_batch(pending) < len(pending) or len(pending) == self._batch
+
+    def _wait(self) -> bool:
+        """Wait until a pass is wanted (at once, once due, or every 0.5 s all the same: events
+        another process wrote); False: only woken to wait for a nearer time."""
+        with self._lock:
+            wait = 0.5 if self._due is None else self._due - time.monotonic()
+            now = self._now
+        if not now and wait > 0:
+            self._wake.wait(timeout=wait)
+        self._wake.clear()
+        with self._lock:
+            if not self._now and self._due is not None and time.monotonic() < self._due:
+                return False
+            self._now, self._due = False, None  # before the read: what it misses wakes again
+        return True
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(timeout=0.5)
-            self._wake.clear()
+            if not self._wait() or self._stop.is_set():
+                continue
             try:
-                self.drain()
+                if self._pass():
+                    self._signal(soon=False)
             except SkypandaError as e:
                 log.error("router: %s", e.message)
                 time.sleep(0.5)

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from skypanda.adapters.local.sqlite import rollups
+from skypanda.adapters.local.sqlite import keys, rollups
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.models import Attempt, Job, OutputFile, Resources, Task, TaskSpec, jsonable
@@ -37,8 +37,14 @@ JOB_COLUMNS = (
 )
 JOB_PLACEHOLDERS = ", ".join("?" * len(JOB_COLUMNS.split(", ")))
 UPSERT_ATTEMPT = (
-    "INSERT OR REPLACE INTO attempts (job_id, attempt, pilot_id, status, started_at, ended_at, "
-    "exit_code, error_code, error_diag, log_uri, max_rss_mb) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT OR REPLACE INTO attempts (job, job_id, attempt, pilot_id, status, started_at, "
+    "ended_at, exit_code, error_code, error_diag, log_uri, max_rss_mb) VALUES ((SELECT rowid "
+    "FROM jobs WHERE id = ?1), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+)
+"""An attempt at its job's key (keys.py), from `attempt_row`'s values."""
+ATTEMPT_COLUMNS = (
+    "job_id, attempt, pilot_id, status, started_at, ended_at, exit_code, error_code, "
+    "error_diag, log_uri, max_rss_mb"
 )
 CAS_ROWS = 256
 """Job changes per compare-and-set `UPDATE` (35 bound values each: well under SQLite's limit).
@@ -128,20 +134,31 @@ class SqliteDb:
         # sleeps 1, 2, 5, 10... ms between tries: milliseconds on every contended commit.
         self._writing = threading.Lock()
         self.on_events = _nothing
+        # Called instead of `on_events` after a commit whose events are all `lazy_events`
+        # (None: `on_events`): the router may wait a little for others (`Router.nudge_soon`).
+        self.on_lazy_events: Callable[[], None] | None = None
+        self.lazy_events: frozenset[EventType] = frozenset()
         # Called after a commit that activated jobs, with how many per queue (a long-poll's
         # doorbell: one wake per job).
         self.on_activated: Callable[[dict[str, int]], None] = lambda queues: None
         self._migrate(self._conn())
         uncounted = rollups.missing(self._conn())
         self._conn().executescript(SCHEMA)
+        keys.migrate(self._conn(), SCHEMA)  # earlier versions' edges and attempts
         rollups.install(self._conn(), backfill=uncounted)  # ends per minute, by triggers
 
     @property
     def on_events(self) -> Callable[[], None]:
-        """Called after a commit that wrote outbox events. Inside an `atomic` scope it does
+        """Called after a commit that wrote outbox events (`on_lazy_events` where all that the
+        thread's last transaction wrote are `lazy_events`). Inside an `atomic` scope it does
         nothing: the scope calls it once, after its own commit (the outbox's reader would
         find nothing before)."""
-        return _nothing if getattr(self._local, "depth", 0) else self._on_events
+        local = self._local
+        if getattr(local, "depth", 0):
+            return _nothing
+        if self.on_lazy_events is not None and getattr(local, "lazy", False):
+            return self.on_lazy_events
+        return self._on_events
 
     @on_events.setter
     def on_events(self, hook: Callable[[], None]) -> None:
@@ -196,7 +213,7 @@ class SqliteDb:
         if waiting:
             self.on_activated(waiting)
         if local.emitted and local.scoped:  # the writes of a scope did not call it themselves
-            self._on_events()
+            self.on_events()
 
     def _transaction(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         local = self._local
@@ -205,6 +222,7 @@ class SqliteDb:
         except sqlite3.Error as e:
             raise BackendUnavailable(f"database busy or unavailable: {e}") from e
         local.depth, local.activated, local.emitted, local.scoped = 1, {}, False, False
+        local.lazy = True  # until it writes an event that is not lazy (`_emit`)
         try:
             yield db
         except BaseException:
@@ -273,6 +291,8 @@ class SqliteDb:
             return False
         now = self._clock()
         self._local.emitted = True
+        if not self.lazy_events.issuperset(e.type for e in events):
+            self._local.lazy = False
         counts: dict[str, int] = self._local.activated
         for e in events:  # the same activations as the job writes' (which come first), or more
             if e.type is ACTIVATED:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from skypanda.adapters.local.sqlite.db import SqliteDb, marks
@@ -18,8 +19,16 @@ from skypanda.ports.fleet import SweepMark
 
 
 def _pilot(row: sqlite3.Row) -> Pilot:
-    pilot = Pilot.model_validate_json(row["record"])
-    return pilot.model_copy(update={"heartbeat_at": row["heartbeat_at"]})
+    return _decoded(row["record"], row["heartbeat_at"])
+
+
+@lru_cache(maxsize=1024)
+def _decoded(record: str, heartbeat_at: float | None) -> Pilot:
+    """A pilot's record, decoded once per distinct record and heartbeat: every report and
+    acquire reads its pilot, whose record changes rarely (a heartbeat writes only its own
+    columns). Shared: a Pilot is frozen, and holds nothing mutable."""
+    pilot = Pilot.model_validate_json(record)
+    return pilot.model_copy(update={"heartbeat_at": heartbeat_at})
 
 
 class SqliteFleet(SqliteDb):

@@ -43,6 +43,7 @@ CREATE INDEX IF NOT EXISTS workflows_by_owner ON workflows (owner, created_at);
 CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, created_at);
 CREATE INDEX IF NOT EXISTS workflows_by_owner_status ON workflows (owner, status, created_at);
 
+-- A job's rowid is its key (keys.py: its task's number, then its index), given when stored.
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     task_id TEXT NOT NULL,
@@ -98,8 +99,6 @@ CREATE INDEX IF NOT EXISTS jobs_live_by_queue ON jobs (queue, owner)
 CREATE INDEX IF NOT EXISTS jobs_live_by_pilot ON jobs (pilot_id)
     WHERE status IN ('sent', 'starting', 'running');
 
--- Job dependencies. parent_status is NULL while the parent has not ended, then its final
--- status: a child is released when none of its edges is NULL (one index seek per child).
 -- Jobs ended per minute (ports.views time windows), kept by triggers in the same transaction
 -- as the change, whatever wrote it (a report, a sweep, a task-wide bulk): a window of a day
 -- reads at most 1440 rows per state instead of every job that ended. A job whose final state
@@ -127,15 +126,28 @@ CREATE TABLE IF NOT EXISTS fails_by_owner_code (
     PRIMARY KEY (owner, minute, error_code)
 ) WITHOUT ROWID;
 
-CREATE TABLE IF NOT EXISTS job_edges (
-    parent TEXT NOT NULL,
-    child TEXT NOT NULL,
+-- Job dependencies, by the keys of their ends (keys.py: a job's key is its rowid, and follows
+-- its task and index, so the edges of a task's jobs are neighbours). parent_status is NULL
+-- while the parent has not ended, then its final status: a child is released when none of its
+-- edges is NULL (one index seek per child). Earlier versions' `job_edges` (text ids) is
+-- rewritten into it when a store first opens such a database (keys.migrate).
+CREATE TABLE IF NOT EXISTS task_keys (
+    k INTEGER PRIMARY KEY,      -- a job's key is (k << 32) | its index
+    id TEXT NOT NULL UNIQUE     -- a task id (or NUL + a job id that is not a task's: keys.py)
+);
+CREATE TABLE IF NOT EXISTS job_links (
+    parent INTEGER NOT NULL,
+    child INTEGER NOT NULL,
     parent_status TEXT,
     PRIMARY KEY (parent, child)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS job_edges_by_child ON job_edges (child, parent_status);
+CREATE INDEX IF NOT EXISTS job_links_by_child ON job_links (child, parent_status);
 
+-- A job's attempts, keyed by the job's key (its rowid: keys.py), so a task's attempts are
+-- neighbours (keyed by the scrambled job id, each claim and report wrote a random page).
+-- Earlier versions' (keyed by job_id) is rewritten when a store first opens it (keys.migrate).
 CREATE TABLE IF NOT EXISTS attempts (
+    job INTEGER NOT NULL,
     job_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     pilot_id TEXT,
@@ -147,7 +159,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     error_diag TEXT NOT NULL DEFAULT '',
     log_uri TEXT,
     max_rss_mb INTEGER,
-    PRIMARY KEY (job_id, attempt)
+    PRIMARY KEY (job, attempt)
 ) WITHOUT ROWID;
 -- Attempts that ended with an error code, by job id (a task's are one range of job ids:
 -- `<task id>-...`): the task's error summary reads only these.

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from skypanda.adapters.local.sqlite import keys
 from skypanda.adapters.local.sqlite.db import (
     FINAL,
     JOB_COLUMNS,
@@ -25,7 +26,7 @@ from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus, advance
 
 _INSERT_CHUNK = 4096
 JOB_ROWS = 512
-"""Jobs per INSERT statement (32 values each, well under SQLite's bound values). One statement
+"""Jobs per INSERT statement (33 values each, well under SQLite's bound values). One statement
 per row would cost far more: the triggers on `jobs` make every statement keep a statement
 journal (each page it touches copied to a temporary file once per statement, so once per
 row), while a statement of many rows touches each page once. A job's edges likewise."""
@@ -99,15 +100,13 @@ class SqliteTasks(SqliteDb):
             if cur.rowcount != 1:
                 return False  # lost the compare-and-set: nothing was written
             n = 0
-            batch: list[tuple[Any, ...]] = []
-            edges: list[tuple[str, str, str | None]] = []
+            batch: list[Job] = []
             for job in jobs:
-                batch.append(job_row(job))
-                edges.extend((p, job.id, _status_or_none(ended.get(p))) for p in job.parents)
+                batch.append(job)
                 if len(batch) >= _INSERT_CHUNK:
-                    n += self._insert_jobs(db, batch, edges)
-                    batch, edges = [], []
-            n += self._insert_jobs(db, batch, edges)
+                    n += self._insert_jobs(db, task_id, batch, ended)
+                    batch = []
+            n += self._insert_jobs(db, task_id, batch, ended)
             db.execute("UPDATE tasks SET n_jobs = ? WHERE id = ?", (n, task_id))
             emitted = self._emit(db, events)
         if emitted:
@@ -116,12 +115,19 @@ class SqliteTasks(SqliteDb):
 
     @staticmethod
     def _insert_jobs(
-        db: sqlite3.Connection,
-        rows: list[tuple[Any, ...]],
-        edges: list[tuple[str, str, str | None]],
+        db: sqlite3.Connection, task_id: str, jobs: list[Job], ended: Mapping[str, JobStatus]
     ) -> int:
+        """Store `jobs` at their keys, with the edges from their parents (keys.py)."""
+        numbering = keys.Numbering(db)
+        own = [numbering.job_key(task_id, j.id, j.index) for j in jobs]
+        rows = [(key, *job_row(job)) for key, job in zip(own, jobs, strict=True)]
         for n, values in _statements(rows, JOB_ROWS):
             db.execute(_insert_jobs_sql(n), values)
+        edges = [
+            (numbering.key(p), key, _status_or_none(ended.get(p)))
+            for key, job in zip(own, jobs, strict=True)
+            for p in job.parents
+        ]
         for n, values in _statements(edges, EDGE_ROWS):
             db.execute(_insert_edges_sql(n), values)
         return len(rows)
@@ -196,11 +202,13 @@ def _statements(rows: Sequence[tuple[Any, ...]], most: int) -> Iterator[tuple[in
 
 @lru_cache(maxsize=32)
 def _insert_jobs_sql(n: int) -> str:
-    return f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES " + ",".join([f"({JOB_PLACEHOLDERS})"] * n)
+    return f"INSERT INTO jobs (rowid, {JOB_COLUMNS}) VALUES " + ",".join(
+        [f"(?, {JOB_PLACEHOLDERS})"] * n
+    )
 
 
 @lru_cache(maxsize=32)
 def _insert_edges_sql(n: int) -> str:
-    return "INSERT OR IGNORE INTO job_edges (parent, child, parent_status) VALUES " + ",".join(
+    return "INSERT OR IGNORE INTO job_links (parent, child, parent_status) VALUES " + ",".join(
         ["(?,?,?)"] * n
     )

@@ -224,7 +224,8 @@ class SqliteViews(SqliteDb):
         out: list[ErrorCount] = []
         for r in rows:
             diag = self._read(
-                "SELECT error_diag FROM attempts WHERE job_id = ? AND attempt = ?",
+                "SELECT error_diag FROM attempts WHERE job_id = ? AND attempt = ? "
+                "AND error_code IS NOT NULL",  # by `attempts_errors`
                 (r["job_id"], r["attempt"]),
             )
             out.append(

@@ -2,18 +2,21 @@
 
 An edge `(parent, child, parent_status)` has parent_status NULL while the parent has not ended,
 then the parent's final status: a child is released when none of its edges is NULL, one index
-seek per child (`job_edges_by_child`)."""
+seek per child (`job_links_by_child`). Its ends are the jobs' keys (keys.py), which keep the
+edges of a task's jobs together: marking a thousand parents' edges writes a few pages, not a
+thousand."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
+from skypanda.adapters.local.sqlite import keys
 from skypanda.adapters.local.sqlite.db import (
+    CHUNK,
     FINAL,
     SqliteDb,
-    chunks,
     insert_task,
     marks,
     task_from_row,
@@ -26,26 +29,27 @@ from skypanda.domain.states import JobStatus, WorkflowStatus, advance
 from skypanda.domain.workflow import Workflow, WorkflowSpec
 
 _MARK = (
-    "UPDATE job_edges SET parent_status = j.status FROM jobs AS j "
-    "WHERE j.id = job_edges.parent AND job_edges.parent IN ({}) AND j.status IN ("
+    "UPDATE job_links SET parent_status = j.status FROM jobs AS j "
+    "WHERE j.rowid = job_links.parent AND job_links.parent IN ({}) AND j.status IN ("
     + marks(FINAL)
-    + ") RETURNING job_edges.parent"
+    + ") RETURNING job_links.parent"
 )
-"""Mark the edges out of the ended ones of some parents (`{}`: their marks) with their final
-status; returns each marked edge's parent."""
+"""Mark the edges out of the ended ones of some parents (`{}`: their keys' marks) with their
+final status; returns each marked edge's parent."""
 _CHILDREN = (
-    "SELECT e.child FROM json_each(?) AS p JOIN job_edges AS e ON e.parent = p.value "
-    "ORDER BY p.key, e.child"
+    "SELECT e.child, j.id FROM json_each(?) AS p JOIN job_links AS e ON e.parent = p.value "
+    "LEFT JOIN jobs AS j ON j.rowid = e.child ORDER BY p.key, e.child"
 )
-"""The children of a JSON list of parents, in the parents' order (then by id)."""
+"""The children (key, id) of a JSON list of parents' keys, in the parents' order (then by
+key: index order)."""
 _STATES = (
     "SELECT c.value, "
-    "EXISTS (SELECT 1 FROM job_edges WHERE child = c.value AND parent_status IS NULL), "
-    "(SELECT json_group_array(parent) FROM (SELECT parent FROM job_edges WHERE child = c.value "
+    "EXISTS (SELECT 1 FROM job_links WHERE child = c.value AND parent_status IS NULL), "
+    "(SELECT json_group_array(parent) FROM (SELECT parent FROM job_links WHERE child = c.value "
     "AND parent_status IS NOT NULL AND parent_status != ?2 LIMIT 3)) "
     "FROM json_each(?1) AS c"
 )
-"""Per child of a JSON list: whether a parent is pending, and up to 3 that ended badly."""
+"""Per child key of a JSON list: whether a parent is pending, and up to 3 that ended badly."""
 _UNKNOWN = ParentsState(False)
 
 
@@ -164,11 +168,17 @@ class SqliteWorkflows(SqliteDb):
         # edges, and those with edges left to mark, with one read; take the write lock only
         # for the latter. The children of the others are summarised all the same (reads), so
         # a release that did not commit after the marking is found again on redelivery.
-        to_mark: list[str] = []
-        marked: list[str] = []
-        for chunk in chunks(list(dict.fromkeys(parent_ids))):
+        # Edges are keyed by the jobs' keys (keys.py); a parent whose task has no number has
+        # none.
+        try:
+            known = keys.Keys(self._conn(), dict.fromkeys(parent_ids), add=False)
+        except sqlite3.Error as e:
+            raise BackendUnavailable(f"database read failed: {e}") from e
+        to_mark: list[int] = []
+        marked: list[int] = []
+        for chunk in _slices(list(known.of().values())):
             rows = self._read(
-                f"SELECT parent, max(parent_status IS NULL) AS unmarked FROM job_edges "
+                f"SELECT parent, max(parent_status IS NULL) AS unmarked FROM job_links "
                 f"WHERE parent IN ({marks(chunk)}) GROUP BY parent",
                 chunk,
             )
@@ -176,39 +186,50 @@ class SqliteWorkflows(SqliteDb):
                 (to_mark if r["unmarked"] else marked).append(r["parent"])
         if not to_mark:
             try:
-                return self._summarise(self._conn(), marked)
+                return self._summarise(self._conn(), marked, known)
             except sqlite3.Error as e:
                 raise BackendUnavailable(f"database read failed: {e}") from e
         with self._tx() as db:
-            won: set[str] = set()
-            for chunk in chunks(to_mark):  # each ended parent's edges get its final status
+            won: set[int] = set()
+            for chunk in _slices(to_mark):  # each ended parent's edges get its final status
                 won.update(r[0] for r in db.execute(_MARK.format(marks(chunk)), (*chunk, *FINAL)))
-            marked += [pid for pid in to_mark if pid in won]
-            return self._summarise(db, marked)
+            marked += [key for key in to_mark if key in won]
+            return self._summarise(db, marked, known)
 
     @staticmethod
-    def _summarise(db: sqlite3.Connection, parents: list[str]) -> dict[str, ParentsState]:
-        """The parents' state of each child of `parents` (their edges marked): two statements
-        per CHUNK parents or children, each child's state read by the same two index seeks
-        (`job_edges_by_child`) as one at a time, so a child's cost does not grow with its
-        number of parents."""
-        children: dict[str, ParentsState] = {}
-        for chunk in chunks(parents):
-            for (child,) in db.execute(_CHILDREN, (json.dumps(chunk),)):
-                children[child] = _UNKNOWN
-        for chunk in chunks(list(children)):
+    def _summarise(
+        db: sqlite3.Connection, parents: list[int], known: keys.Keys
+    ) -> dict[str, ParentsState]:
+        """The parents' state of each child of `parents` (their keys; their edges marked):
+        two statements per CHUNK parents or children, each child's state read by the same two
+        index seeks (`job_links_by_child`) as one at a time, so a child's cost does not grow
+        with its number of parents."""
+        children: dict[int, str | None] = {}
+        for chunk in _slices(parents):
+            for child, cid in db.execute(_CHILDREN, (json.dumps(chunk),)):
+                children[child] = cid
+        states: dict[int, tuple[bool, list[int]]] = {}
+        for chunk in _slices(list(children)):
             for child, pending, failed in db.execute(
                 _STATES, (json.dumps(chunk), str(JobStatus.FINISHED))
             ):
-                children[child] = ParentsState(bool(pending), tuple(json.loads(failed)))
-        return children
+                states[child] = (bool(pending), json.loads(failed))
+        unnamed = [k for k, cid in children.items() if cid is None]  # edges without a job
+        named = known.ids([*unnamed, *(p for _, bad in states.values() for p in bad)])
+        out: dict[str, ParentsState] = {}
+        for child, cid in children.items():
+            pending, bad = states.get(child, (False, []))
+            out[cid or named[child]] = (
+                ParentsState(pending, tuple(named[p] for p in bad)) if child in states else _UNKNOWN
+            )
+        return out
 
     def release_roots(self, task_id: str, now: float) -> int:
         advance(JobStatus.DEFINED, JobStatus.ACTIVATED)
         with self._tx() as db:
             rows = db.execute(
                 "UPDATE jobs SET status = ?, updated_at = ? WHERE task_id = ? AND status = ? "
-                "AND NOT EXISTS (SELECT 1 FROM job_edges WHERE child = jobs.id) RETURNING queue",
+                "AND NOT EXISTS (SELECT 1 FROM job_links WHERE child = jobs.rowid) RETURNING queue",
                 (str(JobStatus.ACTIVATED), now, task_id, str(JobStatus.DEFINED)),
             ).fetchall()
             self._activated(r[0] for r in rows)
@@ -220,30 +241,34 @@ class SqliteWorkflows(SqliteDb):
             advance(s, JobStatus.ACTIVATED)
         ended = (str(JobStatus.FAILED), str(JobStatus.CANCELLED))
         with self._tx() as db:
-            ids = [
-                r["id"]
-                for r in db.execute(
-                    "SELECT id FROM jobs WHERE task_id = ? AND status IN (?, ?)", (task_id, *ended)
-                )
-            ]
+            rows = db.execute(
+                "SELECT rowid FROM jobs WHERE task_id = ? AND status IN (?, ?)", (task_id, *ended)
+            ).fetchall()
+            reset = [r[0] for r in rows]
             # Every reset job waits (defined), and the edges out of it are pending again; then
             # those none of whose parents is pending are activated.
-            for chunk in chunks(ids):
+            for chunk in _slices(reset):
                 db.execute(
                     f"UPDATE jobs SET status = ?, attempt = attempt + 1, failures = 0, "
                     f"pilot_id = NULL, kill_requested = 0, exit_code = NULL, error_code = NULL, "
                     f"error_diag = '', log_uri = NULL, started_at = NULL, ended_at = NULL, "
-                    f"flags = '{{}}', updated_at = ? WHERE id IN ({marks(chunk)})",
+                    f"flags = '{{}}', updated_at = ? WHERE rowid IN ({marks(chunk)})",
                     (str(JobStatus.DEFINED), now, *chunk),
                 )
                 db.execute(
-                    f"UPDATE job_edges SET parent_status = NULL WHERE parent IN ({marks(chunk)})",
+                    f"UPDATE job_links SET parent_status = NULL WHERE parent IN ({marks(chunk)})",
                     chunk,
                 )
-            for chunk in chunks(ids):
+            for chunk in _slices(reset):
                 db.execute(
-                    f"UPDATE jobs SET status = ? WHERE id IN ({marks(chunk)}) AND NOT EXISTS "
-                    f"(SELECT 1 FROM job_edges WHERE child = jobs.id AND parent_status IS NULL)",
+                    f"UPDATE jobs SET status = ? WHERE rowid IN ({marks(chunk)}) AND NOT EXISTS "
+                    f"(SELECT 1 FROM job_links WHERE child = jobs.rowid AND parent_status IS NULL)",
                     (str(JobStatus.ACTIVATED), *chunk),
                 )
-        return len(ids)
+        return len(reset)
+
+
+def _slices(values: list[int]) -> Iterator[list[int]]:
+    """`values` in slices of CHUNK, for `IN (...)` lists and JSON arrays."""
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
