@@ -30,18 +30,23 @@ def spawn(script: str) -> subprocess.Popen[bytes]:
     )
 
 
-def test_output_reaches_the_callback_in_the_waiting_thread_and_the_exit_is_seen() -> None:
-    # Given a payload that prints twice, pausing between
-    chunks: list[tuple[str, bytes]] = []
-    proc = spawn("echo one; sleep 0.2; echo two")
-    io = PayloadIO(proc, lambda chunk: chunks.append((threading.current_thread().name, chunk)))
-    # When it is waited for until it exits, then its pipe drained
+def run_to_end(io: PayloadIO) -> None:
+    """Wait for the payload's exit, read the rest of its output, release its descriptors."""
     try:
         while not io.wait(5.0):
             pass
         io.drain(1.0)
     finally:
         io.close()
+
+
+def test_output_reaches_the_callback_in_the_waiting_thread_and_the_exit_is_seen() -> None:
+    # Given a payload that prints twice, pausing between
+    chunks: list[tuple[str, bytes]] = []
+    proc = spawn("echo one; sleep 0.2; echo two")
+    io = PayloadIO(proc, lambda chunk: chunks.append((threading.current_thread().name, chunk)))
+    # When it is waited for until it exits, then its pipe drained
+    run_to_end(io)
     # Then all of its output came to the callback, in the thread that waited, and it was reaped
     assert b"".join(chunk for _, chunk in chunks) == b"one\ntwo\n"
     assert {name for name, _ in chunks} == {threading.current_thread().name}
@@ -82,12 +87,7 @@ def test_a_failing_output_callback_is_reported_once_and_the_payload_still_ends()
     proc = spawn("echo a; sleep 0.1; echo b")
     io = PayloadIO(proc, broken)
     # When the payload runs to its end
-    try:
-        while not io.wait(5.0):
-            pass
-        io.drain(1.0)
-    finally:
-        io.close()
+    run_to_end(io)
     # Then the callback was called once only, and the payload was reaped
     assert len(calls) == 1
     assert proc.returncode == 0
