@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from skypanda.adapters.local.sqlite import SqliteStore
@@ -25,6 +25,7 @@ _TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 
 @given(task=_TEXT, index=st.integers(0, (1 << INDEX_BITS) - 1))
 def test_a_task_job_id_keys_by_its_task_and_index_and_back(task: str, index: int) -> None:
+    assume(not task.startswith("\0"))  # the mark of the other ids: below
     jid = job_id(task, index)
     assert split(jid) == (task, index)
     assert unsplit(*split(jid)) == jid
@@ -38,6 +39,12 @@ def test_any_other_id_keys_as_its_own_task_and_back(jid: str) -> None:
     assert unsplit(task, index) == jid
     if task.startswith("\0"):
         assert (task, index) == ("\0" + jid, 0)
+
+
+def test_a_task_id_beginning_with_the_mark_of_other_ids_keys_as_its_own() -> None:
+    # (hypothesis found "\0-000000000000" keyed as task "\0", index 0, and read back as "")
+    for jid in (job_id("\0", 0), job_id("\0t1", 7)):
+        assert split(jid) == ("\0" + jid, 0) and unsplit(*split(jid)) == jid
 
 
 def test_an_id_spelled_otherwise_is_not_the_task_job_of_that_index() -> None:

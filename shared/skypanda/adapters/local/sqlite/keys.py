@@ -12,7 +12,8 @@ path writes.
 A key is computed from the job id alone (`domain.ids` is a bijection: the index is read back
 from the id), so an edge can name a parent that is not stored yet (an eager task's children
 are made before it) or never will be (a parent known only as ended). An id that is not
-`<task id>-<12 hex digits>` of an index below 2**32 is its own "task" (`\\0` + the id, index 0).
+`<task id>-<12 hex digits>` of an index below 2**32, or whose task id begins with `\\0`, is its
+own "task" (`\\0` + the id, index 0).
 
 `job_edges` of earlier versions (text ids) is rewritten once, when a store first opens such a
 database (`migrate`): every job moved to its key, every edge to `job_links`. Nothing may
@@ -37,7 +38,7 @@ def split(jid: str) -> tuple[str, int]:
     """The (task, index) a job id keys by: its task id and index where it is one of
     `domain.ids.job_id`'s, else (`\\0` + the id, 0)."""
     task, _, tail = jid.rpartition("-")
-    if len(tail) == 12:
+    if len(tail) == 12 and not task.startswith(_OWN):  # (the prefix marks the others)
         try:
             value = int(tail, 16)
         except ValueError:
