@@ -11,13 +11,14 @@ import pytest
 
 from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.events import EventType
-from skypanda.domain.models import Job, JobReport, Queue, Resources
+from skypanda.domain.models import Job, JobReport, Queue, Resources, TaskSpec
 from skypanda.domain.states import JobStatus, WorkflowStatus
 from skypanda.domain.workflow import WorkflowSpec
-from skypanda.handlers import dispatch, release, workflow
+from skypanda.handlers import dispatch, release, submit, workflow
 from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
 from skypanda.runtime.router import Router
+from skypanda.wire.codes import ErrorCode
 from tests.support import FakeClock, sqlite_services
 
 
@@ -118,3 +119,32 @@ def test_the_scaler_hears_only_of_released_children_the_pilot_did_not_take(
     assert len(reply.jobs) == acquire
     expected = [] if acquire else [{"queue": "local", "count": 1}]
     assert [{k: n[k] for k in ("queue", "count")} for n in _nudges(svc)] == expected
+
+
+@pytest.mark.parametrize(
+    ("error_code", "exit_code"), [(ErrorCode.GIVEN_BACK, None), (ErrorCode.PAYLOAD_FAILED, 1)]
+)
+def test_the_scaler_hears_at_once_of_a_job_a_report_put_back(
+    svc: Services, error_code: ErrorCode, exit_code: int | None
+) -> None:
+    # Given a job of a task that allows retries, held by the queue's only pilot
+    task = submit.submit(
+        svc,
+        TaskSpec.model_validate({"name": "t", "command": ["true"], "n_jobs": 1, "max_attempts": 3}),
+        "me",
+    )
+    Router(Pipeline(svc), svc.store).drain()  # split: the job activated, its nudge handled
+    pilot, _ = dispatch.register(
+        svc, pilot_id=None, queue="local", host="h", pid=1, resources=Resources(), version="v"
+    )
+    (job,) = dispatch.acquire(svc, pilot.id, 5)
+    assert _nudges(svc) == []
+    # When its pilot gives it back unstarted (busy with a long payload), or it fails with
+    # attempts left, in a report that asks for no job
+    failed = JobReport(job_id=job.id, attempt=job.attempt, status=JobStatus.FAILED,
+                       exit_code=exit_code, error_code=int(error_code))  # fmt: skip
+    dispatch.update(svc, pilot.id, [failed], {}, acquire_n=0)
+    # Then it waits again, and the scaler is told now, not at its next tick
+    assert svc.store.get_job(job.id).status is JobStatus.ACTIVATED
+    nudges = [{k: n[k] for k in ("queue", "count")} for n in _nudges(svc)]
+    assert nudges == [{"queue": "local", "count": 1}], task.id

@@ -304,9 +304,13 @@ def update(
         ended = [JobEnded.model_validate(e.data) for e in ends]
         released = _release_now(svc, ended) if ended else None
         jobs = _acquire_quietly(svc, pilot_id, acquire_n) if acquire_n > 0 else []
-        if released:  # the scaler hears of the released children this pilot did not take
+        # The scaler hears now, not at its next tick, of the jobs waiting that this pilot did
+        # not take: children released, and jobs put back (a retry; held jobs given back by a
+        # pilot busy with a long payload, maybe the queue's only one)
+        back = [c.after for c in won if c.after.status is JobStatus.ACTIVATED]
+        if released or back:
             taken = {j.id for j in jobs}
-            release.announce(svc, [c for c in released if c.id not in taken])
+            release.announce(svc, [j for j in [*(released or ()), *back] if j.id not in taken])
     if ended:  # the delivery of these job.ended skips what was released (release.in_request)
         release.released_in_request(svc, ended, done=released is not None)
     # After the commit: it may start a task-wide bulk, which takes a lock of its own

@@ -152,14 +152,17 @@ def release_children(svc: Services, parent_ids: Sequence[str], *, nudge: bool = 
 
 
 def announce(svc: Services, activated: Sequence[Job]) -> None:
-    """Tell the scaler of released jobs waiting: one jobs.activated event per queue."""
-    queues: dict[str, list[str]] = {}
+    """Tell the scaler of activated jobs waiting (released, or put back by a report): one
+    jobs.activated event per queue, keyed by its first job's attempt (a job put back once
+    more is news again)."""
+    queues: dict[str, list[Job]] = {}
     for job in activated:
-        queues.setdefault(job.queue, []).append(job.id)
+        queues.setdefault(job.queue, []).append(job)
     if queues:
-        svc.outbox.add_events(
-            [ev.jobs_activated(q, len(ids), key=f"release:{ids[0]}") for q, ids in queues.items()]
-        )
+        svc.outbox.add_events([
+            ev.jobs_activated(q, len(jobs), key=f"release:{jobs[0].id}:{jobs[0].attempt}")
+            for q, jobs in queues.items()
+        ])  # fmt: skip
 
 
 def _release(svc: Services, job: Job, parents: ParentsState, now: float) -> JobChange | None:
