@@ -54,11 +54,7 @@ class Router:
     def nudge(self) -> None:
         """Called by the store after a commit that wrote events. On a thread that `hold`s
         (a request not yet answered), the wake waits for its `let_go`."""
-        held = self._held
-        if getattr(held, "on", False):
-            held.pending = True
-            return
-        self._signal(soon=False)
+        self._nudge(soon=False)
 
     def nudge_soon(self) -> None:
         """Called by the store after a commit whose events may all wait a little (SOON_S): a
@@ -71,11 +67,17 @@ class Router:
         elsewhere this is `nudge`. The router's own commits are the next step of what it
         delivers (a failed job's children cancelled, whose ends cancel theirs, ...), which
         must not wait SOON_S a step."""
+        self._nudge(soon=True)
+
+    def _nudge(self, *, soon: bool) -> None:
+        """Wake the router now, or note the wake for this thread's `let_go` if it holds."""
         held = self._held
-        if getattr(held, "on", False):
+        if not getattr(held, "on", False):
+            self._signal(soon=False)
+        elif soon:
             held.soon = True
-            return
-        self._signal(soon=False)
+        else:
+            held.pending = True
 
     def _signal(self, *, soon: bool) -> None:
         with self._lock:
