@@ -16,6 +16,7 @@ import pytest
 from skypanda.domain.models import Queue
 from skypanda.pilot.client import ApiClient
 from skypanda.runtime.local import LocalOptions, LocalSystem
+from tests.e2e import postmortem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,18 +46,36 @@ def emulated_cloud(home: Path, **opts: Any) -> Any:
     return EmulatedCloud(options).start()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Mark an item whose setup or call failed, for the fixtures' post-mortems."""
+    rep = yield
+    if rep.failed and rep.when in ("setup", "call"):
+        item.stash[postmortem.FAILED] = True
+    return rep
+
+
 @pytest.fixture
 def cloud(
-    tmp_path: Path, firestore_emulator: Any, pubsub_emulator: Any, storage_emulator: Any
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    firestore_emulator: Any,
+    pubsub_emulator: Any,
+    storage_emulator: Any,
 ) -> Iterator[Any]:
-    """The gcp backend on the emulators (an EmulatedCloud), for one test."""
+    """The gcp backend on the emulators (an EmulatedCloud), for one test; its state printed
+    when the test failed."""
     system = emulated_cloud(tmp_path / "home")
     yield system
+    if request.node.stash.get(postmortem.FAILED, False):
+        postmortem.dump_cloud(system)
     system.stop()
 
 
 @pytest.fixture
-def make_system(tmp_path: Path) -> Iterator[Callable[..., LocalSystem]]:
+def make_system(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., LocalSystem]]:
     started: list[LocalSystem] = []
 
     def make(queue: Queue | None = None, **opts: Any) -> LocalSystem:
@@ -68,6 +87,9 @@ def make_system(tmp_path: Path) -> Iterator[Callable[..., LocalSystem]]:
         return system
 
     yield make
+    if request.node.stash.get(postmortem.FAILED, False):
+        for system in started:
+            postmortem.report(str(system.opts.home), postmortem.pilot_log_tails(system.opts.home))
     for system in started:
         system.stop()
 
