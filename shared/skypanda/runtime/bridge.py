@@ -3,9 +3,10 @@
 - `OutboxBridge` plays Eventarc: the Firestore emulator delivers no triggers, so a snapshot
   listener on the outbox collection turns each new event document into the CloudEvent Eventarc
   would send (`google.cloud.firestore.document.v1.created`, protobuf `DocumentEventData`,
-  binary mode) and POSTs it to the `release` function, retrying like Eventarc does. Like
-  Eventarc it marks nothing: the function marks the event handled. `drop` loses deliveries
-  on purpose (tests of the sweep's re-send).
+  binary mode) and POSTs it to the `release` function, retrying like Eventarc does (with
+  backoff, for up to a day, holding back no other event). Like Eventarc it marks nothing: the
+  function marks the event handled. `drop` loses deliveries on purpose (tests of the sweep's
+  re-send).
 - `gateway` plays the HTTPS load balancer's URL map: one URL, the paths of pilots' routes to
   `dispatch` (`runtime.deployment.dispatch_rules`, which the real URL map is made from),
   everything else to `submit`.
@@ -14,6 +15,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 import logging
 import queue
 import threading
@@ -21,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -79,8 +83,27 @@ def written_event(project: str, path: str, fields: dict[str, Any]) -> tuple[dict
     return headers, body
 
 
+@dataclass
+class _Delivery:
+    """One outbox document on its way: the CloudEvent, and its tries so far."""
+
+    subject: str
+    headers: dict[str, str]
+    body: bytes
+    first: float  # monotonic time of its first try
+    tries: int = 0
+
+
 class OutboxBridge:
-    """Deliver new outbox documents to a function URL, at least once, in arrival order."""
+    """Deliver new outbox documents to a function URL, at least once, retrying like Eventarc.
+
+    Eventarc retries a failed delivery (the function raised, or its instance was busy) with
+    exponential backoff for up to a day (`retry_policy` RETRY_POLICY_RETRY:
+    infra/terraform/functions.tf), and a delivery waiting for its retry holds back no other.
+    So here: a failed delivery is tried again after `backoff_s`, doubling up to
+    `max_backoff_s`, until `give_up_s` after its first try, while new events go on being
+    delivered; one at a time, new events in the order they came (a retry due goes first).
+    """
 
     def __init__(
         self,
@@ -89,20 +112,26 @@ class OutboxBridge:
         url: str,
         project: str,
         *,
-        tries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+        give_up_s: float = 24 * 3600.0,
         drop: Callable[[str, dict[str, Any]], bool] | None = None,
     ) -> None:
         self._col = client.collection(collection)
         self._collection = collection
         self._url = url
         self._project = project
-        self._tries = tries
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._give_up_s = give_up_s
         self._drop = drop or (lambda _id, _fields: False)
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
         self._watch: Any = None
         self._thread = threading.Thread(target=self._run, name="skypanda-eventarc", daemon=True)
         self.delivered = 0
         self.dropped = 0
+        self.retried = 0
+        self.given_up = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -116,33 +145,68 @@ class OutboxBridge:
                 self._queue.put((change.document.id, change.document.to_dict() or {}))
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            doc_id, fields = item
-            if self._drop(doc_id, fields):
-                self.dropped += 1
+        waiting: list[tuple[float, int, _Delivery]] = []  # retries: (due, order, delivery)
+        order = itertools.count()
+        while True:
+            now = time.monotonic()
+            delivery: _Delivery | None
+            if waiting and waiting[0][0] <= now:
+                delivery = heapq.heappop(waiting)[2]
             else:
-                path = f"{self._collection}/{doc_id}"
-                headers, body = written_event(self._project, path, fields)
-                self.delivered += self._post(headers, body)
-            self._queue.task_done()
+                try:
+                    item = self._queue.get(timeout=waiting[0][0] - now if waiting else None)
+                except queue.Empty:
+                    continue  # a retry is due
+                if item is None:
+                    return
+                delivery = self._new(*item)
+                if delivery is None:
+                    self._queue.task_done()
+                    continue
+            due = self._try(delivery)
+            if due is None:
+                self._queue.task_done()
+            else:
+                heapq.heappush(waiting, (due, next(order), delivery))
+
+    def _new(self, doc_id: str, fields: dict[str, Any]) -> _Delivery | None:
+        """The delivery of a new document; None when it is dropped on purpose (`drop`)."""
+        if self._drop(doc_id, fields):
+            self.dropped += 1
+            return None
+        path = f"{self._collection}/{doc_id}"
+        headers, body = written_event(self._project, path, fields)
+        return _Delivery(headers["ce-subject"], headers, body, time.monotonic())
 
     def drain(self) -> None:
         """Wait until every event seen so far has been delivered (or given up on)."""
         self._queue.join()
 
-    def _post(self, headers: dict[str, str], body: bytes) -> bool:
-        for attempt in range(self._tries):
-            req = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=60) as resp:
-                    return bool(200 <= resp.status < 300)
-            except (urllib.error.URLError, OSError) as e:
-                log.warning("eventarc stand-in: delivery to %s failed (%s); retrying", self._url, e)
-                time.sleep(min(10.0, 0.5 * 2**attempt))
-        log.error("eventarc stand-in: giving up on %s", headers["ce-subject"])
-        return False
+    def _try(self, d: _Delivery) -> float | None:
+        """POST the event once. None when it is settled (delivered, or given up on); else when
+        to try it again."""
+        d.tries += 1
+        req = urllib.request.Request(self._url, data=d.body, headers=d.headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                self.delivered += 200 <= resp.status < 300
+                return None
+        except (urllib.error.URLError, OSError) as e:
+            now = time.monotonic()
+            delay = min(self._max_backoff_s, self._backoff_s * 2.0 ** (d.tries - 1))
+            if now + delay - d.first > self._give_up_s:
+                log.error("eventarc stand-in: giving up on %s after %d tries", d.subject, d.tries)
+                self.given_up += 1
+                return None
+            log.warning(
+                "eventarc stand-in: delivery %d of %s failed (%s); again in %.1f s",
+                d.tries, d.subject, e, delay,
+            )  # fmt: skip
+            self.retried += 1
+            return now + delay
 
     def stop(self) -> None:
+        """Stop listening and delivering (retries still waiting are abandoned)."""
         if self._watch is not None:
             self._watch.unsubscribe()
         self._queue.put(None)
