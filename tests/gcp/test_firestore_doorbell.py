@@ -198,3 +198,26 @@ def test_a_cloud_server_lets_its_pilots_wait_longer_than_a_local_one() -> None:
     for told in (None, 0, -5, True, "30"):
         assert _long_poll(told, 30.0) == LONG_POLL_S
     assert _long_poll(1.5, 30.0) == 1.5
+
+
+def test_a_listener_the_client_ended_is_replaced_by_the_next_waiter(jobs: Any) -> None:
+    # Given an acquire waiting on q whose listener the client ended (as it ends one whose
+    # stream the server cancelled: google.cloud.firestore_v1.watch)
+    bell = FirestoreDoorbell(jobs, max_waiters=4)
+    first, got_first = _wait_in_thread(bell, "q", 60)
+    wait_until(lambda: bell.waiting == 1 and _listening(bell), 30, "the listener's first snapshot")
+    bell._listeners["q"].watch.close()
+    # When another acquire waits on q
+    second, got = _wait_in_thread(bell, "q", 60)
+    wait_until(lambda: bell.waiting == 2 and bell.opened == 2, 30, "a second listener")
+    wait_until(lambda: bell.reads >= 2, 30, "the second listener's first snapshot")
+    # Then jobs activated on q ring the waiters, both (the first's through the new listener):
+    # their waits return True long before their minute
+    _activate(jobs, "q", "a")
+    wait_until(lambda: not first.is_alive() or not second.is_alive(), 30, "a waiter to wake")
+    jobs.document("a").update({"status": "sent"})  # claimed by the pilot woken
+    _activate(jobs, "q", "b")
+    first.join(30)
+    second.join(30)
+    assert not first.is_alive() and not second.is_alive() and got_first == got == [True]
+    assert bell.waiting == 0 and bell.listening == []

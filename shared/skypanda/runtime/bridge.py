@@ -83,6 +83,10 @@ def written_event(project: str, path: str, fields: dict[str, Any]) -> tuple[dict
     return headers, body
 
 
+LISTENER_CHECK_S = 1.0
+"""How often the bridge checks that its outbox listener still listens."""
+
+
 @dataclass
 class _Delivery:
     """One outbox document on its way: the CloudEvent, and its tries so far."""
@@ -127,17 +131,35 @@ class OutboxBridge:
         self._drop = drop or (lambda _id, _fields: False)
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
         self._watch: Any = None
+        self._listening = threading.Lock()  # (re)opening or closing the listener
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="skypanda-eventarc", daemon=True)
         self.delivered = 0
         self.dropped = 0
         self.retried = 0
         self.given_up = 0
+        self.relistened = 0
 
     def start(self) -> None:
+        self._listen()
         self._thread.start()
-        # Only undelivered events: after a restart, what was delivered is not sent again.
+
+    def _listen(self) -> None:
+        """Follow the undelivered events: after a restart, what was delivered is not sent
+        again; a new listener hears of every event still undelivered (at least once)."""
         undelivered = FieldFilter("delivered", "==", False)
         self._watch = self._col.where(filter=undelivered).on_snapshot(self._on_snapshot)
+
+    def _keep_listening(self) -> None:
+        """Listen again if the listener died: the client ends a listener whose stream the
+        server cancelled (the emulator does, under load), and every later event would wait
+        for the sweep's re-send."""
+        with self._listening:
+            if self._stopping or self._watch is None or self._watch.is_active:
+                return
+            log.warning("eventarc stand-in: the outbox listener ended; listening again")
+            self.relistened += 1
+            self._listen()
 
     def _on_snapshot(self, _docs: Any, changes: Any, _read_time: Any) -> None:
         for change in changes:
@@ -148,15 +170,17 @@ class OutboxBridge:
         waiting: list[tuple[float, int, _Delivery]] = []  # retries: (due, order, delivery)
         order = itertools.count()
         while True:
+            self._keep_listening()
             now = time.monotonic()
             delivery: _Delivery | None
             if waiting and waiting[0][0] <= now:
                 delivery = heapq.heappop(waiting)[2]
             else:
+                wait = min(waiting[0][0] - now, LISTENER_CHECK_S) if waiting else LISTENER_CHECK_S
                 try:
-                    item = self._queue.get(timeout=waiting[0][0] - now if waiting else None)
+                    item = self._queue.get(timeout=wait)
                 except queue.Empty:
-                    continue  # a retry is due
+                    continue  # a retry is due, or the listener's check
                 if item is None:
                     return
                 delivery = self._new(*item)
@@ -207,8 +231,10 @@ class OutboxBridge:
 
     def stop(self) -> None:
         """Stop listening and delivering (retries still waiting are abandoned)."""
-        if self._watch is not None:
-            self._watch.unsubscribe()
+        with self._listening:
+            self._stopping = True
+            if self._watch is not None:
+                self._watch.unsubscribe()
         self._queue.put(None)
         self._thread.join(timeout=10)
 

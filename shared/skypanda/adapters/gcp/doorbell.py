@@ -22,7 +22,9 @@ not, and wake a waiter only at the next poll. See infra/FIRESTORE.md ("Long-poll
 The result holds one job: a job that stays activated because it fits none of the waiting
 pilots hides jobs activated behind it (in document id order) from the listener, and their
 waiters then find them only at the end of their wait, when the pilot asks again (the
-long-poll degrades to polling, never loses a job). The first snapshot of a listener rings only
+long-poll degrades to polling, never loses a job); so do the waiters of a listener the client
+ended (the server cancelled its stream), until the next waiter of its queue replaces it. The
+first snapshot of a listener rings only
 for a job updated within `fresh_s` of the listener's start: one activated between a waiter's
 look and the listener's start (a ring that would otherwise be lost), not one that has waited
 for long (which a waiter looked at, and could not take, just before). A ring whose job has
@@ -104,6 +106,11 @@ class FirestoreDoorbell(LocalDoorbell):
             if isinstance(bell, bool):
                 return bell
             listener = self._listeners.get(queue)
+            if listener is not None and listener.watch is not None and not listener.watch.is_active:
+                # The client ended it (the server cancelled its stream: a listener ends for
+                # good then): its waiters would hear nothing more; a new one replaces it.
+                del self._listeners[queue]
+                listener = None
             opener = listener is None  # the first waiter opens the queue's listener
             if listener is None:
                 listener = self._listeners[queue] = _Listener(None, 0, self._wall())
@@ -115,9 +122,16 @@ class FirestoreDoorbell(LocalDoorbell):
                 # (a wake whose job left the head before this waiter woke, e.g. claimed in
                 # the very request that released it, is dropped: waking would only pay a look
                 # for nothing)
-                return self._wait_woken(bell, deadline, lambda: not listener.empty)
+                return self._wait_woken(bell, deadline, lambda: self._head_held(queue))
         finally:
             self._leave(queue, listener, bell)
+
+    def _head_held(self, queue: str) -> bool:
+        """Whether the queue's head held a job at its listener's last word (the listener now
+        following the queue: a waiter of one that was replaced listens through the new one).
+        Called with the lock held."""
+        current = self._listeners.get(queue)
+        return current is None or not current.empty
 
     def _open(self, queue: str, listener: _Listener) -> bool:
         """Start following the queue's head (outside the lock: the listener's thread takes it
