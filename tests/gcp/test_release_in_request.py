@@ -120,3 +120,35 @@ def test_a_release_that_failed_in_the_request_is_sent_on_at_once(
         lambda: quiet.store.get_job(b_id).status is JobStatus.ACTIVATED, 90, "b to be released"
     )
     assert f"job-ended:{a['id']}:1:finished" not in _lost_later(quiet)
+
+
+def test_a_report_sent_again_after_its_request_died_releases_the_children_at_once(
+    quiet: EmulatedCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a workflow a -> b, and a pilot holding a
+    wf = _pipeline(quiet, ["a", "b"])
+    pilot = Pilot(quiet)
+    (a,) = wait_until(lambda: pilot.acquire(wait_s=5), 90, "a to be activated")
+
+    # When a's report commits, its request dies before it releases a's children (the pilot
+    # hears a 5xx: Firestore said "call already cancelled" of a commit that had landed) ...
+    def dies(svc: Services, ended: Any) -> None:
+        raise RuntimeError("the function instance died")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dispatch, "_release_now", dies)
+        with pytest.raises(RuntimeError):
+            dispatch.update(quiet.svc, pilot.id, [_finished(a["id"])], {}, acquire_n=1)
+    b_id = _jobs(quiet, wf)["b"].id
+    assert quiet.store.get_job(b_id).status is JobStatus.DEFINED
+    # ... and the pilot sends the same report again
+    reply = pilot.report(a, "finished", acquire=1)
+
+    # Then it is accepted, and b is released in its request: in its reply, not 300 s later
+    assert reply["results"] == [{"job_id": a["id"], "accepted": True, "reason": ""}]
+    assert [j["id"] for j in reply["jobs"]] == [b_id]
+    # And a's end is said released: nothing left for the sweep; a ran once
+    ended_a = f"job-ended:{a['id']}:1:finished"
+    wait_until(lambda: _event(quiet, ended_a)["released"], 90, "a's end said released")
+    assert ended_a not in _lost_later(quiet)
+    assert quiet.store.get_job(a["id"]).attempt == 1

@@ -190,6 +190,24 @@ class RetryContext:
     queues: tuple[Queue, ...] = ()  # the other queues a job may be moved to (rebrokerage)
 
 
+def replayed_end(job: Job, report: JobReport, pilot_id: str) -> ev.JobEnded | None:
+    """The end this report repeats, or None if it repeats none: the pilot that held the
+    attempt reports again the end it reported already, because the answer to its first send
+    was lost (a timeout; a request that failed after its commit). Such a report changes
+    nothing and is accepted; its children's release is done again (idempotent): the request
+    that applied the first send may have died before releasing them."""
+    if (
+        report.attempt == job.attempt
+        and job.pilot_id == pilot_id
+        and job.status in JOB_FINAL
+        and report.status == job.status
+    ):
+        return ev.JobEnded(
+            job_id=job.id, task_id=job.task_id, attempt=job.attempt, status=str(job.status)
+        )
+    return None
+
+
 def apply_report(
     job: Job,
     report: JobReport,

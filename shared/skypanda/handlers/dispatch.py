@@ -23,6 +23,7 @@ from skypanda.domain.jobflow import (
     apply_report,
     claim,
     log_key,
+    replayed_end,
     requeue_lost,
 )
 from skypanda.domain.models import Job, JobReport, Pilot, Queue, Resources
@@ -295,13 +296,16 @@ def update(
     pending = list(reports)
     logs = dict(logs)
     won: list[JobChange] = []
+    replayed: list[JobEnded] = []  # ends reported again (`replayed_end`): released again
     with svc.jobs.atomic() as together:
         for _ in range(2):  # a change that lost to a concurrent write is recomputed once
-            pending = _apply_reports(svc, pilot_id, pending, results, logs, won, not together)
+            pending = _apply_reports(
+                svc, pilot_id, pending, results, logs, won, replayed, not together
+            )
             if not pending:
                 break
         ends = (e for c in won for e in c.events if e.type is EventType.JOB_ENDED)
-        ended = [JobEnded.model_validate(e.data) for e in ends]
+        ended = [JobEnded.model_validate(e.data) for e in ends] + replayed
         released = _release_now(svc, ended) if ended else None
         jobs = _acquire_quietly(svc, pilot_id, acquire_n) if acquire_n > 0 else []
         # The scaler hears now, not at its next tick, of the jobs waiting that this pilot did
@@ -355,12 +359,14 @@ def _apply_reports(
     results: dict[str, Any],
     logs: dict[str, str],
     won: list[JobChange],
+    replayed: list[JobEnded],
     flag: bool = False,
 ) -> list[JobReport]:
     """Read the jobs, compute each report's change, write them; return the reports whose
     write lost a compare-and-set (the job changed between read and write, e.g. killed).
-    The changes written are added to `won`. `flag`: the release after the report's commit
-    is flagged on its job.ended events (`release.in_request`)."""
+    The changes written are added to `won`, the ends reported again to `replayed`. `flag`:
+    the release after the report's commit is flagged on its job.ended events
+    (`release.in_request`)."""
     now = svc.clock.now()
     jobs = svc.jobs.get_jobs([r.job_id for r in reports])
     queues: dict[str, Queue] = {}  # read once per batch, for failed reports only
@@ -370,6 +376,10 @@ def _apply_reports(
         try:
             if job is None:
                 raise NotFound(f"no job with id {report.job_id!r}")
+            if (again := replayed_end(job, report, pilot_id)) is not None:
+                # accepted, nothing written (its log went with the first send)
+                replayed.append(again.model_copy(update={"in_request": flag}))
+                continue
             key = log_key(report.job_id, report.attempt)
             uri = svc.blobs.uri(key)
             failed = report.status is JobStatus.FAILED
