@@ -144,3 +144,21 @@ def test_the_bridge_listens_again_when_its_listener_ends(events: Any, function: 
         assert bridge.relistened >= 1
     finally:
         bridge.stop()
+
+
+def test_an_event_the_listener_does_not_tell_is_found_by_the_listing(
+    events: Any, function: Function, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a bridge whose listener fell silent (as the emulator's can, open yet telling
+    # nothing): here ended, and never listened again
+    bridge = _bridge(events, function, backoff_s=0.01, max_backoff_s=0.05)
+    try:
+        monkeypatch.setattr(bridge, "_listen", lambda: None)
+        bridge._watch.close()
+        # When an event is written
+        _event(events, "e1")
+        # Then the bridge's own listing finds it and delivers it, once
+        wait_until(lambda: "e1" in function.delivered, 60, "e1 to be delivered")
+        assert bridge.listed == 1 and function.delivered == ["e1"]
+    finally:
+        bridge.stop()

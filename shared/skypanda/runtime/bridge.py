@@ -85,6 +85,8 @@ def written_event(project: str, path: str, fields: dict[str, Any]) -> tuple[dict
 
 LISTENER_CHECK_S = 1.0
 """How often the bridge checks that its outbox listener still listens."""
+LIST_EVERY_S = 2.0
+"""How often the bridge also lists the undelivered events itself (`OutboxBridge._list`)."""
 
 
 @dataclass
@@ -107,6 +109,8 @@ class OutboxBridge:
     So here: a failed delivery is tried again after `backoff_s`, doubling up to
     `max_backoff_s`, until `give_up_s` after its first try, while new events go on being
     delivered; one at a time, new events in the order they came (a retry due goes first).
+    Events are heard from a Firestore listener, listened again when the client ends it, and
+    from a listing every LIST_EVERY_S (the emulator's listener can fall silent).
     """
 
     def __init__(
@@ -131,6 +135,8 @@ class OutboxBridge:
         self._drop = drop or (lambda _id, _fields: False)
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
         self._watch: Any = None
+        self._known: set[str] = set()  # ids queued, or delivered and not yet marked so
+        self._known_lock = threading.Lock()
         self._listening = threading.Lock()  # (re)opening or closing the listener
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="skypanda-eventarc", daemon=True)
@@ -139,16 +145,33 @@ class OutboxBridge:
         self.retried = 0
         self.given_up = 0
         self.relistened = 0
+        self.listed = 0  # events found by a listing, not by the listener
 
     def start(self) -> None:
         self._listen()
         self._thread.start()
 
+    def _undelivered(self) -> Any:
+        """The query of the events not handled yet (after a restart, what was delivered is
+        not sent again)."""
+        return self._col.where(filter=FieldFilter("delivered", "==", False))
+
     def _listen(self) -> None:
-        """Follow the undelivered events: after a restart, what was delivered is not sent
-        again; a new listener hears of every event still undelivered (at least once)."""
-        undelivered = FieldFilter("delivered", "==", False)
-        self._watch = self._col.where(filter=undelivered).on_snapshot(self._on_snapshot)
+        self._watch = self._undelivered().on_snapshot(self._on_snapshot)
+
+    def _list(self) -> None:
+        """List the undelivered events and queue those not known: the emulator's listener can
+        stay open yet fall silent under load (seen: events left undelivered for minutes while
+        it was alive). What was marked delivered meanwhile is forgotten."""
+        try:
+            docs = {d.id: d for d in self._undelivered().stream()}
+        except Exception as e:  # the emulator is what failed: the next listing tries again
+            log.warning("eventarc stand-in: cannot list the outbox: %s", e)
+            return
+        with self._known_lock:
+            self._known &= docs.keys()
+        for doc_id, doc in docs.items():
+            self.listed += self._heard(doc_id, doc.to_dict() or {})
 
     def _keep_listening(self) -> None:
         """Listen again if the listener died: the client ends a listener whose stream the
@@ -164,14 +187,27 @@ class OutboxBridge:
     def _on_snapshot(self, _docs: Any, changes: Any, _read_time: Any) -> None:
         for change in changes:
             if change.type.name == "ADDED":
-                self._queue.put((change.document.id, change.document.to_dict() or {}))
+                self._heard(change.document.id, change.document.to_dict() or {})
+
+    def _heard(self, doc_id: str, fields: dict[str, Any]) -> bool:
+        """Queue an event not known yet (from the listener or a listing); whether it was new."""
+        with self._known_lock:
+            if doc_id in self._known:
+                return False
+            self._known.add(doc_id)
+        self._queue.put((doc_id, fields))
+        return True
 
     def _run(self) -> None:
         waiting: list[tuple[float, int, _Delivery]] = []  # retries: (due, order, delivery)
         order = itertools.count()
+        listed_at = time.monotonic()
         while True:
             self._keep_listening()
             now = time.monotonic()
+            if now - listed_at >= LIST_EVERY_S:
+                self._list()
+                listed_at = now = time.monotonic()
             delivery: _Delivery | None
             if waiting and waiting[0][0] <= now:
                 delivery = heapq.heappop(waiting)[2]
