@@ -40,7 +40,10 @@ def emulated_cloud(home: Path, **opts: Any) -> Any:
 
     from skypanda.runtime.emulated import EmulatedCloud, EmulatedOptions  # Google clients
 
-    queue = fast_queue(heartbeat_interval_s=1.0, heartbeat_timeout_s=20.0)  # the emulator is slow
+    # The emulator is slow; a pilot idle for 15 s (not 3) waits for a workflow's next stage
+    # instead of exiting: under load a new one took 5-10 s to start, and a loop of 7 stages,
+    # each on new pilots, ran past its test's 120 s.
+    queue = fast_queue(heartbeat_interval_s=1.0, heartbeat_timeout_s=20.0, idle_timeout_s=15.0)
     prefix = f"t{uuid.uuid4().hex[:8]}-"
     options = EmulatedOptions(home=home, queue=queue, tick_s=0.5, prefix=prefix, **opts)
     return EmulatedCloud(options).start()
