@@ -4,6 +4,7 @@ off, and the decision is visible."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,3 +181,42 @@ def test_a_queue_whose_launcher_is_not_available_says_so_and_others_still_scale(
         == "cannot launch pilots: queue cr: no cloudrun launcher here (available: local)"
     )
     assert notes["local"].endswith("launch 1 (target 1)")
+
+
+class PausingLauncher(SilentLauncher):
+    """A SilentLauncher whose first launch waits until `go` is set (a slow start)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def launch(self, queue: Queue, pilot_id: str, job: Job | None = None) -> str:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.go.wait(60), "the test never let the first launch go on"
+        return super().launch(queue, pilot_id, job)
+
+
+def test_two_decisions_at_once_do_not_pass_max_pilots(svc: Services) -> None:
+    # Given 100 jobs waiting on a queue of at most 5 pilots, 2 new a decision, 3 queued at
+    # most, and a launcher whose first launch is slow
+    launcher = PausingLauncher()
+    svc.launcher = launcher
+    spec = TaskSpec(name="t", command=["true"], n_jobs=100)
+    split.handle(svc, TaskRef(task_id=submit(svc, spec, "alice").id))
+    # When a decision is under way (its first launch not returned yet) and a second one
+    # starts, as the embedded system's tick and a jobs.activated may
+    first = threading.Thread(target=scale.handle, args=(svc,))
+    first.start()
+    assert launcher.entered.wait(60)
+    second = threading.Thread(target=scale.handle, args=(svc,))
+    second.start()
+    second.join(3)  # the second decision waits for the first (it used to go ahead)
+    launcher.go.set()
+    first.join(60)
+    second.join(60)
+    # Then the second counted the first's pilots: 2, then 1 up to max_queued (3: the
+    # pilots never check in); at once they launched 2 + 2
+    assert not first.is_alive() and not second.is_alive()
+    assert len(launcher.launched) == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from typing import Any
 
 from skypanda.domain import events as ev
@@ -26,11 +27,23 @@ from skypanda.ports import LaunchedPilot
 log = logging.getLogger(__name__)
 
 
+_ONE_DECISION = threading.Lock()
+"""Scaling decisions are made one at a time: two at once would each count the pilots before
+the other's launches and together pass max_pilots. On Google Cloud the scale function runs
+one request at a time on one instance (runtime.deployment); in one process (the embedded
+system: a tick on its thread, a `jobs.activated` on the router's) this lock does it."""
+
+
 def handle(svc: Services, nudge: QueueNudge | Tick | None = None) -> int:
     """Scale the nudged queue (a tick or None: every queue). Returns how many pilots were
     launched."""
     if svc.launcher is None:
         return 0
+    with _ONE_DECISION:
+        return _decide(svc, nudge)
+
+
+def _decide(svc: Services, nudge: QueueNudge | Tick | None) -> int:
     only = nudge.queue if isinstance(nudge, QueueNudge) else None
     waiting: int | None = None
     if isinstance(nudge, QueueNudge) and only is not None and nudge.count > 0:
