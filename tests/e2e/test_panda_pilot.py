@@ -98,6 +98,7 @@ class RealPandaPilot:
         self, pilot_py: Path, system: LocalSystem, root: Path, heartbeat_s: int | None = None
     ) -> None:
         root.mkdir(parents=True)
+        self.root = root
         port = system.url.rsplit(":", 1)[1]
         queue = _get(system, "/cache/schedconfig/local.all.json")
         queue["timefloor"] = 10  # minutes: one pilot runs jobs while there are any
@@ -140,6 +141,11 @@ class RealPandaPilot:
                 self.command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
+
+    def payload_said(self, text: str) -> bool:
+        """Whether a payload of this pilot wrote `text` to its stdout (the pilot's file)."""
+        outs = (self.root / "work").rglob("payload.stdout")
+        return any(text in out.read_text(errors="replace") for out in outs)
 
     def alive(self) -> bool:
         if self.proc.poll() is not None:
@@ -223,6 +229,9 @@ def test_a_job_killed_in_skypanda_is_killed_by_the_real_panda_pilot_with_1144(
     pilot = run_pilot(system, heartbeat_s=2)
     wait_until(lambda: pilot.alive() and _jobs(api, task["id"])[0]["status"] == "running",
                timeout=120, what="the job running under the PanDA pilot")  # fmt: skip
+    # (and saying so: "running" comes as the payload starts, its first line a moment later)
+    wait_until(lambda: pilot.payload_said("skypanda payload says: sleep 600\n"), 120,
+               "the payload's first line")  # fmt: skip
 
     # When the user kills the task in skypanda
     api.call("POST", f"/v1/tasks/{task['id']}/kill")
