@@ -68,6 +68,10 @@ def test_jobs_copied_from_the_first_are_the_jobs_new_job_makes(stage_in: bool) -
     made = [make(s) for s in specs]
     # Then each is what new_job makes of its spec
     assert made == [new_job(task, s, 5.0) for s in specs]
+    assert [j.model_fields_set for j in made] == [
+        new_job(task, s, 5.0).model_fields_set | ({"status"} if i else set())
+        for i, s in enumerate(specs)
+    ]  # (as model_copy(update=...) made them: the fields it set, set)
     assert [j.status for j in made] == [JobStatus.DEFINED, JobStatus.ACTIVATED] * 3
 
 

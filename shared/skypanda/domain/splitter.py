@@ -294,14 +294,16 @@ def split(
     """
     check_split(spec)
     plists = iter(parents) if parents is not None else None
+    # A command without braces renders as itself (a copy per job: jobs do not share it)
+    plain = not any("{" in word or "}" in word for word in spec.command)
     for index, cut in enumerate(cuts(spec)):
-        argv = render(
+        argv = list(spec.command) if plain else render(
             spec.command,
             task=spec.name,
             index=index,
             inputs=cut.inputs,
             iteration=iteration,
             events=cut.events,
-        )
+        )  # fmt: skip
         ids = list(next(plists)) if plists is not None else []
         yield JobSpec(index=index, command=argv, inputs=list(cut.inputs), parents=ids)

@@ -21,12 +21,13 @@ from skypanda.adapters.local.sqlite.db import (
     marks,
     task_from_row,
 )
+from skypanda.adapters.local.sqlite.specs import WORKFLOW_SPECS
 from skypanda.domain.dag import ParentsState
 from skypanda.domain.errors import BackendUnavailable, InvalidInput, NotFound
 from skypanda.domain.events import Event
 from skypanda.domain.models import Task
 from skypanda.domain.states import JobStatus, WorkflowStatus, advance
-from skypanda.domain.workflow import Workflow, WorkflowSpec
+from skypanda.domain.workflow import Workflow
 
 _MARK = (
     "UPDATE job_links SET parent_status = j.status FROM jobs AS j "
@@ -56,7 +57,7 @@ _UNKNOWN = ParentsState(False)
 def _workflow(row: sqlite3.Row) -> Workflow:
     return Workflow(
         id=row["id"],
-        spec=WorkflowSpec.model_validate_json(row["spec"]),
+        spec=WORKFLOW_SPECS.parse(row["id"], row["spec"]),
         owner=row["owner"],
         status=WorkflowStatus(row["status"]),
         reason=row["reason"],
