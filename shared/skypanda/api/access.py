@@ -150,23 +150,54 @@ def authenticate(identity: Identity, fallback: Callable[[], str | None] | None =
         Unauthorized: no credential, or one the identity refuses.
         Forbidden: the caller's roles are not among the route's.
     """
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    token = given.strip() if scheme.lower() == "bearer" else ""
+    token = bearer(request.headers.get("Authorization", ""))
     if not token and fallback is not None:
         token = fallback() or ""
+    principal = authorize(
+        identity, token, request.endpoint, request.view_args or {},
+        method=request.method, path=request.path, uploader=lambda: request.args.get("pilot"),
+    )  # fmt: skip
+    g.principal = principal
+    g.owner = principal.name
+    g.admin = principal.admin
+    return principal
+
+
+def bearer(header: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header ("" for any other)."""
+    scheme, _, given = header.partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else ""
+
+
+def authorize(
+    identity: Identity,
+    token: str,
+    endpoint: str | None,
+    view_args: Mapping[str, object],
+    *,
+    method: str,
+    path: str,
+    uploader: Callable[[], str | None],
+) -> Principal:
+    """`authenticate` without Flask (the pilots' lean routes, `api.pilot_path`, call it too):
+    who `token` is, allowed to call `endpoint` with `view_args` (the path's arguments).
+    `uploader`: the `pilot` query argument (read only for an upload).
+
+    Raises:
+        Unauthorized: no credential, or one the identity refuses.
+        Forbidden: the caller's roles are not among the route's.
+    """
     if not token:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     principal = identity.authenticate(token)
     # No such route: an authenticated caller gets the 404. A route missing from the table is
     # nobody's (a test checks that none is missing).
-    endpoint = request.endpoint
     allowed = ANYONE if endpoint is None else ROUTE_ROLES.get(endpoint, frozenset())
     if not principal.has_any(allowed):
         roles = ", ".join(sorted(principal.roles))
-        raise Forbidden(f"{principal.name} ({roles}) may not call {request.method} {request.path}")
+        raise Forbidden(f"{principal.name} ({roles}) may not call {method} {path}")
     if principal.pilot is not None:
-        _within_scope(principal.pilot)
+        _within_scope(principal.pilot, endpoint, view_args, uploader)
     launch_for = principal.launch_for
     if launch_for is not None and endpoint not in LAUNCH_ROUTES:
         # A launch credential registers its one pilot, once (handlers.dispatch.register); it
@@ -175,23 +206,24 @@ def authenticate(identity: Identity, fallback: Callable[[], str | None] | None =
             f"a launch credential for pilot {launch_for} may only download the pilot and "
             "register it"
         )
-    g.principal = principal
-    g.owner = principal.name
-    g.admin = principal.admin
     return principal
 
 
-def _within_scope(pilot: str) -> None:
+def _within_scope(
+    pilot: str,
+    endpoint: str | None,
+    args: Mapping[str, object],
+    uploader: Callable[[], str | None],
+) -> None:
     """A credential scoped to one pilot acts for that pilot alone: its own pilot routes, and
     uploads as itself (the job routes check that it holds the job).
 
     Raises:
         Forbidden: naming the pilot it may act for.
     """
-    args = request.view_args or {}
-    if request.endpoint == "register":
+    if endpoint == "register":
         raise Forbidden(f"pilot {pilot}'s credential cannot register pilots")
     if "pilot_id" in args and args["pilot_id"] != pilot:
         raise Forbidden(f"pilot {pilot}'s credential cannot act for pilot {args['pilot_id']}")
-    if request.endpoint == "put_output" and request.args.get("pilot") != pilot:
+    if endpoint == "put_output" and uploader() != pilot:
         raise Forbidden(f"pilot {pilot}'s credential can upload only as pilot {pilot}")

@@ -23,24 +23,24 @@ from skypanda.api import (
     monitor,
     monitor_data,
     panda,
+    pilot_path,
     pilotzip,
     tasks,
     watches,
     webhooks,
 )
-from skypanda.api.bodies import TooLarge, model_body
+from skypanda.api.bodies import TooLarge, json_object, model_body
 from skypanda.api.metrics import routes as metrics_routes
 from skypanda.api.params import int_arg
 from skypanda.api.tracing import install as tracing_install
 from skypanda.api.workflows import workflow_routes
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.jobflow import log_key
-from skypanda.domain.models import JobReport, Queue, Resources, TaskSpec, jsonable
+from skypanda.domain.models import Queue, Resources, TaskSpec, jsonable
 from skypanda.domain.states import JobStatus, PilotStatus
 from skypanda.domain.values import Int, Text
 from skypanda.formats.taskfile import parse_task
 from skypanda.handlers import dispatch, queues, scale, task_actions
-from skypanda.handlers.dispatch import Reply
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
 from skypanda.ports import Identity
@@ -63,26 +63,6 @@ class RegisterBody(_Body):
     slots: Int | None = Field(default=None, ge=1, le=1000)  # payloads at once (None: cores)
 
 
-class AcquireBody(_Body):
-    n: Int = Field(default=1, ge=1, le=1000)
-    job_id: str | None = Field(default=None, max_length=200)  # push mode: exactly this job
-    # A long-poll: wait up to this long for jobs when none is ready (capped by the server).
-    wait_s: float = Field(default=0.0, ge=0, le=3600, allow_inf_nan=False)
-
-
-class ReportBody(JobReport):
-    log: str | None = Field(default=None, max_length=1024 * 1024)  # a pilot sends <= 64 KB
-
-
-class UpdateBody(_Body):
-    reports: list[ReportBody] = Field(max_length=5000)
-    acquire: Int = Field(default=0, ge=0, le=1000)  # jobs to take in the reply (0: none)
-
-
-class HeartbeatBody(_Body):
-    jobs: list[str] | None = None  # the jobs the pilot holds, when it says
-
-
 class ApplyQueuesBody(_Body):
     queues: list[Queue] = Field(min_length=1, max_length=queues.MAX_APPLY)
     dry_run: bool = False
@@ -91,10 +71,6 @@ class ApplyQueuesBody(_Body):
 class EndBody(_Body):
     status: PilotStatus
     reason: Text = Field(default="", max_length=2000)
-
-
-def _reply(reply: Reply, **extra: Any) -> Response:
-    return jsonify({**extra, "commands": reply.commands, "drain": reply.drain})
 
 
 ALL_PARTS = ("user", "monitor", "pilot")
@@ -132,6 +108,7 @@ def create_app(
     for part in parts:
         if part == "pilot":
             _pilot_routes(app, svc, identity)
+            pilot_path.install(app, svc, identity)
         else:
             {"user": _user_routes, "monitor": _monitor_routes}[part](app, svc)
     if sessions is not None:
@@ -243,11 +220,6 @@ def _monitor_routes(app: Flask, svc: Services) -> None:
 
 
 def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
-    def credential(pilot_id: str) -> dict[str, str]:
-        """The pilot's own short-lived credential (on register, renewed on each heartbeat)."""
-        token = identity.pilot_credential(pilot_id)
-        return {} if token is None else {"token": token}
-
     @app.post("/v1/pilots")
     def register() -> tuple[Response, int]:
         body = model_body(RegisterBody)
@@ -257,31 +229,26 @@ def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
             slots=body.slots,
         )  # fmt: skip
         reply: dict[str, Any] = {"pilot": jsonable(pilot), "queue": jsonable(queue),
-                                 **credential(pilot.id)}  # fmt: skip
+                                 **pilot_path.credential(identity, pilot.id)}  # fmt: skip
         if long_poll_s := svc.settings.get("long_poll_s"):  # how long its acquires may wait
             reply["long_poll_s"] = long_poll_s
         return jsonify(reply), 201
 
+    # The hot routes are answered by `pilot_path` in front of Flask; these answer the same for
+    # what it leaves to Flask (e.g. a report with logs over its size limit)
+    answers = pilot_path.ANSWERS
+
     @app.post("/v1/pilots/<pilot_id>/acquire")
     def acquire(pilot_id: str) -> Response:
-        body = model_body(AcquireBody)
-        jobs = dispatch.acquire(svc, pilot_id, body.n, body.job_id, wait_s=body.wait_s)
-        return jsonify({"jobs": [jsonable(j) for j in jobs]})
+        return jsonify(answers["acquire"](svc, identity, pilot_id, json_object()))
 
     @app.post("/v1/pilots/<pilot_id>/update")
     def update(pilot_id: str) -> Response:
-        body = model_body(UpdateBody)
-        logs = {r.job_id: r.log for r in body.reports if r.log}
-        reports: list[JobReport] = list(body.reports)  # validated once: a ReportBody is one
-        results, reply = dispatch.update(svc, pilot_id, reports, logs, acquire_n=body.acquire)
-        if body.acquire:
-            return _reply(reply, results=results, jobs=[jsonable(j) for j in reply.jobs])
-        return _reply(reply, results=results)
+        return jsonify(answers["update"](svc, identity, pilot_id, json_object()))
 
     @app.post("/v1/pilots/<pilot_id>/heartbeat")
     def heartbeat(pilot_id: str) -> Response:
-        reply = dispatch.heartbeat(svc, pilot_id, model_body(HeartbeatBody).jobs)
-        return _reply(reply, **credential(pilot_id))
+        return jsonify(answers["heartbeat"](svc, identity, pilot_id, json_object()))
 
     @app.post("/v1/pilots/<pilot_id>/end")
     def end(pilot_id: str) -> Response:

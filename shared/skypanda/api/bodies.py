@@ -138,6 +138,18 @@ def json_object() -> dict[str, Any]:
     return data
 
 
+def object_of(raw: bytes) -> dict[str, Any]:
+    """`json_object` of a body read already (`api.pilot_path`, within its size limit).
+
+    Raises:
+        InvalidInput: no body, not a JSON object, or beyond the limits.
+    """
+    data = parse_json(raw) if raw.strip() else None
+    if not isinstance(data, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    return data
+
+
 def validate(model: type[B], data: Any, prefix: str = "") -> B:
     """Raises: InvalidInput naming the first problems' fields, then how many more."""
     try:

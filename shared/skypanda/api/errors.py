@@ -27,11 +27,26 @@ def validation_message(e: ValidationError, prefix: str = "") -> str:
     return summarise(parts, len(errors))
 
 
+def error_json(e: BaseException) -> tuple[dict[str, object], int]:
+    """The JSON body and HTTP status that answer an error (what the handlers below send;
+    `api.pilot_path` answers its errors with it). An unexpected error is logged here."""
+    if isinstance(e, SkypandaError):
+        body = e.to_dict()
+        return {"error": body.pop("error"), "message": body.pop("message"), **body}, e.http_status
+    if isinstance(e, ValidationError):
+        return {"error": "InvalidInput", "message": validation_message(e)}, 422
+    if isinstance(e, RecursionError):
+        return {"error": "InvalidInput", "message": "the request is nested too deeply"}, 422
+    log.exception("unhandled error")
+    message = f"internal error ({type(e).__name__}); see server log"
+    return {"error": "InternalError", "message": message}, 500
+
+
 def install(app: Flask) -> None:
     @app.errorhandler(SkypandaError)
     def _skypanda(e: SkypandaError) -> tuple[Response, int]:
-        body = e.to_dict()
-        return _json(e.http_status, body.pop("error"), body.pop("message"), **body)
+        body, status = error_json(e)
+        return jsonify(body), status
 
     @app.errorhandler(ValidationError)
     def _validation(e: ValidationError) -> tuple[Response, int]:

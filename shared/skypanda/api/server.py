@@ -10,7 +10,7 @@ from typing import Any
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 log = logging.getLogger(__name__)
 # waitress warns at every queued request; under pilot bursts that is noise, not news.
@@ -81,6 +81,30 @@ class LastIdleFirstDispatcher(ThreadedTaskDispatcher):
         self.queue_cv = LastIdleFirst(self.lock)
 
 
+class OneSendTask(WSGITask):
+    """waitress's request task, sending a response's head and its whole body (a body of known
+    length written in one piece, as every JSON answer is) in one `send`: waitress sends each
+    write at once, so the head went alone, and a pilot woke to read it, then again for the
+    body, on every call."""
+
+    def write(self, data: bytes) -> None:
+        if self.wrote_header or not data or not self.complete:
+            super().write(data)
+            return
+        head = self.build_response_header()
+        self.wrote_header = True
+        if self.has_body and not self.chunked_response and self.content_length == len(data):
+            self.content_bytes_written += len(data)
+            self.channel.write_soon(head + data)
+            return
+        self.channel.write_soon(head)
+        super().write(data)  # the body as waitress writes it (the head is written)
+
+
+class OneSendChannel(HTTPChannel):
+    task_class = OneSendTask
+
+
 class ApiServer:
     """A waitress server on a background thread; `port=0` picks a free port."""
 
@@ -97,6 +121,7 @@ class ApiServer:
         except BaseException:
             dispatcher.shutdown(timeout=1)  # e.g. the port is taken: no threads left behind
             raise
+        server.channel_class = OneSendChannel
         self._server = server
         self.wsgi = app
         self.host = host
