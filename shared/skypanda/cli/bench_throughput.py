@@ -45,7 +45,7 @@ from typing import Any
 import click
 
 from skypanda.cli.bench import _rss_mb, wait_for_condition
-from skypanda.domain.models import Job, Queue, TaskSpec
+from skypanda.domain.models import Job, Queue, Resources, TaskSpec
 from skypanda.domain.states import WORKFLOW_FINAL, PilotStatus, TaskStatus
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.handlers import workflow
@@ -187,12 +187,19 @@ def _run_shape(system: LocalSystem, shape: str, jobs: int) -> tuple[float, float
 
 
 def run_throughput(
-    shape: str, jobs: int, pilots: int, per_acquire: int, tries: int, home: Path
+    shape: str,
+    jobs: int,
+    pilots: int,
+    per_acquire: int,
+    tries: int,
+    home: Path,
+    slots_per_pilot: int = 1,
 ) -> dict[str, Any]:
     """One run: the spawn floor, the warm submit latency, then the shape (module docstring)."""
     queue = Queue(
         name="bench", min_pilots=pilots, max_pilots=pilots, jobs_per_acquire=per_acquire,
         idle_timeout_s=600.0, heartbeat_interval_s=5.0, heartbeat_timeout_s=60.0,
+        pilot_resources=Resources(memory_mb=4000, cores=slots_per_pilot),
     )  # fmt: skip
     slots = pilots * queue.pilot_resources.cores  # a local pilot runs one payload per core
     floor, floor_cpu, floor_switches = spawn_floor(slots, min(max(jobs, 500), 4000))
@@ -250,25 +257,28 @@ def run_throughput(
 @click.option("--shape", type=click.Choice(SHAPES), default="bag", show_default=True)
 @click.option("--jobs", default=2000, show_default=True, help="Trivial jobs (`true`) to run.")
 @click.option("--pilots", default=2, show_default=True, help="Local pilots.")
+@click.option("--slots", default=1, show_default=True, help="Payload slots (cores) of each pilot.")
 @click.option(
     "--per-acquire", default=64, show_default=True, help="Jobs a pilot takes per acquire."
 )
 @click.option("--tries", default=20, show_default=True, help="Warm submit -> running tries.")
 @click.option("--json", "as_json", is_flag=True)
 def throughput(
-    shape: str, jobs: int, pilots: int, per_acquire: int, tries: int, as_json: bool
+    shape: str, jobs: int, pilots: int, slots: int, per_acquire: int, tries: int, as_json: bool
 ) -> None:
     """N trivial jobs through the whole local path: submit, split, dispatch, run, release."""
     if jobs < 2:
         raise click.BadParameter("at least 2 jobs", param_hint="--jobs")
     if not 1 <= pilots <= 64:
         raise click.BadParameter("between 1 and 64", param_hint="--pilots")
+    if not 1 <= slots <= 64:
+        raise click.BadParameter("between 1 and 64", param_hint="--slots")
     if not 1 <= per_acquire <= 1000:
         raise click.BadParameter("between 1 and 1000", param_hint="--per-acquire")
     if not 0 <= tries <= 1000:
         raise click.BadParameter("between 0 and 1000", param_hint="--tries")
     with tempfile.TemporaryDirectory(prefix="skypanda-bench-") as tmp:
-        result = run_throughput(shape, jobs, pilots, per_acquire, tries, Path(tmp))
+        result = run_throughput(shape, jobs, pilots, per_acquire, tries, Path(tmp), slots)
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -73,6 +73,7 @@ from skypanda.pilot.runner import KILL_GRACE_S, PayloadResult, pilot_env
 from skypanda.pilot.sandbox import make_base
 from skypanda.pilot.stopping import END_RESERVE_S, StopBudget
 from skypanda.pilot.work import JobWork
+from skypanda.pilot.workdirs import Workdirs
 from skypanda.wire import logs
 from skypanda.wire.codes import ErrorCode
 from skypanda.wire.groups import GROUPS_DIR
@@ -129,6 +130,7 @@ class _Pilot(JobWork):
         self.long_poll_s = LONG_POLL_S  # until the server tells (registration)
         self.base_env = pilot_env()
         self.base: Path | None = None
+        self.workdirs: Workdirs | None = None
         self.owns_base = False
         # Written by signal handlers and other threads; read by polling (no locks in handlers).
         self.stop_code: int | None = None
@@ -215,6 +217,8 @@ class _Pilot(JobWork):
     def _prepare_workdir(self) -> None:
         prefix = f"skypanda-pilot-{self.pilot_id[:40]}-"
         self.base, self.owns_base = make_base(self.cfg.workdir, prefix, self.cfg.payload_user)
+        reuse = self.cfg.payload_user is None  # a payload user's directory is handed over
+        self.workdirs = Workdirs(self.base, reuse=reuse, keep=self.slots)
 
     def _start_threads(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -254,6 +258,8 @@ class _Pilot(JobWork):
         if self._reporter is not None:
             timeout = None if self.unreachable is None else 2.0
             self._reporter.close(self.budget.cap(timeout, keep_s=END_RESERVE_S))
+        if self.workdirs is not None:
+            self.workdirs.close()
         if self.owns_base and self.base is not None:
             shutil.rmtree(self.base, ignore_errors=True)
 

@@ -41,6 +41,7 @@ import re
 import signal
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -145,14 +146,14 @@ def run_payload(
     argv = [str(word) for word in job.get("command") or []]
     flags = flags_path(workdir)
     try:
-        proc = _start(argv, job, workdir, user, flags, base_env)
+        proc, pipe = _start(argv, job, workdir, user, flags, base_env)
     except (OSError, ValueError) as e:
         diag = f"cannot start {argv[0] if argv else '(empty command)'!r}: {e}"
         return PayloadResult(
             "failed", None, ErrorCode.PAYLOAD_NOT_STARTED, diag, started_at, time.time()
         )
     record = _record_group(groups, proc.pid)
-    io = PayloadIO(proc, on_output)
+    io = PayloadIO(proc, on_output, pipe=pipe)
     try:
         watch = PayloadWatch(
             proc.pid,  # start_new_session: the payload's session id is its pid
@@ -190,8 +191,9 @@ def _start(
     user: PayloadUser | None,
     flags: Path,
     base_env: Mapping[str, str] | None,
-) -> subprocess.Popen[bytes]:
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start the payload in its own session, output merged into one pipe; as `user` if given.
+    Returns the process and the read end of its output pipe (the caller's to close).
 
     Raises:
         OSError: the workdir cannot be made or handed over, or the command cannot be executed.
@@ -199,8 +201,11 @@ def _start(
     """
     if not argv or not argv[0]:
         raise ValueError("the job has an empty command")
-    workdir.mkdir(parents=True, exist_ok=True)
-    _new_flags_file(flags)
+    try:  # in a reused job directory (`workdirs`), the flags file is there: one lstat
+        _new_flags_file(flags)
+    except FileNotFoundError:  # a new job directory
+        workdir.mkdir(parents=True, exist_ok=True)
+        _new_flags_file(flags)
     if user is not None:
         hand_over(workdir, user)
     env = payload_env(job, workdir, user, base=base_env, flags=flags)
@@ -222,31 +227,68 @@ def _popen(
     workdir: Path,
     env: dict[str, str],
     user: PayloadUser | None,
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv,
-        executable=found,
-        cwd=str(workdir),
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        user=None if user is None else user.uid,
-        group=None if user is None else user.gid,
-        extra_groups=None if user is None else [],
-    )
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The payload started; its output pipe made here (Popen would wrap its end in a buffered
+    file, three system calls and an object per payload that the pilot never reads through)."""
+    out, into = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            executable=found,
+            cwd=str(workdir),
+            env=env,
+            stdin=_devnull(),
+            stdout=into,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=None if user is None else user.uid,
+            group=None if user is None else user.gid,
+            extra_groups=None if user is None else [],
+        )
+    except BaseException:
+        os.close(out)
+        raise
+    finally:
+        os.close(into)
+    return proc, out
+
+
+_null: list[int] = []
+_null_lock = threading.Lock()
+
+
+def _devnull() -> int:
+    """A descriptor of /dev/null for payloads' standard input, opened once per pilot."""
+    if not _null:
+        with _null_lock:
+            if not _null:
+                _null.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _null[0]
 
 
 def _new_flags_file(flags: Path) -> None:
-    """Create the empty flags file: a new file, never through a link left there; one that
-    an earlier run left is replaced (a fresh workdir has none: no unlink to try first)."""
+    """Make the empty flags file, never through a link left there: a file that an earlier run
+    left is replaced, unless it is already what a new one would be (a regular empty file of
+    the pilot's, with one link: a reused job directory's, see `workdirs`), which is kept."""
     mode = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     try:
         os.close(os.open(flags, mode, 0o644))
     except FileExistsError:
-        flags.unlink()
-        os.close(os.open(flags, mode, 0o644))
+        if not fresh_flags_file(flags):
+            flags.unlink()
+            os.close(os.open(flags, mode, 0o644))
+
+
+def fresh_flags_file(path: Path) -> bool:
+    """Whether the file at `path` is as `_new_flags_file` makes one: a regular empty file (not
+    a link) of the pilot's user, readable and writable by it, with no other name."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o600 != 0o600:
+        return False
+    return st.st_size == 0 and st.st_nlink == 1 and st.st_uid == os.geteuid()
 
 
 EXECUTABLE_TTL_S = 10.0
@@ -328,6 +370,19 @@ def read_flags(path: Path, owner: int | None = None) -> tuple[dict[str, str], li
     must not make the pilot read a file of the pilot's into the job's log. Only the first
     MAX_FLAGS_FILE_BYTES are read. Never raises.
     """
+    try:  # most payloads write no flag: an empty regular file is told by its lstat alone
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {}, []
+    except OSError:
+        st = None
+    if (
+        st is not None
+        and stat.S_ISREG(st.st_mode)
+        and not st.st_size
+        and owner in (None, st.st_uid)
+    ):
+        return {}, []
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:

@@ -43,12 +43,23 @@ class PayloadIO:
     by one thread.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], on_output: Callable[[bytes], None]) -> None:
-        assert proc.stdout is not None  # stdout=PIPE
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        on_output: Callable[[bytes], None],
+        *,
+        pipe: int | None = None,
+    ) -> None:
+        """`pipe`: the read end of the payload's output pipe, closed by `close`; by default,
+        the process's own (stdout=PIPE)."""
+        self._fd = pipe  # ours to close
+        if pipe is None:
+            assert proc.stdout is not None  # stdout=PIPE
+            pipe = proc.stdout.fileno()
         self._proc = proc
         self._on_output = on_output
         self._broken = False
-        self._pipe: int | None = proc.stdout.fileno()
+        self._pipe: int | None = pipe  # None once its end was read
         self._pidfd: int | None = None
         self._poll = select.poll()
         self._poll.register(self._pipe, _PIPE_EVENTS)
@@ -99,9 +110,11 @@ class PayloadIO:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
-        self._pipe = None
-        assert self._proc.stdout is not None
-        self._proc.stdout.close()
+        if self._fd is not None:
+            os.close(self._fd)
+        elif self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._pipe = self._fd = None
 
     def _read(self) -> None:
         assert self._pipe is not None

@@ -27,6 +27,7 @@ from skypanda.pilot.staging import (
     stage_out,
 )
 from skypanda.pilot.stopping import StopBudget
+from skypanda.pilot.workdirs import Workdirs
 from skypanda.wire import logs
 from skypanda.wire.codes import ErrorCode
 from skypanda.wire.groups import GROUPS_DIR
@@ -44,6 +45,7 @@ class JobWork:
     client: ApiClient
     cores: Cores
     base: Path | None
+    workdirs: Workdirs | None  # the jobs' directories in `base`, reused when left empty
     budget: StopBudget
     pilot_id: str
     stop_code: int | None
@@ -84,10 +86,13 @@ class JobWork:
         if taken is None:
             code = self._should_stop(held) or ErrorCode.SIGTERM
             return failed(code, f"not started: {code_name(code)}", time.time()), []
+        workdir: Path | None = None
+        workdirs = self.workdirs
+        assert workdirs is not None
         try:
             assert self.base is not None and self._reporter is not None
             held.started = True
-            workdir = self.base / f"{safe_name(held.id)}.{held.attempt}"
+            workdir = workdirs.take(f"{safe_name(held.id)}.{held.attempt}")
             staging = bool(held.job.get("stage_in"))
             self._reporter.submit(
                 held, job_report(held, None, live="starting" if staging else "running")
@@ -111,6 +116,8 @@ class JobWork:
             )
             return self._stage_out(held, workdir, result, staged)
         finally:
+            if workdir is not None:  # the job's processes are gone: nothing more writes there
+                workdirs.give_back(workdir)
             self.cores.give(taken)
 
     def _stage_in(self, held: HeldJob, workdir: Path) -> tuple[list[str], PayloadResult | None]:
