@@ -45,6 +45,21 @@ def _nothing_for_the_sweep(cloud: EmulatedCloud, event_id: str) -> bool:
     return event_id not in _lost_later(cloud)
 
 
+def _report_then_die(
+    cloud: EmulatedCloud, pilot: Pilot, job_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pilot's report that `job_id` finished commits, and its request dies before it
+    releases the job's children."""
+
+    def dies(svc: Services, ended: Any) -> None:
+        raise RuntimeError("the function instance died")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dispatch, "_release_now", dies)
+        with pytest.raises(RuntimeError):
+            dispatch.update(cloud.svc, pilot.id, [_finished(job_id)], {}, acquire_n=1)
+
+
 def _finished(job_id: str) -> JobReport:
     return JobReport(job_id=job_id, attempt=1, status=JobStatus.FINISHED, exit_code=0)
 
@@ -65,13 +80,7 @@ def test_a_release_the_request_never_did_is_done_by_the_sweeps_resend(
     ended_a = f"job-ended:{a['id']}:1:finished"
 
     # When a's report commits and the request dies before it releases a's children
-    def dies(svc: Services, ended: Any) -> None:
-        raise RuntimeError("the function instance died")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(dispatch, "_release_now", dies)
-        with pytest.raises(RuntimeError):
-            dispatch.update(quiet.svc, pilot.id, [_finished(a["id"])], {}, acquire_n=1)
+    _report_then_die(quiet, pilot, a["id"], monkeypatch)
 
     # Then a's end is stored flagged, not said released; the release function (Eventarc)
     # handles it and leaves the children to the request: b is still not released
@@ -140,13 +149,7 @@ def test_a_report_sent_again_after_its_request_died_releases_the_children_at_onc
 
     # When a's report commits, its request dies before it releases a's children (the pilot
     # hears a 5xx: Firestore said "call already cancelled" of a commit that had landed) ...
-    def dies(svc: Services, ended: Any) -> None:
-        raise RuntimeError("the function instance died")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(dispatch, "_release_now", dies)
-        with pytest.raises(RuntimeError):
-            dispatch.update(quiet.svc, pilot.id, [_finished(a["id"])], {}, acquire_n=1)
+    _report_then_die(quiet, pilot, a["id"], monkeypatch)
     b_id = _jobs(quiet, wf)["b"].id
     assert quiet.store.get_job(b_id).status is JobStatus.DEFINED
     # ... and the pilot sends the same report again

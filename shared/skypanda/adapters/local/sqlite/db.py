@@ -27,6 +27,7 @@ from skypanda.adapters.local.sqlite.specs import TASK_SPECS
 from skypanda.domain.errors import BackendUnavailable, InvalidInput
 from skypanda.domain.events import Event, EventType
 from skypanda.domain.models import Attempt, Job, OutputFile, Resources, Task, jsonable
+from skypanda.domain.records import job_of_values
 from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus
 
 SCHEMA = resources.files("skypanda.adapters.local.sqlite").joinpath("schema.sql").read_text()
@@ -425,20 +426,12 @@ def job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
 
 _STATUS = {str(s): s for s in JobStatus}
 _FIELDS = frozenset(Job.model_fields)
-assert not Job.__pydantic_post_init__ and not Job.__private_attributes__
-assert all(f.alias is None and f.validation_alias is None for f in Job.model_fields.values())
 # `_construct` takes the fields in their declared order (the order `repr` shows them in)
 
 
 def _construct(**values: Any) -> Job:
-    """`Job.model_construct` for stored (valid) values of every field, without its per-field
-    search for aliases and defaults (a third of decoding a job): what it would set, set."""
-    job = Job.__new__(Job)
-    object.__setattr__(job, "__dict__", values)
-    object.__setattr__(job, "__pydantic_fields_set__", set(_FIELDS))
-    object.__setattr__(job, "__pydantic_extra__", None)
-    object.__setattr__(job, "__pydantic_private__", None)
-    return job
+    """`Job.model_construct` for stored (valid) values of every field (`job_of_values`)."""
+    return job_of_values(values, _FIELDS)
 
 
 def _list(text: str) -> Any:
