@@ -132,10 +132,7 @@ def model_body(model: type[B]) -> B:
 
 def json_object() -> dict[str, Any]:
     """Raises: InvalidInput: the body is not a JSON object (or any `json_body` refusal)."""
-    data = json_body()
-    if not isinstance(data, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return data
+    return _an_object(json_body())
 
 
 def object_of(raw: bytes) -> dict[str, Any]:
@@ -144,7 +141,10 @@ def object_of(raw: bytes) -> dict[str, Any]:
     Raises:
         InvalidInput: no body, not a JSON object, or beyond the limits.
     """
-    data = parse_json(raw) if raw.strip() else None
+    return _an_object(parse_json(raw) if raw.strip() else None)
+
+
+def _an_object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput("the request body must be a JSON object")
     return data

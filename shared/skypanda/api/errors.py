@@ -43,24 +43,14 @@ def error_json(e: BaseException) -> tuple[dict[str, object], int]:
 
 
 def install(app: Flask) -> None:
-    @app.errorhandler(SkypandaError)
-    def _skypanda(e: SkypandaError) -> tuple[Response, int]:
+    def _answer(e: BaseException) -> tuple[Response, int]:
         body, status = error_json(e)
         return jsonify(body), status
 
-    @app.errorhandler(ValidationError)
-    def _validation(e: ValidationError) -> tuple[Response, int]:
-        return _json(422, "InvalidInput", validation_message(e))
+    # Each its own registration (Flask answers with the most specific), one answer: error_json
+    for kind in (SkypandaError, ValidationError, RecursionError, Exception):
+        app.register_error_handler(kind, _answer)
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> tuple[Response, int]:
         return _json(e.code or 500, type(e).__name__, e.description or str(e))
-
-    @app.errorhandler(RecursionError)
-    def _deep(e: RecursionError) -> tuple[Response, int]:
-        return _json(422, "InvalidInput", "the request is nested too deeply")
-
-    @app.errorhandler(Exception)
-    def _crash(e: Exception) -> tuple[Response, int]:
-        log.exception("unhandled error")
-        return _json(500, "InternalError", f"internal error ({type(e).__name__}); see server log")
