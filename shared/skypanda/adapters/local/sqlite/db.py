@@ -342,6 +342,29 @@ class SqliteDb:
         )
         return True
 
+    def _set_status(
+        self,
+        table: str,
+        row_id: str,
+        expected: Sequence[str],
+        to: str,
+        reason: str,
+        events: Sequence[Event],
+    ) -> bool:
+        """Compare-and-set the status of one row of `table` (tasks, workflows): `to` if it is
+        in `expected`, with `events` in the same commit. Whether it won."""
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE {table} SET status = ?, reason = ?, updated_at = ? "
+                f"WHERE id = ? AND status IN ({marks(expected)})",
+                (to, reason, self._clock(), row_id, *expected),
+            )
+            won = cur.rowcount == 1
+            emitted = won and self._emit(db, events)
+        if emitted:
+            self.on_events()
+        return won
+
     def close(self) -> None:
         with self._conns_lock:
             for conn in self._conns:

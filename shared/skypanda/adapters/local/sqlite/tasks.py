@@ -72,17 +72,7 @@ class SqliteTasks(SqliteDb):
         events: Sequence[Event] = (),
     ) -> bool:
         expected = [str(s) for s in expect if advance(s, to)]
-        with self._tx() as db:
-            cur = db.execute(
-                f"UPDATE tasks SET status = ?, reason = ?, updated_at = ? "
-                f"WHERE id = ? AND status IN ({marks(expected)})",
-                (str(to), reason, self._clock(), task_id, *expected),
-            )
-            won = cur.rowcount == 1
-            emitted = won and self._emit(db, events)
-        if emitted:
-            self.on_events()
-        return won
+        return self._set_status("tasks", task_id, expected, str(to), reason, events)
 
     def add_jobs(
         self,

@@ -113,17 +113,7 @@ class SqliteWorkflows(SqliteDb):
         events: Sequence[Event] = (),
     ) -> bool:
         expected = [str(s) for s in expect if advance(s, to)]
-        with self._tx() as db:
-            cur = db.execute(
-                f"UPDATE workflows SET status = ?, reason = ?, updated_at = ? "
-                f"WHERE id = ? AND status IN ({marks(expected)})",
-                (str(to), reason, self._clock(), workflow_id, *expected),
-            )
-            won = cur.rowcount == 1
-            emitted = won and self._emit(db, events)
-        if emitted:
-            self.on_events()
-        return won
+        return self._set_status("workflows", workflow_id, expected, str(to), reason, events)
 
     def held_workflows(self, trigger_id: str, limit: int) -> list[Workflow]:
         rows = self._read(
