@@ -61,6 +61,8 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "set_priority": USERS,
         "kill_workflow": USERS,
         "retry_workflow": USERS,
+        "kill_job": USERS,
+        "kill_jobs": USERS,
         # webhooks: a user manages their own, an admin anyone's (handlers.webhooks checks)
         "list_webhooks": USERS,
         "add_webhook": USERS,
@@ -101,6 +103,7 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "panda_client.task_status": READERS,
         "panda_client.task_job_ids": READERS,
         "panda_client.kill_task": USERS,
+        "panda_client.kill_jobs": USERS,
         "panda_client.finish_task": USERS,
         "panda_client.retry_task": USERS,
         "panda_client.job_descriptions": READERS,

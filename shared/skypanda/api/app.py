@@ -20,6 +20,7 @@ from skypanda.api import (
     bodies,
     data,
     errors,
+    jobs,
     monitor,
     monitor_data,
     panda,
@@ -170,6 +171,7 @@ def _user_routes(app: Flask, svc: Services) -> None:
 
     workflow_routes(app, svc)
     tasks.routes(app, svc)
+    jobs.routes(app, svc)  # kill one job or a list of them
     webhooks.routes(app, svc)
     watches.routes(app, svc)
     app.register_blueprint(panda.client_blueprint(svc))  # panda-client's routes (api.panda)

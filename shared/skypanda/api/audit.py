@@ -33,6 +33,7 @@ ACTIONS = frozenset(
         "kill_task", "retry_task", "finish_task", "pause_task", "resume_task",
         "reassign_task", "set_priority",
         "kill_workflow", "retry_workflow",
+        "kill_job", "kill_jobs",
         "apply_queues", "reset_backoff", "drain_pilot",
         "add_webhook", "remove_webhook", "webhook_secret",
         "create_watch", "remove_watch",
@@ -41,14 +42,14 @@ ACTIONS = frozenset(
         "monitor.set_priority", "monitor.kill_workflow", "monitor.retry_workflow",
         # and from panda-client (api.panda.client): refusals are HTTP 200 there, as PanDA's
         "panda_client.submit_task", "panda_client.kill_task", "panda_client.finish_task",
-        "panda_client.retry_task",
+        "panda_client.retry_task", "panda_client.kill_jobs",
     }
 )  # fmt: skip
 """The routes whose calls are written to the trail (the acting ones of people and pipelines;
 not reads, and not the pilots' dispatch protocol)."""
 TARGETS = (
     ("task_id", "task"), ("workflow_id", "workflow"), ("pilot_id", "pilot"), ("name", "queue"),
-    ("watch_name", "watch"),
+    ("watch_name", "watch"), ("job_id", "job"),
 )  # fmt: skip
 SMALL_BODY = 4096  # an acting call's body is kept in the entry only when it is this small
 

@@ -1,5 +1,6 @@
 """Task actions on the command line: finish, pause, resume, reassign, priority (and `kill`,
-`retry`, `drain` in main); each prints one line, or with --json the server's answer."""
+`retry`, `drain` in main), and `kill-job`; each prints one line (a line per job), or with
+--json the server's answer."""
 
 from __future__ import annotations
 
@@ -88,4 +89,23 @@ def priority(task_id: str, value: int, as_json: bool, server: str | None) -> Non
     say(body, line, as_json)
 
 
-COMMANDS = (finish, pause, resume, reassign, priority)
+@click.command("kill-job")
+@click.argument("job_ids", metavar="JOB_ID...", nargs=-1, required=True)
+@json_opt
+@server_opt
+def kill_job(job_ids: tuple[str, ...], as_json: bool, server: str | None) -> None:
+    """Kill jobs, not their task: a queued job is cancelled at once, a running one killed by
+    its pilot (it ends cancelled, never retried). Exit 1 if some job is not found or not
+    yours."""
+    body = call(client(server), "POST", "/v1/jobs/kill", {"job_ids": list(job_ids)})
+    refused = [r for r in body["results"] if r["result"] in ("not_found", "not_yours")]
+    if as_json:
+        click.echo(json.dumps(body))
+    else:
+        for r in body["results"]:
+            click.echo(r["message"], err=r in refused)
+    if refused:
+        raise SystemExit(1)
+
+
+COMMANDS = (finish, pause, resume, reassign, priority, kill_job)

@@ -25,9 +25,10 @@ from skypanda.api.panda import client_mapping as cm
 from skypanda.api.panda import client_views as cv
 from skypanda.api.panda.mapping import PandaInputError, job_id_of, panda_id
 from skypanda.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, SkypandaError
+from skypanda.domain.job_kill import MAX_KILL_JOBS, WRITTEN, KillResult
 from skypanda.domain.models import Task, TaskSpec
 from skypanda.domain.states import TaskStatus
-from skypanda.handlers import task_actions
+from skypanda.handlers import job_actions, task_actions
 from skypanda.handlers.services import Services
 from skypanda.handlers.submit import submit
 from skypanda.ports.views import MAX_PAGE, TaskQuery
@@ -139,6 +140,22 @@ def _command_routes(bp: Blueprint, svc: Services) -> None:
         message = (f"retry has been triggered for {n} jobs of jediTaskID={cm.jedi_task_id(task_id)}"
                    f" (skypanda task {task_id})")  # fmt: skip
         return jsonify(cv.envelope(True, message, cv.CODE_OK))
+
+    @bp.post("/job/kill")
+    def kill_jobs() -> Response:
+        """killJobs: `data` is one boolean per PandaID, as panda-server's: whether its kill
+        is registered (killed now, or its pilot told to); false for a job that had ended,
+        or that is not found or not the caller's."""
+        job_ids = _job_ids(_body(frozenset({"job_ids"})).get("job_ids"), MAX_KILL_JOBS)
+        done = {d.job_id: d for d in job_actions.kill_jobs(
+            svc, job_ids, g.owner, admin=g.admin, reason=f"killed by {g.owner} (panda-client)"
+        )}  # fmt: skip
+        data = [done[j].result in _KILL_REGISTERED for j in job_ids]
+        return jsonify(cv.envelope(True, f"{sum(data)} of {len(data)} jobs killed", data))
+
+
+_KILL_REGISTERED = frozenset({*WRITTEN, KillResult.BEING_KILLED})
+"""Results of a kill that panda-server answers `true` for (the kill is on its way)."""
 
 
 def _read_routes(bp: Blueprint, svc: Services) -> None:
@@ -283,16 +300,24 @@ def _find_tasks(svc: Services, wanted: cv.TaskFilter) -> list[Task]:
 
 
 def _describe(svc: Services) -> Response:
-    ids = _body(frozenset({"job_ids"})).get("job_ids")
-    if isinstance(ids, int | str) and not isinstance(ids, bool):
-        ids = [ids]  # one PandaID, as older clients send it
-    if not isinstance(ids, list) or len(ids) > MAX_JOB_IDS:
-        raise PandaInputError(f"job_ids must be a list of at most {MAX_JOB_IDS} PandaIDs",
-                              field="job_ids")  # fmt: skip
-    job_ids = [_job_id(v) for v in ids]
+    job_ids = _job_ids(_body(frozenset({"job_ids"})).get("job_ids"), MAX_JOB_IDS)
     jobs = svc.jobs.get_jobs(job_ids)
     data = [cv.job_description(jobs[j]) if j in jobs else None for j in job_ids]
     return jsonify(cv.envelope(True, "", data))
+
+
+def _job_ids(ids: object, limit: int) -> list[str]:
+    """The skypanda job ids of `job_ids` (a list of PandaIDs, or one).
+
+    Raises:
+        PandaInputError: not a list of at most `limit` PandaIDs (naming job_ids).
+    """
+    if isinstance(ids, int | str) and not isinstance(ids, bool):
+        ids = [ids]  # one PandaID, as older clients send it
+    if not isinstance(ids, list) or len(ids) > limit:
+        raise PandaInputError(f"job_ids must be a list of at most {limit} PandaIDs",
+                              field="job_ids")  # fmt: skip
+    return [_job_id(v) for v in ids]
 
 
 def _job_id(value: object) -> str:
