@@ -250,3 +250,43 @@ def test_a_one_time_link_from_skypanda_monitor_logs_in_and_logout_ends_the_sessi
         shoot(page, shots, "00-login")
     finally:
         context.close()
+
+
+def test_a_user_kills_one_running_job_from_its_page_and_its_task_goes_on(
+    world: World, page_as: PageAs, shots: Path
+) -> None:
+    # Given alice's task of two jobs: the first would run until the test lets it end
+    go = world.root / "go-kill-job"
+    script = (
+        f'if [ "$1" = 0 ]; then while [ ! -e {shlex.quote(str(go))} ]; do sleep 0.1; done; fi; '
+        "echo done"
+    )
+    command = ["sh", "-c", script, "sh", "{index}"]
+    spec = {"name": "one-stuck", "command": command, "n_jobs": 2, "max_attempts": 3}
+    task_id = world.api("alice").call("POST", "/v1/tasks", spec)["id"]
+    try:
+
+        def first() -> dict[str, Any]:
+            jobs = world.api("alice").call("GET", f"/v1/tasks/{task_id}/jobs")["jobs"]
+            return next(j for j in jobs if j["index"] == 0)
+
+        wait_until(lambda: first()["status"] == "running", what="the first job to run")
+        job_id = first()["id"]
+        # When alice opens that job's page and kills it, confirming
+        page = page_as("alice")
+        page.goto(f"{world.url}/ui/jobs/{job_id}")
+        page.click("#act-kill-job")
+        expect(page.locator("#confirm-text")).to_contain_text("Only this job")
+        page.click("#confirm-ok")
+        # Then the page says its pilot stops it, and it ends cancelled, not retried
+        expect(page.locator("#note")).to_contain_text("Kill requested")
+        expect(page.locator("#act-kill-job")).to_have_count(0)
+        shoot(page, shots, "11-job-kill-requested")
+        wait_until(lambda: first()["status"] == "cancelled", what="the killed job to end")
+        assert first()["attempt"] == 1
+        # And the task's other job ran on: the task ends failed (one cancelled), not killed
+        wait_until(lambda: _status(world, task_id) in ("failed", "done"), what="the task's end")
+        jobs = world.api("alice").call("GET", f"/v1/tasks/{task_id}/jobs")["jobs"]
+        assert sorted(j["status"] for j in jobs) == ["cancelled", "finished"]
+    finally:
+        go.write_text("")

@@ -308,3 +308,43 @@ def test_the_session_opens_the_monitor_only_never_the_json_api(site: Site) -> No
     reply = alice.get("/v1/whoami")
     assert reply.status_code == 401 and "missing bearer token" in reply.get_json()["message"]
     assert alice.post("/v1/tasks", json={"name": "x", "command": ["true"]}).status_code == 401
+
+
+def test_a_job_is_killed_from_its_page_by_its_owner_only(site: Site) -> None:
+    task_id = site.task("alice", n_jobs=2)
+    job_id = site.svc.jobs.list_jobs(task_id, limit=1)[0].id
+    # Bob reads alice's job but is offered no action, and his post is refused
+    bob = site.login("bob")
+    page = bob.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    assert 'id="act-kill-job"' not in page
+    refused = bob.post(f"/ui/jobs/{job_id}/kill", data={"csrf": _csrf(bob)})
+    assert refused.status_code == 403 and "bob" in refused.get_data(as_text=True)
+    assert site.svc.jobs.get_job(job_id).status == "activated"
+    # Alice, its owner, is offered the kill; without the CSRF token it is refused
+    alice = site.login("alice")
+    assert 'id="act-kill-job"' in alice.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    assert alice.post(f"/ui/jobs/{job_id}/kill", data={}).status_code == 403
+    done = alice.post(f"/ui/jobs/{job_id}/kill", data={"csrf": _csrf(alice)})
+    assert done.status_code == 303
+    assert done.headers["Location"] == f"/ui/jobs/{job_id}?done=job_killed"
+    # The queued job is cancelled, its task's other job is not, and the page says so
+    assert site.svc.jobs.get_job(job_id).status == "cancelled"
+    (other,) = [j for j in site.svc.jobs.list_jobs(task_id, limit=5) if j.id != job_id]
+    assert other.status == "activated"
+    page = alice.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Killed: the job was queued, and is cancelled." in page
+    assert 'id="act-kill-job"' not in page  # nothing left to kill
+    # Again: nothing is written, and the page says it had ended
+    again = alice.post(f"/ui/jobs/{job_id}/kill", data={"csrf": _csrf(alice)})
+    assert again.headers["Location"] == f"/ui/jobs/{job_id}?done=job_ended"
+    # An unknown job is a page naming the problem; the trail has every try, refusals too
+    assert alice.post("/ui/jobs/nope/kill", data={"csrf": _csrf(alice)}).status_code == 404
+    entries = site.svc.audit.list_audit(target_id=job_id, actor=None, since=None, before=None,
+                                        limit=10)  # fmt: skip
+    seen = sorted((e.actor, e.action, str(e.outcome)) for e in entries)
+    assert seen == [
+        ("alice", "monitor.kill_job", "done"),
+        ("alice", "monitor.kill_job", "done"),
+        ("alice", "monitor.kill_job", "refused"),  # without its CSRF token
+        ("bob", "monitor.kill_job", "refused"),
+    ]

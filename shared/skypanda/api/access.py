@@ -136,6 +136,7 @@ ROUTE_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         "monitor.set_priority": USERS,
         "monitor.kill_workflow": USERS,
         "monitor.retry_workflow": USERS,
+        "monitor.kill_job": USERS,
     }
 )
 

@@ -40,6 +40,7 @@ ACTIONS = frozenset(
         # the same actions from the web monitor's pages (api.monitor.actions)
         "monitor.kill_task", "monitor.retry_task", "monitor.pause_task", "monitor.resume_task",
         "monitor.set_priority", "monitor.kill_workflow", "monitor.retry_workflow",
+        "monitor.kill_job",
         # and from panda-client (api.panda.client): refusals are HTTP 200 there, as PanDA's
         "panda_client.submit_task", "panda_client.kill_task", "panda_client.finish_task",
         "panda_client.retry_task", "panda_client.kill_jobs",

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as WResponse
 
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.values import MAX_PRIORITY
-from skypanda.handlers import task_actions, workflow_actions
+from skypanda.handlers import job_actions, task_actions, workflow_actions
 from skypanda.handlers.services import Services
 
 Act = Callable[[Services, str], int]
@@ -27,6 +27,12 @@ NOTES = {
     "pause": "Paused: no new job starts until it is resumed.",
     "resume": "Resumed.",
     "priority": "Priority changed ({jobs} queued).",
+    # a job's kill, by what it did (`domain.job_kill.KillResult`)
+    "job_killed": "Killed: the job was queued, and is cancelled.",
+    "job_kill_requested": "Kill requested: its pilot stops it within a heartbeat, then it ends "
+    "cancelled (not retried).",
+    "job_being_killed": "Its kill was requested already: its pilot is stopping it.",
+    "job_ended": "It had ended already: nothing was done.",
 }
 
 
@@ -98,6 +104,13 @@ def routes(bp: Blueprint, svc: Services) -> None:
             f"/workflows/<workflow_id>/{verb}", endpoint, _view(svc, act, verb, "monitor.workflow"),
             methods=["POST"],
         )  # fmt: skip
+
+    @bp.post("/jobs/<job_id>/kill")
+    def kill_job(job_id: str) -> WResponse:
+        """One job, not its task (`handlers.job_actions`: its task's owner or an admin)."""
+        done = job_actions.kill_job(svc, job_id, g.owner, admin=g.admin)
+        query = urlencode({"done": f"job_{done.result}"})
+        return redirect(url_for("monitor.job", job_id=job_id) + "?" + query, code=303)
 
 
 def _view(svc: Services, act: Act, verb: str, page: str) -> Callable[..., WResponse]:

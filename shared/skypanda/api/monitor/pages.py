@@ -204,6 +204,8 @@ def routes(bp: Blueprint, svc: Services, task_charts: TaskCharts) -> None:
             attempts=_attempt_rows(svc, j, attempts), shown=shown,
             tail=read_tail(svc, job_id, shown), tail_bytes=TAIL_BYTES,
             live=j.status in JOB_LIVE and shown == j.attempt, ended=j.status in JOB_FINAL,
+            note=_note(), can_kill=(j.owner == g.principal.name or g.admin)
+            and j.status not in JOB_FINAL and not j.kill_requested,
         )  # fmt: skip
 
     @bp.get("/workflows/<workflow_id>")
