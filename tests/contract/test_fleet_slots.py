@@ -1,5 +1,5 @@
 """FleetStore contract, the scaler's view of its pilots' slots: a pilot's `slots` (as it said at
-registration) round-trips through every write of the pilot record, and `held_jobs` counts the
+registration) round-trips through every write of the pilot record, and `held_cores` counts the
 jobs of a queue its pilots hold (sent, starting, running). Runs against every backend."""
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ def test_a_pilots_slots_round_trip_through_every_write(store: Store, clock: Fake
     assert listed == {"p4": 4, "pc": None}
 
 
-def test_held_jobs_counts_the_queues_jobs_its_pilots_hold(store: Store, clock: FakeClock) -> None:
+def test_held_cores_counts_the_queues_jobs_its_pilots_hold(store: Store, clock: FakeClock) -> None:
     # Given 5 jobs on queue q and 2 on queue r
     add_split_task(store, clock, 5)
     add_split_task(store, clock, 2, task_id="t2", queue="r")
-    assert store.held_jobs("q") == 0
+    assert store.held_cores("q").jobs == 0
     # When pilots take 3 of q's (one of them then starting, one running) and 1 of r's
     sent = store.claim_jobs("q", "p1", 3, fits_all(), clock.now())
     store.claim_jobs("r", "p2", 1, fits_all(), clock.now())
@@ -44,8 +44,8 @@ def test_held_jobs_counts_the_queues_jobs_its_pilots_hold(store: Store, clock: F
     running = report(sent[1], JobStatus.RUNNING, clock)
     assert store.apply_job_changes([starting, running]) == [True, True]
     # Then each queue counts its own
-    assert (store.held_jobs("q"), store.held_jobs("r")) == (3, 1)
+    assert (store.held_cores("q").jobs, store.held_cores("r").jobs) == (3, 1)
     # And a job that ended is held no more
     done = report(running.after, JobStatus.FINISHED, clock)
     assert store.apply_job_changes([done]) == [True]
-    assert store.held_jobs("q") == 2
+    assert store.held_cores("q").jobs == 2

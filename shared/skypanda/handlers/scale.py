@@ -45,14 +45,16 @@ def handle(svc: Services, nudge: QueueNudge | Tick | None = None) -> int:
 
 def _decide(svc: Services, nudge: QueueNudge | Tick | None) -> int:
     only = nudge.queue if isinstance(nudge, QueueNudge) else None
-    waiting: int | None = None
-    if isinstance(nudge, QueueNudge) and only is not None and nudge.count > 0:
-        # Work announced on one queue and taken already (a child claimed in the very commit
-        # that released it: dispatch.update) needs no pilot: one count instead of a pass.
-        # Whatever else the queue needs (its minimum, dead pilots) the tick sees to.
-        waiting = svc.jobs.count_activated(only)
-        if not waiting:
-            return 0
+    # Work announced on one queue and taken already (a child claimed in the very commit that
+    # released it: dispatch.update) needs no pilot: one count instead of a pass. Whatever else
+    # the queue needs (its minimum, dead pilots) the tick sees to.
+    if (
+        isinstance(nudge, QueueNudge)
+        and nudge.queue is not None
+        and nudge.count > 0
+        and not svc.jobs.count_activated(nudge.queue)
+    ):
+        return 0
     queues = svc.fleet.list_queues()
     prepare = getattr(svc.launcher, "prepare", None)  # see the pilots of an earlier instance
     if prepare is not None:
@@ -62,7 +64,7 @@ def _decide(svc: Services, nudge: QueueNudge | Tick | None) -> int:
     for queue in queues:
         if queue.online and (only is None or queue.name == only):
             try:
-                launched += scale_queue(svc, queue, waiting)
+                launched += scale_queue(svc, queue)
             except SkypandaError as e:  # this queue's launcher failed; the others go on
                 log.warning("queue %s: cannot launch pilots: %s", queue.name, e.message)
                 _note(svc, queue.name, f"cannot launch pilots: {e.message}", svc.clock.now())
@@ -132,9 +134,8 @@ PUSH_LOOKAHEAD = 1000
 """Push mode: how many activated jobs (in dispatch order) one decision looks at."""
 
 
-def scale_queue(svc: Services, queue: Queue, activated: int | None = None) -> int:
-    """Decide (domain.scaling) and launch; record the decision and why. Returns launches.
-    `activated`: the queue's activated jobs, when the caller counted them just now."""
+def scale_queue(svc: Services, queue: Queue) -> int:
+    """Decide (domain.scaling) and launch; record the decision and why. Returns launches."""
     assert svc.launcher is not None
     now = svc.clock.now()
     live = svc.fleet.list_pilots(queue=queue.name, live=True)
@@ -155,13 +156,18 @@ def scale_queue(svc: Services, queue: Queue, activated: int | None = None) -> in
         for job_id in decision.push:
             _launch(svc, queue, jobs[job_id])
     else:
-        if activated is None:
-            activated = svc.jobs.count_activated(queue.name)
+        # Only the jobs a pilot launched here could take: one too big for it (the queue made
+        # smaller since) must not have pilots launched for it, again and again.
+        # No more than all its pilots could run at once (each job takes one core at least):
+        # beyond that, the decision is the same (launch up to max_pilots).
+        most = max(1, queue.max_pilots) * max(1, queue.pilot_resources.cores)
+        demand = svc.jobs.waiting_cores(queue.name, queue.pilot_resources, most)
+        free = _free(svc, queue.name, live) if demand.jobs else scaling.Work(0, 0)
         state = scaling.QueueState(
-            activated=activated, submitted=submitted, running=len(live) - submitted,
-            recent_failures=failures, paused_failures=paused,
-            free_slots=_free_slots(svc, queue.name, live) if activated else 0,
-            slots_per_pilot=queue.pilot_resources.cores,
+            activated=demand.jobs, submitted=submitted, running=len(live) - submitted,
+            recent_failures=failures, paused_failures=paused, free_slots=free.jobs,
+            slots_per_pilot=queue.pilot_resources.cores, waiting_cores=demand.cores,
+            free_cores=free.cores,
         )  # fmt: skip
         decision = scaling.decide_pull(limits, state)
         for _ in range(decision.launch):
@@ -171,17 +177,23 @@ def scale_queue(svc: Services, queue: Queue, activated: int | None = None) -> in
     return decision.total
 
 
-def _free_slots(svc: Services, queue: str, live: list[Pilot]) -> int:
-    """Payload slots free on the queue's running pilots: their slots (as each said at
-    registration) less the jobs they hold. A draining pilot takes no job: its slots do not
-    count, its jobs do. One count of jobs whatever the number of pilots; a pilot holding more
-    than its slots (jobs prefetched while they were short) hides that many free slots of
-    others, so the count errs towards launching a pilot, never towards a job waiting."""
-    running = [p for p in live if p.status is PilotStatus.RUNNING]
-    slots = sum(p.payload_slots for p in running if not p.drain)
+def _free(svc: Services, queue: str, live: list[Pilot]) -> scaling.Work:
+    """Payload slots (`jobs`) and cores free on the queue's running pilots: their slots and
+    cores (as each said at registration) less the jobs they hold and the cores those ask for.
+
+    A job takes a slot and its cores, as in the pilot: a worker thread per slot, and a job
+    starts once its cores are free, among max(cores, slots) (more slots than cores: 1-core
+    jobs share them). A draining pilot takes no job: its slots and cores do not count, its
+    jobs do. One aggregation whatever the number of pilots; a pilot holding more than its
+    slots (jobs prefetched while they were short) hides that many free slots of others, so
+    the count errs towards launching a pilot, never towards a job waiting."""
+    running = [p for p in live if p.status is PilotStatus.RUNNING and not p.drain]
+    slots = sum(p.payload_slots for p in running)
     if not slots:
-        return 0
-    return max(0, slots - svc.fleet.held_jobs(queue))
+        return scaling.Work(0, 0)
+    cores = sum(max(p.resources.cores, p.payload_slots) for p in running)
+    held = svc.fleet.held_cores(queue)
+    return scaling.Work(jobs=max(0, slots - held.jobs), cores=max(0, cores - held.cores))
 
 
 def _failures(svc: Services, queue: str, now: float) -> tuple[int, int]:

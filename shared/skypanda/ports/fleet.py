@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from skypanda.domain.models import Pilot, Queue
+from skypanda.domain.scaling import Work
 from skypanda.domain.states import PilotStatus
 
 
@@ -80,6 +81,7 @@ class FleetStore(Protocol):
     def silent_pilots(self, queue: str, heard_before: float) -> list[Pilot]:
         """Live pilots of the queue not heard from (heartbeat or start) since `heard_before`."""
 
-    def held_jobs(self, queue: str) -> int:
-        """Jobs of the queue that pilots hold now (sent, starting or running): with the slots
-        of its running pilots, what the scaler knows of how many of them are free."""
+    def held_cores(self, queue: str) -> Work:
+        """Jobs of the queue that pilots hold now (sent, starting or running), and the cores
+        they ask for: with the slots and cores of its running pilots, what the scaler knows of
+        how many of them are free. One aggregation, never a read of each job."""

@@ -10,6 +10,7 @@ from skypanda.domain.bulk import JobBulk
 from skypanda.domain.fairshare import OwnerLoad
 from skypanda.domain.jobflow import JobChange
 from skypanda.domain.models import Attempt, Job, Resources
+from skypanda.domain.scaling import Work
 from skypanda.domain.states import JobStatus
 
 WAITING_COUNT_CAP = 1000
@@ -75,6 +76,13 @@ class JobStore(Protocol):
         """Ids of the pilot's live jobs whose kill was requested."""
 
     def count_activated(self, queue: str) -> int: ...
+
+    def waiting_cores(self, queue: str, capacity: Resources, limit: int) -> Work:
+        """The activated jobs of `queue` that fit `capacity` (what a claim of a pilot that
+        size could take), and the cores they ask for, over at most `limit` of them: the
+        scaler's demand (it needs no more jobs than all its pilots could run at once). A job
+        that fits no pilot of the queue is left out, so it never has pilots launched for it.
+        One aggregation, never a read of each job."""
 
     def list_activated(self, queue: str, limit: int) -> list[Job]:
         """The queue's activated jobs in dispatch order (push mode: jobs to launch for)."""

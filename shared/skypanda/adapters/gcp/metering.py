@@ -4,7 +4,8 @@ and receives them.
 `meter_firestore(client)` wraps the client's low-level API object (the one every read, query
 and commit goes through) and counts per Firestore's billing rules: one read per document
 returned by a get or a query, at least one read per query even when it returns nothing, one
-read per up to 1,000 index entries counted by an aggregation, one write per write in a commit
+read per up to 1,000 index entries matched by an aggregation (what its count says: a sum
+beside it is no count of entries), one write per write in a commit
 (and one delete per delete). Wrapping the client rather than each store method means nothing
 the store does escapes the count, including retries and lost compare-and-sets.
 """
@@ -106,13 +107,24 @@ class _MeteredApi:
 
     def run_aggregation_query(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         entries = 0
+        sums = _summed_aliases(kwargs.get("request"))
         try:
             for response in self._api.run_aggregation_query(*args, **kwargs):
-                for value in response.result.aggregate_fields.values():
-                    entries = max(entries, int(value.integer_value or 0))
+                for alias, value in response.result.aggregate_fields.items():
+                    if alias not in sums:
+                        entries = max(entries, int(value.integer_value or 0))
                 yield response
         finally:
             self._meter.add("reads", max(1, -(-entries // 1000)))
+
+
+def _summed_aliases(request: Any) -> set[str]:
+    """The aliases of an aggregation's sums and averages: values that count no index entry.
+    (An unnamed one gets its alias from the server: counted as a count, an upper bound.)"""
+    query = request.get("structured_aggregation_query") if isinstance(request, dict) else None
+    if query is None:
+        return set()
+    return {a.alias for a in query.aggregations if a.alias and ("sum" in a or "avg" in a)}
 
 
 def meter_firestore(client: Any, meter: FirestoreMeter | None = None) -> FirestoreMeter:

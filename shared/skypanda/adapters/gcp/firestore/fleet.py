@@ -13,8 +13,10 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from skypanda.adapters.gcp.firestore import codec
 from skypanda.adapters.gcp.firestore.base import FirestoreBase, count, eq, fields, is_in, where
+from skypanda.adapters.gcp.firestore.jobs import count_cores
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import Pilot, Queue
+from skypanda.domain.scaling import Work
 from skypanda.domain.states import JOB_LIVE, PILOT_FINAL, PILOT_LIVE, PilotStatus
 from skypanda.ports.fleet import SweepMark
 
@@ -126,8 +128,8 @@ class FleetPart(FirestoreBase):
         )
         return [codec.pilot_from(fields(s)) for s in self._stream("silent_pilots", query)]
 
-    def held_jobs(self, queue: str) -> int:
+    def held_cores(self, queue: str) -> Work:
         """An aggregation (one billed read per 1,000 jobs counted), never a read of each job."""
         query = where(self._jobs, eq("queue", queue), is_in("status", JOB_LIVE))
-        with self._backend("held_jobs"):
-            return count(query)
+        with self._backend("held_cores"):
+            return count_cores(query)

@@ -14,6 +14,7 @@ from skypanda.adapters.local.sqlite.db import SqliteDb, marks
 from skypanda.adapters.local.sqlite.jobs import LIVE_SQL
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import Pilot, Queue
+from skypanda.domain.scaling import Work
 from skypanda.domain.states import PILOT_FINAL, PILOT_LIVE, PilotStatus
 from skypanda.ports.fleet import SweepMark
 
@@ -157,9 +158,11 @@ class SqliteFleet(SqliteDb):
         )
         return [_pilot(r) for r in rows]
 
-    def held_jobs(self, queue: str) -> int:
-        # One count over the partial index of live jobs by queue (jobs_live_by_queue)
+    def held_cores(self, queue: str) -> Work:
+        # The partial index of live jobs by queue (jobs_live_by_queue) finds them (a few: what
+        # the pilots hold), each one's row gives its cores
         rows = self._read(
-            f"SELECT count(*) AS n FROM jobs WHERE queue = ? AND {LIVE_SQL}", (queue,)
+            f"SELECT count(*) AS n, total(cores) AS cores FROM jobs WHERE queue = ? AND {LIVE_SQL}",
+            (queue,),
         )
-        return int(rows[0]["n"])
+        return Work(jobs=int(rows[0]["n"]), cores=int(rows[0]["cores"]))
