@@ -28,7 +28,7 @@ from skypanda.api import access
 from skypanda.api.bodies import object_of, validate
 from skypanda.api.errors import error_json
 from skypanda.domain.models import JobReport, jsonable
-from skypanda.domain.values import Int
+from skypanda.domain.values import MAX_CORES, Int
 from skypanda.handlers import dispatch
 from skypanda.handlers.dispatch import Reply
 from skypanda.handlers.services import Services
@@ -52,6 +52,8 @@ class AcquireBody(_Body):
     job_id: str | None = Field(default=None, max_length=200)  # push mode: exactly this job
     # A long-poll: wait up to this long for jobs when none is ready (capped by the server).
     wait_s: float = Field(default=0.0, ge=0, le=3600, allow_inf_nan=False)
+    # Only jobs of at most this many cores (1 to the pilot's; omitted: the pilot's cores)
+    max_cores: Int | None = Field(default=None, ge=1, le=MAX_CORES)
 
 
 class ReportBody(JobReport):
@@ -61,6 +63,7 @@ class ReportBody(JobReport):
 class UpdateBody(_Body):
     reports: list[ReportBody] = Field(max_length=5000)
     acquire: Int = Field(default=0, ge=0, le=1000)  # jobs to take in the reply (0: none)
+    max_cores: Int | None = Field(default=None, ge=1, le=MAX_CORES)  # of each job taken
 
 
 class HeartbeatBody(_Body):
@@ -83,7 +86,9 @@ def credential(identity: Identity, pilot_id: str) -> dict[str, str]:
 
 def acquire(svc: Services, identity: Identity, pilot_id: str, data: dict[str, Any]) -> Any:
     body = validate(AcquireBody, data)
-    jobs = dispatch.acquire(svc, pilot_id, body.n, body.job_id, wait_s=body.wait_s)
+    jobs = dispatch.acquire(
+        svc, pilot_id, body.n, body.job_id, wait_s=body.wait_s, max_cores=body.max_cores
+    )
     return {"jobs": [jsonable(j) for j in jobs]}
 
 
@@ -91,7 +96,9 @@ def update(svc: Services, identity: Identity, pilot_id: str, data: dict[str, Any
     body = validate(UpdateBody, data)
     logs_ = {r.job_id: r.log for r in body.reports if r.log}
     reports: list[JobReport] = list(body.reports)  # validated once: a ReportBody is one
-    results, reply = dispatch.update(svc, pilot_id, reports, logs_, acquire_n=body.acquire)
+    results, reply = dispatch.update(
+        svc, pilot_id, reports, logs_, acquire_n=body.acquire, max_cores=body.max_cores
+    )
     if body.acquire:
         return _reply(reply, results=results, jobs=[jsonable(j) for j in reply.jobs])
     return _reply(reply, results=results)

@@ -123,10 +123,13 @@ def _live_pilot(svc: Services, pilot_id: str) -> Pilot:
 
 
 def acquire(
-    svc: Services, pilot_id: str, n: int, job_id: str | None = None, *, wait_s: float = 0.0
-) -> list[Job]:
+    svc: Services, pilot_id: str, n: int, job_id: str | None = None, *, wait_s: float = 0.0,
+    max_cores: int | None = None,
+) -> list[Job]:  # fmt: skip
     """Hand up to `n` activated jobs that fit the pilot to it (priority, then age); or, for a
     push-mode pilot launched for one job, exactly that job (none if it is no longer activated).
+    With `max_cores`, only jobs of at most that many cores (a pilot whose other cores are busy
+    with long payloads asks for what it can start now; None: the pilot's cores).
 
     With `wait_s` (a long-poll; capped at MAX_WAIT_S) and none to hand now, wait for jobs to
     be activated on the pilot's queue (`Doorbell`) and try again, until some are taken or the
@@ -134,8 +137,8 @@ def acquire(
     answers at once.
 
     Raises:
-        InvalidInput: `n` or `wait_s` out of range; the named job is on another queue or does
-            not fit.
+        InvalidInput: `n`, `wait_s` or `max_cores` out of range (`max_cores`: 1 to the pilot's
+            cores); the named job is on another queue or does not fit.
         NotFound: the pilot, or the named job, does not exist.
         Conflict: the pilot has ended.
     """
@@ -143,7 +146,7 @@ def acquire(
         raise InvalidInput(f"n must be between 1 and 1000, not {n}", field="n")
     if not 0 <= wait_s <= 3600:
         raise InvalidInput(f"wait_s must be between 0 and 3600, not {wait_s:g}", field="wait_s")
-    pilot = _live_pilot(svc, pilot_id)
+    pilot = _within(_live_pilot(svc, pilot_id), max_cores)
     if pilot.drain and job_id is None:
         return []  # draining: it finishes what it holds and takes nothing new
     bell = svc.doorbell if wait_s > 0 and job_id is None else None
@@ -156,7 +159,7 @@ def acquire(
         if not bell.wait(pilot.queue, seen, deadline - svc.clock.now()):
             return []
         seen = bell.seen(pilot.queue)
-        pilot = _live_pilot(svc, pilot_id)  # drained or ended while it waited
+        pilot = _within(_live_pilot(svc, pilot_id), max_cores)  # drained or ended meanwhile
         if pilot.drain:
             return []
         # Every waiter of the queue wakes: look (a read) before claiming (a write), as the
@@ -164,6 +167,25 @@ def acquire(
         if svc.jobs.list_activated(pilot.queue, 1):
             jobs = _take(svc, pilot, n, None)
     return jobs
+
+
+def _within(pilot: Pilot, max_cores: int | None) -> Pilot:
+    """The pilot as an acquire sees it: its resources less the cores it says are busy
+    (`max_cores`), so that every claim below (`pilot.resources`) takes only jobs that fit.
+
+    Raises:
+        InvalidInput: `max_cores` is not between 1 and the pilot's cores.
+    """
+    if max_cores is None:
+        return pilot
+    cores = pilot.resources.cores
+    if not 1 <= max_cores <= cores:
+        raise InvalidInput(
+            f"max_cores must be between 1 and the pilot's {cores} cores, not {max_cores}",
+            field="max_cores",
+        )
+    resources = pilot.resources.model_copy(update={"cores": max_cores})
+    return pilot.model_copy(update={"resources": resources})
 
 
 def _take(svc: Services, pilot: Pilot, n: int, job_id: str | None) -> list[Job]:
@@ -280,6 +302,7 @@ def update(
     logs: dict[str, str],
     *,
     acquire_n: int = 0,
+    max_cores: int | None = None,
 ) -> tuple[list[dict[str, Any]], Reply]:
     """Apply a pilot's bulk report. Each report is accepted or refused with a reason; a refused
     one means the pilot no longer holds that attempt and must stop it.
@@ -291,7 +314,14 @@ def update(
     claims the pilot's next jobs, children included: the reply carries them (`Reply.jobs`;
     none for a draining or ended pilot). The job.ended events are in the outbox all the same,
     for the rollup, the other handlers and recovery (a release that failed here, or a crash
-    between the report's commit and the release, is left to their delivery)."""
+    between the report's commit and the release, is left to their delivery). `max_cores`: of
+    the jobs to claim, as `acquire`'s (checked before any report is applied).
+
+    Raises:
+        InvalidInput: `max_cores` is not between 1 and the pilot's cores.
+    """
+    if acquire_n > 0 and max_cores is not None:
+        _within(svc.fleet.get_pilot(pilot_id), max_cores)
     results = {r.job_id: _result(r.job_id, True) for r in reports}
     pending = list(reports)
     logs = dict(logs)
@@ -307,7 +337,7 @@ def update(
         ends = (e for c in won for e in c.events if e.type is EventType.JOB_ENDED)
         ended = [JobEnded.model_validate(e.data) for e in ends] + replayed
         released = _release_now(svc, ended) if ended else None
-        jobs = _acquire_quietly(svc, pilot_id, acquire_n) if acquire_n > 0 else []
+        jobs = _acquire_quietly(svc, pilot_id, acquire_n, max_cores) if acquire_n > 0 else []
         # The scaler hears now, not at its next tick, of the jobs waiting that this pilot did
         # not take: children released, and jobs put back (a retry; held jobs given back by a
         # pilot busy with a long payload, maybe the queue's only one)
@@ -340,10 +370,10 @@ def _release_now(svc: Services, ended: list[JobEnded]) -> list[Job] | None:
         return None
 
 
-def _acquire_quietly(svc: Services, pilot_id: str, n: int) -> list[Job]:
+def _acquire_quietly(svc: Services, pilot_id: str, n: int, max_cores: int | None) -> list[Job]:
     """`acquire` for an update: a pilot that ended gets no job (its reports still count)."""
     try:
-        return acquire(svc, pilot_id, n)
+        return acquire(svc, pilot_id, n, max_cores=max_cores)
     except Conflict:
         return []
 

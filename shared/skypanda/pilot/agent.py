@@ -26,10 +26,9 @@ activated on the queue. Jobs asked for by the main thread and by the reporter ar
 first (`_reserve`), so the two never ask for more than the pilot wants between them.
 
 The pieces live in their own modules: `config` (PilotConfig and the command line), `held` (the
-jobs and cores the pilot holds, each job's log capped by `logcap`) and `reporting` (the
-reporter and heartbeat threads) and `work` (how a worker runs one job: stage in, the payload,
-stage out). This module is the main thread's side: the acquire loop, handing jobs to workers,
-shutdown and the end.
+jobs and cores the pilot holds, each job's log capped by `logcap`), `reporting` (the reporter
+and heartbeat threads), `pacing` (how many jobs to ask for), `work` (how a worker runs one
+job). This module is the main thread's side: the acquire loop, handing jobs out, the end.
 
 A server that does not answer is ridden out (see `outage`): payloads keep running, reports
 wait, no new job is taken, until the server answers again or the outage budget is spent.
@@ -64,10 +63,10 @@ from skypanda.pilot.config import (
     PilotConfig,
     parse_args,
 )
-from skypanda.pilot.held import STOP_CHECK_S, Cores, HeldJob, Registry, take_back
+from skypanda.pilot.held import STOP_CHECK_S, Cores, HeldJob, Registry, cores_held, take_back
 from skypanda.pilot.logcap import cap_bytes
 from skypanda.pilot.outcomes import code_name, failed
-from skypanda.pilot.pacing import acquire_size
+from skypanda.pilot.pacing import acquire_plan, acquire_size, prefetching
 from skypanda.pilot.reporting import Heartbeat, Reporter, job_report
 from skypanda.pilot.runner import KILL_GRACE_S, PayloadResult, pilot_env
 from skypanda.pilot.sandbox import make_base
@@ -301,10 +300,10 @@ class _Pilot(JobWork):
                 return ended
             self._give_back()
             asked = time.monotonic()
-            n = self._reserve() if self._can_acquire() else 0
+            n, max_cores = self._reserve() if self._can_acquire() else (0, None)
             long_poll = self._long_poll_s(idle_since + idle_timeout - asked) if n else 0.0
             self._long_polling = n if long_poll else 0
-            got = self._acquire(n, wait_s=long_poll) if n > 0 else 0
+            got = self._acquire(n, wait_s=long_poll, max_cores=max_cores) if n > 0 else 0
             self._long_polling = 0
             now = time.monotonic()
             if got or len(self.registry):
@@ -375,32 +374,40 @@ class _Pilot(JobWork):
     def _can_acquire(self) -> bool:
         return self.client.outage.down_for() is None and self._accepting()  # not while down
 
-    def _reserve(self, *, past_long_poll: bool = False) -> int:
+    def _reserve(self, *, past_long_poll: bool = False) -> tuple[int, int | None]:
         """How many jobs to ask for now, reserved until the answer comes (`_take_jobs`): the
         main thread and the reporter may ask at the same time. `past_long_poll`: leave out
         what a long-poll under way asked for (it waits for work that may never come; a
         report's reply must not go without its children for it), but never ask for more
-        than `max_jobs` leaves."""
-        longest = self.registry.running_for()[1]
+        than `max_jobs` leaves. With the most cores a job may ask (None: the pilot's; fewer
+        once a payload runs long, `pacing.acquire_plan`, and then only the main thread asks:
+        the reporter's /update does not say it). Held cores are counted past the prefetch."""
+        longest, mean = self.registry.running_for()[1], self._mean_runtime
+        held_cores = 0 if prefetching(mean, longest) else cores_held(self.registry, self.cores)
         with self._lock:
             asked = self._acquired + self._asking
             remaining = None if self.cfg.max_jobs is None else self.cfg.max_jobs - asked
             waiting = self._long_polling if past_long_poll else 0
-            n = acquire_size(
+            n, max_cores = acquire_plan(
                 held=self._active + self._asking - waiting,
                 slots=self.slots,
                 per_acquire=self._per_acquire,
-                mean_runtime_s=self._mean_runtime,
+                mean_runtime_s=mean,
                 remaining=remaining,
                 longest_running_s=longest,
+                cores=self.cores.total,
+                held_cores=held_cores + self._asking - waiting,  # a core at least each
             )
+            if max_cores is not None and max_cores >= self.cfg.cores:
+                max_cores = None  # as many as the pilot has: no limit to tell
+            n = 0 if max_cores is not None and past_long_poll else n  # (`_finish` wakes main)
             self._asking += n
-            return n
+            return n, max_cores
 
     def _reserve_for_report(self) -> int:
         """The reporter's question before an /update carrying a final report: how many jobs
         to take in its reply (reserved; 0: none)."""
-        return self._reserve(past_long_poll=True) if self._can_acquire() else 0
+        return self._reserve(past_long_poll=True)[0] if self._can_acquire() else 0
 
     def _long_poll_s(self, idle_left: float) -> float:
         """How long the server may hold an acquire: what it told at registration, else
@@ -427,12 +434,15 @@ class _Pilot(JobWork):
             log.log(logging.DEBUG if how else logging.INFO, "acquired %d job(s)%s", taken, how)
         return taken
 
-    def _acquire(self, n: int, job_id: str | None = None, *, wait_s: float = 0.0) -> int:
-        """Ask for `n` jobs (reserved by the caller, but for push mode's one) and run them."""
+    def _acquire(self, n: int, job_id: str | None = None, *, wait_s: float = 0.0,
+                 max_cores: int | None = None) -> int:  # fmt: skip
+        """Ask for `n` jobs (reserved by the caller, but push mode's one) and run them."""
         path = f"/v1/pilots/{urllib.parse.quote(self.pilot_id, safe='')}/acquire"
         body: dict[str, Any] = {"n": n} if job_id is None else {"n": n, "job_id": job_id}
         if wait_s > 0:
             body["wait_s"] = round(wait_s, 3)
+        if max_cores is not None:  # of this many cores at most (an older server does not know
+            body["max_cores"] = max_cores  # it: sent only to take less than the pilot's cores)
         asked = n if job_id is None else 0
         try:
             reply = self.client.call("POST", path, body)
@@ -490,11 +500,11 @@ class _Pilot(JobWork):
         return n > 0
 
     def _give_back(self) -> None:
-        """Give back the jobs held beyond the free slots once a payload runs long (`take_back`):
-        reported failed as never started, with a code that does not count, the server requeues
-        them at once for another pilot (the path of a pilot that stops: `not started`)."""
-        diag = "given back unstarted: the pilot's slots are busy with a long payload"
-        for held in take_back(self.registry, self.slots):
+        """Give back the jobs held beyond the free slots or cores once a payload runs long
+        (`take_back`): reported failed as never started, with a code that does not count, the
+        server requeues them at once for another pilot (as a stopping pilot's `not started`)."""
+        diag = "given back unstarted: the pilot's slots or cores are busy with a long payload"
+        for held in take_back(self.registry, self.slots, self.cores):
             with self._lock:  # not run here: max_jobs still has room for it
                 self._active, self._acquired = self._active - 1, self._acquired - 1
             held.ended = True

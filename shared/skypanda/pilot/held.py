@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from skypanda.pilot.logcap import DEFAULT_CAP_MB, MB, CappedLog
-from skypanda.pilot.pacing import give_back_count
+from skypanda.pilot.pacing import GIVE_BACK_AFTER_S, cores_give_back, give_back_count
 
 STOP_CHECK_S = 0.25
 """How often waits that cannot be woken by an event check whether to stop."""
@@ -34,6 +34,7 @@ class HeldJob:
         self.started_at: float | None = None  # monotonic: when a worker took it (`started`)
         self.future: Future[None] | None = None  # its run in the worker pool, once queued there
         self.ended = False
+        self.given_back = False  # withdrawn while waiting for cores (`Cores.withdraw`)
         self.abandoned = False  # the server refused a report: never report this attempt again
         self.flushed_at = time.monotonic()
         self.log = CappedLog(log_cap)  # this attempt's output, capped (see `logcap`)
@@ -107,15 +108,18 @@ class Registry:
         return len(ages), max(ages, default=0.0)
 
 
-def take_back(registry: Registry, slots: int) -> list[HeldJob]:
-    """The held jobs to give back now (`pacing.give_back_count`): of those no worker took,
-    the last acquired first, each withdrawn from the worker pool (a cancelled future never
-    runs), so the caller may report them as never started. A job a worker is about to take
-    cannot be withdrawn: it stays."""
+def take_back(registry: Registry, slots: int, cores: Cores | None = None) -> list[HeldJob]:
+    """The held jobs to give back now: those beyond the free slots (`pacing.give_back_count`),
+    of those no worker took, the last acquired first, each withdrawn from the worker pool (a
+    cancelled future never runs), so the caller may report them as never started; a job a
+    worker is about to take cannot be withdrawn: it stays. With `cores`, also those waiting
+    for cores that the running payloads hold (`pacing.cores_give_back`), withdrawn from the
+    pool or, when a worker waits with them for cores, from `cores` (`Cores.withdraw`)."""
     running, longest = registry.running_for()
     if not running:
         return []
-    waiting = [h for h in registry.snapshot() if not h.started and not h.ended]
+    jobs = registry.snapshot()
+    waiting = [h for h in jobs if not h.started and not h.ended]
     n = give_back_count(
         waiting=len(waiting), running=running, slots=slots, longest_running_s=longest
     )
@@ -125,7 +129,24 @@ def take_back(registry: Registry, slots: int) -> list[HeldJob]:
             break
         if held.future is not None and held.future.cancel():
             taken.append(held)
+    if cores is None or longest < GIVE_BACK_AFTER_S:
+        return taken
+    left = [h for h in waiting if h not in taken]
+    busy = sum(cores.need(h.cores) for h in jobs if h.started and not h.ended)
+    back = cores_give_back(
+        waiting_cores=[cores.need(h.cores) for h in left],
+        free_cores=cores.total - busy,
+        longest_running_s=longest,
+    )
+    for held in (left[i] for i in back):
+        if held.future is not None and (held.future.cancel() or cores.withdraw(held)):
+            taken.append(held)
     return taken
+
+
+def cores_held(registry: Registry, cores: Cores) -> int:
+    """The cores of the jobs the pilot holds and has not ended (running or waiting to)."""
+    return sum(cores.need(h.cores) for h in registry.snapshot() if not h.ended)
 
 
 class Cores:
@@ -140,17 +161,37 @@ class Cores:
         self._used = 0
         self._cond = threading.Condition()
 
-    def take(self, cores: int, abort: Callable[[], bool]) -> int | None:
-        """Wait until the job fits; return the cores taken, or None if `abort()` said stop."""
-        need = max(1, min(cores, self._total))
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def need(self, cores: int) -> int:
+        """The cores a job asking for `cores` takes here."""
+        return max(1, min(cores, self._total))
+
+    def take(self, held: HeldJob, abort: Callable[[], bool]) -> int | None:
+        """Wait until the job fits, then mark it started; return the cores taken, or None if
+        `abort()` said stop or the job was withdrawn (`withdraw`, `HeldJob.given_back`)."""
+        need = self.need(held.cores)
         with self._cond:
             while True:
-                if abort():
+                if held.given_back or abort():
                     return None
                 if self._used + need <= self._total:
                     self._used += need
+                    held.started = True  # under the lock: `withdraw` sees it
                     return need
                 self._cond.wait(STOP_CHECK_S)
+
+    def withdraw(self, held: HeldJob) -> bool:
+        """Withdraw a job that has not taken its cores (its worker may wait for them in
+        `take`, which then returns None): True if withdrawn, False if it has started."""
+        with self._cond:
+            if held.started or held.ended:
+                return False
+            held.given_back = True
+            self._cond.notify_all()
+            return True
 
     def give(self, cores: int) -> None:
         with self._cond:

@@ -64,7 +64,10 @@ class JobWork:
     def _work_on(self, held: HeldJob) -> None:
         outputs: list[dict[str, Any]] = []
         try:
-            result, outputs = self._run_job(held)
+            ran = self._run_job(held)
+            if ran is None:  # given back while it waited for cores: the main thread reports it
+                return
+            result, outputs = ran
         except Exception as e:  # a pilot bug must not lose the job silently
             log.exception("job %s: pilot error", held.id)
             now = time.time()
@@ -80,10 +83,13 @@ class JobWork:
         """The pilot's own setting, else the queue's (sent at registration), else `default`."""
         return float(own if own is not None else self.queue_cfg.get(key) or default)
 
-    def _run_job(self, held: HeldJob) -> tuple[PayloadResult, list[dict[str, Any]]]:
-        """Stage in, run the payload, stage out: the result and the outputs uploaded."""
-        taken = self.cores.take(held.cores, lambda: self._should_stop(held) is not None)
+    def _run_job(self, held: HeldJob) -> tuple[PayloadResult, list[dict[str, Any]]] | None:
+        """Stage in, run the payload, stage out: the result and the outputs uploaded; None
+        for a job given back before it took its cores (`Cores.withdraw`)."""
+        taken = self.cores.take(held, lambda: self._should_stop(held) is not None)
         if taken is None:
+            if held.given_back:
+                return None
             code = self._should_stop(held) or ErrorCode.SIGTERM
             return failed(code, f"not started: {code_name(code)}", time.time()), []
         workdir: Path | None = None
@@ -91,7 +97,6 @@ class JobWork:
         assert workdirs is not None
         try:
             assert self.base is not None and self._reporter is not None
-            held.started = True
             workdir = workdirs.take(f"{safe_name(held.id)}.{held.attempt}")
             staging = bool(held.job.get("stage_in"))
             self._reporter.submit(
