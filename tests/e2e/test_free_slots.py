@@ -9,44 +9,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from skypanda.domain.models import Job
-from skypanda.domain.states import JobStatus
 from skypanda.pilot.client import ApiClient
 from skypanda.runtime.local import LocalSystem
 from skypanda.wire.codes import ErrorCode
+from tests.e2e.beside import second_runs_beside_the_long_one, task_done
 from tests.e2e.conftest import Gate, fast_queue, wait_until
 
 
-def _job(system: Any, task: dict[str, object]) -> Job:
-    (job,) = system.store.list_jobs(str(task["id"]))
-    return job
-
-
-def _task_done(api: ApiClient, task: dict[str, object]) -> bool:
-    return bool(api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done")
-
-
-def _second_job_runs_beside_the_long_one(
-    system: Any, api: ApiClient, gate: Gate, long: dict[str, object]
-) -> Job:
-    """With `long` running (held by its gate) on the only pilot, and room for a second pilot:
-    a second job runs to its end on another pilot while `long` still runs. Returns it."""
-    wait_until(lambda: gate.started(), what="the long payload to start")
-    running = JobStatus.RUNNING
-    first = wait_until(lambda: (j := _job(system, long)).status is running and j, what="running")
-    system.store.put_queue(system.store.get_queue("local").model_copy(update={"max_pilots": 2}))
-
-    # When a second job is activated
-    short = api.call("POST", "/v1/tasks", {"name": "short", "command": ["true"], "n_jobs": 1})
-
-    # Then it runs to its end, on another pilot, while the long one still runs
-    wait_until(lambda: _task_done(api, short), 90, "the second job to run beside the long one")
-    second = _job(system, short)
-    assert second.pilot_id != first.pilot_id
-    assert _job(system, long).status is JobStatus.RUNNING
-    gate.release()
-    wait_until(lambda: _task_done(api, long), 60, "the long job to end once released")
-    return second
+def _short(api: ApiClient) -> dict[str, object]:
+    task: dict[str, object] = api.call(
+        "POST", "/v1/tasks", {"name": "short", "command": ["true"], "n_jobs": 1}
+    )
+    return task
 
 
 def test_a_job_activated_while_the_only_pilot_runs_a_long_one_gets_a_second_pilot(
@@ -60,7 +34,7 @@ def test_a_job_activated_while_the_only_pilot_runs_a_long_one_gets_a_second_pilo
         "POST", "/v1/tasks", {"name": "long", "command": gate.command(mark="a"), "n_jobs": 1}
     )
     # Then a second job activated meanwhile runs on a second pilot, without waiting
-    _second_job_runs_beside_the_long_one(system, api, gate, long)
+    second_runs_beside_the_long_one(system, api, gate, long, lambda: _short(api))
 
 
 def test_a_pilot_used_to_short_jobs_does_not_keep_a_job_behind_a_long_one(
@@ -71,7 +45,7 @@ def test_a_pilot_used_to_short_jobs_does_not_keep_a_job_behind_a_long_one(
     system = make_system(fast_queue(min_pilots=1, max_pilots=1, idle_timeout_s=60.0))
     api = ApiClient(system.url, system.token)
     shorts = api.call("POST", "/v1/tasks", {"name": "shorts", "command": ["true"], "n_jobs": 20})
-    wait_until(lambda: _task_done(api, shorts), 90, "the short jobs")
+    wait_until(lambda: task_done(api, shorts), 90, "the short jobs")
     # And then a payload that lasts until released
     gate = Gate(tmp_path / "gate")
     long = api.call(
@@ -79,7 +53,7 @@ def test_a_pilot_used_to_short_jobs_does_not_keep_a_job_behind_a_long_one(
     )
     # Then a second job activated while it runs is not kept waiting in the pilot: if the
     # pilot took it (its payload was still young), it gives it back once the payload runs long
-    second = _second_job_runs_beside_the_long_one(system, api, gate, long)
+    second = second_runs_beside_the_long_one(system, api, gate, long, lambda: _short(api))
     codes = [a.error_code for a in system.store.attempts(second.id)]
     assert set(codes) <= {None, ErrorCode.GIVEN_BACK}, codes
 
@@ -93,4 +67,4 @@ def test_on_the_emulators_too(cloud: Any, tmp_path: Path) -> None:
         "POST", "/v1/tasks", {"name": "long", "command": gate.command(mark="a"), "n_jobs": 1}
     )
     # Then a second job activated while it runs gets the second pilot
-    _second_job_runs_beside_the_long_one(cloud, api, gate, long)
+    second_runs_beside_the_long_one(cloud, api, gate, long, lambda: _short(api))

@@ -8,26 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from skypanda.domain.models import Job, Resources
-from skypanda.domain.states import JobStatus
+from skypanda.domain.models import Resources
 from skypanda.pilot.client import ApiClient
 from skypanda.runtime.local import LocalSystem
 from skypanda.wire.codes import ErrorCode
+from tests.e2e.beside import only_job, second_runs_beside_the_long_one, task_done
 from tests.e2e.conftest import Gate, fast_queue, wait_until
 
 TWO_CORES = Resources(cores=2, memory_mb=2000)
-
-
-def _job(system: Any, task: dict[str, object]) -> Job:
-    (job,) = system.store.list_jobs(str(task["id"]))
-    assert isinstance(job, Job)
-    return job
-
-
-def _task_done(api: ApiClient, task: dict[str, object]) -> bool:
-    return bool(api.call("GET", f"/v1/tasks/{task['id']}")["status"] == "done")
 
 
 def _two_cores(api: ApiClient, name: str, command: list[str], n: int = 1) -> dict[str, object]:
@@ -43,29 +32,6 @@ def _system(make_system: Callable[..., LocalSystem]) -> tuple[LocalSystem, ApiCl
     return system, ApiClient(system.url, system.token)
 
 
-def _second_runs_beside_the_long_one(
-    system: Any, api: ApiClient, gate: Gate, long: dict[str, object]
-) -> Job:
-    """With `long` (2 cores) running on the only pilot: a second 2-core job runs to its end on
-    another pilot while `long` still runs. Returns it."""
-    wait_until(lambda: gate.started(), what="the long payload to start")
-    running = JobStatus.RUNNING
-    first = wait_until(lambda: (j := _job(system, long)).status is running and j, what="running")
-    system.store.put_queue(system.store.get_queue("local").model_copy(update={"max_pilots": 2}))
-
-    # When a second 2-core job is activated
-    second = _two_cores(api, "second", ["true"])
-
-    # Then it runs to its end, on another pilot, while the long one still runs
-    wait_until(lambda: _task_done(api, second), 90, "the second job to run beside the long one")
-    job = _job(system, second)
-    assert job.pilot_id != first.pilot_id
-    assert _job(system, long).status is JobStatus.RUNNING
-    gate.release()
-    wait_until(lambda: _task_done(api, long), 60, "the long job to end once released")
-    return job
-
-
 def test_a_pilot_whose_cores_are_busy_takes_no_job_that_needs_them(
     make_system: Callable[..., LocalSystem], tmp_path: Path
 ) -> None:
@@ -74,8 +40,10 @@ def test_a_pilot_whose_cores_are_busy_takes_no_job_that_needs_them(
     gate = Gate(tmp_path / "gate")
     long = _two_cores(api, "long", gate.command(mark="a"))
     # Then a second 2-core job is not held by the busy pilot: it runs on a second one
-    second = _second_runs_beside_the_long_one(system, api, gate, long)
-    first_pilot = _job(system, long).pilot_id
+    second = second_runs_beside_the_long_one(
+        system, api, gate, long, lambda: _two_cores(api, "second", ["true"])
+    )
+    first_pilot = only_job(system, long).pilot_id
     held_by = [a.pilot_id for a in system.store.attempts(second.id)]
     assert first_pilot not in held_by, held_by
 
@@ -87,11 +55,13 @@ def test_a_pilot_used_to_short_jobs_gives_back_a_job_waiting_for_its_cores(
     # while its payloads are young), and then a long 2-core job
     system, api = _system(make_system)
     shorts = _two_cores(api, "shorts", ["true"], n=10)
-    wait_until(lambda: _task_done(api, shorts), 90, "the short jobs")
+    wait_until(lambda: task_done(api, shorts), 90, "the short jobs")
     gate = Gate(tmp_path / "gate")
     long = _two_cores(api, "long", gate.command(mark="a"))
     # Then a second 2-core job is not kept waiting in the pilot for the long one's cores: if
     # the pilot took it while its payload was young, it gives it back once the payload runs long
-    second = _second_runs_beside_the_long_one(system, api, gate, long)
+    second = second_runs_beside_the_long_one(
+        system, api, gate, long, lambda: _two_cores(api, "second", ["true"])
+    )
     codes = [a.error_code for a in system.store.attempts(second.id)]
     assert set(codes) <= {None, ErrorCode.GIVEN_BACK}, codes
