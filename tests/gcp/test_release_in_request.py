@@ -18,7 +18,7 @@ from skypanda.handlers import dispatch
 from skypanda.handlers.services import Services
 from skypanda.handlers.sweep import resend_lost
 from skypanda.runtime.emulated import EmulatedCloud
-from skypanda.runtime.gcp import PILOT_LONG_POLL_S
+from skypanda.runtime.gcp import PILOT_LONG_POLL_S, PILOT_REPORT_DELAY_S
 from tests.e2e import test_critical_path_cloud as cloud_path
 from tests.e2e.conftest import wait_until
 from tests.e2e.test_critical_path_cloud import Pilot, _jobs, _pipeline
@@ -126,6 +126,7 @@ def test_a_release_that_failed_in_the_request_is_sent_on_at_once(
     wf = _pipeline(quiet, ["a", "b"])
     pilot = Pilot(quiet)
     assert pilot.registered["long_poll_s"] == PILOT_LONG_POLL_S
+    assert pilot.registered["report_delay_s"] == PILOT_REPORT_DELAY_S  # each /update is billed
     (a,) = wait_until(lambda: pilot.acquire(wait_s=5), 90, "a to be activated")
     # When the release in a's report's request fails (Firestore refused it)
     with monkeypatch.context() as patch:

@@ -7,10 +7,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
+from skypanda.pilot import reporting
 from skypanda.pilot.client import ApiError
 from skypanda.pilot.held import HeldJob, Registry
 from skypanda.pilot.outage import Outage
-from skypanda.pilot.reporting import Reporter
+from skypanda.pilot.reporting import REPORT_DELAY_S, Reporter, report_delay
 
 
 class Server:
@@ -97,3 +100,36 @@ def test_a_final_report_the_worker_could_not_send_goes_by_the_reporter_thread() 
     assert server.tries[0] == {"patient": False, "once": True}
     assert asked[:2] == [1, -1]
     assert len(registry) == 0
+
+
+def test_a_report_while_the_pilot_has_more_to_run_goes_within_the_report_delay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a reporter told a report delay of 1 ms, whose periodic flush (for output) would
+    # come only in an hour, and whose slots all have work (no report is sent at once)
+    monkeypatch.setattr(reporting, "REPORT_FLUSH_S", 3600.0)
+    server, registry = Server(), Registry(on_empty=lambda: None)
+    held = HeldJob({"id": "j1", "attempt": 1})
+    held.started = held.ended = True
+    registry.add(held)
+    busy = Reporter(
+        server,  # type: ignore[arg-type]
+        "p1", registry, 2.0, lambda _: None, lambda _: None, eager=lambda: False, delay_s=0.001,
+    )  # fmt: skip
+    busy.start()
+    try:
+        # When a job's final report is queued while the reporter's thread waits
+        busy.submit(held, final(held))
+        # Then it is sent by the reporter's thread, without waiting for the hourly flush
+        with server.cond:
+            assert server.cond.wait_for(lambda: server.updates, timeout=30)
+        assert server.updates[0][:2] == ("reporter", ["j1"])
+    finally:
+        busy.close(timeout=30)
+
+
+def test_the_report_delay_is_what_the_server_told_if_it_makes_sense() -> None:
+    assert report_delay(0.15) == 0.15
+    assert report_delay(1) == 1.0
+    for nonsense in (None, 0, -1, 11, True, "0.1", float("nan")):
+        assert report_delay(nonsense) == REPORT_DELAY_S

@@ -232,8 +232,9 @@ def _pilot_routes(app: Flask, svc: Services, identity: Identity) -> None:
         )  # fmt: skip
         reply: dict[str, Any] = {"pilot": jsonable(pilot), "queue": jsonable(queue),
                                  **pilot_path.credential(identity, pilot.id)}  # fmt: skip
-        if long_poll_s := svc.settings.get("long_poll_s"):  # how long its acquires may wait
-            reply["long_poll_s"] = long_poll_s
+        for told in ("long_poll_s", "report_delay_s"):  # its acquires' wait, its reports'
+            if value := svc.settings.get(told):
+                reply[told] = value
         return jsonify(reply), 201
 
     # The hot routes are answered by `pilot_path` in front of Flask; these answer the same for

@@ -99,15 +99,13 @@ PILOT_VERSION = "0.1.0"
 EXIT_OK, EXIT_ERROR, EXIT_UNREACHABLE, EXIT_NO_JOB = 0, 1, 3, 4
 POLL_MIN_S, POLL_MAX_S = 0.1, 2.0
 LONG_POLL_S = 2.0
-"""How long an acquire may wait on the server for work. No longer than the longest poll
-backoff: a waiting main thread notices a stop, a drain or its idle timeout only when the
-server answers (the server answers at once when it stops)."""
+"""How long an acquire may wait on the server for work: a waiting main thread notices a stop,
+a drain or its idle timeout only when the server answers (it answers at once when it stops)."""
 
 
 def _long_poll(told: Any, http_timeout: float) -> float:
-    """How long acquires may wait on the server: what it told at registration (a cloud
-    server's function may hold a request far longer than LONG_POLL_S), within this pilot's
-    HTTP timeout (less 10 s for the answer to travel); LONG_POLL_S if it told nothing."""
+    """How long acquires may wait on the server: what it told at registration (a cloud function
+    may hold a request longer), within the HTTP timeout less 10 s; else LONG_POLL_S."""
     if isinstance(told, (int, float)) and not isinstance(told, bool) and told > 0:
         return min(float(told), max(http_timeout - 10.0, LONG_POLL_S))
     return LONG_POLL_S
@@ -126,7 +124,7 @@ class _Pilot(JobWork):
         self.cores = Cores(max(cfg.cores, self.slots))
         self.pilot_id = cfg.pilot_id or ""
         self.queue_cfg: dict[str, Any] = {}
-        self.long_poll_s = LONG_POLL_S  # until the server tells (registration)
+        self.long_poll_s, self.report_delay_s = LONG_POLL_S, None  # until told (registration)
         self.base_env = pilot_env()
         self.base: Path | None = None
         self.workdirs: Workdirs | None = None
@@ -204,6 +202,7 @@ class _Pilot(JobWork):
         self._take_credential(reply)
         self.queue_cfg = reply.get("queue") or {}
         self.long_poll_s = _long_poll(reply.get("long_poll_s"), self.client.timeout)
+        self.report_delay_s = reply.get("report_delay_s")
         log.info(
             "registered pilot %s on queue %s (%d slots, %d cores, %d MB)",
             self.pilot_id,
@@ -233,6 +232,7 @@ class _Pilot(JobWork):
             acquire=None if self.cfg.job_id is not None else self._reserve_for_report,
             on_jobs=lambda jobs, asked: self._take_jobs(jobs, asked, " with a report"),
             eager=lambda: self._active < self.slots,
+            delay_s=self.report_delay_s,
         )
         interval = self._setting(
             self.cfg.heartbeat_interval_s, "heartbeat_interval_s", DEFAULT_HEARTBEAT_S

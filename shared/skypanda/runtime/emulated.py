@@ -37,7 +37,7 @@ from skypanda.runtime import cloudfn, emulators, entrypoints
 from skypanda.runtime.bridge import OutboxBridge, gateway
 from skypanda.runtime.deployment import FUNCTIONS, dispatch_rules
 from skypanda.runtime.emulators import Emulator
-from skypanda.runtime.gcp import PILOT_LONG_POLL_S, cloud_doorbell
+from skypanda.runtime.gcp import PILOT_LONG_POLL_S, PILOT_REPORT_DELAY_S, cloud_doorbell
 from skypanda.runtime.launchers import QueueLaunchers
 from skypanda.runtime.local import LocalOptions, ensure_identity, ensure_pilot_key, ensure_queue
 from skypanda.runtime.objects import Poller, gcs_lister, list_folder
@@ -122,6 +122,7 @@ class EmulatedCloud:
         svc.notifier = PubSubNotifier(self.publisher, self.project, prefix=self.topic_prefix)
         svc.settings["resend_lost_after_s"] = self.opts.resend_lost_after_s
         svc.settings["long_poll_s"] = PILOT_LONG_POLL_S  # as the dispatch function tells pilots
+        svc.settings["report_delay_s"] = PILOT_REPORT_DELAY_S
         return svc
 
     def function_url(self, name: str) -> str:

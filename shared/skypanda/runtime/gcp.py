@@ -65,6 +65,10 @@ PILOT_LONG_POLL_S = 20.0
 within dispatch.MAX_WAIT_S and well within a pilot's HTTP timeout (30 s). An idle pilot
 then asks about 3 times a minute instead of 30 (each ask an invocation, a listener opened
 and a look for work), and still takes a job as soon as it is activated."""
+PILOT_REPORT_DELAY_S = 0.15
+"""The longest a pilot's report waits for others to go with it (told at registration:
+`report_delay_s`; a local server tells none: `pilot.reporting.REPORT_DELAY_S`, 0.05 s): each
+/update is a billed invocation of the dispatch function and a few reads."""
 
 
 def cloudrun_factory(server_url: str, credential_for: CredentialFor) -> Factory:
@@ -175,6 +179,7 @@ def services_from_env() -> tuple[Services, Identity]:
     # Eventarc and Pub/Sub may lose a delivery: the sweep sends again what is not handled.
     svc.settings["resend_lost_after_s"] = _seconds("SKYPANDA_RESEND_AFTER_S", 300.0)
     svc.settings["long_poll_s"] = PILOT_LONG_POLL_S
+    svc.settings["report_delay_s"] = PILOT_REPORT_DELAY_S
     token = _need("SKYPANDA_TOKEN")
     people = LocalTokens(None)
     people.accept(token, "deployment", Role.ADMIN)
