@@ -70,7 +70,14 @@ def _run(svc: Services, receiver: Receiver) -> tuple[list[dict[str, Any]], dict[
         ended = {e["subject"] for e in got if e["type"].endswith(".ended")}
         want = {f"tasks/{loud_task.id}", f"tasks/{quiet_task.id}", f"workflows/{wf.id}"}
         job_ends = sum(e["type"] == JOB_END for e in got)
-        return got if want <= ended and job_ends >= 3 else None
+
+        # and the state changes checked below: they too may arrive after the ends
+        def moves(kind: str, ident: str) -> int:
+            return sum(e["type"] == kind and e["data"]["id"] == ident for e in got)
+
+        wf_task = any(e["type"] == TASK_CHANGED and e["data"]["workflow_id"] == wf.id for e in got)
+        changed = moves(TASK_CHANGED, loud_task.id) >= 3 and moves(WORKFLOW_CHANGED, wf.id) >= 2
+        return got if want <= ended and job_ends >= 3 and changed and wf_task else None
 
     got = wait_until(ends, timeout=180, what="the ends of the two tasks and the workflow")
     for event in got:
