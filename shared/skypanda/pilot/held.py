@@ -118,8 +118,7 @@ def take_back(registry: Registry, slots: int, cores: Cores | None = None) -> lis
     running, longest = registry.running_for()
     if not running:
         return []
-    jobs = registry.snapshot()
-    waiting = [h for h in jobs if not h.started and not h.ended]
+    waiting = [h for h in registry.snapshot() if not h.started and not h.ended]
     n = give_back_count(
         waiting=len(waiting), running=running, slots=slots, longest_running_s=longest
     )
@@ -132,10 +131,9 @@ def take_back(registry: Registry, slots: int, cores: Cores | None = None) -> lis
     if cores is None or longest < GIVE_BACK_AFTER_S:
         return taken
     left = [h for h in waiting if h not in taken]
-    busy = sum(cores.need(h.cores) for h in jobs if h.started and not h.ended)
     back = cores_give_back(
         waiting_cores=[cores.need(h.cores) for h in left],
-        free_cores=cores.total - busy,
+        free_cores=cores.free,
         longest_running_s=longest,
     )
     for held in (left[i] for i in back):
@@ -164,6 +162,12 @@ class Cores:
     @property
     def total(self) -> int:
         return self._total
+
+    @property
+    def free(self) -> int:
+        """The cores no started job holds now."""
+        with self._cond:
+            return self._total - self._used
 
     def need(self, cores: int) -> int:
         """The cores a job asking for `cores` takes here."""

@@ -12,8 +12,15 @@ from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from skypanda.adapters.gcp.firestore import codec
-from skypanda.adapters.gcp.firestore.base import FirestoreBase, count, eq, fields, is_in, where
-from skypanda.adapters.gcp.firestore.jobs import count_cores
+from skypanda.adapters.gcp.firestore.base import (
+    FirestoreBase,
+    count,
+    count_cores,
+    eq,
+    fields,
+    is_in,
+    where,
+)
 from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.models import Pilot, Queue
 from skypanda.domain.scaling import Work

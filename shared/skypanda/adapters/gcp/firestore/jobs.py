@@ -1,13 +1,12 @@
 """JobStore on Firestore, but claims (`claims`): jobs read, their attempts, changes applied
 compare-and-set (without a read when this store knows the versions), task-wide bulks
-(`bulk`), and the cores of a queue's jobs that the scaler sums (`count_cores`)."""
+(`bulk`), and the cores of a queue's waiting jobs that the scaler sums."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
-from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -17,6 +16,7 @@ from skypanda.adapters.gcp.firestore.base import (
     ACTIVATED,
     FirestoreBase,
     Tx,
+    count_cores,
     eq,
     fields,
     is_in,
@@ -30,15 +30,6 @@ from skypanda.domain.models import Attempt, Job, Resources
 from skypanda.domain.scaling import Work
 from skypanda.domain.states import JOB_LIVE, JobStatus, advance
 from skypanda.ports import JobChange
-
-
-def count_cores(query: Any) -> Work:
-    """One aggregation over the jobs of `query`: how many, and the cores they ask for (a sum
-    over the index entries: the query's index must hold `cores`). Billed like a count alone,
-    one read per 1000 entries (the meter tells the sum from the count by its alias)."""
-    result = query.count(alias="jobs").sum("cores", alias="cores").get()
-    values = {a.alias: a.value for a in result[0]}
-    return Work(jobs=int(values["jobs"]), cores=round(values["cores"]))
 
 
 class JobPart(FirestoreBase):
