@@ -27,6 +27,7 @@ __all__ = [
     "JobKill",
     "KillResult",
     "kill",
+    "killable",
     "may_be_a_job_id",
     "not_found",
     "not_yours",
@@ -90,6 +91,12 @@ def too_many(n: int) -> str:
     )
 
 
+def killable(job: Job) -> bool:
+    """Whether a kill would change `job`: queued (cancelled at once), or held by a pilot and
+    not yet flagged (its pilot is told)."""
+    return job.status in JOB_QUEUED or (job.status in JOB_LIVE and not job.kill_requested)
+
+
 def kill(job: Job, now: float, reason: str) -> JobChange | None:
     """The change a kill makes to `job` as read, or None when it makes none (the job has
     ended, or its kill was requested already). `reason` is a cancelled job's diagnosis."""
@@ -104,7 +111,7 @@ def kill(job: Job, now: float, reason: str) -> JobChange | None:
         )
         ended = ev.job_ended(job.id, job.attempt, job.task_id, str(JobStatus.CANCELLED))
         return JobChange(job, after, None, (ended,))
-    if job.status in JOB_LIVE and not job.kill_requested:
+    if killable(job):
         after = job.model_copy(update={"kill_requested": True, "updated_at": now})
         return JobChange(job, after)
     return None

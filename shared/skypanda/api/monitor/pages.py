@@ -18,6 +18,7 @@ from skypanda.api.monitor.charts import TaskCharts
 from skypanda.api.params import int_arg, parse_moment, parse_states
 from skypanda.domain.errors import NotFound
 from skypanda.domain.fleet import Pilot
+from skypanda.domain.job_kill import killable
 from skypanda.domain.jobflow import log_key
 from skypanda.domain.records import Attempt, Job
 from skypanda.domain.states import (
@@ -204,8 +205,7 @@ def routes(bp: Blueprint, svc: Services, task_charts: TaskCharts) -> None:
             attempts=_attempt_rows(svc, j, attempts), shown=shown,
             tail=read_tail(svc, job_id, shown), tail_bytes=TAIL_BYTES,
             live=j.status in JOB_LIVE and shown == j.attempt, ended=j.status in JOB_FINAL,
-            note=_note(), can_kill=(j.owner == g.principal.name or g.admin)
-            and j.status not in JOB_FINAL and not j.kill_requested,
+            note=_note(), can_kill=(j.owner == g.principal.name or g.admin) and killable(j),
         )  # fmt: skip
 
     @bp.get("/workflows/<workflow_id>")
