@@ -59,10 +59,15 @@ class Function:
 
 @pytest.fixture
 def events(firestore_emulator: Any) -> Iterator[Any]:
-    """An outbox collection of its own on the emulator."""
-    client = firestore.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", PROJECT))
-    yield client, f"b{uuid.uuid4().hex[:8]}-events"
-    client.close()  # type: ignore[no-untyped-call]
+    """An outbox collection of its own on the emulator, a client that writes to it, and one
+    the bridge listens with. The bridge has a client of its own, as in the emulated cloud
+    (runtime.emulated): the emulator may cancel a commit sent on the channel of a listen
+    stream being closed (seen in CI: 499 "call already cancelled")."""
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT", PROJECT)
+    writer, watcher = firestore.Client(project=project), firestore.Client(project=project)
+    yield writer, f"b{uuid.uuid4().hex[:8]}-events", watcher
+    for client in (writer, watcher):
+        client.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
@@ -73,14 +78,14 @@ def function() -> Iterator[Function]:
 
 
 def _bridge(events: Any, function: Function, **opts: Any) -> OutboxBridge:
-    client, collection = events
-    bridge = OutboxBridge(client, collection, function.url, PROJECT, **opts)
+    _, collection, watcher = events
+    bridge = OutboxBridge(watcher, collection, function.url, PROJECT, **opts)
     bridge.start()
     return bridge
 
 
 def _event(events: Any, doc_id: str) -> None:
-    client, collection = events
+    client, collection, _ = events
     client.collection(collection).document(doc_id).set(
         {"type": "job.ended", "subject": "jobs/j", "data": "{}", "delivered": False}
     )
