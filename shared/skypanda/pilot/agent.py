@@ -380,8 +380,8 @@ class _Pilot(JobWork):
         what a long-poll under way asked for (it waits for work that may never come; a
         report's reply must not go without its children for it), but never ask for more
         than `max_jobs` leaves. With the most cores a job may ask (None: the pilot's; fewer
-        once a payload runs long, `pacing.acquire_plan`, and then only the main thread asks:
-        the reporter's /update does not say it). Held cores are counted past the prefetch."""
+        once a payload runs long, `pacing.acquire_plan`; the reporter's /update says it as an
+        acquire does). Held cores are counted past the prefetch."""
         longest, mean = self.registry.running_for()[1], self._mean_runtime
         held_cores = 0 if prefetching(mean, longest) else cores_held(self.registry, self.cores)
         with self._lock:
@@ -400,14 +400,14 @@ class _Pilot(JobWork):
             )
             if max_cores is not None and max_cores >= self.cfg.cores:
                 max_cores = None  # as many as the pilot has: no limit to tell
-            n = 0 if max_cores is not None and past_long_poll else n  # (`_finish` wakes main)
+            n = 0 if max_cores is not None and waiting else n  # (the long-poll has them)
             self._asking += n
             return n, max_cores
 
-    def _reserve_for_report(self) -> int:
+    def _reserve_for_report(self) -> tuple[int, int | None]:
         """The reporter's question before an /update carrying a final report: how many jobs
-        to take in its reply (reserved; 0: none)."""
-        return self._reserve(past_long_poll=True)[0] if self._can_acquire() else 0
+        to take in its reply (reserved; 0: none), and of how many cores at most."""
+        return self._reserve(past_long_poll=True) if self._can_acquire() else (0, None)
 
     def _long_poll_s(self, idle_left: float) -> float:
         """How long the server may hold an acquire: what it told at registration, else

@@ -74,7 +74,7 @@ class Reporter:
         on_reply: Callable[[Any], None],
         on_unreachable: Callable[[ApiError], None],
         *,
-        acquire: Callable[[], int] | None = None,
+        acquire: Callable[[], tuple[int, int | None]] | None = None,
         on_jobs: Callable[[Any, int], object] | None = None,
         eager: Callable[[], bool] | None = None,
         delay_s: Any = None,
@@ -82,7 +82,8 @@ class Reporter:
         self._client = client
         self._delay_s = report_delay(delay_s)  # what the server told, if it makes sense
         # With `acquire`: an /update with a final report asks for as many jobs as `acquire()`
-        # says (reserved), handed to `on_jobs(jobs, asked)`; a final report is sent at once
+        # says (reserved), of at most the cores it says (None: the pilot's), handed to
+        # `on_jobs(jobs, asked)`; a final report is sent at once
         # while `eager()` (a slot has nothing to run), else with the next batch.
         self._acquire = acquire
         self._on_jobs = on_jobs
@@ -250,9 +251,11 @@ class Reporter:
         }
         asked = 0
         if self._acquire is not None and any(r["status"] in FINAL_STATUSES for _, r in batch):
-            asked = self._acquire()  # a slot is free: fill it from the reply
+            asked, max_cores = self._acquire()  # a slot is free: fill it from the reply
             if asked:
                 body["acquire"] = asked
+                if max_cores is not None:  # (as an acquire says it: `PilotAgent._acquire`)
+                    body["max_cores"] = max_cores
         try:
             path = f"/v1/pilots/{self._quoted_id}/update"
             reply = self._client.call("POST", path, body, patient=patient, once=not patient)
