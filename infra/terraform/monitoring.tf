@@ -64,7 +64,7 @@ locals {
       labels      = { status = "EXTRACT(jsonPayload.status)" }
     }
     dispatch_latency = {
-      description = "From a job's activation to its dispatch to a pilot (s; first attempts of jobs without parents), by queue."
+      description = "From a job attempt's activation (at submission, by its parents' ends, a retry or a requeue) to its dispatch to a pilot (s), by queue."
       event       = "job.dispatched"
       value       = "EXTRACT(jsonPayload.latency_s)"
       unit        = "s"

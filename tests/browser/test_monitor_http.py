@@ -348,3 +348,19 @@ def test_a_job_is_killed_from_its_page_by_its_owner_only(site: Site) -> None:
         ("alice", "monitor.kill_job", "refused"),  # without its CSRF token
         ("bob", "monitor.kill_job", "refused"),
     ]
+
+
+def test_a_job_s_page_says_how_long_it_waited_for_a_pilot(site: Site) -> None:
+    # Given a job queued (activated) and claimed by a pilot 42 s later
+    task_id = site.task("alice", n_jobs=1)
+    (job,) = site.svc.jobs.list_jobs(task_id, limit=1)
+    alice = site.login("alice")
+    assert "for a pilot" not in alice.get(f"/ui/jobs/{job.id}").get_data(as_text=True)
+    clock = site.svc.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(42)
+    (claimed,) = site.svc.jobs.claim_jobs("local", "p1", 1, Queue(name="x").pilot_resources,
+                                          clock.now())  # fmt: skip
+    # Then its page says how long it waited
+    page = alice.get(f"/ui/jobs/{job.id}").get_data(as_text=True)
+    assert claimed.id == job.id and "<dt>Waited</dt><dd>42 s for a pilot (ready " in page

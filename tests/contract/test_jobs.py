@@ -139,6 +139,30 @@ def test_claim_moves_jobs_to_sent_for_the_pilot(store: Store, clock: FakeClock) 
         assert store.get_job(job.id) == job
 
 
+def test_a_claim_records_when_each_attempt_became_ready_to_run(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given a job activated at its submission (t0), not claimed before
+    t0 = clock.now()
+    [job] = add_split_task(store, clock, 1)
+    assert job.activated_at is None
+    # When a pilot claims it 10 s later
+    clock.advance(10)
+    [first] = claim_all(store, clock, "p1")
+    # Then the claim records its last change before it (its activation, t0), and keeps it
+    assert first.activated_at == t0 and first.started_at == t0 + 10
+    assert store.get_job(job.id).activated_at == t0
+    # And when its pilot is lost and it is requeued (activated again at t1), then claimed at
+    # t1 + 3, its second attempt records t1
+    clock.advance(5)
+    t1 = clock.now()
+    assert store.apply_job_changes([requeue_lost(first, t1, None)]) == [True]
+    clock.advance(3)
+    [second] = claim_all(store, clock, "p2")
+    assert (second.attempt, second.activated_at) == (2, t1)
+    assert store.get_job(job.id) == second
+
+
 def test_claim_takes_highest_priority_first_then_oldest_then_lowest_index(
     store: Store, clock: FakeClock
 ) -> None:

@@ -38,8 +38,8 @@ _LONG = (1, 10, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 
 
 DISPATCH_LATENCY = Histogram(
     "skypanda_dispatch_latency_seconds",
-    "From a job's activation to its dispatch to a pilot (first attempts of jobs without "
-    "parents), by queue.",
+    "From a job attempt's activation (at submission, by its parents' ends, a retry or a "
+    "requeue) to its dispatch to a pilot, by queue.",
     ["queue"],
     buckets=_SECONDS,
     registry=None,

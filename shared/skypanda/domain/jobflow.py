@@ -172,6 +172,7 @@ def claim(job: Job, pilot_id: str, now: float) -> JobChange:
             "log_uri": None,
             "ended_at": None,
             "max_rss_mb": None,
+            "activated_at": job.updated_at,  # its last change: when it was activated
         }
     )
     record = Attempt(

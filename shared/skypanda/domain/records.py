@@ -74,6 +74,9 @@ class Job(Strict):
     output_patterns: list[str] = Field(default_factory=list)  # TaskSpec.outputs
     outputs: list[OutputFile] = Field(default_factory=list)  # uploaded when it finished
     max_rss_mb: int | None = None  # the payload's peak memory, as its pilot reported it
+    # When its current attempt became ready to run: its last change before a pilot claimed it
+    # (its activation, or a later move while it waited); set by the claim, None before.
+    activated_at: float | None = None
 
 
 assert not Job.__pydantic_post_init__ and not Job.__private_attributes__

@@ -60,14 +60,14 @@ def job_changes(changes: Iterable[JobChange], now: float) -> None:
 
 
 def dispatched(jobs: Iterable[Job], now: float) -> None:
-    """Record the first attempts of jobs without parents just claimed by a pilot
-    (`job.dispatched`, with the wait since the job was made, which is when such a job is
-    activated). A job with parents, or a retry, keeps no time of its activation: it is not
-    measured."""
+    """Record the attempts just claimed by a pilot (`job.dispatched`, with the wait since the
+    attempt became ready to run: `Job.activated_at`, which the claim sets to the job's last
+    change before it: its activation, whether at submission, by its parents' ends, a retry or
+    a requeue, or a later move while it waited). Every attempt is measured, children and
+    retries included."""
     for job in jobs:
-        if job.attempt != 1 or job.parents:
-            continue
-        waited = round(max(0.0, now - job.created_at), 3)
+        ready = job.created_at if job.activated_at is None else job.activated_at
+        waited = round(max(0.0, now - ready), 3)
         tags = {"job": job.id, "task": job.task_id, "queue": job.queue, "owner": job.owner,
                 "pilot": job.pilot_id}  # fmt: skip
         _record(logging.INFO, "job %s dispatched %.3f s after it was activated", (job.id, waited),

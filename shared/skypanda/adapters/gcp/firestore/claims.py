@@ -150,19 +150,19 @@ class ClaimPart(FirestoreBase):
         the whole claim, and no locks are taken. That write is the whole claim: the attempt's
         record is the job's own fields until a change ends the attempt (`attempts`).
         """
-        sent = codec.sent_fields(pilot_id, now)
+        sent = [codec.sent_fields(pilot_id, now, fields(s).get("updated_at")) for s in picks]
         bulk = BulkWriteBatch(self._db)
-        for snap in picks:
+        for snap, doc in zip(picks, sent, strict=True):
             unchanged = self._db.write_option(last_update_time=snap.update_time)
-            bulk.update(snap.reference, sent, option=unchanged)
+            bulk.update(snap.reference, doc, option=unchanged)
         with self._backend("claim_jobs"):
             response = bulk.commit()
         won: list[Job] = []
-        for snap, status, result in zip(
-            picks, response.status, response.write_results, strict=True
+        for snap, doc, status, result in zip(
+            picks, sent, response.status, response.write_results, strict=True
         ):
             if status.code == 0:
-                job = codec.job_from(snap.id, {**fields(snap), **sent})
+                job = codec.job_from(snap.id, {**fields(snap), **doc})
                 self._remember(job.id, result.update_time, str(job.status), job.attempt)
                 won.append(job)
         return won, len(won) < len(picks)

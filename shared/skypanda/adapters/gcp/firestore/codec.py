@@ -173,6 +173,7 @@ def job_doc(job: Job, live_attempt: Attempt | None = None) -> Doc:
         "output_patterns": list(job.output_patterns),
         "outputs": [o.model_dump() for o in job.outputs],  # maps with fixed keys
         "max_rss_mb": job.max_rss_mb,
+        "activated_at": job.activated_at,
     }
 
 
@@ -212,13 +213,16 @@ def job_from(job_id: str, d: Mapping[str, Any]) -> Job:
         output_patterns=list(d.get("output_patterns") or []),
         outputs=[OutputFile.model_validate(o) for o in d.get("outputs") or []],
         max_rss_mb=d.get("max_rss_mb"),  # absent on jobs written before it
+        activated_at=_float(d.get("activated_at")),  # absent on jobs written before it
     )
 
 
-def sent_fields(pilot_id: str, now: float) -> Doc:
-    """What a claim writes on a job: sent to the pilot now, results of any earlier attempt reset."""
+def sent_fields(pilot_id: str, now: float, activated_at: Any) -> Doc:
+    """What a claim writes on a job: sent to the pilot now, results of any earlier attempt
+    reset, and `activated_at`: the job's `updated_at` as the claim read it (its last change)."""
     return {
         "status": str(JobStatus.SENT), "pilot_id": pilot_id, "updated_at": now,
+        "activated_at": activated_at,
         "started_at": now, "exit_code": None, "error_code": None, "error_diag": "",
         "log_uri": None, "ended_at": None, "live_attempt": None, "max_rss_mb": None,
     }  # fmt: skip

@@ -36,7 +36,7 @@ JOB_COLUMNS = (
     "id, task_id, idx, status, attempt, failures, max_attempts, queue, priority, memory_mb, "
     "cores, walltime_s, command, inputs, env, parents, pilot_id, kill_requested, exit_code, "
     "error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at, flags, "
-    "stage_in, output_patterns, outputs, owner, max_rss_mb"
+    "stage_in, output_patterns, outputs, owner, max_rss_mb, activated_at"
 )
 JOB_PLACEHOLDERS = ", ".join("?" * len(JOB_COLUMNS.split(", ")))
 UPSERT_ATTEMPT = (
@@ -78,6 +78,7 @@ _ADDED_COLUMNS = (
     ("jobs", "max_rss_mb", "INTEGER"),
     ("attempts", "max_rss_mb", "INTEGER"),
     ("webhooks", "subject", "TEXT"),
+    ("jobs", "activated_at", "REAL"),
 )
 
 
@@ -387,7 +388,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.pilot_id, int(job.kill_requested), job.exit_code, job.error_code, job.error_diag,
         job.log_uri, job.created_at, job.updated_at, job.started_at, job.ended_at,
         _dump(job.flags), int(job.stage_in), _dump(job.output_patterns),
-        _dump([jsonable(o) for o in job.outputs]), job.owner, job.max_rss_mb,
+        _dump([jsonable(o) for o in job.outputs]), job.owner, job.max_rss_mb, job.activated_at,
     )  # fmt: skip
 
 
@@ -410,7 +411,7 @@ def job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         id_, task_id, idx, status, attempt, failures, max_attempts, queue, priority, memory_mb,
         cores, walltime_s, command, inputs, env, parents, pilot_id, kill_requested, exit_code,
         error_code, error_diag, log_uri, created_at, updated_at, started_at, ended_at, flags,
-        stage_in, output_patterns, outputs, owner, max_rss_mb,
+        stage_in, output_patterns, outputs, owner, max_rss_mb, activated_at,
     ) = row  # fmt: skip
     outs = _list(outputs)
     return _construct(
@@ -444,6 +445,7 @@ def job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         output_patterns=_list(output_patterns),
         outputs=[OutputFile.model_validate(o) for o in outs] if outs else outs,
         max_rss_mb=max_rss_mb,
+        activated_at=activated_at,
     )
 
 

@@ -136,7 +136,10 @@ class SqliteJobs(SqliteDb):
         mine, args = ("AND owner = ? ", [owner]) if owner is not None else ("", [])
         with self._tx() as db:
             rows = db.execute(
-                f"UPDATE jobs SET status = ?, pilot_id = ?, updated_at = ?, started_at = ?, "
+                # (`activated_at = updated_at`: the job's last change before this one, as
+                # every expression of a SET reads the row as it was)
+                f"UPDATE jobs SET status = ?, pilot_id = ?, activated_at = updated_at, "
+                f"updated_at = ?, started_at = ?, "
                 f"exit_code = NULL, error_code = NULL, error_diag = '', log_uri = NULL, "
                 f"ended_at = NULL, max_rss_mb = NULL WHERE id IN (SELECT id FROM jobs "
                 f"WHERE queue = ? AND {ACTIVATED_SQL} {mine}AND memory_mb <= ? AND cores <= ? "

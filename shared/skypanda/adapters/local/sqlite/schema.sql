@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     output_patterns TEXT NOT NULL DEFAULT '[]',
     outputs TEXT NOT NULL DEFAULT '[]',    -- JSON list of OutputFile, set when it finished
     owner TEXT NOT NULL DEFAULT 'local',   -- the task's owner (fair share)
-    max_rss_mb INTEGER                     -- the payload's peak memory, as its pilot reported
+    max_rss_mb INTEGER,                    -- the payload's peak memory, as its pilot reported
+    activated_at REAL                      -- its last change before its claim (set by it)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_task ON jobs (task_id, idx);
 -- A task's jobs by state, in index order, with their times: counts by state, the monitor's
