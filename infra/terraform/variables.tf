@@ -177,7 +177,7 @@ variable "secret_values" {
 }
 
 variable "extra_env" {
-  description = "More environment variables for every function (SKYPANDA_OIDC_ISSUER, SKYPANDA_GOOGLE_AUDIENCES, SKYPANDA_LAUNCH_TTL_S, ...). Not for secrets."
+  description = "More environment variables for every function (SKYPANDA_OIDC_ISSUER, SKYPANDA_GOOGLE_AUDIENCES, SKYPANDA_LAUNCH_TTL_S, SKYPANDA_MAX_ACTIVE_TASKS, SKYPANDA_MAX_ACTIVE_JOBS, ...). Not for secrets."
   type        = map(string)
   default     = {}
 }

@@ -12,7 +12,9 @@ from skypanda.domain.models import (
     JobSpec,
     Resources,
 )
+from skypanda.domain.quota import Usage
 from skypanda.domain.states import (
+    TASK_FINAL,
     JobStatus,
     TaskStatus,
 )
@@ -109,6 +111,25 @@ def test_list_tasks_is_most_recent_first(store: Store, clock: FakeClock) -> None
     # Then the newest comes first, and the limit is respected
     assert [t.id for t in store.list_tasks()] == ["c", "b", "a"]
     assert [t.id for t in store.list_tasks(limit=2)] == ["c", "b"]
+
+
+def test_owner_usage_counts_the_owner_s_unended_tasks_and_their_jobs(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given alice's tasks in every state (each of 10 jobs but one of 7), and bob's task
+    for i, status in enumerate(TaskStatus):
+        store.add_task(make_task(clock, 10, task_id=f"a{i}", status=status, owner="alice"), [])
+    store.add_task(make_task(clock, 7, task_id="a-small", owner="alice"), [])
+    store.add_task(make_task(clock, 1000, task_id="b1", owner="bob"), [])
+    # Then alice's usage is her tasks not ended, and their jobs (bob's are his own)
+    unended = [s for s in TaskStatus if s not in TASK_FINAL]
+    assert len(unended) == 5  # pending, registered, ready, running, paused
+    assert store.owner_usage("alice") == Usage(tasks=6, jobs=10 * 5 + 7)
+    assert store.owner_usage("bob") == Usage(tasks=1, jobs=1000)
+    assert store.owner_usage("carol") == Usage(tasks=0, jobs=0)
+    # And a task that ends leaves it
+    assert store.set_task_status("a-small", [TaskStatus.REGISTERED], TaskStatus.FAILED)
+    assert store.owner_usage("alice") == Usage(tasks=5, jobs=50)
 
 
 def test_tasks_and_jobs_survive_a_restart(

@@ -20,7 +20,9 @@ from skypanda.domain.errors import Forbidden, InvalidInput, SkypandaError, Unaut
 from skypanda.domain.events import EventType
 from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
+from skypanda.domain.quota import Quota
 from skypanda.handlers import intake
+from skypanda.handlers.pipeline import MAX_TRIES
 from skypanda.handlers.services import Services
 from skypanda.runtime import cloudfn
 from skypanda.runtime.intake import decode_submission, encode_submission, public_attributes
@@ -160,3 +162,22 @@ def test_a_bad_credential_is_rejected_without_an_owner(svc: tuple[Services, Sink
     assert event_id == "m4" and "credential refused" in reason and attributes == {"key": "k-1"}
     assert sink.rejected == [("k-1", reason, "")]
     assert services.tasks.list_tasks() == []
+
+
+def test_a_submission_over_its_owner_s_quota_waits_then_is_rejected_naming_the_limit(
+    svc: tuple[Services, Sink],
+) -> None:
+    services, sink = svc
+    # Given a deployment where an owner may have one unended task, and alice's task under way
+    services.quota = Quota(max_tasks=1, max_jobs=None)
+    assert _deliver(_message(DATA, _attrs("k-1"), "m1")) == 200
+    # When another of hers arrives: it is not acknowledged (Pub/Sub delivers it again later,
+    # when her task may have ended), and nothing is stored or refused yet
+    assert _deliver(_message(DATA, _attrs("k-2"), "m2")) == 500
+    assert len(services.tasks.list_tasks()) == 1 and sink.dead == [] and sink.rejected == []
+    # And at its last delivery it is dead-lettered, and she is told why
+    assert _deliver(_message(DATA, _attrs("k-2"), "m2", attempt=MAX_TRIES)) == 200
+    ((key, reason, owner),) = sink.rejected
+    assert (key, owner) == ("k-2", "alice")
+    assert "alice may have at most 1 unended tasks: 1 are under way" in reason
+    assert len(services.tasks.list_tasks()) == 1

@@ -8,6 +8,8 @@
     ├── Conflict                  a compare-and-set lost: the state was not what the writer expected
     │   └── IllegalTransition     a state machine refused a transition (HTTP 409)
     ├── BackendUnavailable        a store, bus or blob backend failed (retryable; HTTP 503)
+    ├── QuotaExceeded             an owner's unended tasks or jobs would pass their limit
+    │                             (retryable once some end; HTTP 429)
     └── pilot.zipapp.PilotNotPortable   the pilot imports a non-standard library (no zipapp)
 
 Every error carries a message that names the problem; callers `raise ... from e`.
@@ -99,3 +101,11 @@ class BackendUnavailable(SkypandaError):
 
     retryable = True
     http_status = 503
+
+
+class QuotaExceeded(SkypandaError):
+    """A submission would take its owner past the tasks or jobs they may have unended at once
+    (`domain.quota`); nothing was stored. Trying again once some of them ended may work."""
+
+    retryable = True
+    http_status = 429

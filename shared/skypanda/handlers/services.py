@@ -11,6 +11,7 @@ from typing import Any
 from cachetools import LRUCache, TTLCache
 
 from skypanda.domain.models import Task
+from skypanda.domain.quota import Quota
 from skypanda.domain.states import TaskStatus
 from skypanda.domain.workflow import CompiledWorkflow
 from skypanda.ports import (
@@ -83,6 +84,9 @@ class Services:
     clock: Clock
     launcher: Launcher | None = None
     settings: dict[str, object] = field(default_factory=dict)
+    # How much one owner may have unended at once (`domain.quota`; a runtime sets it from
+    # SKYPANDA_MAX_ACTIVE_TASKS / _JOBS).
+    quota: Quota = field(default_factory=Quota)
     # Where notifications go (a topic, webhooks); None: nowhere (deliveries wait, pending).
     notifier: Notifier | None = None
     # Wakes pilots' long-poll acquires when jobs are activated (in the server's process);

@@ -16,6 +16,16 @@ from skypanda.handlers.services import Services, new_id
 MAX_JOBS_PER_TASK = 1_000_000
 
 
+def check_quota(svc: Services, owner: str, tasks: int, jobs: int) -> None:
+    """Whether `owner` may add `tasks` tasks of `jobs` jobs now (`domain.quota`).
+
+    Raises:
+        QuotaExceeded: a limit of the deployment would be passed (named in the message).
+    """
+    if svc.quota.limited:
+        svc.quota.check(owner, svc.tasks.owner_usage(owner), tasks, jobs)
+
+
 def check_size(spec: TaskSpec) -> int:
     """Check a task's command and size (jobs, stored bytes) before anything is stored; return
     its job count.
@@ -87,14 +97,18 @@ def submit(svc: Services, spec: TaskSpec, owner: str, *, task_id: str | None = N
     Raises:
         InvalidInput: bad placeholders, too many jobs, unknown queue, an unknown trigger, no
             queue fits a chained task.
+        QuotaExceeded: the owner has as many unended tasks or jobs as they may.
     """
+    n = check_size(spec)
+    check_quota(svc, owner, 1, n)
     try:
         spec = queues.place(svc, spec)
     except queues.NoQueueFits as e:
         if spec.start_after is not None:
             raise  # a chained task is placed now: nothing brokers it again once started
-        return observe.task_submitted(_pending(svc, spec, owner, e.message, task_id or new_id("t")))
-    n = check_task(svc, spec, brokered=True)
+        pending = _pending(svc, spec, owner, e.message, task_id or new_id("t"), n)
+        return observe.task_submitted(pending)
+    check_task(svc, spec, count=False, brokered=True)
     if spec.start_after is not None:
         chain.check_trigger(svc, spec.start_after)
     now = svc.clock.now()
@@ -122,10 +136,9 @@ def _held(svc: Services, task: Task, after: StartAfter) -> Task:
     return svc.tasks.get_task(task.id, counts=False)
 
 
-def _pending(svc: Services, spec: TaskSpec, owner: str, why: str, task_id: str) -> Task:
-    """A valid task no queue fits yet: stored pending, unsplit, with the reason; brokered
-    again when queues are applied (`queues.rebroker`)."""
-    n = check_size(spec)
+def _pending(svc: Services, spec: TaskSpec, owner: str, why: str, task_id: str, n: int) -> Task:
+    """A valid task (of `n` jobs) no queue fits yet: stored pending, unsplit, with the reason;
+    brokered again when queues are applied (`queues.rebroker`)."""
     now = svc.clock.now()
     task = Task(
         id=task_id, spec=spec, owner=owner, status=TaskStatus.PENDING,

@@ -49,7 +49,7 @@ from skypanda.handlers import chain, known
 from skypanda.handlers.ends import task_moved, workflow_moved
 from skypanda.handlers.rollup import roll_up_task, roll_up_task_fresh
 from skypanda.handlers.services import Services, new_id
-from skypanda.handlers.submit import check_task
+from skypanda.handlers.submit import check_quota, check_task
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ def submit_workflow(
         InvalidInput: what `compile_workflow` finds, a missing or bad graph, unknown queues,
             a job-level mapping that leaves a job without parents, an unknown `start_after`
             trigger (a workflow with one is stored held: `handlers.chain`).
+        QuotaExceeded: its tasks or jobs would take the owner past what they may have
+            unended (every task the workflow declares is counted, with its jobs).
     """
     cw = compile_workflow(spec)
     chunks: list[bytes] = []
@@ -125,6 +127,7 @@ def submit_workflow(
             counts[t.name] = count_jobs(t)
             sizes.append(check_task_budget(t, counts[t.name]))
     check_workflow_budget(spec.name, sizes)
+    check_quota(svc, owner, len(spec.tasks), sum(counts.values()))
     by_name = {t.name: t for t in spec.tasks}
     indexes: KeyIndexes = {}
     for t in spec.tasks:

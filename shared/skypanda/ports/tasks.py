@@ -10,6 +10,7 @@ from typing import Protocol
 
 from skypanda.domain.events import Event
 from skypanda.domain.models import Job, Task, TaskSpec
+from skypanda.domain.quota import Usage
 from skypanda.domain.states import JobStatus, TaskStatus
 
 
@@ -25,6 +26,10 @@ class TaskStore(Protocol):
 
     def list_tasks(self, *, limit: int = 100) -> list[Task]:
         """Most recent first."""
+
+    def owner_usage(self, owner: str) -> Usage:
+        """The owner's tasks not in a final state, and their jobs (the sum of their `n_jobs`):
+        one aggregation over the (owner, status) index (`domain.quota`)."""
 
     def set_task_status(
         self,

@@ -31,6 +31,7 @@ from skypanda.adapters.oidc import oidc_from_env
 from skypanda.adapters.pilot_credentials import PilotCredentials, WithPilotCredentials
 from skypanda.api.server import ApiServer
 from skypanda.domain.events import EventType
+from skypanda.domain.quota import Quota
 from skypanda.domain.watch import SourceKind
 from skypanda.handlers.services import Services
 from skypanda.runtime import cloudfn, emulators, entrypoints
@@ -115,6 +116,7 @@ class EmulatedCloud:
         self.storage = client_from_env(self.project)
         blobs = GcsBlobs(self.storage, BUCKET, create=True)
         svc = Services(store=self.store, bus=self.bus, blobs=blobs, clock=clock)
+        svc.quota = Quota.from_env(os.environ)  # as the functions read it (runtime.gcp)
         # Pilots' long-polls wait on Firestore listeners, as in a dispatch instance; at most
         # LONG_POLLS of the gateway's GATEWAY_THREADS at once.
         self.doorbell = cloud_doorbell(self.firestore, self.store.collection("jobs"), LONG_POLLS)

@@ -41,6 +41,7 @@ from skypanda.adapters.pilot_credentials import (
 from skypanda.domain.errors import InvalidInput
 from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
+from skypanda.domain.quota import Quota
 from skypanda.handlers.services import Services
 from skypanda.ports import Identity, Launcher
 from skypanda.runtime.deployment import FUNCTIONS
@@ -174,6 +175,7 @@ def services_from_env() -> tuple[Services, Identity]:
     bus = PubSubBus(publisher, project, prefix=f"{prefix}skypanda")
     blobs = GcsBlobs(client_from_env(project), _need("SKYPANDA_BUCKET"))
     svc = Services(store=store, bus=bus, blobs=blobs, clock=SystemClock())
+    svc.quota = Quota.from_env(os.environ)
     svc.doorbell = cloud_doorbell(client, store.collection("jobs"))
     svc.notifier = PubSubNotifier(publisher, project, prefix=f"{prefix}skypanda")
     # Eventarc and Pub/Sub may lose a delivery: the sweep sends again what is not handled.

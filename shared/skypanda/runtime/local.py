@@ -31,6 +31,7 @@ from skypanda.domain.errors import InvalidInput, NotFound
 from skypanda.domain.events import EventType
 from skypanda.domain.identity import Role
 from skypanda.domain.models import Queue
+from skypanda.domain.quota import Quota
 from skypanda.domain.watch import SourceKind
 from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
@@ -152,11 +153,13 @@ class LocalSystem:
         self.pilot_credentials = PilotCredentials(pilot_key)
         self.identity = WithPilotCredentials(self.users, self.pilot_credentials, oidc_from_env())
         clock = SystemClock()
+        quota = Quota.from_env(os.environ)  # (a bad value stops here, before the store opens)
         self.store = SqliteStore(home / "skypanda.db", clock=clock.now)
         self.blobs = FileBlobs(home / "blobs")
         self.svc = Services(
-            store=self.store, bus=OutboxBus(self.store), blobs=self.blobs, clock=clock
-        )
+            store=self.store, bus=OutboxBus(self.store), blobs=self.blobs, clock=clock,
+            quota=quota,
+        )  # fmt: skip
         self.svc.notifier = WebhookNotifier()  # webhooks only: no topic here
         self.router = Router(Pipeline(self.svc), self.store)
         self.store.on_events = self.router.nudge

@@ -54,13 +54,19 @@ def count(query: Any) -> int:
     return int(result[0][0].value)
 
 
-def count_cores(query: Any) -> Work:
-    """One aggregation over the jobs of `query`: how many, and the cores they ask for (a sum
-    over the index entries: the query's index must hold `cores`). Billed like a count alone,
-    one read per 1000 entries (the meter tells the sum from the count by its alias)."""
-    result = query.count(alias="jobs").sum("cores", alias="cores").get()
+def count_sum(query: Any, field: str) -> tuple[int, int]:
+    """One aggregation over `query`: how many documents, and the sum of their `field` (over
+    the index entries: the query's index must hold `field`). Billed like a count alone, one
+    read per 1000 entries (the meter tells the sum from the count by its alias)."""
+    result = query.count(alias="n").sum(field, alias="total").get()
     values = {a.alias: a.value for a in result[0]}
-    return Work(jobs=int(values["jobs"]), cores=round(values["cores"]))
+    return int(values["n"]), round(values["total"])
+
+
+def count_cores(query: Any) -> Work:
+    """One aggregation over the jobs of `query`: how many, and the cores they ask for."""
+    jobs, cores = count_sum(query, "cores")
+    return Work(jobs=jobs, cores=cores)
 
 
 class FirestoreBase:

@@ -22,9 +22,11 @@ from skypanda.adapters.local.sqlite.db import (
 from skypanda.domain.errors import NotFound
 from skypanda.domain.events import Event
 from skypanda.domain.models import Job, Task, TaskSpec
-from skypanda.domain.states import JOB_FINAL, JobStatus, TaskStatus, advance
+from skypanda.domain.quota import Usage
+from skypanda.domain.states import JOB_FINAL, TASK_FINAL, JobStatus, TaskStatus, advance
 
 _INSERT_CHUNK = 4096
+_UNENDED = sorted(str(s) for s in TaskStatus if s not in TASK_FINAL)
 JOB_ROWS = 512
 """Jobs per INSERT statement (33 values each, well under SQLite's bound values). One statement
 per row would cost far more: the triggers on `jobs` make every statement keep a statement
@@ -61,6 +63,14 @@ class SqliteTasks(SqliteDb):
     def list_tasks(self, *, limit: int = 100) -> list[Task]:
         rows = self._read("SELECT * FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,))
         return [task_from_row(r, {}) for r in rows]
+
+    def owner_usage(self, owner: str) -> Usage:
+        (tasks, jobs), *_ = self._read(
+            f"SELECT count(*), total(n_jobs) FROM tasks WHERE owner = ? "
+            f"AND status IN ({marks(_UNENDED)})",
+            (owner, *_UNENDED),
+        )
+        return Usage(tasks=int(tasks), jobs=int(jobs))
 
     def set_task_status(
         self,
