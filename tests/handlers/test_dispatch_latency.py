@@ -6,12 +6,11 @@ it is claimed (a pull acquire, the acquire of a report, a push pilot's own job).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from skypanda.domain.models import Job, JobReport, Queue, Resources
+from skypanda.domain.models import Job, JobReport, Resources
 from skypanda.domain.states import JobStatus
 from skypanda.domain.workflow import WorkflowSpec
 from skypanda.handlers import dispatch, workflow
@@ -20,18 +19,7 @@ from skypanda.handlers.services import Services
 from skypanda.runtime.router import Router
 from skypanda.wire import logs
 from skypanda.wire.logs import LogEvent
-from tests.support import FakeClock, sqlite_services
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def svc(tmp_path: Path, clock: FakeClock) -> Iterator[Services]:
-    with sqlite_services(tmp_path, clock, Queue(name="local")) as services:
-        yield services
+from tests.support import FakeClock
 
 
 @pytest.fixture
