@@ -12,9 +12,14 @@ import pytest
 
 from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.api.app import create_app
+from skypanda.domain.events import TaskRef
 from skypanda.domain.identity import Role
 from skypanda.domain.quota import Quota, Usage
+from skypanda.domain.states import TaskStatus
+from skypanda.handlers import split
+from skypanda.handlers.pipeline import Pipeline
 from skypanda.handlers.services import Services
+from skypanda.runtime.router import Router
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ def test_a_task_past_the_owner_s_jobs_limit_is_refused_with_429(
     body = refused.get_json()
     assert body["error"] == "QuotaExceeded"
     assert (
-        "alice may have at most 10 unended jobs: 6 are under way and this submission adds 5"
+        "alice may have at most 10 unended jobs: 6 are under way and this would add 5"
         in (body["message"])
     )
     # And nothing was stored; 4 more fit
@@ -70,7 +75,7 @@ def test_a_workflow_counts_every_task_it_declares(
     refused = client.post("/v1/workflows", json=_workflow(1, 1), headers=_as("alice", tokens))
     assert refused.status_code == 429
     assert (
-        "at most 2 unended tasks: 1 are under way and this submission adds 2"
+        "at most 2 unended tasks: 1 are under way and this would add 2"
         in (refused.get_json()["message"])
     )
     listed = client.get("/v1/workflows", headers=_as("alice", tokens)).get_json()
@@ -93,3 +98,52 @@ def test_once_the_owner_s_work_ends_they_may_submit_again(
     assert killed.status_code == 200, killed.get_json()
     # Then her next submission is taken
     assert client.post("/v1/tasks", json=_task(1), headers=_as("alice", tokens)).status_code == 201
+
+
+def test_a_retry_counts_the_task_again(svc: Services, world: tuple[Any, dict[str, str]]) -> None:
+    client, tokens = world
+    alice = _as("alice", tokens)
+
+    def submit() -> str:
+        reply = client.post("/v1/tasks", json=_task(1), headers=alice)
+        assert reply.status_code == 201, reply.get_json()
+        task_id = str(reply.get_json()["id"])
+        split.handle(svc, TaskRef(task_id=task_id))  # what the task.registered event does
+        return task_id
+
+    def kill(task_id: str) -> None:
+        assert client.post(f"/v1/tasks/{task_id}/kill", json={}, headers=alice).status_code == 200
+
+    # Given alice's killed task (ended: it frees its share) and two tasks under way (limit 2)
+    first = submit()
+    kill(first)
+    second, _ = submit(), submit()
+    # When she retries the killed one: refused (it would be a third), and it stays killed
+    refused = client.post(f"/v1/tasks/{first}/retry", json={}, headers=alice)
+    assert refused.status_code == 429
+    assert "at most 2 unended tasks: 2 are under way" in refused.get_json()["message"]
+    assert svc.tasks.get_task(first).status is TaskStatus.ABORTED
+    # And once one of the others ended, the retry is taken
+    kill(second)
+    retried = client.post(f"/v1/tasks/{first}/retry", json={}, headers=alice)
+    assert retried.status_code == 200, retried.get_json()
+    assert svc.tasks.owner_usage("alice") == Usage(tasks=2, jobs=2)
+
+
+def test_a_workflow_s_retry_counts_the_tasks_it_runs_again(
+    svc: Services, world: tuple[Any, dict[str, str]]
+) -> None:
+    client, tokens = world
+    alice = _as("alice", tokens)
+    # Given alice's killed workflow of two tasks, and a task of hers under way (limit 2)
+    made = client.post("/v1/workflows", json=_workflow(1, 1), headers=alice)
+    assert made.status_code == 201, made.get_json()
+    wf = made.get_json()["id"]
+    Router(Pipeline(svc), svc.store).drain()  # it starts: its tasks split
+    assert client.post(f"/v1/workflows/{wf}/kill", json={}, headers=alice).status_code == 200
+    Router(Pipeline(svc), svc.store).drain()
+    assert client.post("/v1/tasks", json=_task(1), headers=alice).status_code == 201
+    # When she retries the workflow: its two tasks would make three: refused
+    refused = client.post(f"/v1/workflows/{wf}/retry", json={}, headers=alice)
+    assert refused.status_code == 429, refused.get_json()
+    assert "this would add 2" in refused.get_json()["message"]

@@ -27,8 +27,9 @@ def test_a_submission_past_the_jobs_limit_is_refused_naming_what_and_how_much() 
         Quota(max_tasks=10, max_jobs=100).check("alice", Usage(tasks=2, jobs=60), 1, 41)
     e = refused.value
     assert e.http_status == 429 and e.retryable
-    assert "alice may have at most 100 unended jobs: 60 are under way and this submission " \
-        "adds 41" in e.message  # fmt: skip
+    assert "alice may have at most 100 unended jobs: 60 are under way and this would add 41" in (
+        e.message
+    )
     assert e.context == {"owner": "alice", "limit": 100, "unended": 60, "adding": 41, "of": "jobs"}
 
 

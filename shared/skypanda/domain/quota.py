@@ -51,7 +51,7 @@ class Quota:
 
         Raises:
             QuotaExceeded: a limit would be passed (the message names it, what the owner has,
-                and what the submission adds).
+                and what the submission or retry adds).
         """
         for what, limit, has, adds in (
             ("tasks", self.max_tasks, usage.tasks, tasks),
@@ -60,7 +60,7 @@ class Quota:
             if limit is not None and has + adds > limit:
                 raise QuotaExceeded(
                     f"{owner} may have at most {limit:,} unended {what}: {has:,} are under "
-                    f"way and this submission adds {adds:,}. Submit again once some have "
+                    f"way and this would add {adds:,}. Submit again once some have "
                     f"ended (or kill what is no longer needed).",
                     owner=owner, limit=limit, unended=has, adding=adds, of=what,
                 )  # fmt: skip

@@ -29,6 +29,7 @@ from skypanda.handlers import bulk, known, workflow
 from skypanda.handlers.ends import task_moved
 from skypanda.handlers.rollup import forget, roll_up_task
 from skypanda.handlers.services import Services
+from skypanda.handlers.submit import check_quota
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +204,14 @@ def retry(svc: Services, task_id: str, owner: str | None = None, *, admin: bool 
     Raises:
         NotFound, Forbidden; Conflict: the task has not failed nor been killed, has no jobs,
             belongs to a workflow (retry the workflow), or still has jobs being killed.
+        QuotaExceeded: the task, under way again, would take its owner past their limits.
     """
     task = _owned(svc, task_id, owner, "retry", admin)
     if task.workflow_id is not None:
         raise Conflict(f"task {task_id} belongs to workflow {task.workflow_id}: retry that")
     if task.status not in TASK_RETRYABLE or not task.n_jobs:
         raise Conflict(f"cannot retry task {task_id}: {state_advice(task)}")
+    check_quota(svc, task.owner, 1, task.n_jobs)  # an ended task counts again once retried
     if not stopped_jobs(svc, task):
         raise Conflict(f"cannot retry task {task_id}: {state_advice(task, made=False)}")
     forget(svc, task_id)

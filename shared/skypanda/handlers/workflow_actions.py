@@ -7,6 +7,7 @@ import logging
 from skypanda.domain.errors import Conflict, Forbidden, IllegalTransition, NotFound
 from skypanda.domain.states import (
     TASK_FINAL,
+    TASK_OK,
     TASK_RETRYABLE,
     WORKFLOW_RETRYABLE,
     TaskStatus,
@@ -17,6 +18,7 @@ from skypanda.handlers import known, task_actions, workflow
 from skypanda.handlers.ends import task_moved, workflow_moved
 from skypanda.handlers.rollup import forget
 from skypanda.handlers.services import Services
+from skypanda.handlers.submit import check_quota
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,15 @@ def retry(svc: Services, workflow_id: str, owner: str | None = None, *, admin: b
         NotFound: no such workflow. Forbidden: someone else's, and `owner` is no admin.
         Conflict: the workflow has not failed nor been killed (nothing to retry), or jobs of
             it are still being killed.
+        QuotaExceeded: its tasks under way again would take its owner past their limits.
     """
     wf = _owned(svc, workflow_id, owner, "retry", admin)
     if wf.status not in WORKFLOW_RETRYABLE:
         raise Conflict(f"cannot retry workflow {workflow_id}: {_advice(wf)}")
     cw = known.compiled(svc, workflow_id)
     latest = workflow.latest(svc.workflows.workflow_tasks(workflow_id))
+    again = [t for t in latest.values() if t.status in TASK_FINAL and t.status not in TASK_OK]
+    check_quota(svc, wf.owner, len(again), sum(t.n_jobs for t in again))  # they count again
     made = {  # which killed tasks have jobs (none still held by a pilot)
         t.id: bool(task_actions.stopped_jobs(svc, t))
         for t in latest.values()
