@@ -18,6 +18,8 @@ CREATE INDEX IF NOT EXISTS tasks_recent ON tasks (created_at DESC);
 CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks (owner, created_at);
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, created_at);
 CREATE INDEX IF NOT EXISTS tasks_by_owner_status ON tasks (owner, status, created_at);
+-- An owner's unended tasks and their jobs (domain.quota), read from the index alone.
+CREATE INDEX IF NOT EXISTS tasks_usage ON tasks (owner, status, n_jobs);
 CREATE INDEX IF NOT EXISTS tasks_by_workflow ON tasks (workflow_id, created_at)
     WHERE workflow_id IS NOT NULL;
 -- Tasks held by a start_after (domain.chain), by the id of the task or workflow they wait for;
