@@ -18,6 +18,7 @@ from uuid import uuid4
 
 import pytest
 from google.api_core import exceptions as gexc
+from google.cloud import firestore
 
 from skypanda.adapters.gcp.firestore import FirestoreStore, codec, plans
 from skypanda.adapters.gcp.firestore import watches as watch_docs
@@ -28,6 +29,7 @@ from skypanda.domain import events as ev
 from skypanda.domain.audit import AuditEntry, Outcome, audit_id
 from skypanda.domain.bulk import Action, JobBulk
 from skypanda.domain.bulk import plan as plan_action
+from skypanda.domain.dag import ParentsState
 from skypanda.domain.errors import BackendUnavailable
 from skypanda.domain.jobflow import JobChange, apply_report, requeue_lost
 from skypanda.domain.models import Attempt, Job, JobReport, Pilot, Queue
@@ -40,6 +42,7 @@ from skypanda.handlers.services import Services
 from skypanda.runtime.emulators import Emulator
 
 from .conftest import FakeClock, FirestoreBackend, add_split_task, fits_all, make_jobs, make_task
+from .helpers import add_jobs_with_parents, end_jobs
 
 INDEXES = Path(__file__).resolve().parents[2] / "infra" / "firestore.indexes.json"
 
@@ -366,6 +369,39 @@ def test_a_claim_writes_only_the_jobs_it_takes(
             job_id=job.id, attempt=1, pilot_id="p1", status=JobStatus.SENT, started_at=clock.now()
         )
         assert store.attempts(job.id) == [sent]
+
+
+def test_a_child_of_one_parent_is_released_without_querying_its_edges(
+    store: FirestoreStore, clock: FakeClock, meter: FirestoreMeter
+) -> None:
+    # Given a parent with two children: one has no other parent, the other has two
+    [parent, other] = add_jobs_with_parents(store, clock, "tp", [[], []])
+    only, both = add_jobs_with_parents(store, clock, "tc", [[parent.id], [parent.id, other.id]])
+    end_jobs(store, clock, [parent])
+    # When the parent's children are released
+    meter.reset()
+    released = store.release_children([parent.id])
+    # Then the child of one parent is summed up from the parent's edge; the other waits for
+    # its second parent, found by its two queries: 2 reads (the two edges) + 1 (the parent) +
+    # 2 (the queries), where it was 2 more (the first child's queries)
+    assert released == {only.id: ParentsState(pending=False), both.id: ParentsState(pending=True)}
+    assert meter.snapshot() == {"reads": 5, "writes": 3, "deletes": 0}
+
+
+def test_an_edge_written_before_only_was_recorded_is_released_by_queries(
+    store: FirestoreStore, clock: FakeClock
+) -> None:
+    # Given a child of one parent whose edge has no `only` (written by an earlier version)
+    [parent] = add_jobs_with_parents(store, clock, "tp", [[]], max_attempts=1)
+    [child] = add_jobs_with_parents(store, clock, "tc", [[parent.id]])
+    edge = store._edges.document(codec.edge_id(parent.id, child.id))
+    edge.update({"only": firestore.DELETE_FIELD})
+    assert "only" not in (edge.get().to_dict() or {})
+    # When its parent fails and is released, Then the child is told, as before
+    end_jobs(store, clock, [parent], JobStatus.FAILED)
+    assert store.release_children([parent.id]) == {
+        child.id: ParentsState(pending=False, failed_parents=(parent.id,))
+    }
 
 
 def test_a_heartbeat_and_a_chunk_of_output_cost_what_the_cost_bench_counts(

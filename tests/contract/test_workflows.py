@@ -287,6 +287,29 @@ def test_release_children_names_up_to_three_parents_that_did_not_finish(
     assert set(state.failed_parents) <= set(ids(parents[1:]))
 
 
+def test_a_child_of_one_parent_is_told_whether_that_parent_ended_badly(
+    store: Store, clock: FakeClock
+) -> None:
+    # Given three parents of one attempt, and a child of each (one parent each: on Firestore
+    # summed up from the parent's own edge, with no query of the child's edges)
+    ok, bad, gone = add_jobs_with_parents(store, clock, "tp", [[], [], []], max_attempts=1)
+    children = add_jobs_with_parents(store, clock, "tc", [[ok.id], [bad.id], [gone.id]])
+    # When the first finishes, the second fails and the third is cancelled, and all released
+    claimed = {j.id: j for j in store.claim_jobs("q", "p1", 2, fits_all(), clock.now())}
+    ends = {ok.id: JobStatus.FINISHED, bad.id: JobStatus.FAILED}
+    assert all(store.apply_job_changes([flagged(claimed[i], s, clock) for i, s in ends.items()]))
+    kill(store, "tp", "user", now=clock.now())
+    released = store.release_children([ok.id, bad.id, gone.id])
+    # Then no child waits; the second and third are told of their parent, the first of none
+    assert released == {
+        children[0].id: ParentsState(pending=False),
+        children[1].id: ParentsState(pending=False, failed_parents=(bad.id,)),
+        children[2].id: ParentsState(pending=False, failed_parents=(gone.id,)),
+    }
+    # And again (a redelivered event), the same
+    assert store.release_children([gone.id, bad.id, ok.id]) == released
+
+
 def test_a_cancelled_parent_counts_as_failed_and_a_pending_one_is_still_told(
     store: Store, clock: FakeClock
 ) -> None:

@@ -282,14 +282,18 @@ def audit_from(doc: Doc) -> AuditEntry:
     return AuditEntry.model_validate({k: v for k, v in doc.items() if k != "expire_at"})
 
 
-def edge_doc(parent: str, child: str, parent_status: JobStatus | str | None) -> Doc:
+def edge_doc(
+    parent: str, child: str, parent_status: JobStatus | str | None, only: bool = False
+) -> Doc:
     """An edge. `parent_status` is None while the parent has not ended (a status that is not
-    final is recorded as None too), then the parent's final status."""
+    final is recorded as None too), then the parent's final status. `only`: the child has no
+    other parent (its release need not look at its other edges: there are none)."""
     status = None if parent_status is None else str(parent_status)
     return {
         "parent": parent,
         "child": child,
         "parent_status": status if status in FINAL else None,
+        "only": only,
     }
 
 
@@ -298,8 +302,9 @@ def job_edges(
 ) -> Iterator[tuple[str, Doc]]:
     """(id, document) of the edges from each of a job's parents to it, ended as
     `parent_status` says (a parent it does not name, or not as final: pending)."""
-    for p in dict.fromkeys(parents):
-        yield edge_id(p, job_id), edge_doc(p, job_id, parent_status.get(p))
+    distinct = list(dict.fromkeys(parents))
+    for p in distinct:
+        yield edge_id(p, job_id), edge_doc(p, job_id, parent_status.get(p), len(distinct) == 1)
 
 
 def flags_from(d: Mapping[str, Any]) -> dict[str, str]:

@@ -144,20 +144,31 @@ class WorkflowPart(FirestoreBase):
         each (any edge pending? up to 3 that ended badly?). Firestore reads are strongly
         consistent, so of two releases of parents of one child, the one that commits its mark
         last sees both marks: a child whose last parents end at once is reported released at
-        least once. Cost: a query of the parent's edges (one read when it has none, as for
-        most jobs); with children, the parent, each edge read once and written once (if not
-        marked yet) plus one write per 499 edges (see `_mark_edges`), two queries per child.
+        least once. A child whose edge says it has no other parent (`only`) is summed up from
+        its parent's status alone: no edge of its is pending, and its parent is the one that
+        ended badly, or none. Cost: a query of the parent's edges (one read when it has none,
+        as for most jobs); with children, the parent, each edge read once and written once (if
+        not marked yet) plus one write per 499 edges (see `_mark_edges`), two queries per child
+        with other parents.
         """
         children: dict[str, None] = {}  # in order, each once
+        known: dict[str, ParentsState] = {}  # children of one parent: summed up already
         for parent_id in dict.fromkeys(parent_ids):
-            children.update(dict.fromkeys(self._mark_edges(parent_id)))
+            marked, status = self._mark_edges(parent_id)
+            for child, only in marked:
+                children[child] = None
+                if only:
+                    failed = (parent_id,) if status in codec.BAD_ENDS else ()
+                    known[child] = ParentsState(False, failed)
         if not children:
             return {}
-        states = list(self._pool.map(self._parents_state, children))
-        return dict(zip(children, states, strict=True))
+        rest = [c for c in children if c not in known]
+        known.update(zip(rest, self._pool.map(self._parents_state, rest), strict=True))
+        return {c: known[c] for c in children}
 
-    def _mark_edges(self, parent_id: str) -> list[str]:
-        """If the job is final, record its status on every edge out of it; its children.
+    def _mark_edges(self, parent_id: str) -> tuple[list[tuple[str, bool]], str | None]:
+        """If the job is final, record its status on every edge out of it; its children (each
+        with whether it has no other parent), and the status recorded.
 
         Pages of up to 499 edges are marked with no lock: each page commits with a write of
         the job's own status onto the job, under the precondition "not updated since read".
@@ -170,29 +181,30 @@ class WorkflowPart(FirestoreBase):
         """
         page_size = codec.MAX_WRITES - 1  # and the job's own write
         out_of = self._edges.where(filter=eq("parent", parent_id)).order_by(BY_ID)
-        out_of = out_of.select(["child", "parent_status"]).limit(page_size)
+        out_of = out_of.select(["child", "parent_status", "only"]).limit(page_size)
         page = self._stream("release_children", out_of)
         if not page:
-            return []  # no children (most jobs): one billed read
+            return [], None  # no children (most jobs): one billed read
         job = self._jobs.document(parent_id)
-        children: list[str] = []
+        children: list[tuple[str, bool]] = []
         for _ in range(CAS_ROUNDS):
             with self._backend("release_children"):
                 snap = job.get(field_paths=["status"])
             status = snap.get("status") if snap.exists else None
             if status not in codec.FINAL:
-                return []  # not ended (any more): its edges stay pending
+                return [], None  # not ended (any more): its edges stay pending
             unchanged = self._db.write_option(last_update_time=snap.update_time)
             while page:
                 todo = [e for e in page if e.get("parent_status") != status]
                 if todo and not self._mark_page(job, status, unchanged, todo):
                     break  # the job changed since read: read it again (this page is unmarked)
-                children.extend(e.get("child") for e in page)
+                # (`only` is absent on edges written before it: their child is queried)
+                children.extend((e.get("child"), fields(e).get("only") is True) for e in page)
                 if len(page) < page_size:
-                    return children
+                    return children, status
                 page = self._stream("release_children", out_of.start_after(page[-1]))
             else:
-                return children
+                return children, status
         raise BackendUnavailable(f"Firestore release_children: job {parent_id} kept changing")
 
     def _mark_page(self, job: Any, status: str, unchanged: Any, edges: list[Snapshot]) -> bool:
