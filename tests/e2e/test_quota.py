@@ -26,6 +26,9 @@ def test_a_submission_past_the_server_s_limit_is_refused_by_the_real_command(
     task_file.write_text("name: held\nn_jobs: 1\ncommand: " + json.dumps(gate.command()) + "\n")
     first = cli(system, "submit", str(task_file))
     assert first.returncode == 0, first.stderr
+    me = cli(system, "whoami")
+    assert me.returncode == 0, me.stderr
+    assert "under way: 1 tasks of at most 1, 1 jobs of at most 5,000,000" in me.stdout
     # When a second task is submitted: refused, naming the limit; nothing stored
     second = cli(system, "submit", str(task_file))
     assert second.returncode != 0

@@ -147,3 +147,23 @@ def test_a_workflow_s_retry_counts_the_tasks_it_runs_again(
     refused = client.post(f"/v1/workflows/{wf}/retry", json={}, headers=alice)
     assert refused.status_code == 429, refused.get_json()
     assert "this would add 2" in refused.get_json()["message"]
+
+
+def test_whoami_tells_a_user_what_they_have_under_way_against_the_limits(
+    svc: Services, world: tuple[Any, dict[str, str]], tmp_path: Path
+) -> None:
+    client, tokens = world
+    assert client.post("/v1/tasks", json=_task(6), headers=_as("alice", tokens)).status_code == 201
+    me = client.get("/v1/whoami", headers=_as("alice", tokens)).get_json()
+    assert me["usage"] == {"tasks": 1, "jobs": 6} and me["limits"] == {"tasks": 2, "jobs": 10}
+    assert client.get("/v1/whoami", headers=_as("bob", tokens)).get_json()["usage"] == {
+        "tasks": 0, "jobs": 0,
+    }  # fmt: skip
+    # A pilot submits nothing: no usage; with a limit switched off, null
+    pilot = LocalTokens(tmp_path / "users.json").add("pilot1", Role.PILOT)
+    svc.quota = Quota(max_tasks=None, max_jobs=10)
+    as_pilot = client.get("/v1/whoami", headers={"Authorization": f"Bearer {pilot}"})
+    assert "usage" not in as_pilot.get_json()
+    assert client.get("/v1/whoami", headers=_as("alice", tokens)).get_json()["limits"] == {
+        "tasks": None, "jobs": 10,
+    }  # fmt: skip

@@ -14,6 +14,7 @@ from skypanda.adapters.local.tokens import LocalTokens
 from skypanda.api.access import ROUTE_ROLES
 from skypanda.api.app import create_app
 from skypanda.domain.identity import Role
+from skypanda.domain.quota import MAX_ACTIVE_JOBS, MAX_ACTIVE_TASKS
 from skypanda.handlers.services import Services
 
 
@@ -160,5 +161,7 @@ def test_whoami_names_the_caller_and_its_roles(world: tuple[Any, dict[str, str]]
     assert client.get("/v1/whoami", headers=_as("alice", tokens)).get_json() == {
         "name": "alice",
         "roles": ["user"],
+        "usage": {"tasks": 0, "jobs": 0},  # (tests/functions/test_quota.py)
+        "limits": {"tasks": MAX_ACTIVE_TASKS, "jobs": MAX_ACTIVE_JOBS},
     }
     assert client.get("/v1/whoami", headers=_as("admin", tokens)).get_json()["roles"] == ["admin"]

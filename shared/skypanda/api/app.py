@@ -36,6 +36,7 @@ from skypanda.api.params import int_arg
 from skypanda.api.tracing import install as tracing_install
 from skypanda.api.workflows import workflow_routes
 from skypanda.domain.errors import InvalidInput
+from skypanda.domain.identity import Role
 from skypanda.domain.jobflow import log_key
 from skypanda.domain.models import Queue, Resources, TaskSpec, jsonable
 from skypanda.domain.states import JobStatus, PilotStatus
@@ -124,8 +125,15 @@ def _user_routes(app: Flask, svc: Services) -> None:
 
     @app.get("/v1/whoami")
     def whoami() -> Response:
+        """Who the caller is; for one who submits (a user, an admin), what they have under
+        way against the deployment's limits (`domain.quota`; a limit of None: none)."""
         principal = g.principal
-        return jsonify({"name": principal.name, "roles": sorted(principal.roles)})
+        me: dict[str, Any] = {"name": principal.name, "roles": sorted(principal.roles)}
+        if principal.roles & {Role.USER, Role.ADMIN}:
+            usage = svc.tasks.owner_usage(g.owner)
+            me["usage"] = {"tasks": usage.tasks, "jobs": usage.jobs}
+            me["limits"] = {"tasks": svc.quota.max_tasks, "jobs": svc.quota.max_jobs}
+        return jsonify(me)
 
     @app.post("/v1/tasks")
     def create_task() -> tuple[Response, int]:

@@ -51,6 +51,17 @@ def _describe(me: dict[str, Any]) -> str:
     return f"{me.get('name')} ({', '.join(me.get('roles') or []) or 'no role'})"
 
 
+def _usage(usage: dict[str, Any], limits: dict[str, Any]) -> str:
+    """What the caller has under way against the limits, e.g. "under way: 3 tasks of at most
+    5,000, 120 jobs of at most 5,000,000"."""
+
+    def part(what: str) -> str:
+        n, limit = usage.get(what, 0), limits.get(what)
+        return f"{n:,} {what}" + ("" if limit is None else f" of at most {limit:,}")
+
+    return f"under way: {part('tasks')}, {part('jobs')}"
+
+
 def check(url: str, token: str) -> str:
     """Who the server at `url` takes `token` for, e.g. "alice (user)".
 
@@ -272,6 +283,8 @@ def whoami(as_json: bool, server: str | None) -> None:
         click.echo(json.dumps({**me, "server": url, "credential": source}))
     else:
         click.echo(f"{_describe(me)} at {url}, by {source}")
+        if isinstance(me.get("usage"), dict):
+            click.echo(_usage(me["usage"], me.get("limits") or {}))
 
 
 COMMANDS = (login, logout, whoami)
