@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -169,6 +170,13 @@ class Gate:
 
     def command(self, then: str = "", mark: str | None = "{index}") -> list[str]:
         return ["sh", "-c", self.script(then, mark)]
+
+    def task_file(self, path: Path, n_jobs: int, max_attempts: int | None = None) -> Path:
+        """A task file at `path`: task `held` of `n_jobs` jobs whose payloads are this gate's."""
+        attempts = "" if max_attempts is None else f"max_attempts: {max_attempts}\n"
+        command = json.dumps(self.command())
+        path.write_text(f"name: held\nn_jobs: {n_jobs}\n{attempts}command: {command}\n")
+        return path
 
     def started(self) -> set[str]:
         """The marks of the payloads that started so far."""

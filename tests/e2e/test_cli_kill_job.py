@@ -26,10 +26,7 @@ def test_kill_job_kills_one_running_job_and_its_task_goes_on(
 ) -> None:
     # Given a task of two jobs whose payloads run until let go
     gate = Gate(tmp_path / "gate")
-    task_file = tmp_path / "task.yaml"
-    task_file.write_text(
-        "name: held\nn_jobs: 2\nmax_attempts: 3\ncommand: " + json.dumps(gate.command()) + "\n"
-    )
+    task_file = gate.task_file(tmp_path / "task.yaml", n_jobs=2, max_attempts=3)
     submitted = cli(system, "submit", str(task_file))
     assert submitted.returncode == 0, submitted.stderr
     task_id = submitted.stdout.strip()

@@ -50,10 +50,7 @@ def test_a_killed_task_is_retried_and_actions_on_it_say_what_can_be_done(
 ) -> None:
     # Given a task of two jobs held running
     gate = Gate(tmp_path / "gate")
-    task_file = tmp_path / "task.yaml"
-    task_file.write_text(
-        "name: held\nn_jobs: 2\nmax_attempts: 3\ncommand: " + json.dumps(gate.command()) + "\n"
-    )
+    task_file = gate.task_file(tmp_path / "task.yaml", n_jobs=2, max_attempts=3)
     task_id = sky(system, "submit", str(task_file)).stdout.strip()
     wait_until(lambda: gate.started() == {"0", "1"}, 90, "both payloads to start")
     # When it is killed

@@ -22,8 +22,7 @@ def test_a_submission_past_the_server_s_limit_is_refused_by_the_real_command(
     system = make_system()
     assert system.svc.quota == Quota(max_tasks=1, max_jobs=MAX_ACTIVE_JOBS)
     gate = Gate(tmp_path / "gate")
-    task_file = tmp_path / "task.yaml"
-    task_file.write_text("name: held\nn_jobs: 1\ncommand: " + json.dumps(gate.command()) + "\n")
+    task_file = gate.task_file(tmp_path / "task.yaml", n_jobs=1)
     first = cli(system, "submit", str(task_file))
     assert first.returncode == 0, first.stderr
     me = cli(system, "whoami")

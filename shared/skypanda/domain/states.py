@@ -180,6 +180,8 @@ TASK_FINAL: frozenset[TaskStatus] = frozenset(s for s, n in TASK_TRANSITIONS.ite
 }
 """Task states in which a task has ended (failed, cancelled and aborted can only be left by a
 retry)."""
+TASK_UNENDED: frozenset[TaskStatus] = frozenset(TaskStatus) - TASK_FINAL
+"""Task states of a task still under way (what an owner's limits count: `domain.quota`)."""
 TASK_RETRYABLE: frozenset[TaskStatus] = frozenset({_T.FAILED, _T.ABORTED})
 """Ended tasks a user may retry (a workflow's cancelled tasks are retried with it)."""
 TASK_OK: frozenset[TaskStatus] = frozenset({_T.DONE, _T.FINISHED})

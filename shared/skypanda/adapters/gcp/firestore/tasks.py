@@ -27,7 +27,15 @@ from skypanda.domain.errors import BackendUnavailable, InvalidInput, NotFound
 from skypanda.domain.events import Event
 from skypanda.domain.models import Job, Task, TaskSpec
 from skypanda.domain.quota import Usage
-from skypanda.domain.states import JOB_FINAL, JOB_QUEUED, TASK_FINAL, JobStatus, TaskStatus, advance
+from skypanda.domain.states import (
+    JOB_FINAL,
+    JOB_QUEUED,
+    TASK_FINAL,
+    TASK_UNENDED,
+    JobStatus,
+    TaskStatus,
+    advance,
+)
 
 
 class TaskPart(FirestoreBase):
@@ -62,8 +70,8 @@ class TaskPart(FirestoreBase):
     def owner_usage(self, owner: str) -> Usage:
         """One aggregation (count and sum of `n_jobs`) over the (owner, status, n_jobs) index:
         billed a read per 1,000 unended tasks."""
-        unended = [str(s) for s in TaskStatus if s not in TASK_FINAL]
-        query = self._tasks.where(filter=eq("owner", owner)).where(filter=is_in("status", unended))
+        query = self._tasks.where(filter=eq("owner", owner))
+        query = query.where(filter=is_in("status", TASK_UNENDED))
         with self._backend("owner_usage"):
             tasks, jobs = count_sum(query, "n_jobs")
         return Usage(tasks=tasks, jobs=jobs)

@@ -23,10 +23,10 @@ from skypanda.domain.errors import NotFound
 from skypanda.domain.events import Event
 from skypanda.domain.models import Job, Task, TaskSpec
 from skypanda.domain.quota import Usage
-from skypanda.domain.states import JOB_FINAL, TASK_FINAL, JobStatus, TaskStatus, advance
+from skypanda.domain.states import JOB_FINAL, TASK_UNENDED, JobStatus, TaskStatus, advance
 
 _INSERT_CHUNK = 4096
-_UNENDED = sorted(str(s) for s in TaskStatus if s not in TASK_FINAL)
+_UNENDED = sorted(str(s) for s in TASK_UNENDED)
 JOB_ROWS = 512
 """Jobs per INSERT statement (33 values each, well under SQLite's bound values). One statement
 per row would cost far more: the triggers on `jobs` make every statement keep a statement
